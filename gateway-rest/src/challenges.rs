@@ -1,0 +1,456 @@
+//! REST routes of the challenge service, keeping the seed's paths. Bodies are camelCase JSON;
+//! every route forwards the caller's `authorization` header to gRPC untouched.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use ewpm_proto::challenge::v1 as pb;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{AppState, problem::Problem, upstream};
+
+/// A wellness challenge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeDto {
+    /// Server-minted id (UUID v7).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Opens at (inclusive), RFC 3339 UTC.
+    pub start_time: String,
+    /// Closes at (inclusive), RFC 3339 UTC.
+    pub end_time: String,
+    /// The goal.
+    pub goal: GoalDto,
+    /// The employer it belongs to; `null` means open to everyone.
+    pub employer_id: Option<String>,
+    /// `upcoming`, `active` or `ended`, as of the response.
+    pub state: String,
+    /// Creator's user id.
+    pub created_by: String,
+    /// Created at, RFC 3339 UTC.
+    pub create_time: String,
+    /// Last editor's user id.
+    pub updated_by: String,
+    /// Last changed at, RFC 3339 UTC.
+    pub update_time: String,
+}
+
+/// What a participant aims for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GoalDto {
+    /// Amount to reach, > 0.
+    pub target: f64,
+    /// Unit of the target, e.g. `steps`.
+    pub unit: String,
+}
+
+/// Body of `POST /api/challenges`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateChallengeBody {
+    /// Display name, 1–200 characters.
+    #[serde(default)]
+    pub name: String,
+    /// Free text, at most 2000 characters.
+    #[serde(default)]
+    pub description: String,
+    /// Opens at, RFC 3339.
+    pub start_time: Option<String>,
+    /// Closes at, RFC 3339; after `startTime`.
+    pub end_time: Option<String>,
+    /// The goal.
+    pub goal: Option<GoalDto>,
+    /// Employer scope; omit for open (admins) or your own employer (employer admins).
+    #[serde(default)]
+    pub employer_id: Option<String>,
+    /// Retry key; the `Idempotency-Key` header works too.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Body of `PATCH /api/challenges/{id}`: only the fields present change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateChallengeBody {
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New start, RFC 3339.
+    pub start_time: Option<String>,
+    /// New end, RFC 3339.
+    pub end_time: Option<String>,
+    /// New goal; `target` and `unit` may be given alone.
+    pub goal: Option<GoalPatch>,
+    /// New employer scope (admins); `null` or `""` makes it open.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub employer_id: Option<Option<String>>,
+}
+
+/// A partial goal.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GoalPatch {
+    /// New target.
+    pub target: Option<f64>,
+    /// New unit.
+    pub unit: Option<String>,
+}
+
+/// One page of challenges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengePage {
+    /// The challenges.
+    pub challenges: Vec<ChallengeDto>,
+    /// Pass as `page_token` for the next page; empty on the last page.
+    pub next_page_token: String,
+}
+
+/// Query of `GET /api/challenges`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `upcoming`, `active` or `ended`; omit for all.
+    pub state: Option<String>,
+    /// Only this employer's challenges.
+    #[serde(alias = "employerId")]
+    pub employer_id: Option<String>,
+    /// Page size (default 20, max 100).
+    #[serde(alias = "pageSize")]
+    pub page_size: Option<String>,
+    /// Token of the next page.
+    #[serde(alias = "pageToken")]
+    pub page_token: Option<String>,
+}
+
+/// Query of `GET /api/users/{userId}/challenges/active`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActiveQuery {
+    /// Admins asking about another user: that user's employer.
+    #[serde(alias = "employerId")]
+    pub employer_id: Option<String>,
+    /// Page size (default 20, max 100).
+    #[serde(alias = "pageSize")]
+    pub page_size: Option<String>,
+    /// Token of the next page.
+    #[serde(alias = "pageToken")]
+    pub page_token: Option<String>,
+}
+
+/// Create a challenge.
+#[utoipa::path(
+    post, path = "/api/challenges", tag = "challenges",
+    request_body = CreateChallengeBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry key: a retry returns the first result")),
+    responses(
+        (status = 201, description = "Created", body = ChallengeDto),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role or employer does not allow it", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: CreateChallengeBody = match parse_body(&body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let CreateChallengeBody { name, description, start_time, end_time, goal, employer_id, idempotency_key } = body;
+    let start_time = match parse_time(start_time.as_deref(), "startTime") {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    let end_time = match parse_time(end_time.as_deref(), "endTime") {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request = pb::CreateChallengeRequest {
+        name,
+        description,
+        start_time,
+        end_time,
+        goal: goal.map(|g| pb::Goal { target: g.target, unit: g.unit }),
+        employer_id: employer_id.unwrap_or_default(),
+        idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
+    };
+    let mut client = state.challenge.clone();
+    match client.create_challenge(upstream::request(&headers, request)).await {
+        Ok(r) => {
+            let dto = to_dto(r.into_inner().challenge.unwrap_or_default());
+            let location = format!("/api/challenges/{}", dto.id);
+            (StatusCode::CREATED, [(header::LOCATION, location)], Json(dto)).into_response()
+        }
+        Err(status) => Problem::from_status(&status, "").into_response(),
+    }
+}
+
+/// Get one challenge.
+#[utoipa::path(
+    get, path = "/api/challenges/{id}", tag = "challenges",
+    params(("id" = String, Path, description = "Challenge id")),
+    responses(
+        (status = 200, description = "The challenge", body = ChallengeDto),
+        (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let mut client = state.challenge.clone();
+    match client.get_challenge(upstream::request(&headers, pb::GetChallengeRequest { id })).await {
+        Ok(r) => Json(to_dto(r.into_inner().challenge.unwrap_or_default())).into_response(),
+        Err(status) => Problem::from_status(&status, "").into_response(),
+    }
+}
+
+/// List the challenges the caller may see.
+#[utoipa::path(
+    get, path = "/api/challenges", tag = "challenges",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = ChallengePage),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let ListQuery { state: wanted, employer_id, page_size, page_token } = q;
+    let state_filter = match wanted.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("all") => pb::ChallengeState::Unspecified,
+        Some("upcoming") => pb::ChallengeState::Upcoming,
+        Some("active") => pb::ChallengeState::Active,
+        Some("ended") => pb::ChallengeState::Ended,
+        Some(_) => return Problem::bad_request("state", "must be upcoming, active or ended").into_response(),
+    };
+    let page_size = match parse_page_size(page_size.as_deref()) {
+        Ok(n) => n,
+        Err(p) => return p.into_response(),
+    };
+    let request = pb::ListChallengesRequest {
+        state: state_filter as i32,
+        employer_id: employer_id.unwrap_or_default(),
+        page_size,
+        page_token: page_token.unwrap_or_default(),
+    };
+    let mut client = state.challenge.clone();
+    match client.list_challenges(upstream::request(&headers, request)).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            Json(ChallengePage {
+                challenges: r.challenges.into_iter().map(to_dto).collect(),
+                next_page_token: r.next_page_token,
+            })
+            .into_response()
+        }
+        Err(status) => Problem::from_status(&status, "").into_response(),
+    }
+}
+
+/// Change some fields of a challenge.
+#[utoipa::path(
+    patch, path = "/api/challenges/{id}", tag = "challenges",
+    params(("id" = String, Path, description = "Challenge id")),
+    request_body = UpdateChallengeBody,
+    responses(
+        (status = 200, description = "The challenge after the change", body = ChallengeDto),
+        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such challenge", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: UpdateChallengeBody = match parse_body(&body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let UpdateChallengeBody { name, description, start_time, end_time, goal, employer_id } = body;
+    let mut paths = Vec::new();
+    let mut challenge = pb::Challenge { id, ..Default::default() };
+    if let Some(name) = name {
+        paths.push("name");
+        challenge.name = name;
+    }
+    if let Some(description) = description {
+        paths.push("description");
+        challenge.description = description;
+    }
+    if start_time.is_some() {
+        paths.push("start_time");
+        match parse_time(start_time.as_deref(), "startTime") {
+            Ok(t) => challenge.start_time = t,
+            Err(p) => return p.into_response(),
+        }
+    }
+    if end_time.is_some() {
+        paths.push("end_time");
+        match parse_time(end_time.as_deref(), "endTime") {
+            Ok(t) => challenge.end_time = t,
+            Err(p) => return p.into_response(),
+        }
+    }
+    if let Some(GoalPatch { target, unit }) = goal {
+        let mut g = pb::Goal::default();
+        if let Some(target) = target {
+            paths.push("goal.target");
+            g.target = target;
+        }
+        if let Some(unit) = unit {
+            paths.push("goal.unit");
+            g.unit = unit;
+        }
+        challenge.goal = Some(g);
+    }
+    if let Some(employer) = employer_id {
+        paths.push("employer_id");
+        challenge.employer_id = employer.unwrap_or_default();
+    }
+    if paths.is_empty() {
+        return Problem::bad_request("body", "names no field to change").into_response();
+    }
+    let request = pb::UpdateChallengeRequest {
+        challenge: Some(challenge),
+        update_mask: Some(prost_types::FieldMask { paths: paths.into_iter().map(str::to_string).collect() }),
+    };
+    let mut client = state.challenge.clone();
+    match client.update_challenge(upstream::request(&headers, request)).await {
+        Ok(r) => Json(to_dto(r.into_inner().challenge.unwrap_or_default())).into_response(),
+        Err(status) => Problem::from_status(&status, "challenge.").into_response(),
+    }
+}
+
+/// The challenges active now for a user (the caller, or anyone for admins).
+#[utoipa::path(
+    get, path = "/api/users/{userId}/challenges/active", tag = "challenges",
+    params(("userId" = String, Path, description = "The user; must be the caller unless the caller is an admin"), ActiveQuery),
+    responses(
+        (status = 200, description = "Active challenges, soonest ending first", body = ChallengePage),
+        (status = 403, description = "Another user's list, asked by a non-admin", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn active_for_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    Query(q): Query<ActiveQuery>,
+) -> Response {
+    let ActiveQuery { employer_id, page_size, page_token } = q;
+    let page_size = match parse_page_size(page_size.as_deref()) {
+        Ok(n) => n,
+        Err(p) => return p.into_response(),
+    };
+    let request = pb::ListActiveChallengesRequest {
+        user_id,
+        employer_id: employer_id.unwrap_or_default(),
+        page_size,
+        page_token: page_token.unwrap_or_default(),
+    };
+    let mut client = state.challenge.clone();
+    match client.list_active_challenges(upstream::request(&headers, request)).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            Json(ChallengePage {
+                challenges: r.challenges.into_iter().map(to_dto).collect(),
+                next_page_token: r.next_page_token,
+            })
+            .into_response()
+        }
+        Err(status) => Problem::from_status(&status, "").into_response(),
+    }
+}
+
+/// Deserializes a field that may be `null`: present-and-null is `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Parses a JSON body, answering 400 problem+json with the serde message.
+fn parse_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::bad_request("body", "must be a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| Problem::bad_request("body", format!("is not valid: {e}")))
+}
+
+fn parse_time(raw: Option<&str>, field: &str) -> Result<Option<prost_types::Timestamp>, Problem> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => DateTime::parse_from_rfc3339(raw.trim())
+            .map(|t| Some(ewpm_kit::timestamp::to_proto(t.with_timezone(&Utc))))
+            .map_err(|_| Problem::bad_request(field, "must be an RFC 3339 timestamp, e.g. 2026-01-31T00:00:00Z")),
+    }
+}
+
+fn parse_page_size(raw: Option<&str>) -> Result<i32, Problem> {
+    match raw {
+        None | Some("") => Ok(0),
+        Some(raw) => raw
+            .parse::<i32>()
+            .map_err(|_| Problem::bad_request("page_size", "must be a whole number")),
+    }
+}
+
+fn time(ts: Option<prost_types::Timestamp>) -> String {
+    ts.as_ref()
+        .and_then(ewpm_kit::timestamp::from_proto)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+/// The REST shape of a challenge.
+pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
+    let pb::Challenge {
+        id,
+        name,
+        description,
+        start_time,
+        end_time,
+        goal,
+        employer_id,
+        state,
+        created_by,
+        create_time,
+        updated_by,
+        update_time,
+    } = c;
+    let state = match pb::ChallengeState::try_from(state) {
+        Ok(pb::ChallengeState::Upcoming) => "upcoming",
+        Ok(pb::ChallengeState::Active) => "active",
+        Ok(pb::ChallengeState::Ended) => "ended",
+        _ => "unspecified",
+    };
+    let goal = goal.unwrap_or_default();
+    ChallengeDto {
+        id,
+        name,
+        description,
+        start_time: time(start_time),
+        end_time: time(end_time),
+        goal: GoalDto { target: goal.target, unit: goal.unit },
+        employer_id: (!employer_id.is_empty()).then_some(employer_id),
+        state: state.to_string(),
+        created_by,
+        create_time: time(create_time),
+        updated_by,
+        update_time: time(update_time),
+    }
+}

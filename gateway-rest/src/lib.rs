@@ -1,0 +1,158 @@
+//! The EWPM REST edge: a thin axum layer for browsers. It calls the services through tonic
+//! clients only, forwards the caller's bearer token untouched, and answers errors as
+//! `application/problem+json` with the service's stable reason.
+//!
+//! # Layout
+//! - [`challenges`]: challenge routes and their JSON shapes.
+//! - [`problem`]: gRPC status → problem+json.
+//! - [`upstream`]: channels to the services; token and trace forwarding.
+//! - this file: the router, `/health`, `/metrics`, `/openapi.json`, `/docs`, request
+//!   spans and metrics.
+
+pub mod challenges;
+pub mod problem;
+pub mod upstream;
+
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use ewpm_kit::{CancellationToken, settings::ServiceAddrs};
+use ewpm_proto::challenge::v1::challenge_service_client::ChallengeServiceClient;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tracing::Instrument;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::problem::Problem;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The challenge service.
+    pub challenge: ChallengeServiceClient<Channel>,
+    challenge_channel: Channel,
+}
+
+impl AppState {
+    /// Clients for the services at `addrs` (connected lazily).
+    pub fn connect(addrs: &ServiceAddrs) -> anyhow::Result<Self> {
+        let challenge_channel = upstream::channel(&addrs.challenge).context("challenge service")?;
+        Ok(Self { challenge: ChallengeServiceClient::new(challenge_channel.clone()), challenge_channel })
+    }
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "EWPM REST API", description = "The browser edge of the EWPM engagement platform. Every route needs `Authorization: Bearer <token>`; errors are application/problem+json."),
+    paths(
+        challenges::create,
+        challenges::get,
+        challenges::list,
+        challenges::update,
+        challenges::active_for_user,
+    ),
+    components(schemas(Problem, problem::FieldError)),
+    modifiers(&BearerAuth),
+    tags((name = "challenges", description = "Wellness challenges"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The whole REST router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/challenges", get(challenges::list).post(challenges::create))
+        .route("/api/challenges/{id}", get(challenges::get).patch(challenges::update))
+        .route("/api/users/{userId}/challenges/active", get(challenges::active_for_user))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state);
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .layer(middleware::from_fn(observe))
+}
+
+/// Serves the REST edge on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("REST edge failed")
+}
+
+/// Readiness: 200 when every upstream service reports SERVING, else 503.
+async fn health(State(state): State<AppState>) -> Response {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut client = HealthClient::new(state.challenge_channel.clone());
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: ewpm_proto::challenge::v1::SERVICE_NAME.to_string(),
+    });
+    request.set_timeout(std::time::Duration::from_secs(2));
+    match client.check(request).await {
+        Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => {
+            Json(serde_json::json!({"status": "ok", "services": {"challenge": "serving"}})).into_response()
+        }
+        Ok(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_NOT_SERVING", "challenge service is not serving")
+            .into_response(),
+        Err(status) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", format!("challenge service: {}", status.message()))
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus metrics of this process.
+async fn metrics() -> String {
+    ewpm_kit::telemetry::metrics_handle().render()
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", "no such route")
+}
+
+/// A span per request (with the trace id) and request metrics by route template.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let trace_id = ewpm_kit::server::trace_id(request.headers());
+    let span = tracing::info_span!("http", http.method = %method, http.route = %route, %trace_id);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("http_server_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route).record(elapsed);
+    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), elapsed_ms = elapsed * 1e3, "request finished"));
+    response
+}

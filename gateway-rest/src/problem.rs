@@ -1,0 +1,204 @@
+//! `application/problem+json` (RFC 9457) answers, mapped from gRPC statuses.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tonic::Code;
+use tonic_types::StatusExt;
+use utoipa::ToSchema;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A URI naming the problem kind: `urn:ewpm:problem:<reason>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short, human-readable summary of the kind (the HTTP reason phrase).
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this case.
+    pub detail: String,
+    /// Stable machine-readable reason (the gRPC `ErrorInfo.reason`), e.g. `CHALLENGE_NOT_FOUND`.
+    pub reason: String,
+    /// The bad fields, for 400 answers (camelCase JSON paths).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One bad field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field's JSON path, e.g. `endTime` or `goal.target`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl Problem {
+    /// A problem with `status`, `reason` and `detail`.
+    pub fn new(status: StatusCode, reason: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:ewpm:problem:{}", reason.to_ascii_lowercase().replace('_', "-")),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            reason: reason.to_string(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 400 for a request body or query the edge itself cannot read.
+    pub fn bad_request(field: &str, description: impl Into<String>) -> Self {
+        let description = description.into();
+        let mut p = Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("{field} {description}"));
+        p.errors.push(FieldError { field: field.to_string(), description });
+        p
+    }
+
+    /// The problem for a gRPC status from a service. `strip` is a field-path prefix that
+    /// the REST shape does not have (`challenge.` for an update whose body is the challenge).
+    pub fn from_status(status: &tonic::Status, strip: &str) -> Self {
+        let http = http_status(status.code());
+        let details = status.get_error_details();
+        let reason = details
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_else(|| default_reason(status.code()).to_string());
+        let detail = if status.code() == Code::Internal || status.code() == Code::Unknown {
+            "internal error".to_string()
+        } else {
+            status.message().to_string()
+        };
+        let mut p = Self::new(http, &reason, detail);
+        if let Some(bad) = details.bad_request() {
+            p.errors = bad
+                .field_violations
+                .iter()
+                .map(|v| FieldError {
+                    field: camel_path(v.field.strip_prefix(strip).unwrap_or(&v.field)),
+                    description: v.description.clone(),
+                })
+                .collect();
+            p.detail = p.errors.iter().map(|e| format!("{} {}", e.field, e.description)).collect::<Vec<_>>().join("; ");
+        }
+        p
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+/// The HTTP status for a gRPC code (DESIGN.md's table, completed).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Internal | Code::Unknown | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn default_reason(code: Code) -> &'static str {
+    match code {
+        Code::Unavailable => "UPSTREAM_UNAVAILABLE",
+        Code::DeadlineExceeded => "UPSTREAM_TIMEOUT",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::NotFound => "NOT_FOUND",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        _ => "INTERNAL",
+    }
+}
+
+/// `goal.unit_name` → `goal.unitName`: proto field paths as the REST JSON names them.
+pub fn camel_path(path: &str) -> String {
+    path.split('.')
+        .map(|segment| {
+            let mut out = String::with_capacity(segment.len());
+            let mut upper = false;
+            for c in segment.chars() {
+                if c == '_' {
+                    upper = true;
+                } else if upper {
+                    out.extend(c.to_uppercase());
+                    upper = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proto_paths_become_camel_case() {
+        assert_eq!(camel_path("end_time"), "endTime");
+        assert_eq!(camel_path("goal.target"), "goal.target");
+        assert_eq!(camel_path("challenge.employer_id"), "challenge.employerId");
+    }
+
+    #[test]
+    fn a_status_with_violations_becomes_a_400_naming_the_fields() {
+        let status = ewpm_kit::error::invalid_argument(
+            "INVALID_ARGUMENT",
+            &[ewpm_kit::error::FieldViolation::new("challenge.end_time", "must be after the start time")],
+        );
+        let p = Problem::from_status(&status, "challenge.");
+        assert_eq!(p.status, 400);
+        assert_eq!(p.reason, "INVALID_ARGUMENT");
+        assert_eq!(
+            p.errors,
+            vec![FieldError { field: "endTime".into(), description: "must be after the start time".into() }]
+        );
+    }
+
+    #[test]
+    fn internal_errors_never_leak_their_message() {
+        let p = Problem::from_status(&tonic::Status::internal("connection string xyz"), "");
+        assert_eq!((p.status, p.detail.as_str()), (500, "internal error"));
+    }
+
+    #[test]
+    fn every_design_code_maps_to_its_http_status() {
+        let table = [
+            (Code::InvalidArgument, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+        ];
+        for (code, http) in table {
+            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! EWPM protobuf contracts: the code prost and tonic generate from `proto/ewpm/**`, and the
+//! encoded descriptor set that every server registers with gRPC reflection.
+//!
+//! Generated code is the one place lints are relaxed.
+
+/// Encoded `FileDescriptorSet` of every EWPM proto file.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ewpm_descriptor.bin"));
+
+/// `ewpm.challenge.v1`: wellness challenges.
+pub mod challenge {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.challenge.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.challenge.v1.ChallengeService";
+    }
+}

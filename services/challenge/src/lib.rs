@@ -1,0 +1,17 @@
+//! The challenge service: wellness challenges with a time window, a goal and an optional
+//! employer scope. Owns the `challenges` table.
+//!
+//! # Layout
+//! - [`grpc`]: `ChallengeService` — request → domain call → response.
+//! - [`service`]: the use cases (access rules, then the store).
+//! - [`domain`]: parsed types (`ChallengeName`, `Goal`, `Window`…) and access rules; no I/O.
+//! - [`store`]: the SeaORM entity and queries.
+//! - [`error`]: `ChallengeError` and its one mapping to `tonic::Status`.
+//! - [`app`]: `build(..)` → the tonic service, ready to mount.
+
+pub mod app;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;

@@ -1,0 +1,332 @@
+//! Identity: bearer JWTs (HS256), the interceptor every service mounts, and [`Caller`], the
+//! verified identity an RPC handler reads.
+//!
+//! Tokens carry `sub` (user id), `employer_id`, `role`, and the standard `iss`, `aud`, `iat`,
+//! `exp`. Only HS256 is accepted: `alg: none` and every other algorithm are rejected, as are
+//! expired tokens (30 s leeway) and tokens for another issuer or audience.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Request, Status, service::Interceptor};
+
+use crate::{error, settings::AuthSettings};
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Platform operator: everything.
+    Admin,
+    /// Manages one employer's programs.
+    EmployerAdmin,
+    /// A participant.
+    Employee,
+}
+
+impl Role {
+    /// The wire name (`admin`, `employer_admin`, `employee`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::EmployerAdmin => "employer_admin",
+            Role::Employee => "employee",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "employer_admin" => Ok(Role::EmployerAdmin),
+            "employee" => Ok(Role::Employee),
+            other => Err(format!("unknown role {other:?}: use admin, employer_admin or employee")),
+        }
+    }
+}
+
+/// The claims of an EWPM token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The user's employer, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_id: Option<String>,
+    /// The user's role.
+    pub role: Role,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+}
+
+/// The verified identity of the caller of an RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user id (`sub`).
+    pub user_id: String,
+    /// The caller's employer.
+    pub employer_id: Option<String>,
+    /// The caller's role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// The caller of `request`, as the interceptor verified it. Unauthenticated if the
+    /// service was mounted without the interceptor (a wiring bug, not a client error).
+    pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
+        request.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            error::status(Code::Unauthenticated, "UNAUTHENTICATED", "missing caller identity")
+        })
+    }
+
+    /// Whether the caller is a platform admin.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl_secs: u64,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// Keys for `secret` with the issuer, audience and lifetime of `settings`.
+    pub fn new(secret: &str, settings: &AuthSettings) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.leeway = 30;
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            ttl_secs: settings.token_ttl_secs,
+        }
+    }
+
+    /// Keys from the configured secret; without one, the development key kept in
+    /// `<data_dir>/dev-jwt-secret` (created on first use), so that `ewpm token` run in the
+    /// same directory mints tokens a running `ewpm dev` accepts.
+    pub fn for_embedded(settings: &AuthSettings, data_dir: &Path) -> anyhow::Result<Self> {
+        if let Some(secret) = &settings.secret {
+            return Ok(Self::new(secret, settings));
+        }
+        let path = data_dir.join("dev-jwt-secret");
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("create {}", data_dir.display()))?;
+                let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                std::fs::write(&path, &secret).with_context(|| format!("write {}", path.display()))?;
+                secret
+            }
+        };
+        Ok(Self::new(&secret, settings))
+    }
+
+    /// Keys from the configured secret, or an error naming the variable that sets it.
+    pub fn required(settings: &AuthSettings) -> anyhow::Result<Self> {
+        let secret = settings
+            .secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .context("EWPM_AUTH__SECRET (the HS256 token secret) is required here")?;
+        Ok(Self::new(secret, settings))
+    }
+
+    /// Mints a token for `sub` with `role` and optional `employer_id`.
+    pub fn mint(&self, sub: &str, role: Role, employer_id: Option<&str>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: sub.to_string(),
+            employer_id: employer_id.map(str::to_string),
+            role,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now,
+            exp: now + i64::try_from(self.ttl_secs).unwrap_or(i64::MAX / 2),
+        };
+        self.encode(&claims)
+    }
+
+    /// Signs arbitrary claims (tests use it for expired tokens).
+    pub fn encode(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing of serializable claims cannot fail")
+    }
+
+    /// Verifies a token and returns the caller it names.
+    pub fn verify(&self, token: &str) -> Result<Caller, Status> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| {
+                tracing::debug!(%err, "token rejected");
+                error::status(Code::Unauthenticated, "INVALID_TOKEN", "invalid or expired token")
+            })?;
+        let c = data.claims;
+        if c.sub.is_empty() {
+            return Err(error::status(Code::Unauthenticated, "INVALID_TOKEN", "token has no subject"));
+        }
+        Ok(Caller { user_id: c.sub, employer_id: c.employer_id.filter(|e| !e.is_empty()), role: c.role })
+    }
+
+    /// Verifies an `authorization` header value (`Bearer <jwt>`).
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Caller, Status> {
+        let header = header.ok_or_else(|| {
+            error::status(Code::Unauthenticated, "MISSING_TOKEN", "missing bearer token")
+        })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                error::status(
+                    Code::Unauthenticated,
+                    "MISSING_TOKEN",
+                    "authorization must be `Bearer <token>`",
+                )
+            })?;
+        self.verify(token.trim())
+    }
+}
+
+/// The gRPC interceptor: verifies the bearer token and stores the [`Caller`] in the request
+/// extensions; answers Unauthenticated otherwise.
+#[derive(Clone, Debug)]
+pub struct Authenticator(Arc<TokenKeys>);
+
+impl Authenticator {
+    /// An interceptor verifying with `keys`.
+    pub fn new(keys: TokenKeys) -> Self {
+        Self(Arc::new(keys))
+    }
+}
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let caller = self.0.verify_header(header)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secret: &str) -> TokenKeys {
+        TokenKeys::new(secret, &crate::settings::Settings::default().auth)
+    }
+
+    fn reason(status: &Status) -> String {
+        use tonic_types::StatusExt;
+        status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_to_its_caller() {
+        let k = keys("secret");
+        let token = k.mint("u1", Role::EmployerAdmin, Some("acme"));
+        let caller = k.verify_header(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!(
+            caller,
+            Caller { user_id: "u1".into(), employer_id: Some("acme".into()), role: Role::EmployerAdmin }
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_rejected() {
+        let token = keys("other").mint("u1", Role::Admin, None);
+        let err = keys("secret").verify(&token).unwrap_err();
+        assert_eq!((err.code(), reason(&err)), (Code::Unauthenticated, "INVALID_TOKEN".into()));
+    }
+
+    #[test]
+    fn an_expired_token_is_rejected() {
+        let k = keys("secret");
+        let now = chrono::Utc::now().timestamp();
+        let token = k.encode(&Claims {
+            sub: "u1".into(),
+            employer_id: None,
+            role: Role::Admin,
+            iss: "ewpm".into(),
+            aud: "ewpm".into(),
+            iat: now - 7200,
+            exp: now - 3600,
+        });
+        assert_eq!(k.verify(&token).unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_rejected() {
+        let k = keys("secret");
+        let now = chrono::Utc::now().timestamp();
+        let token = k.encode(&Claims {
+            sub: "u1".into(),
+            employer_id: None,
+            role: Role::Admin,
+            iss: "ewpm".into(),
+            aud: "someone-else".into(),
+            iat: now,
+            exp: now + 60,
+        });
+        assert_eq!(k.verify(&token).unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn an_unsigned_alg_none_token_is_rejected() {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let now = chrono::Utc::now().timestamp();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(
+            format!(r#"{{"sub":"u1","role":"admin","iss":"ewpm","aud":"ewpm","iat":{now},"exp":{}}}"#, now + 60),
+        );
+        let err = keys("secret").verify(&format!("{header}.{body}.")).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_missing_or_malformed_header_is_unauthenticated() {
+        let k = keys("secret");
+        assert_eq!(reason(&k.verify_header(None).unwrap_err()), "MISSING_TOKEN");
+        assert_eq!(reason(&k.verify_header(Some("Basic abc")).unwrap_err()), "MISSING_TOKEN");
+        assert_eq!(reason(&k.verify_header(Some("Bearer garbage")).unwrap_err()), "INVALID_TOKEN");
+    }
+
+    #[test]
+    fn the_development_key_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::settings::Settings::default().auth;
+        let first = TokenKeys::for_embedded(&settings, dir.path()).unwrap();
+        let second = TokenKeys::for_embedded(&settings, dir.path()).unwrap();
+        let token = first.mint("u1", Role::Employee, None);
+        assert_eq!(second.verify(&token).unwrap().user_id, "u1");
+    }
+}

@@ -1,0 +1,98 @@
+//! Database connections (SeaORM over SQLite or PostgreSQL) and migrations.
+//!
+//! Every service's tables live in one database server; each service has its own migration
+//! history (see `ewpm-migrations`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ewpm_migrations::MigratorTrait;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+
+/// Opens a connection pool for `url` (`sqlite://path?mode=rwc` or `postgres://…`). For
+/// SQLite the parent directory is created and the file runs in WAL mode.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite {
+        if let Some(path) = sqlite_path(url) {
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("create {}", parent.display()))?;
+                }
+            }
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .max_connections(if sqlite { 4 } else { 16 })
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("connect to database {}", redact(url)))?;
+    if sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
+            .await
+            .context("configure SQLite")?;
+    }
+    Ok(db)
+}
+
+/// Applies every service's pending migrations.
+pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<()> {
+    ewpm_migrations::challenge::Migrator::up(db, None).await.context("migrate challenge")?;
+    Ok(())
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[tokio::test]
+    async fn an_embedded_database_is_created_and_migrated_in_a_new_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/ewpm.db?mode=rwc", dir.path().display());
+        let db = connect(&url).await.unwrap();
+        migrate_all(&db).await.unwrap();
+        // Migrating twice is a no-op.
+        migrate_all(&db).await.unwrap();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM challenges",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 0);
+    }
+}

@@ -1,0 +1,124 @@
+//! Error shapes shared by every service.
+//!
+//! Every non-Internal status carries a `google.rpc.ErrorInfo` with a stable UPPER_SNAKE
+//! `reason` (domain `ewpm`); bad input also carries `google.rpc.BadRequest` field violations.
+//! An unexpected error is logged with its cause chain and answered as a bare Internal, so no
+//! internals reach the caller.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every EWPM error.
+pub const DOMAIN: &str = "ewpm";
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's path in the request, e.g. `goal.target`.
+    pub field: String,
+    /// What is wrong with it, phrased to follow the field name.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+
+    /// The same violation under a parent path (`goal` + `target` → `goal.target`).
+    pub fn under(self, parent: &str) -> Self {
+        Self { field: format!("{parent}.{}", self.field), ..self }
+    }
+}
+
+impl std::fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.description)
+    }
+}
+
+/// A status with `code`, `message` and an `ErrorInfo` carrying `reason`.
+pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
+}
+
+/// InvalidArgument with reason `reason` and the given field violations; the message lists them.
+pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
+    let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// Logs an unexpected error with its whole cause chain and returns a bare Internal.
+pub fn internal(err: &anyhow::Error) -> Status {
+    tracing::error!(error = format!("{err:#}"), "unexpected error");
+    Status::internal("internal error")
+}
+
+/// Collects field violations from several parse results and returns them all at once, so a
+/// caller fixes every bad field in one round trip.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the value of `result`, or records its violation and returns `None`.
+    pub fn check<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(v) => {
+                self.0.push(v);
+                None
+            }
+        }
+    }
+
+    /// Records a violation.
+    pub fn push(&mut self, violation: FieldViolation) {
+        self.0.push(violation);
+    }
+
+    /// `Ok(())` when nothing was recorded, else every violation.
+    pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_reason_and_every_violation() {
+        let s = invalid_argument(
+            "INVALID_CHALLENGE",
+            &[FieldViolation::new("name", "must not be empty"), FieldViolation::new("goal.target", "must be > 0")],
+        );
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "name must not be empty; goal.target must be > 0");
+        let details = s.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "INVALID_CHALLENGE");
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.description.as_str()))
+            .collect();
+        assert_eq!(fields, vec![("name", "must not be empty"), ("goal.target", "must be > 0")]);
+    }
+
+    #[test]
+    fn internal_hides_the_cause() {
+        let s = internal(&anyhow::anyhow!("db password is hunter2"));
+        assert_eq!((s.code(), s.message()), (Code::Internal, "internal error"));
+    }
+}

@@ -1,0 +1,30 @@
+//! The EWPM service kit: everything a service needs that is not its own domain.
+//!
+//! A service says what it mounts and which background tasks it runs; startup, shutdown,
+//! health, reflection, metrics, authentication, error shapes and store connections live here
+//! once.
+//!
+//! # Layout
+//! - [`settings`]: layered typed configuration (defaults → file → `EWPM_` environment).
+//! - [`telemetry`]: tracing setup (pretty or JSON) and the Prometheus recorder.
+//! - [`auth`]: JWT claims, token minting, the gRPC interceptor and [`auth::Caller`].
+//! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
+//! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
+//!   message limits, graceful shutdown).
+//! - [`shutdown`]: SIGTERM / SIGINT → a cancellation token.
+//! - [`db`]: SeaORM connections (SQLite or PostgreSQL) and migrations.
+//! - [`clock`]: the time source services take, so tests can fix it.
+//! - [`paging`]: page sizes and opaque page tokens shared by every List RPC.
+
+pub mod auth;
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod paging;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod timestamp;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,259 @@
+//! Layered, typed settings.
+//!
+//! Precedence, lowest first: built-in defaults (the embedded mode) → an optional TOML file
+//! (`EWPM_CONFIG`, else `ewpm.toml` in the working directory when present) → environment
+//! variables with the `EWPM_` prefix and `__` for nesting (`EWPM_GRPC__ADDR`,
+//! `EWPM_AUTH__SECRET`) → the conventional `DATABASE_URL` and `REDIS_URL`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, bail};
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of an EWPM process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for embedded-mode state: the SQLite file and the development signing key.
+    pub data_dir: PathBuf,
+    /// Database URL (`postgres://…` or `sqlite://…`). Unset means the embedded SQLite file
+    /// `<data_dir>/ewpm.db`; `ewpm serve` and `ewpm migrate` require it.
+    pub database_url: Option<String>,
+    /// Redis URL for the mesh mode's bus and score store.
+    pub redis_url: Option<String>,
+    /// Logging.
+    pub log: LogSettings,
+    /// Token verification and minting.
+    pub auth: AuthSettings,
+    /// The gRPC listener.
+    pub grpc: GrpcSettings,
+    /// The REST edge's listener.
+    pub http: HttpSettings,
+    /// The Prometheus endpoint of a single service in mesh mode.
+    pub metrics: MetricsSettings,
+    /// Where the other services are, for the REST edge and service-to-service calls.
+    pub services: ServiceAddrs,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` (local) or `json` (production).
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `info,ewpm_challenge=debug`. `RUST_LOG` wins.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// JWT settings (HS256).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The HS256 signing secret. Unset in the embedded mode means a key generated once and
+    /// kept in `<data_dir>/dev-jwt-secret`; `ewpm serve` requires it.
+    pub secret: Option<String>,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Lifetime of tokens minted by `ewpm token` and `ewpm dev`, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+/// gRPC server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// How long shutdown waits for open calls and streams before dropping them, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// REST edge settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+/// Metrics endpoint of a single service (`ewpm serve <service>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Listen address of `GET /metrics`.
+    pub addr: SocketAddr,
+}
+
+/// Addresses (URIs) of the services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAddrs {
+    /// The challenge service, e.g. `http://challenge:50051`.
+    pub challenge: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            redis_url: None,
+            log: LogSettings { format: LogFormat::Pretty, level: "info".into() },
+            auth: AuthSettings {
+                secret: None,
+                issuer: "ewpm".into(),
+                audience: "ewpm".into(),
+                token_ttl_secs: 24 * 3600,
+            },
+            grpc: GrpcSettings {
+                addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+                max_message_bytes: 4 * 1024 * 1024,
+                shutdown_grace_secs: 5,
+            },
+            http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            metrics: MetricsSettings { addr: SocketAddr::from(([0, 0, 0, 0], 9464)) },
+            services: ServiceAddrs { challenge: "http://127.0.0.1:50051".into() },
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the settings from the process environment (see the module doc for the layers).
+    pub fn load() -> anyhow::Result<Self> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(&vars)
+    }
+
+    /// Loads the settings with `vars` standing in for the environment.
+    pub fn load_from(vars: &[(String, String)]) -> anyhow::Result<Self> {
+        let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match var("EWPM_CONFIG") {
+            Some(path) => {
+                if !std::path::Path::new(&path).is_file() {
+                    bail!("EWPM_CONFIG names {path}, which is not a readable file");
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if std::path::Path::new("ewpm.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("ewpm.toml"));
+            }
+            None => {}
+        }
+        let env: Vec<(String, String)> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("EWPM_") && k != "EWPM_CONFIG")
+            .filter(|(k, _)| !k.starts_with("EWPM_TEST_"))
+            .cloned()
+            .collect();
+        for (key, value) in &env {
+            let path = key["EWPM_".len()..].to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge(Serialized::default(&path, value));
+        }
+        if let Some(url) = var("DATABASE_URL").filter(|v| !v.is_empty()) {
+            figment = figment.merge(Serialized::default("database_url", url));
+        }
+        if let Some(url) = var("REDIS_URL").filter(|v| !v.is_empty()) {
+            figment = figment.merge(Serialized::default("redis_url", url));
+        }
+        // Lossy: environment values are strings; numbers and booleans parse where expected.
+        figment.extract_lossy().context("invalid settings")
+    }
+
+    /// The database URL, defaulting to the embedded SQLite file.
+    pub fn database_url_or_embedded(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ewpm.db").display()),
+        }
+    }
+
+    /// The database URL, or an error naming the variable that sets it.
+    pub fn require_database_url(&self) -> anyhow::Result<String> {
+        self.database_url.clone().context(
+            "DATABASE_URL is required here (e.g. DATABASE_URL=postgres://user:pass@host/ewpm)",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_defaults_are_the_embedded_mode() {
+        let s = Settings::load_from(&[]).unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.database_url_or_embedded(), "sqlite://data/ewpm.db?mode=rwc");
+    }
+
+    #[test]
+    fn environment_overrides_nested_values_and_the_conventional_urls() {
+        let s = Settings::load_from(&vars(&[
+            ("EWPM_GRPC__ADDR", "0.0.0.0:6000"),
+            ("EWPM_GRPC__MAX_MESSAGE_BYTES", "1024"),
+            ("EWPM_AUTH__SECRET", "s3cret"),
+            ("EWPM_LOG__FORMAT", "json"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("REDIS_URL", "redis://localhost:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(s.grpc.addr, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(s.grpc.max_message_bytes, 1024);
+        assert_eq!(s.auth.secret.as_deref(), Some("s3cret"));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.database_url.as_deref(), Some("postgres://localhost/x"));
+        assert_eq!(s.redis_url.as_deref(), Some("redis://localhost:6379"));
+    }
+
+    #[test]
+    fn an_unknown_or_malformed_setting_fails_with_its_name() {
+        let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADDR", "nope")])).unwrap_err();
+        assert!(format!("{err:#}").contains("grpc.addr"), "{err:#}");
+        let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADRR", "x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("adrr"), "{err:#}");
+    }
+
+    #[test]
+    fn a_config_file_sits_between_defaults_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ewpm.toml");
+        std::fs::write(&path, "[http]\naddr = \"127.0.0.1:9999\"\n[grpc]\nshutdown_grace_secs = 2\n")
+            .unwrap();
+        let s = Settings::load_from(&vars(&[
+            ("EWPM_CONFIG", path.to_str().unwrap()),
+            ("EWPM_GRPC__SHUTDOWN_GRACE_SECS", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(s.http.addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(s.grpc.shutdown_grace_secs, 3);
+    }
+
+    #[test]
+    fn serve_mode_names_the_missing_database_url() {
+        let err = Settings::default().require_database_url().unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"));
+    }
+}

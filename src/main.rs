@@ -1,0 +1,202 @@
+//! `ewpm`: one binary for the whole mesh.
+//!
+//! - `ewpm` / `ewpm dev`: every service and the REST edge in one process, embedded defaults.
+//! - `ewpm serve <service>`: one service (or `gateway`) for a mesh deployment.
+//! - `ewpm migrate`: apply every service's migrations to `DATABASE_URL`.
+//! - `ewpm token`: mint a development token.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Authenticator, Role, TokenKeys},
+    clock::SystemClock,
+    db,
+    server::{self, Mount},
+    settings::Settings,
+    shutdown, telemetry,
+};
+use std::sync::Arc;
+
+/// EWPM: wellness challenges, incentives, quizzes, fan engagement and parcel tracking as a
+/// gRPC mesh. Settings come from `EWPM_*` variables (see the README).
+#[derive(Debug, Parser)]
+#[command(name = "ewpm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service and the REST edge in one process (SQLite under ./data). The default.
+    Dev,
+    /// Run one service of the mesh against DATABASE_URL.
+    Serve {
+        /// Which service.
+        service: ServiceName,
+    },
+    /// Apply every service's pending migrations to DATABASE_URL.
+    Migrate,
+    /// Mint a token that an `ewpm dev` started in the same directory (or a mesh with the same
+    /// EWPM_AUTH__SECRET) accepts.
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// `admin`, `employer_admin` or `employee`.
+        #[arg(long)]
+        role: Role,
+        /// Employer id.
+        #[arg(long)]
+        employer: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ServiceName {
+    /// The challenge service (gRPC).
+    Challenge,
+    /// The REST edge.
+    Gateway,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Dev) {
+            Command::Dev => dev(settings).await,
+            Command::Serve { service: ServiceName::Challenge } => serve_challenge(settings).await,
+            Command::Serve { service: ServiceName::Gateway } => serve_gateway(settings).await,
+            Command::Migrate => migrate(settings).await,
+            Command::Token { sub, role, employer } => {
+                let keys = TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?;
+                println!("{}", keys.mint(&sub, role, employer.as_deref()));
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Embedded mode: SQLite, every service on one gRPC port, the REST edge beside it.
+async fn dev(mut settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_tracing(&settings.log);
+    telemetry::metrics_handle();
+    let shutdown = shutdown::on_signal();
+    let keys = TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?;
+    let url = settings.database_url_or_embedded();
+    let db = db::connect(&url).await?;
+    db::migrate_all(&db).await?;
+
+    let grpc_listener = server::bind(settings.grpc.addr).await?;
+    let http_listener = server::bind(settings.http.addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    settings.services.challenge = format!("http://{}", loopback(grpc_addr));
+
+    let mut mount = Mount::new(Authenticator::new(keys.clone()));
+    mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
+    let state = ewpm_gateway::AppState::connect(&settings.services)?;
+
+    print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &db::redact(&url));
+    let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
+    tokio::try_join!(
+        server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
+        bounded(ewpm_gateway::serve(http_listener, state, shutdown.clone()), &shutdown, grace),
+    )?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One challenge service of the mesh.
+async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_tracing(&settings.log);
+    let shutdown = shutdown::on_signal();
+    let keys = TokenKeys::required(&settings.auth)?;
+    let url = settings.require_database_url()?;
+    let db = db::connect(&url).await?;
+    let grpc_listener = server::bind(settings.grpc.addr).await?;
+    let metrics_listener = server::bind(settings.metrics.addr).await?;
+    let mut mount = Mount::new(Authenticator::new(keys));
+    mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
+    tracing::info!(grpc = %grpc_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "challenge service listening");
+    tokio::try_join!(
+        server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
+        server::serve_metrics(metrics_listener, shutdown.clone()),
+    )?;
+    Ok(())
+}
+
+/// The REST edge of the mesh.
+async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_tracing(&settings.log);
+    telemetry::metrics_handle();
+    let shutdown = shutdown::on_signal();
+    let state = ewpm_gateway::AppState::connect(&settings.services)?;
+    let listener = server::bind(settings.http.addr).await?;
+    tracing::info!(http = %listener.local_addr()?, challenge = %settings.services.challenge, "REST edge listening");
+    let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
+    bounded(ewpm_gateway::serve(listener, state, shutdown.clone()), &shutdown, grace).await
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_tracing(&settings.log);
+    let url = settings.require_database_url()?;
+    let db = db::connect(&url).await?;
+    db::migrate_all(&db).await?;
+    tracing::info!(database = %db::redact(&url), "migrations applied");
+    Ok(())
+}
+
+/// Runs `server` until it ends, or until `grace` after `shutdown`, whichever is first.
+async fn bounded(
+    server: impl Future<Output = anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        result = server => result,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("open HTTP connections outlived the grace period; dropped");
+            Ok(())
+        }
+    }
+}
+
+/// A wildcard listen address as the loopback address clients can dial.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
+}
+
+fn print_banner(keys: &TokenKeys, grpc: SocketAddr, http: SocketAddr, database: &str) {
+    let admin = keys.mint("dev-admin", Role::Admin, None);
+    let employee = keys.mint("dev-employee", Role::Employee, Some("acme"));
+    let now = example_window();
+    println!(
+        "\
+EWPM dev is running (embedded mode: {database})
+  gRPC      {grpc}   (challenge, health, reflection)
+  REST      http://{http}   (docs: http://{http}/docs)
+
+Development tokens (valid 24 h; `ewpm token --help` mints more):
+  ADMIN={admin}
+  EMPLOYEE={employee}
+
+Try:
+  grpcurl -plaintext -H 'authorization: Bearer {admin}' {grpc} ewpm.challenge.v1.ChallengeService/ListChallenges
+  curl -sS -X POST http://{http}/api/challenges -H 'authorization: Bearer {admin}' -H 'content-type: application/json' -d '{{\"name\":\"10k steps a day\",\"startTime\":\"{start}\",\"endTime\":\"{end}\",\"goal\":{{\"target\":300000,\"unit\":\"steps\"}}}}'
+",
+        start = now.0,
+        end = now.1,
+    );
+}
+
+/// Today 00:00 UTC and 30 days later, as RFC 3339 strings, for the printed example.
+fn example_window() -> (String, String) {
+    let today = chrono::Utc::now().date_naive();
+    let fmt = |d: chrono::NaiveDate| format!("{d}T00:00:00Z");
+    (fmt(today), fmt(today + chrono::Days::new(30)))
+}
