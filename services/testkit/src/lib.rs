@@ -1,0 +1,179 @@
+//! Test support for EWPM: real PostgreSQL and Redis, fresh migrated databases, services on
+//! port 0.
+//!
+//! PostgreSQL and Redis are started once per test run from the machine's own binaries on free
+//! ports, shared by every test process of the run through a state directory and a file lock
+//! (`target/ewpm-testkit`, or `EWPM_TESTKIT_DIR`), and stopped by `scripts/test` at the end.
+//! `EWPM_TEST_DATABASE_URL` (an admin URL) and `EWPM_TEST_REDIS_URL` point the tests at
+//! existing servers instead. A missing server binary fails the test with the command that
+//! installs it: nothing is ever skipped.
+//!
+//! # Layout
+//! - [`servers`]: find or start the throwaway servers.
+//! - [`TestDb`]: a fresh database per test (PostgreSQL or SQLite), migrated with the real
+//!   migrations.
+//! - [`spawn_grpc`]: mount services on a port-0 gRPC server, with test tokens.
+
+mod servers;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Authenticator, Role, TokenKeys},
+    server::Mount,
+    settings::{GrpcSettings, Settings},
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+pub use servers::{Servers, servers};
+
+/// The HS256 secret of test tokens.
+pub const TEST_SECRET: &str = "ewpm-test-secret";
+
+/// Token keys with [`TEST_SECRET`] and the default issuer and audience.
+pub fn keys() -> TokenKeys {
+    TokenKeys::new(TEST_SECRET, &Settings::default().auth)
+}
+
+/// `authorization` header value for a user with `role` (and `employer`).
+pub fn bearer(sub: &str, role: Role, employer: Option<&str>) -> String {
+    format!("Bearer {}", keys().mint(sub, role, employer))
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    /// The connection pool.
+    pub db: DatabaseConnection,
+    /// Its URL, for processes the test starts.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A new database on the test PostgreSQL server, created and migrated.
+    pub async fn postgres() -> anyhow::Result<Self> {
+        let admin_url = servers().postgres_url.clone();
+        let name = format!("ewpm_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = ewpm_kit::db::connect(&admin_url).await.context("connect to test PostgreSQL")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .context("create test database")?;
+        admin.close().await.ok();
+        let url = replace_db_name(&admin_url, &name);
+        let db = ewpm_kit::db::connect(&url).await?;
+        ewpm_kit::db::migrate_all(&db).await?;
+        Ok(Self { db, url, _dir: None })
+    }
+
+    /// A new SQLite file in a temporary directory, migrated.
+    pub async fn sqlite() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ewpm.db").display());
+        let db = ewpm_kit::db::connect(&url).await?;
+        ewpm_kit::db::migrate_all(&db).await?;
+        Ok(Self { db, url, _dir: Some(dir) })
+    }
+}
+
+/// `postgres://u@h:p/old?x` → `postgres://u@h:p/<name>?x`.
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A key prefix unique to one test, for Redis keys.
+pub fn key_prefix() -> String {
+    format!("t{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A gRPC server the test started.
+pub struct Spawned {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Cancel to stop it.
+    pub shutdown: CancellationToken,
+    /// Ends when the server has stopped.
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    /// `http://addr`, for tonic clients.
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Serves the services `add` mounts on 127.0.0.1:0 behind [`keys`]' authenticator.
+pub async fn spawn_grpc(add: impl FnOnce(&mut Mount, &GrpcSettings)) -> anyhow::Result<Spawned> {
+    let mut settings = Settings::default().grpc;
+    settings.shutdown_grace_secs = 2;
+    let mut mount = Mount::new(Authenticator::new(keys()));
+    add(&mut mount, &settings);
+    let listener = ewpm_kit::server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let settings = Arc::new(settings);
+    let handle = tokio::spawn(async move { ewpm_kit::server::serve(listener, mount, &settings, token).await });
+    Ok(Spawned { addr, shutdown, handle })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_name_is_replaced_keeping_the_rest() {
+        assert_eq!(replace_db_name("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+        assert_eq!(replace_db_name("postgres://u@h:1/postgres?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
+        assert_eq!(replace_db_name("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+    }
+
+    #[tokio::test]
+    async fn the_test_postgres_gives_each_test_its_own_migrated_database() {
+        let a = TestDb::postgres().await.unwrap();
+        let b = TestDb::postgres().await.unwrap();
+        assert_ne!(a.url, b.url);
+        a.db.execute_unprepared(
+            "INSERT INTO challenges (id, name, description, starts_at, ends_at, goal_target, goal_unit, created_by, created_at, updated_by, updated_at) \
+             VALUES ('00000000-0000-7000-8000-000000000001', 'n', '', now(), now(), 1, 'u', 'a', now(), 'a', now())",
+        )
+        .await
+        .unwrap();
+        let count = |db: DatabaseConnection| async move {
+            db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM challenges"))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+        };
+        assert_eq!((count(a.db.clone()).await, count(b.db.clone()).await), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn the_test_redis_answers_ping() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let url = &servers().redis_url;
+        let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
+        let mut stream = tokio::net::TcpStream::connect(hostport).await.unwrap();
+        stream.write_all(b"PING\r\n").await.unwrap();
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"+PONG\r\n");
+    }
+}

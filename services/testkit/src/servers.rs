@@ -1,0 +1,235 @@
+//! Finds or starts the throwaway PostgreSQL and Redis of a test run.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// The servers of this test run.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// Admin URL of the test PostgreSQL (its `postgres` database, superuser).
+    pub postgres_url: String,
+    /// URL of the test Redis.
+    pub redis_url: String,
+}
+
+/// The servers of this test run, started on first use. Panics with the install command when
+/// a server binary is missing: a test that needs a server never skips.
+pub fn servers() -> &'static Servers {
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    SERVERS.get_or_init(|| match start() {
+        Ok(s) => s,
+        Err(err) => panic!("cannot provide the test servers: {err:#}"),
+    })
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn start() -> anyhow::Result<Servers> {
+    let postgres_env = env("EWPM_TEST_DATABASE_URL");
+    let redis_env = env("EWPM_TEST_REDIS_URL");
+    if let (Some(postgres_url), Some(redis_url)) = (postgres_env.clone(), redis_env.clone()) {
+        return Ok(Servers { postgres_url, redis_url });
+    }
+    let state = state_dir();
+    std::fs::create_dir_all(&state).with_context(|| format!("create {}", state.display()))?;
+    // One process starts the servers; the others of the run wait here, then reuse them.
+    let lock = File::create(state.join("lock")).context("create lock file")?;
+    lock.lock().context("lock the testkit state")?;
+    let postgres_url = match postgres_env {
+        Some(url) => url,
+        None => ensure_postgres(&state)?,
+    };
+    let redis_url = match redis_env {
+        Some(url) => url,
+        None => ensure_redis(&state)?,
+    };
+    Ok(Servers { postgres_url, redis_url })
+}
+
+/// `EWPM_TESTKIT_DIR`, else `target/ewpm-testkit` of this workspace.
+pub fn state_dir() -> PathBuf {
+    env("EWPM_TESTKIT_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ewpm-testkit")
+    })
+}
+
+/// Reads `KEY=value` lines.
+fn read_record(path: &Path) -> Option<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn field<'a>(record: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    record.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn write_record(path: &Path, fields: &[(&str, String)]) -> anyhow::Result<()> {
+    let mut f = File::create(path).with_context(|| format!("write {}", path.display()))?;
+    for (k, v) in fields {
+        writeln!(f, "{k}={v}")?;
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0)).context("find a free port")?.local_addr()?.port())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs `program` (as the `postgres` user when we are root: initdb refuses root).
+fn run_pg(bin: &Path, program: &str, args: &[&str], as_postgres: bool) -> anyhow::Result<()> {
+    let exe = bin.join(program);
+    let mut cmd = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let out = cmd.args(args).output().with_context(|| format!("run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The directory with `initdb` and `pg_ctl`: Debian's newest `/usr/lib/postgresql/*/bin`,
+/// else `PATH`.
+fn postgres_bin() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    bail!("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with `apt-get install -y postgresql`")
+}
+
+fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
+    let record_path = state.join("postgres.env");
+    if let Some(record) = read_record(&record_path) {
+        if let (Some(url), Some(port)) = (field(&record, "PG_URL"), field(&record, "PG_PORT")) {
+            if TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap_or(0))).is_ok() {
+                return Ok(url.to_string());
+            }
+        }
+    }
+    let bin = postgres_bin()?;
+    let port = free_port()?;
+    let data = std::env::temp_dir().join(format!("ewpm-testkit-pg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+    let as_postgres = is_root();
+    if as_postgres {
+        let status = Command::new("chown").arg("postgres:").arg(&data).status().context("chown")?;
+        if !status.success() {
+            bail!("chown postgres {} failed (is there a `postgres` user?)", data.display());
+        }
+    }
+    let data_s = data.to_string_lossy().to_string();
+    run_pg(&bin, "initdb", &["-D", &data_s, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"], as_postgres)?;
+    let opts = format!(
+        "-p {port} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=500"
+    );
+    let log = data.join("server.log").to_string_lossy().to_string();
+    run_pg(&bin, "pg_ctl", &["-D", &data_s, "-w", "-t", "60", "-l", &log, "-o", &opts, "start"], as_postgres)?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    write_record(
+        &record_path,
+        &[
+            ("PG_URL", url.clone()),
+            ("PG_PORT", port.to_string()),
+            ("PG_DATA", data_s),
+            ("PG_BIN", bin.to_string_lossy().to_string()),
+            ("PG_AS_POSTGRES", as_postgres.to_string()),
+        ],
+    )?;
+    Ok(url)
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    let mut buf = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn ensure_redis(state: &Path) -> anyhow::Result<String> {
+    let record_path = state.join("redis.env");
+    if let Some(record) = read_record(&record_path) {
+        if let (Some(url), Some(port)) = (field(&record, "REDIS_URL"), field(&record, "REDIS_PORT")) {
+            if redis_ping(port.parse().unwrap_or(0)) {
+                return Ok(url.to_string());
+            }
+        }
+    }
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("ewpm-testkit-redis-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let dir_s = dir.to_string_lossy().to_string();
+    let pid_file = dir.join("redis.pid").to_string_lossy().to_string();
+    let out = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", &dir_s, "--daemonize", "yes", "--pidfile", &pid_file])
+        .args(["--logfile", &dir.join("redis.log").to_string_lossy()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("redis-server not runnable ({e}); install it with `apt-get install -y redis-server`"))?;
+    if !out.status.success() {
+        bail!("redis-server failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis_ping(port) {
+        if Instant::now() > deadline {
+            bail!("redis-server on port {port} did not answer PING within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    write_record(
+        &record_path,
+        &[("REDIS_URL", url.clone()), ("REDIS_PORT", port.to_string()), ("REDIS_DIR", dir_s), ("REDIS_PID_FILE", pid_file)],
+    )?;
+    Ok(url)
+}
