@@ -161,7 +161,8 @@ impl Settings {
         let env: Vec<(String, String)> = vars
             .iter()
             .filter(|(k, _)| k.starts_with("EWPM_") && k != "EWPM_CONFIG")
-            .filter(|(k, _)| !k.starts_with("EWPM_TEST_"))
+            // EWPM_TEST_* and EWPM_TESTKIT_* belong to the test kit, not to a process.
+            .filter(|(k, _)| !k.starts_with("EWPM_TEST"))
             .cloned()
             .collect();
         for (key, value) in &env {

@@ -54,6 +54,13 @@ pub struct TestDb {
 impl TestDb {
     /// A new database on the test PostgreSQL server, created and migrated.
     pub async fn postgres() -> anyhow::Result<Self> {
+        let test = Self::postgres_unmigrated().await?;
+        ewpm_kit::db::migrate_all(&test.db).await?;
+        Ok(test)
+    }
+
+    /// A new, empty database on the test PostgreSQL server (for testing `ewpm migrate`).
+    pub async fn postgres_unmigrated() -> anyhow::Result<Self> {
         let admin_url = servers().postgres_url.clone();
         let name = format!("ewpm_test_{}", uuid::Uuid::new_v4().simple());
         let admin = ewpm_kit::db::connect(&admin_url).await.context("connect to test PostgreSQL")?;
@@ -64,7 +71,6 @@ impl TestDb {
         admin.close().await.ok();
         let url = replace_db_name(&admin_url, &name);
         let db = ewpm_kit::db::connect(&url).await?;
-        ewpm_kit::db::migrate_all(&db).await?;
         Ok(Self { db, url, _dir: None })
     }
 
