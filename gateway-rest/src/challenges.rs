@@ -6,14 +6,18 @@ use axum::{
     body::Bytes,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::IntoResponse,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use ewpm_proto::challenge::v1 as pb;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{AppState, problem::Problem, upstream};
+use crate::{
+    AppState,
+    problem::{ApiError, ApiResult, Problem},
+    upstream,
+};
 
 /// A wellness challenge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -163,39 +167,47 @@ pub struct ActiveQuery {
     ),
     security(("bearer" = []))
 )]
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: CreateChallengeBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
-    };
-    let CreateChallengeBody { name, description, start_time, end_time, goal, employer_id, idempotency_key } = body;
-    let start_time = match parse_time(start_time.as_deref(), "startTime") {
-        Ok(t) => t,
-        Err(p) => return p.into_response(),
-    };
-    let end_time = match parse_time(end_time.as_deref(), "endTime") {
-        Ok(t) => t,
-        Err(p) => return p.into_response(),
-    };
-    let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let body: CreateChallengeBody = parse_body(&body)?;
+    let CreateChallengeBody {
+        name,
+        description,
+        start_time,
+        end_time,
+        goal,
+        employer_id,
+        idempotency_key,
+    } = body;
+    let start_time = parse_time(start_time.as_deref(), "startTime")?;
+    let end_time = parse_time(end_time.as_deref(), "endTime")?;
+    let header_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let request = pb::CreateChallengeRequest {
         name,
         description,
         start_time,
         end_time,
-        goal: goal.map(|g| pb::Goal { target: g.target, unit: g.unit }),
+        goal: goal.map(|g| pb::Goal {
+            target: g.target,
+            unit: g.unit,
+        }),
         employer_id: employer_id.unwrap_or_default(),
         idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
-    match client.create_challenge(upstream::request(&headers, request)).await {
-        Ok(r) => {
-            let dto = to_dto(r.into_inner().challenge.unwrap_or_default());
-            let location = format!("/api/challenges/{}", dto.id);
-            (StatusCode::CREATED, [(header::LOCATION, location)], Json(dto)).into_response()
-        }
-        Err(status) => Problem::from_status(&status, "").into_response(),
-    }
+    let created = client
+        .create_challenge(upstream::request(&headers, request))
+        .await?;
+    let dto = to_dto(created.into_inner().challenge.unwrap_or_default());
+    let location = format!("/api/challenges/{}", dto.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(dto),
+    )
+        .into_response())
 }
 
 /// Get one challenge.
@@ -208,12 +220,16 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     ),
     security(("bearer" = []))
 )]
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ChallengeDto>> {
     let mut client = state.challenge.clone();
-    match client.get_challenge(upstream::request(&headers, pb::GetChallengeRequest { id })).await {
-        Ok(r) => Json(to_dto(r.into_inner().challenge.unwrap_or_default())).into_response(),
-        Err(status) => Problem::from_status(&status, "").into_response(),
-    }
+    let r = client
+        .get_challenge(upstream::request(&headers, pb::GetChallengeRequest { id }))
+        .await?;
+    Ok(Json(to_dto(r.into_inner().challenge.unwrap_or_default())))
 }
 
 /// List the challenges the caller may see.
@@ -226,37 +242,41 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Pa
     ),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    let ListQuery { state: wanted, employer_id, page_size, page_token } = q;
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<ChallengePage>> {
+    let ListQuery {
+        state: wanted,
+        employer_id,
+        page_size,
+        page_token,
+    } = q;
     let state_filter = match wanted.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("all") => pb::ChallengeState::Unspecified,
         Some("upcoming") => pb::ChallengeState::Upcoming,
         Some("active") => pb::ChallengeState::Active,
         Some("ended") => pb::ChallengeState::Ended,
-        Some(_) => return Problem::bad_request("state", "must be upcoming, active or ended").into_response(),
-    };
-    let page_size = match parse_page_size(page_size.as_deref()) {
-        Ok(n) => n,
-        Err(p) => return p.into_response(),
+        Some(_) => {
+            return Err(Problem::bad_request("state", "must be upcoming, active or ended").into());
+        }
     };
     let request = pb::ListChallengesRequest {
         state: state_filter as i32,
         employer_id: employer_id.unwrap_or_default(),
-        page_size,
+        page_size: parse_page_size(page_size.as_deref())?,
         page_token: page_token.unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
-    match client.list_challenges(upstream::request(&headers, request)).await {
-        Ok(r) => {
-            let r = r.into_inner();
-            Json(ChallengePage {
-                challenges: r.challenges.into_iter().map(to_dto).collect(),
-                next_page_token: r.next_page_token,
-            })
-            .into_response()
-        }
-        Err(status) => Problem::from_status(&status, "").into_response(),
-    }
+    let r = client
+        .list_challenges(upstream::request(&headers, request))
+        .await?
+        .into_inner();
+    Ok(Json(ChallengePage {
+        challenges: r.challenges.into_iter().map(to_dto).collect(),
+        next_page_token: r.next_page_token,
+    }))
 }
 
 /// Change some fields of a challenge.
@@ -277,14 +297,20 @@ pub async fn update(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
-    let body: UpdateChallengeBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
-    };
-    let UpdateChallengeBody { name, description, start_time, end_time, goal, employer_id } = body;
+) -> ApiResult<Json<ChallengeDto>> {
+    let UpdateChallengeBody {
+        name,
+        description,
+        start_time,
+        end_time,
+        goal,
+        employer_id,
+    } = parse_body(&body)?;
     let mut paths = Vec::new();
-    let mut challenge = pb::Challenge { id, ..Default::default() };
+    let mut challenge = pb::Challenge {
+        id,
+        ..Default::default()
+    };
     if let Some(name) = name {
         paths.push("name");
         challenge.name = name;
@@ -295,17 +321,11 @@ pub async fn update(
     }
     if start_time.is_some() {
         paths.push("start_time");
-        match parse_time(start_time.as_deref(), "startTime") {
-            Ok(t) => challenge.start_time = t,
-            Err(p) => return p.into_response(),
-        }
+        challenge.start_time = parse_time(start_time.as_deref(), "startTime")?;
     }
     if end_time.is_some() {
         paths.push("end_time");
-        match parse_time(end_time.as_deref(), "endTime") {
-            Ok(t) => challenge.end_time = t,
-            Err(p) => return p.into_response(),
-        }
+        challenge.end_time = parse_time(end_time.as_deref(), "endTime")?;
     }
     if let Some(GoalPatch { target, unit }) = goal {
         let mut g = pb::Goal::default();
@@ -324,17 +344,20 @@ pub async fn update(
         challenge.employer_id = employer.unwrap_or_default();
     }
     if paths.is_empty() {
-        return Problem::bad_request("body", "names no field to change").into_response();
+        return Err(Problem::bad_request("body", "names no field to change").into());
     }
     let request = pb::UpdateChallengeRequest {
         challenge: Some(challenge),
-        update_mask: Some(prost_types::FieldMask { paths: paths.into_iter().map(str::to_string).collect() }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.into_iter().map(str::to_string).collect(),
+        }),
     };
     let mut client = state.challenge.clone();
-    match client.update_challenge(upstream::request(&headers, request)).await {
-        Ok(r) => Json(to_dto(r.into_inner().challenge.unwrap_or_default())).into_response(),
-        Err(status) => Problem::from_status(&status, "challenge.").into_response(),
-    }
+    let r = client
+        .update_challenge(upstream::request(&headers, request))
+        .await
+        .map_err(|status| ApiError::from_status(&status, "challenge."))?;
+    Ok(Json(to_dto(r.into_inner().challenge.unwrap_or_default())))
 }
 
 /// The challenges active now for a user (the caller, or anyone for admins).
@@ -352,30 +375,27 @@ pub async fn active_for_user(
     headers: HeaderMap,
     Path(user_id): Path<String>,
     Query(q): Query<ActiveQuery>,
-) -> Response {
-    let ActiveQuery { employer_id, page_size, page_token } = q;
-    let page_size = match parse_page_size(page_size.as_deref()) {
-        Ok(n) => n,
-        Err(p) => return p.into_response(),
-    };
+) -> ApiResult<Json<ChallengePage>> {
+    let ActiveQuery {
+        employer_id,
+        page_size,
+        page_token,
+    } = q;
     let request = pb::ListActiveChallengesRequest {
         user_id,
         employer_id: employer_id.unwrap_or_default(),
-        page_size,
+        page_size: parse_page_size(page_size.as_deref())?,
         page_token: page_token.unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
-    match client.list_active_challenges(upstream::request(&headers, request)).await {
-        Ok(r) => {
-            let r = r.into_inner();
-            Json(ChallengePage {
-                challenges: r.challenges.into_iter().map(to_dto).collect(),
-                next_page_token: r.next_page_token,
-            })
-            .into_response()
-        }
-        Err(status) => Problem::from_status(&status, "").into_response(),
-    }
+    let r = client
+        .list_active_challenges(upstream::request(&headers, request))
+        .await?
+        .into_inner();
+    Ok(Json(ChallengePage {
+        challenges: r.challenges.into_iter().map(to_dto).collect(),
+        next_page_token: r.next_page_token,
+    }))
 }
 
 /// Deserializes a field that may be `null`: present-and-null is `Some(None)`.
@@ -384,28 +404,35 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 /// Parses a JSON body, answering 400 problem+json with the serde message.
-fn parse_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, Problem> {
+fn parse_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::bad_request("body", "must be a JSON object"));
+        return Err(Problem::bad_request("body", "must be a JSON object").into());
     }
-    serde_json::from_slice(bytes).map_err(|e| Problem::bad_request("body", format!("is not valid: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Problem::bad_request("body", format!("is not valid: {e}")).into())
 }
 
-fn parse_time(raw: Option<&str>, field: &str) -> Result<Option<prost_types::Timestamp>, Problem> {
+fn parse_time(raw: Option<&str>, field: &str) -> Result<Option<prost_types::Timestamp>, ApiError> {
     match raw {
         None => Ok(None),
         Some(raw) => DateTime::parse_from_rfc3339(raw.trim())
             .map(|t| Some(ewpm_kit::timestamp::to_proto(t.with_timezone(&Utc))))
-            .map_err(|_| Problem::bad_request(field, "must be an RFC 3339 timestamp, e.g. 2026-01-31T00:00:00Z")),
+            .map_err(|_| {
+                Problem::bad_request(
+                    field,
+                    "must be an RFC 3339 timestamp, e.g. 2026-01-31T00:00:00Z",
+                )
+                .into()
+            }),
     }
 }
 
-fn parse_page_size(raw: Option<&str>) -> Result<i32, Problem> {
+fn parse_page_size(raw: Option<&str>) -> Result<i32, ApiError> {
     match raw {
         None | Some("") => Ok(0),
         Some(raw) => raw
             .parse::<i32>()
-            .map_err(|_| Problem::bad_request("page_size", "must be a whole number")),
+            .map_err(|_| Problem::bad_request("page_size", "must be a whole number").into()),
     }
 }
 
@@ -445,7 +472,10 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         description,
         start_time: time(start_time),
         end_time: time(end_time),
-        goal: GoalDto { target: goal.target, unit: goal.unit },
+        goal: GoalDto {
+            target: goal.target,
+            unit: goal.unit,
+        },
         employer_id: (!employer_id.is_empty()).then_some(employer_id),
         state: state.to_string(),
         created_by,

@@ -49,7 +49,10 @@ impl AppState {
     /// Clients for the services at `addrs` (connected lazily).
     pub fn connect(addrs: &ServiceAddrs) -> anyhow::Result<Self> {
         let challenge_channel = upstream::channel(&addrs.challenge).context("challenge service")?;
-        Ok(Self { challenge: ChallengeServiceClient::new(challenge_channel.clone()), challenge_channel })
+        Ok(Self {
+            challenge: ChallengeServiceClient::new(challenge_channel.clone()),
+            challenge_channel,
+        })
     }
 }
 
@@ -77,7 +80,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -85,9 +93,18 @@ impl Modify for BearerAuth {
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/api/challenges", get(challenges::list).post(challenges::create))
-        .route("/api/challenges/{id}", get(challenges::get).patch(challenges::update))
-        .route("/api/users/{userId}/challenges/active", get(challenges::active_for_user))
+        .route(
+            "/api/challenges",
+            get(challenges::list).post(challenges::create),
+        )
+        .route(
+            "/api/challenges/{id}",
+            get(challenges::get).patch(challenges::update),
+        )
+        .route(
+            "/api/users/{userId}/challenges/active",
+            get(challenges::active_for_user),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -99,7 +116,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the REST edge on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -108,7 +129,9 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
 
 /// Readiness: 200 when every upstream service reports SERVING, else 503.
 async fn health(State(state): State<AppState>) -> Response {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let mut client = HealthClient::new(state.challenge_channel.clone());
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: ewpm_proto::challenge::v1::SERVICE_NAME.to_string(),
@@ -116,14 +139,21 @@ async fn health(State(state): State<AppState>) -> Response {
     request.set_timeout(std::time::Duration::from_secs(2));
     match client.check(request).await {
         Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => {
-            Json(serde_json::json!({"status": "ok", "services": {"challenge": "serving"}})).into_response()
-        }
-        Ok(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_NOT_SERVING", "challenge service is not serving")
-            .into_response(),
-        Err(status) => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", format!("challenge service: {}", status.message()))
+            Json(serde_json::json!({"status": "ok", "services": {"challenge": "serving"}}))
                 .into_response()
         }
+        Ok(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UPSTREAM_NOT_SERVING",
+            "challenge service is not serving",
+        )
+        .into_response(),
+        Err(status) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UPSTREAM_UNAVAILABLE",
+            format!("challenge service: {}", status.message()),
+        )
+        .into_response(),
     }
 }
 
@@ -153,6 +183,12 @@ async fn observe(request: Request, next: Next) -> Response {
     metrics::counter!("http_server_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route).record(elapsed);
-    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), elapsed_ms = elapsed * 1e3, "request finished"));
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = elapsed * 1e3,
+            "request finished"
+        )
+    });
     response
 }

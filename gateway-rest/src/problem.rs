@@ -42,7 +42,10 @@ impl Problem {
     /// A problem with `status`, `reason` and `detail`.
     pub fn new(status: StatusCode, reason: &str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("urn:ewpm:problem:{}", reason.to_ascii_lowercase().replace('_', "-")),
+            kind: format!(
+                "urn:ewpm:problem:{}",
+                reason.to_ascii_lowercase().replace('_', "-")
+            ),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -54,8 +57,15 @@ impl Problem {
     /// 400 for a request body or query the edge itself cannot read.
     pub fn bad_request(field: &str, description: impl Into<String>) -> Self {
         let description = description.into();
-        let mut p = Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("{field} {description}"));
-        p.errors.push(FieldError { field: field.to_string(), description });
+        let mut p = Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            format!("{field} {description}"),
+        );
+        p.errors.push(FieldError {
+            field: field.to_string(),
+            description,
+        });
         p
     }
 
@@ -83,7 +93,12 @@ impl Problem {
                     description: v.description.clone(),
                 })
                 .collect();
-            p.detail = p.errors.iter().map(|e| format!("{} {}", e.field, e.description)).collect::<Vec<_>>().join("; ");
+            p.detail = p
+                .errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.description))
+                .collect::<Vec<_>>()
+                .join("; ");
         }
         p
     }
@@ -93,10 +108,43 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        response
+    }
+}
+
+/// A handler's error: a boxed [`Problem`] (kept small so `Result`s stay cheap).
+#[derive(Debug)]
+pub struct ApiError(pub Box<Problem>);
+
+/// What handlers return.
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+impl ApiError {
+    /// From a service's status, stripping the field prefix `strip` (see [`Problem::from_status`]).
+    pub fn from_status(status: &tonic::Status, strip: &str) -> Self {
+        Self(Box::new(Problem::from_status(status, strip)))
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self(Box::new(p))
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        Self::from_status(&status, "")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
     }
 }
 
@@ -168,14 +216,20 @@ mod tests {
     fn a_status_with_violations_becomes_a_400_naming_the_fields() {
         let status = ewpm_kit::error::invalid_argument(
             "INVALID_ARGUMENT",
-            &[ewpm_kit::error::FieldViolation::new("challenge.end_time", "must be after the start time")],
+            &[ewpm_kit::error::FieldViolation::new(
+                "challenge.end_time",
+                "must be after the start time",
+            )],
         );
         let p = Problem::from_status(&status, "challenge.");
         assert_eq!(p.status, 400);
         assert_eq!(p.reason, "INVALID_ARGUMENT");
         assert_eq!(
             p.errors,
-            vec![FieldError { field: "endTime".into(), description: "must be after the start time".into() }]
+            vec![FieldError {
+                field: "endTime".into(),
+                description: "must be after the start time".into()
+            }]
         );
     }
 

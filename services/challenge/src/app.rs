@@ -8,7 +8,11 @@ use crate::{grpc::ChallengeGrpc, service::Challenges, store::ChallengeStore};
 
 /// The tonic service of the challenge service over `db` (migrated), with the message limit of
 /// `grpc`.
-pub fn build(db: DatabaseConnection, clock: SharedClock, grpc: &GrpcSettings) -> ChallengeServiceServer<ChallengeGrpc> {
+pub fn build(
+    db: DatabaseConnection,
+    clock: SharedClock,
+    grpc: &GrpcSettings,
+) -> ChallengeServiceServer<ChallengeGrpc> {
     let challenges = Challenges::new(ChallengeStore::new(db), clock);
     ChallengeServiceServer::new(ChallengeGrpc::new(challenges))
         .max_decoding_message_size(grpc.max_message_bytes)

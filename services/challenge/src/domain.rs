@@ -23,7 +23,9 @@ impl ChallengeId {
         if raw.is_empty() {
             return Err(FieldViolation::new(field, "is required"));
         }
-        Uuid::parse_str(raw).map(Self).map_err(|_| FieldViolation::new(field, "must be a UUID"))
+        Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| FieldViolation::new(field, "must be a UUID"))
     }
 }
 
@@ -48,10 +50,16 @@ impl ChallengeName {
             return Err(FieldViolation::new("name", "must not be empty"));
         }
         if name.chars().count() > Self::MAX_CHARS {
-            return Err(FieldViolation::new("name", format!("must be at most {} characters", Self::MAX_CHARS)));
+            return Err(FieldViolation::new(
+                "name",
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
         }
         if name.chars().any(char::is_control) {
-            return Err(FieldViolation::new("name", "must not contain control characters"));
+            return Err(FieldViolation::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(name.to_string()))
     }
@@ -112,13 +120,21 @@ impl Goal {
         let unit = unit.trim();
         if unit.is_empty() {
             violations.push(FieldViolation::new("goal.unit", "must not be empty"));
-        } else if unit.chars().count() > Self::MAX_UNIT_CHARS || unit.chars().any(char::is_control) {
+        } else if unit.chars().count() > Self::MAX_UNIT_CHARS || unit.chars().any(char::is_control)
+        {
             violations.push(FieldViolation::new(
                 "goal.unit",
                 "must be at most 32 printable characters",
             ));
         }
-        if violations.is_empty() { Ok(Self { target, unit: unit.to_string() }) } else { Err(violations) }
+        if violations.is_empty() {
+            Ok(Self {
+                target,
+                unit: unit.to_string(),
+            })
+        } else {
+            Err(violations)
+        }
     }
 
     /// The target amount.
@@ -144,11 +160,16 @@ impl EmployerId {
             return Ok(None);
         }
         let valid = raw.len() <= 64
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if valid {
             Ok(Some(Self(raw.to_string())))
         } else {
-            Err(FieldViolation::new(field, "must be 1 to 64 letters, digits, '-', '_' or '.'"))
+            Err(FieldViolation::new(
+                field,
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ))
         }
     }
 
@@ -192,7 +213,10 @@ impl Window {
             (Some(start), Some(end)) => {
                 let (start, end) = (micros(start), micros(end));
                 if end <= start {
-                    Err(vec![FieldViolation::new("end_time", "must be after the start time")])
+                    Err(vec![FieldViolation::new(
+                        "end_time",
+                        "must be after the start time",
+                    )])
                 } else {
                     Ok(Self { start, end })
                 }
@@ -304,7 +328,15 @@ impl Challenge {
         editor: &str,
         now: DateTime<Utc>,
     ) -> Result<Challenge, Vec<FieldViolation>> {
-        let ChallengePatch { name, description, start, end, goal_target, goal_unit, employer } = patch;
+        let ChallengePatch {
+            name,
+            description,
+            start,
+            end,
+            goal_target,
+            goal_unit,
+            employer,
+        } = patch;
         let window = Window::parse(
             Some(start.unwrap_or(self.window.start)),
             Some(end.unwrap_or(self.window.end)),
@@ -362,7 +394,9 @@ pub fn can_read(caller: &Caller, employer: Option<&EmployerId>) -> bool {
 pub fn can_author(caller: &Caller) -> Result<(), Denied> {
     match caller.role {
         Role::Admin | Role::EmployerAdmin => Ok(()),
-        Role::Employee => Err(Denied("only admins and employer admins create or change challenges")),
+        Role::Employee => Err(Denied(
+            "only admins and employer admins create or change challenges",
+        )),
     }
 }
 
@@ -374,10 +408,14 @@ pub fn scope_for_create(
     match caller.role {
         Role::Admin => Ok(requested),
         Role::EmployerAdmin => match (employer_of(caller), requested) {
-            (None, _) => Err(Denied("an employer admin token without employer_id cannot create challenges")),
+            (None, _) => Err(Denied(
+                "an employer admin token without employer_id cannot create challenges",
+            )),
             (Some(own), None) => Ok(Some(own)),
             (Some(own), Some(req)) if own == req => Ok(Some(own)),
-            (Some(_), Some(_)) => Err(Denied("employer admins create challenges only for their own employer")),
+            (Some(_), Some(_)) => Err(Denied(
+                "employer admins create challenges only for their own employer",
+            )),
         },
         Role::Employee => Err(Denied("only admins and employer admins create challenges")),
     }
@@ -387,8 +425,15 @@ pub fn scope_for_create(
 pub fn can_manage(caller: &Caller, employer: Option<&EmployerId>) -> Result<(), Denied> {
     match caller.role {
         Role::Admin => Ok(()),
-        Role::EmployerAdmin if employer.is_some() && caller.employer_id.as_deref() == employer.map(EmployerId::as_str) => Ok(()),
-        Role::EmployerAdmin => Err(Denied("employer admins change only their own employer's challenges")),
+        Role::EmployerAdmin
+            if employer.is_some()
+                && caller.employer_id.as_deref() == employer.map(EmployerId::as_str) =>
+        {
+            Ok(())
+        }
+        Role::EmployerAdmin => Err(Denied(
+            "employer admins change only their own employer's challenges",
+        )),
         Role::Employee => Err(Denied("only admins and employer admins change challenges")),
     }
 }
@@ -399,14 +444,20 @@ pub fn scope_for_list(caller: &Caller, filter: Option<EmployerId>) -> Result<Sco
         (true, None) => Ok(Scope::All),
         (true, Some(e)) => Ok(Scope::Employer(e)),
         (false, None) => Ok(Scope::OpenAnd(employer_of(caller))),
-        (false, Some(e)) if caller.employer_id.as_deref() == Some(e.as_str()) => Ok(Scope::Employer(e)),
+        (false, Some(e)) if caller.employer_id.as_deref() == Some(e.as_str()) => {
+            Ok(Scope::Employer(e))
+        }
         (false, Some(_)) => Err(Denied("only admins list another employer's challenges")),
     }
 }
 
 /// The scope of the active challenges of `user_id` (empty: the caller) asked by `caller`.
 /// `employer` is the user's employer, honoured only when an admin asks about someone else.
-pub fn scope_for_user(caller: &Caller, user_id: &str, employer: Option<EmployerId>) -> Result<Scope, Denied> {
+pub fn scope_for_user(
+    caller: &Caller,
+    user_id: &str,
+    employer: Option<EmployerId>,
+) -> Result<Scope, Denied> {
     if user_id.is_empty() || user_id == caller.user_id {
         Ok(Scope::OpenAnd(employer_of(caller)))
     } else if caller.is_admin() {
@@ -426,7 +477,11 @@ mod tests {
     }
 
     fn caller(role: Role, employer: Option<&str>) -> Caller {
-        Caller { user_id: "u1".into(), employer_id: employer.map(str::to_string), role }
+        Caller {
+            user_id: "u1".into(),
+            employer_id: employer.map(str::to_string),
+            role,
+        }
     }
 
     fn acme() -> EmployerId {
@@ -439,7 +494,9 @@ mod tests {
         assert_eq!(ChallengeName::parse("   ").unwrap_err().field, "name");
         assert!(ChallengeName::parse(&"x".repeat(200)).is_ok());
         assert_eq!(
-            ChallengeName::parse(&"x".repeat(201)).unwrap_err().description,
+            ChallengeName::parse(&"x".repeat(201))
+                .unwrap_err()
+                .description,
             "must be at most 200 characters"
         );
         assert!(ChallengeName::parse("a\u{0}b").is_err());
@@ -448,7 +505,13 @@ mod tests {
     #[test]
     fn a_challenge_that_ends_before_it_starts_is_rejected() {
         let err = Window::parse(Some(at(10)), Some(at(9))).unwrap_err();
-        assert_eq!(err, vec![FieldViolation::new("end_time", "must be after the start time")]);
+        assert_eq!(
+            err,
+            vec![FieldViolation::new(
+                "end_time",
+                "must be after the start time"
+            )]
+        );
         assert!(Window::parse(Some(at(10)), Some(at(10))).is_err());
     }
 
@@ -463,11 +526,17 @@ mod tests {
     fn a_goal_must_be_positive_finite_and_have_a_unit() {
         assert!(Goal::parse(10_000.0, "steps").is_ok());
         let fields = |r: Result<Goal, Vec<FieldViolation>>| {
-            r.unwrap_err().into_iter().map(|v| v.field).collect::<Vec<_>>()
+            r.unwrap_err()
+                .into_iter()
+                .map(|v| v.field)
+                .collect::<Vec<_>>()
         };
         assert_eq!(fields(Goal::parse(0.0, "steps")), ["goal.target"]);
         assert_eq!(fields(Goal::parse(-1.0, "steps")), ["goal.target"]);
-        assert_eq!(fields(Goal::parse(f64::NAN, "")), ["goal.target", "goal.unit"]);
+        assert_eq!(
+            fields(Goal::parse(f64::NAN, "")),
+            ["goal.target", "goal.unit"]
+        );
         assert_eq!(fields(Goal::parse(f64::INFINITY, "km")), ["goal.target"]);
     }
 
@@ -496,7 +565,10 @@ mod tests {
         let employee = caller(Role::Employee, Some("acme"));
         assert!(can_read(&employee, None));
         assert!(can_read(&employee, Some(&acme())));
-        assert!(!can_read(&employee, Some(&EmployerId::trusted("globex".into()))));
+        assert!(!can_read(
+            &employee,
+            Some(&EmployerId::trusted("globex".into()))
+        ));
         assert!(can_read(&caller(Role::Admin, None), Some(&acme())));
     }
 
@@ -512,15 +584,24 @@ mod tests {
     #[test]
     fn only_admins_look_at_other_users_or_employers() {
         let employee = caller(Role::Employee, Some("acme"));
-        assert_eq!(scope_for_user(&employee, "", None), Ok(Scope::OpenAnd(Some(acme()))));
-        assert_eq!(scope_for_user(&employee, "u1", None), Ok(Scope::OpenAnd(Some(acme()))));
+        assert_eq!(
+            scope_for_user(&employee, "", None),
+            Ok(Scope::OpenAnd(Some(acme())))
+        );
+        assert_eq!(
+            scope_for_user(&employee, "u1", None),
+            Ok(Scope::OpenAnd(Some(acme())))
+        );
         assert!(scope_for_user(&employee, "u2", None).is_err());
         assert_eq!(
             scope_for_user(&caller(Role::Admin, None), "u2", Some(acme())),
             Ok(Scope::OpenAnd(Some(acme())))
         );
         assert!(scope_for_list(&employee, Some(EmployerId::trusted("globex".into()))).is_err());
-        assert_eq!(scope_for_list(&employee, None), Ok(Scope::OpenAnd(Some(acme()))));
+        assert_eq!(
+            scope_for_list(&employee, None),
+            Ok(Scope::OpenAnd(Some(acme())))
+        );
     }
 
     #[test]
@@ -537,11 +618,20 @@ mod tests {
             updated_by: "a".into(),
             updated_at: at(1),
         };
-        let bad = ChallengePatch { end: Some(at(9)), ..Default::default() };
+        let bad = ChallengePatch {
+            end: Some(at(9)),
+            ..Default::default()
+        };
         assert_eq!(c.patched(bad, "b", at(2)).unwrap_err()[0].field, "end_time");
-        let good = ChallengePatch { goal_target: Some(50.0), ..Default::default() };
+        let good = ChallengePatch {
+            goal_target: Some(50.0),
+            ..Default::default()
+        };
         let patched = c.patched(good, "b", at(2)).unwrap();
-        assert_eq!((patched.goal.target(), patched.updated_by.as_str()), (50.0, "b"));
+        assert_eq!(
+            (patched.goal.target(), patched.updated_by.as_str()),
+            (50.0, "b")
+        );
         assert_eq!(patched.goal.unit(), "steps");
     }
 }

@@ -47,14 +47,23 @@ impl From<crate::domain::Denied> for ChallengeError {
 impl From<ChallengeError> for Status {
     fn from(err: ChallengeError) -> Self {
         match err {
-            ChallengeError::Invalid(violations) => error::invalid_argument("INVALID_ARGUMENT", &violations),
-            ChallengeError::NotFound { id } => {
-                error::status(Code::NotFound, "CHALLENGE_NOT_FOUND", format!("challenge {id} not found"))
+            ChallengeError::Invalid(violations) => {
+                error::invalid_argument("INVALID_ARGUMENT", &violations)
             }
-            ChallengeError::Forbidden(why) => error::status(Code::PermissionDenied, "PERMISSION_DENIED", why),
+            ChallengeError::NotFound { id } => error::status(
+                Code::NotFound,
+                "CHALLENGE_NOT_FOUND",
+                format!("challenge {id} not found"),
+            ),
+            ChallengeError::Forbidden(why) => {
+                error::status(Code::PermissionDenied, "PERMISSION_DENIED", why)
+            }
             ChallengeError::IdempotencyKeyReused => error::invalid_argument(
                 "IDEMPOTENCY_KEY_REUSED",
-                &[FieldViolation::new("idempotency_key", "was already used for a different request")],
+                &[FieldViolation::new(
+                    "idempotency_key",
+                    "was already used for a different request",
+                )],
             ),
             ChallengeError::Unexpected(err) => error::internal(&err),
         }

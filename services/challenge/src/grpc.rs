@@ -67,8 +67,12 @@ impl ChallengeService for ChallengeGrpc {
         request: Request<pb::ListChallengesRequest>,
     ) -> Result<Response<pb::ListChallengesResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let pb::ListChallengesRequest { state, employer_id, page_size, page_token } =
-            request.into_inner();
+        let pb::ListChallengesRequest {
+            state,
+            employer_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
         let mut v = Violations::new();
         let state = v.check(state_filter(state));
         let employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id"));
@@ -77,9 +81,15 @@ impl ChallengeService for ChallengeGrpc {
         let (Some(state), Some(employer), Some(page_size)) = (state, employer, page_size) else {
             unreachable!("violations were reported above");
         };
-        let page = self.challenges.list(&caller, state, employer, page_size, &page_token).await?;
+        let page = self
+            .challenges
+            .list(&caller, state, employer, page_size, &page_token)
+            .await?;
         let (challenges, next_page_token) = page_to_proto(page, self.challenges.now());
-        Ok(Response::new(pb::ListChallengesResponse { challenges, next_page_token }))
+        Ok(Response::new(pb::ListChallengesResponse {
+            challenges,
+            next_page_token,
+        }))
     }
 
     async fn update_challenge(
@@ -100,13 +110,20 @@ impl ChallengeService for ChallengeGrpc {
         request: Request<pb::ListActiveChallengesRequest>,
     ) -> Result<Response<pb::ListActiveChallengesResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let pb::ListActiveChallengesRequest { user_id, employer_id, page_size, page_token } =
-            request.into_inner();
+        let pb::ListActiveChallengesRequest {
+            user_id,
+            employer_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
         let mut v = Violations::new();
         let employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id"));
         let page_size = v.check(paging::page_size(page_size));
         if user_id.chars().count() > 128 {
-            v.push(FieldViolation::new("user_id", "must be at most 128 characters"));
+            v.push(FieldViolation::new(
+                "user_id",
+                "must be at most 128 characters",
+            ));
         }
         v.finish().map_err(ChallengeError::from)?;
         let (Some(employer), Some(page_size)) = (employer, page_size) else {
@@ -117,7 +134,10 @@ impl ChallengeService for ChallengeGrpc {
             .list_active(&caller, &user_id, employer, page_size, &page_token)
             .await?;
         let (challenges, next_page_token) = page_to_proto(page, self.challenges.now());
-        Ok(Response::new(pb::ListActiveChallengesResponse { challenges, next_page_token }))
+        Ok(Response::new(pb::ListActiveChallengesResponse {
+            challenges,
+            next_page_token,
+        }))
     }
 }
 
@@ -150,7 +170,9 @@ fn parse_create(
         Err(errs) => {
             // A missing time already reported as unparseable is not reported twice.
             for e in errs {
-                if (e.field == "start_time" && start.is_none()) || (e.field == "end_time" && end.is_none()) {
+                if (e.field == "start_time" && start.is_none())
+                    || (e.field == "end_time" && end.is_none())
+                {
                     continue;
                 }
                 v.push(e);
@@ -174,7 +196,10 @@ fn parse_create(
     let employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id"));
     let key = idempotency_key.trim();
     if key.chars().count() > MAX_IDEMPOTENCY_KEY {
-        v.push(FieldViolation::new("idempotency_key", "must be at most 128 characters"));
+        v.push(FieldViolation::new(
+            "idempotency_key",
+            "must be at most 128 characters",
+        ));
     }
     v.finish()?;
     let (Some(name), Some(description), Some(window), Some(goal), Some(employer)) =
@@ -182,16 +207,41 @@ fn parse_create(
     else {
         unreachable!("violations were reported above");
     };
-    let idempotency = (!key.is_empty()).then(|| Idempotency { key: key.to_string(), fingerprint });
-    Ok((NewChallenge { name, description, window, goal, employer }, idempotency))
+    let idempotency = (!key.is_empty()).then(|| Idempotency {
+        key: key.to_string(),
+        fingerprint,
+    });
+    Ok((
+        NewChallenge {
+            name,
+            description,
+            window,
+            goal,
+            employer,
+        },
+        idempotency,
+    ))
 }
 
 /// The fields `update_mask` may name.
-const UPDATABLE: &[&str] =
-    &["name", "description", "start_time", "end_time", "goal", "goal.target", "goal.unit", "employer_id"];
+const UPDATABLE: &[&str] = &[
+    "name",
+    "description",
+    "start_time",
+    "end_time",
+    "goal",
+    "goal.target",
+    "goal.unit",
+    "employer_id",
+];
 
-fn parse_update(request: pb::UpdateChallengeRequest) -> Result<(ChallengeId, ChallengePatch), ChallengeError> {
-    let pb::UpdateChallengeRequest { challenge, update_mask } = request;
+fn parse_update(
+    request: pb::UpdateChallengeRequest,
+) -> Result<(ChallengeId, ChallengePatch), ChallengeError> {
+    let pb::UpdateChallengeRequest {
+        challenge,
+        update_mask,
+    } = request;
     let Some(challenge) = challenge else {
         return Err(FieldViolation::new("challenge", "is required").into());
     };
@@ -216,7 +266,11 @@ fn parse_update(request: pb::UpdateChallengeRequest) -> Result<(ChallengeId, Cha
         // No mask: every field that is set (AIP-134).
         _ => {
             let mut set = Vec::new();
-            let mut add = |cond: bool, path: &str| if cond { set.push(path.to_string()) };
+            let mut add = |cond: bool, path: &str| {
+                if cond {
+                    set.push(path.to_string())
+                }
+            };
             add(!name.is_empty(), "name");
             add(!description.is_empty(), "description");
             add(start_time.is_some(), "start_time");
@@ -227,7 +281,10 @@ fn parse_update(request: pb::UpdateChallengeRequest) -> Result<(ChallengeId, Cha
         }
     };
     if paths.is_empty() {
-        v.push(FieldViolation::new("update_mask", "names no field to change"));
+        v.push(FieldViolation::new(
+            "update_mask",
+            "names no field to change",
+        ));
     }
     let mut patch = ChallengePatch::default();
     let goal = goal.unwrap_or_default();
@@ -235,9 +292,16 @@ fn parse_update(request: pb::UpdateChallengeRequest) -> Result<(ChallengeId, Cha
         let under = |e: FieldViolation| e.under("challenge");
         match path.as_str() {
             "name" => patch.name = v.check(ChallengeName::parse(&name).map_err(under)),
-            "description" => patch.description = v.check(Description::parse(&description).map_err(under)),
-            "start_time" => patch.start = v.check(required_time(start_time.as_ref(), "start_time").map_err(under)),
-            "end_time" => patch.end = v.check(required_time(end_time.as_ref(), "end_time").map_err(under)),
+            "description" => {
+                patch.description = v.check(Description::parse(&description).map_err(under))
+            }
+            "start_time" => {
+                patch.start =
+                    v.check(required_time(start_time.as_ref(), "start_time").map_err(under))
+            }
+            "end_time" => {
+                patch.end = v.check(required_time(end_time.as_ref(), "end_time").map_err(under))
+            }
             "goal" => {
                 patch.goal_target = Some(goal.target);
                 patch.goal_unit = Some(goal.unit.clone());
@@ -245,11 +309,15 @@ fn parse_update(request: pb::UpdateChallengeRequest) -> Result<(ChallengeId, Cha
             "goal.target" => patch.goal_target = Some(goal.target),
             "goal.unit" => patch.goal_unit = Some(goal.unit.clone()),
             "employer_id" => {
-                patch.employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id").map_err(under));
+                patch.employer =
+                    v.check(EmployerId::parse_optional(&employer_id, "employer_id").map_err(under));
             }
             other => v.push(FieldViolation::new(
                 "update_mask",
-                format!("names {other:?}, which is not updatable (use {})", UPDATABLE.join(", ")),
+                format!(
+                    "names {other:?}, which is not updatable (use {})",
+                    UPDATABLE.join(", ")
+                ),
             )),
         }
     }
@@ -259,13 +327,19 @@ fn parse_update(request: pb::UpdateChallengeRequest) -> Result<(ChallengeId, Cha
 }
 
 /// A time that the update mask names: it must be present and valid.
-fn required_time(ts: Option<&prost_types::Timestamp>, field: &str) -> Result<DateTime<Utc>, FieldViolation> {
+fn required_time(
+    ts: Option<&prost_types::Timestamp>,
+    field: &str,
+) -> Result<DateTime<Utc>, FieldViolation> {
     parse_time(ts, field)?
         .ok_or_else(|| FieldViolation::new(field, "is required when named in update_mask"))
 }
 
 /// `Ok(None)` when absent, the time when valid, a violation when out of range.
-fn parse_time(ts: Option<&prost_types::Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, FieldViolation> {
+fn parse_time(
+    ts: Option<&prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, FieldViolation> {
     match ts {
         None => Ok(None),
         Some(ts) => timestamp::from_proto(ts)
@@ -280,7 +354,10 @@ fn state_filter(raw: i32) -> Result<Option<State>, FieldViolation> {
         Ok(pb::ChallengeState::Upcoming) => Ok(Some(State::Upcoming)),
         Ok(pb::ChallengeState::Active) => Ok(Some(State::Active)),
         Ok(pb::ChallengeState::Ended) => Ok(Some(State::Ended)),
-        Err(_) => Err(FieldViolation::new("state", "is not a known challenge state")),
+        Err(_) => Err(FieldViolation::new(
+            "state",
+            "is not a known challenge state",
+        )),
     }
 }
 
@@ -295,7 +372,10 @@ fn fingerprint(request: &pb::CreateChallengeRequest) -> String {
 }
 
 fn page_to_proto(page: Page, now: DateTime<Utc>) -> (Vec<pb::Challenge>, String) {
-    (page.items.iter().map(|c| to_proto(c, now)).collect(), page.next_page_token)
+    (
+        page.items.iter().map(|c| to_proto(c, now)).collect(),
+        page.next_page_token,
+    )
 }
 
 fn to_proto(c: &Challenge, now: DateTime<Utc>) -> pb::Challenge {
@@ -310,8 +390,15 @@ fn to_proto(c: &Challenge, now: DateTime<Utc>) -> pb::Challenge {
         description: c.description.as_str().to_string(),
         start_time: Some(timestamp::to_proto(c.window.start())),
         end_time: Some(timestamp::to_proto(c.window.end())),
-        goal: Some(pb::Goal { target: c.goal.target(), unit: c.goal.unit().to_string() }),
-        employer_id: c.employer.as_ref().map(|e| e.as_str().to_string()).unwrap_or_default(),
+        goal: Some(pb::Goal {
+            target: c.goal.target(),
+            unit: c.goal.unit().to_string(),
+        }),
+        employer_id: c
+            .employer
+            .as_ref()
+            .map(|e| e.as_str().to_string())
+            .unwrap_or_default(),
         state: state as i32,
         created_by: c.created_by.clone(),
         create_time: Some(timestamp::to_proto(c.created_at)),

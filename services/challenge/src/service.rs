@@ -5,9 +5,7 @@ use ewpm_kit::{auth::Caller, clock::SharedClock, paging};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{
-        self, Challenge, ChallengeId, ChallengePatch, EmployerId, NewChallenge, State,
-    },
+    domain::{self, Challenge, ChallengeId, ChallengePatch, EmployerId, NewChallenge, State},
     error::ChallengeError,
     store::{ChallengeStore, Idempotency, Inserted},
 };
@@ -60,7 +58,13 @@ impl Challenges {
         new.employer = domain::scope_for_create(caller, new.employer.take())?;
         let inserted = self
             .store
-            .insert(ChallengeId::mint(), new, &caller.user_id, self.clock.now(), idempotency)
+            .insert(
+                ChallengeId::mint(),
+                new,
+                &caller.user_id,
+                self.clock.now(),
+                idempotency,
+            )
             .await?;
         match inserted {
             Inserted::Created(c) => {
@@ -90,7 +94,9 @@ impl Challenges {
         let current = self.get(caller, id).await?;
         domain::can_manage(caller, current.employer.as_ref())?;
         if patch.employer.is_some() && !caller.is_admin() {
-            return Err(ChallengeError::Forbidden("only admins move a challenge to another employer"));
+            return Err(ChallengeError::Forbidden(
+                "only admins move a challenge to another employer",
+            ));
         }
         let updated = current.patched(patch, &caller.user_id, self.clock.now())?;
         self.store.update(&updated).await?;
@@ -108,12 +114,17 @@ impl Challenges {
     ) -> Result<Page, ChallengeError> {
         let scope = domain::scope_for_list(caller, employer)?;
         let cursor = paging::decode_token::<ListCursor>(page_token)?.map(|c| c.after);
-        let mut items =
-            self.store.list(&scope, state, self.clock.now(), cursor, page_size + 1).await?;
+        let mut items = self
+            .store
+            .list(&scope, state, self.clock.now(), cursor, page_size + 1)
+            .await?;
         let next_page_token = next_token(&mut items, page_size, |last| {
             paging::encode_token(&ListCursor { after: last.id.0 })
         });
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 
     /// Challenges active now for `user_id` (empty: the caller), soonest ending first.
@@ -127,17 +138,29 @@ impl Challenges {
     ) -> Result<Page, ChallengeError> {
         let scope = domain::scope_for_user(caller, user_id, employer)?;
         let cursor = paging::decode_token::<ActiveCursor>(page_token)?.map(|c| (c.end, c.after));
-        let mut items =
-            self.store.list_active(&scope, self.clock.now(), cursor, page_size + 1).await?;
+        let mut items = self
+            .store
+            .list_active(&scope, self.clock.now(), cursor, page_size + 1)
+            .await?;
         let next_page_token = next_token(&mut items, page_size, |last| {
-            paging::encode_token(&ActiveCursor { end: last.window.end(), after: last.id.0 })
+            paging::encode_token(&ActiveCursor {
+                end: last.window.end(),
+                after: last.id.0,
+            })
         });
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 }
 
 /// Trims a page fetched with one extra row and returns the next token (empty on the last page).
-fn next_token(items: &mut Vec<Challenge>, page_size: u32, token: impl Fn(&Challenge) -> String) -> String {
+fn next_token(
+    items: &mut Vec<Challenge>,
+    page_size: u32,
+    token: impl Fn(&Challenge) -> String,
+) -> String {
     if items.len() > page_size as usize {
         items.truncate(page_size as usize);
         items.last().map(token).unwrap_or_default()

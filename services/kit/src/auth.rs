@@ -45,7 +45,9 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "employer_admin" => Ok(Role::EmployerAdmin),
             "employee" => Ok(Role::Employee),
-            other => Err(format!("unknown role {other:?}: use admin, employer_admin or employee")),
+            other => Err(format!(
+                "unknown role {other:?}: use admin, employer_admin or employee"
+            )),
         }
     }
 }
@@ -85,9 +87,17 @@ impl Caller {
     /// The caller of `request`, as the interceptor verified it. Unauthenticated if the
     /// service was mounted without the interceptor (a wiring bug, not a client error).
     pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
-        request.extensions().get::<Caller>().cloned().ok_or_else(|| {
-            error::status(Code::Unauthenticated, "UNAUTHENTICATED", "missing caller identity")
-        })
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                error::status(
+                    Code::Unauthenticated,
+                    "UNAUTHENTICATED",
+                    "missing caller identity",
+                )
+            })
     }
 
     /// Whether the caller is a platform admin.
@@ -109,7 +119,9 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,8 +156,13 @@ impl TokenKeys {
             _ => {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("create {}", data_dir.display()))?;
-                let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                std::fs::write(&path, &secret).with_context(|| format!("write {}", path.display()))?;
+                let secret = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                std::fs::write(&path, &secret)
+                    .with_context(|| format!("write {}", path.display()))?;
                 secret
             }
         };
@@ -188,19 +205,35 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| {
                 tracing::debug!(%err, "token rejected");
-                error::status(Code::Unauthenticated, "INVALID_TOKEN", "invalid or expired token")
+                error::status(
+                    Code::Unauthenticated,
+                    "INVALID_TOKEN",
+                    "invalid or expired token",
+                )
             })?;
         let c = data.claims;
         if c.sub.is_empty() {
-            return Err(error::status(Code::Unauthenticated, "INVALID_TOKEN", "token has no subject"));
+            return Err(error::status(
+                Code::Unauthenticated,
+                "INVALID_TOKEN",
+                "token has no subject",
+            ));
         }
-        Ok(Caller { user_id: c.sub, employer_id: c.employer_id.filter(|e| !e.is_empty()), role: c.role })
+        Ok(Caller {
+            user_id: c.sub,
+            employer_id: c.employer_id.filter(|e| !e.is_empty()),
+            role: c.role,
+        })
     }
 
     /// Verifies an `authorization` header value (`Bearer <jwt>`).
     pub fn verify_header(&self, header: Option<&str>) -> Result<Caller, Status> {
         let header = header.ok_or_else(|| {
-            error::status(Code::Unauthenticated, "MISSING_TOKEN", "missing bearer token")
+            error::status(
+                Code::Unauthenticated,
+                "MISSING_TOKEN",
+                "missing bearer token",
+            )
         })?;
         let token = header
             .strip_prefix("Bearer ")
@@ -230,7 +263,10 @@ impl Authenticator {
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         let caller = self.0.verify_header(header)?;
         request.extensions_mut().insert(caller);
         Ok(request)
@@ -247,7 +283,11 @@ mod tests {
 
     fn reason(status: &Status) -> String {
         use tonic_types::StatusExt;
-        status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+        status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -257,7 +297,11 @@ mod tests {
         let caller = k.verify_header(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!(
             caller,
-            Caller { user_id: "u1".into(), employer_id: Some("acme".into()), role: Role::EmployerAdmin }
+            Caller {
+                user_id: "u1".into(),
+                employer_id: Some("acme".into()),
+                role: Role::EmployerAdmin
+            }
         );
     }
 
@@ -265,7 +309,10 @@ mod tests {
     fn a_token_signed_with_another_secret_is_rejected() {
         let token = keys("other").mint("u1", Role::Admin, None);
         let err = keys("secret").verify(&token).unwrap_err();
-        assert_eq!((err.code(), reason(&err)), (Code::Unauthenticated, "INVALID_TOKEN".into()));
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::Unauthenticated, "INVALID_TOKEN".into())
+        );
     }
 
     #[test]
@@ -305,10 +352,13 @@ mod tests {
         use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
         let now = chrono::Utc::now().timestamp();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = URL_SAFE_NO_PAD.encode(
-            format!(r#"{{"sub":"u1","role":"admin","iss":"ewpm","aud":"ewpm","iat":{now},"exp":{}}}"#, now + 60),
-        );
-        let err = keys("secret").verify(&format!("{header}.{body}.")).unwrap_err();
+        let body = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"u1","role":"admin","iss":"ewpm","aud":"ewpm","iat":{now},"exp":{}}}"#,
+            now + 60
+        ));
+        let err = keys("secret")
+            .verify(&format!("{header}.{body}."))
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
     }
 
@@ -316,8 +366,14 @@ mod tests {
     fn a_missing_or_malformed_header_is_unauthenticated() {
         let k = keys("secret");
         assert_eq!(reason(&k.verify_header(None).unwrap_err()), "MISSING_TOKEN");
-        assert_eq!(reason(&k.verify_header(Some("Basic abc")).unwrap_err()), "MISSING_TOKEN");
-        assert_eq!(reason(&k.verify_header(Some("Bearer garbage")).unwrap_err()), "INVALID_TOKEN");
+        assert_eq!(
+            reason(&k.verify_header(Some("Basic abc")).unwrap_err()),
+            "MISSING_TOKEN"
+        );
+        assert_eq!(
+            reason(&k.verify_header(Some("Bearer garbage")).unwrap_err()),
+            "INVALID_TOKEN"
+        );
     }
 
     #[test]

@@ -13,15 +13,12 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 /// SQLite the parent directory is created and the file runs in WAL mode.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
-    if sqlite {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(parent) = std::path::Path::new(path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("create {}", parent.display()))?;
-                }
-            }
-        }
+    if sqlite
+        && let Some(path) = sqlite_path(url)
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     }
     let mut options = ConnectOptions::new(url.to_string());
     options
@@ -34,21 +31,27 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .await
         .with_context(|| format!("connect to database {}", redact(url)))?;
     if sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
-            .await
-            .context("configure SQLite")?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+        )
+        .await
+        .context("configure SQLite")?;
     }
     Ok(db)
 }
 
 /// Applies every service's pending migrations.
 pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<()> {
-    ewpm_migrations::challenge::Migrator::up(db, None).await.context("migrate challenge")?;
+    ewpm_migrations::challenge::Migrator::up(db, None)
+        .await
+        .context("migrate challenge")?;
     Ok(())
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
@@ -73,7 +76,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
 

@@ -23,12 +23,18 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 
     /// The same violation under a parent path (`goal` + `target` → `goal.target`).
     pub fn under(self, parent: &str) -> Self {
-        Self { field: format!("{parent}.{}", self.field), ..self }
+        Self {
+            field: format!("{parent}.{}", self.field),
+            ..self
+        }
     }
 }
 
@@ -40,12 +46,20 @@ impl std::fmt::Display for FieldViolation {
 
 /// A status with `code`, `message` and an `ErrorInfo` carrying `reason`.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, []),
+    )
 }
 
 /// InvalidArgument with reason `reason` and the given field violations; the message lists them.
 pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
-    let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let message = violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
     let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
@@ -88,7 +102,11 @@ impl Violations {
 
     /// `Ok(())` when nothing was recorded, else every violation.
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }
 
@@ -100,10 +118,16 @@ mod tests {
     fn invalid_argument_carries_reason_and_every_violation() {
         let s = invalid_argument(
             "INVALID_CHALLENGE",
-            &[FieldViolation::new("name", "must not be empty"), FieldViolation::new("goal.target", "must be > 0")],
+            &[
+                FieldViolation::new("name", "must not be empty"),
+                FieldViolation::new("goal.target", "must be > 0"),
+            ],
         );
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(s.message(), "name must not be empty; goal.target must be > 0");
+        assert_eq!(
+            s.message(),
+            "name must not be empty; goal.target must be > 0"
+        );
         let details = s.get_error_details();
         assert_eq!(details.error_info().unwrap().reason, "INVALID_CHALLENGE");
         let fields: Vec<_> = details
@@ -113,7 +137,13 @@ mod tests {
             .iter()
             .map(|v| (v.field.as_str(), v.description.as_str()))
             .collect();
-        assert_eq!(fields, vec![("name", "must not be empty"), ("goal.target", "must be > 0")]);
+        assert_eq!(
+            fields,
+            vec![
+                ("name", "must not be empty"),
+                ("goal.target", "must be > 0")
+            ]
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             redis_url: None,
-            log: LogSettings { format: LogFormat::Pretty, level: "info".into() },
+            log: LogSettings {
+                format: LogFormat::Pretty,
+                level: "info".into(),
+            },
             auth: AuthSettings {
                 secret: None,
                 issuer: "ewpm".into(),
@@ -128,9 +131,15 @@ impl Default for Settings {
                 max_message_bytes: 4 * 1024 * 1024,
                 shutdown_grace_secs: 5,
             },
-            http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) },
-            metrics: MetricsSettings { addr: SocketAddr::from(([0, 0, 0, 0], 9464)) },
-            services: ServiceAddrs { challenge: "http://127.0.0.1:50051".into() },
+            http: HttpSettings {
+                addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            metrics: MetricsSettings {
+                addr: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            },
+            services: ServiceAddrs {
+                challenge: "http://127.0.0.1:50051".into(),
+            },
         }
     }
 }
@@ -183,7 +192,10 @@ impl Settings {
     pub fn database_url_or_embedded(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ewpm.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ewpm.db").display()
+            ),
         }
     }
 
@@ -200,14 +212,20 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn the_defaults_are_the_embedded_mode() {
         let s = Settings::load_from(&[]).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.database_url_or_embedded(), "sqlite://data/ewpm.db?mode=rwc");
+        assert_eq!(
+            s.database_url_or_embedded(),
+            "sqlite://data/ewpm.db?mode=rwc"
+        );
     }
 
     #[test]
@@ -241,8 +259,11 @@ mod tests {
     fn a_config_file_sits_between_defaults_and_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ewpm.toml");
-        std::fs::write(&path, "[http]\naddr = \"127.0.0.1:9999\"\n[grpc]\nshutdown_grace_secs = 2\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "[http]\naddr = \"127.0.0.1:9999\"\n[grpc]\nshutdown_grace_secs = 2\n",
+        )
+        .unwrap();
         let s = Settings::load_from(&vars(&[
             ("EWPM_CONFIG", path.to_str().unwrap()),
             ("EWPM_GRPC__SHUTDOWN_GRACE_SECS", "3"),

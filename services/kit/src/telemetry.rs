@@ -17,17 +17,26 @@ pub fn init_tracing(log: &LogSettings) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match log.format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false).with_writer(std::io::stderr)).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
+            .try_init(),
     };
     // Already installed (a second service in the same process, or a test): keep the first.
     drop(result);
 }
 
 /// Buckets of the RPC latency histogram, in seconds.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// The process-wide Prometheus recorder; installed on first use and shared by every service
 /// and the REST edge of the process.

@@ -63,7 +63,9 @@ impl TestDb {
     pub async fn postgres_unmigrated() -> anyhow::Result<Self> {
         let admin_url = servers().postgres_url.clone();
         let name = format!("ewpm_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = ewpm_kit::db::connect(&admin_url).await.context("connect to test PostgreSQL")?;
+        let admin = ewpm_kit::db::connect(&admin_url)
+            .await
+            .context("connect to test PostgreSQL")?;
         admin
             .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -71,7 +73,11 @@ impl TestDb {
         admin.close().await.ok();
         let url = replace_db_name(&admin_url, &name);
         let db = ewpm_kit::db::connect(&url).await?;
-        Ok(Self { db, url, _dir: None })
+        Ok(Self {
+            db,
+            url,
+            _dir: None,
+        })
     }
 
     /// A new SQLite file in a temporary directory, migrated.
@@ -80,7 +86,11 @@ impl TestDb {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ewpm.db").display());
         let db = ewpm_kit::db::connect(&url).await?;
         ewpm_kit::db::migrate_all(&db).await?;
-        Ok(Self { db, url, _dir: Some(dir) })
+        Ok(Self {
+            db,
+            url,
+            _dir: Some(dir),
+        })
     }
 }
 
@@ -134,8 +144,15 @@ pub async fn spawn_grpc(add: impl FnOnce(&mut Mount, &GrpcSettings)) -> anyhow::
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let settings = Arc::new(settings);
-    let handle = tokio::spawn(async move { ewpm_kit::server::serve(listener, mount, &settings, token).await });
-    Ok(Spawned { addr, shutdown, handle })
+    let handle =
+        tokio::spawn(
+            async move { ewpm_kit::server::serve(listener, mount, &settings, token).await },
+        );
+    Ok(Spawned {
+        addr,
+        shutdown,
+        handle,
+    })
 }
 
 #[cfg(test)]
@@ -144,9 +161,18 @@ mod tests {
 
     #[test]
     fn a_database_name_is_replaced_keeping_the_rest() {
-        assert_eq!(replace_db_name("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
-        assert_eq!(replace_db_name("postgres://u@h:1/postgres?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
-        assert_eq!(replace_db_name("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(
+            replace_db_name("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(
+            replace_db_name("postgres://u@h:1/postgres?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
+        assert_eq!(
+            replace_db_name("postgres://u@h:1", "x"),
+            "postgres://u@h:1/x"
+        );
     }
 
     #[tokio::test]
@@ -161,14 +187,20 @@ mod tests {
         .await
         .unwrap();
         let count = |db: DatabaseConnection| async move {
-            db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM challenges"))
-                .await
-                .unwrap()
-                .unwrap()
-                .try_get::<i64>("", "n")
-                .unwrap()
+            db.query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM challenges",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap()
         };
-        assert_eq!((count(a.db.clone()).await, count(b.db.clone()).await), (1, 0));
+        assert_eq!(
+            (count(a.db.clone()).await, count(b.db.clone()).await),
+            (1, 0)
+        );
     }
 
     #[tokio::test]

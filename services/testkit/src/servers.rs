@@ -39,7 +39,10 @@ fn start() -> anyhow::Result<Servers> {
     let postgres_env = env("EWPM_TEST_DATABASE_URL");
     let redis_env = env("EWPM_TEST_REDIS_URL");
     if let (Some(postgres_url), Some(redis_url)) = (postgres_env.clone(), redis_env.clone()) {
-        return Ok(Servers { postgres_url, redis_url });
+        return Ok(Servers {
+            postgres_url,
+            redis_url,
+        });
     }
     let state = state_dir();
     std::fs::create_dir_all(&state).with_context(|| format!("create {}", state.display()))?;
@@ -54,14 +57,17 @@ fn start() -> anyhow::Result<Servers> {
         Some(url) => url,
         None => ensure_redis(&state)?,
     };
-    Ok(Servers { postgres_url, redis_url })
+    Ok(Servers {
+        postgres_url,
+        redis_url,
+    })
 }
 
 /// `EWPM_TESTKIT_DIR`, else `target/ewpm-testkit` of this workspace.
 pub fn state_dir() -> PathBuf {
-    env("EWPM_TESTKIT_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ewpm-testkit")
-    })
+    env("EWPM_TESTKIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ewpm-testkit"))
 }
 
 /// Reads `KEY=value` lines.
@@ -76,7 +82,23 @@ fn read_record(path: &Path) -> Option<Vec<(String, String)>> {
 }
 
 fn field<'a>(record: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    record.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    record
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The URL of a server recorded earlier in this run, if it still answers.
+fn recorded(
+    path: &Path,
+    url_key: &str,
+    port_key: &str,
+    alive: impl Fn(u16) -> bool,
+) -> Option<String> {
+    let record = read_record(path)?;
+    let port = field(&record, port_key)?.parse::<u16>().ok()?;
+    let url = field(&record, url_key)?;
+    alive(port).then(|| url.to_string())
 }
 
 fn write_record(path: &Path, fields: &[(&str, String)]) -> anyhow::Result<()> {
@@ -88,7 +110,10 @@ fn write_record(path: &Path, fields: &[(&str, String)]) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0)).context("find a free port")?.local_addr()?.port())
+    Ok(TcpListener::bind(("127.0.0.1", 0))
+        .context("find a free port")?
+        .local_addr()?
+        .port())
 }
 
 fn is_root() -> bool {
@@ -109,7 +134,10 @@ fn run_pg(bin: &Path, program: &str, args: &[&str], as_postgres: bool) -> anyhow
     } else {
         Command::new(&exe)
     };
-    let out = cmd.args(args).output().with_context(|| format!("run {}", exe.display()))?;
+    let out = cmd
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", exe.display()))?;
     if !out.status.success() {
         bail!(
             "{program} failed: {}{}",
@@ -144,37 +172,66 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with `apt-get install -y postgresql`")
+    bail!(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found; install them with `apt-get install -y postgresql`"
+    )
 }
 
 fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
     let record_path = state.join("postgres.env");
-    if let Some(record) = read_record(&record_path) {
-        if let (Some(url), Some(port)) = (field(&record, "PG_URL"), field(&record, "PG_PORT")) {
-            if TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap_or(0))).is_ok() {
-                return Ok(url.to_string());
-            }
-        }
+    if let Some(url) = recorded(&record_path, "PG_URL", "PG_PORT", |port| {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }) {
+        return Ok(url);
     }
     let bin = postgres_bin()?;
     let port = free_port()?;
-    let data = std::env::temp_dir().join(format!("ewpm-testkit-pg-{}", uuid::Uuid::new_v4().simple()));
+    let data =
+        std::env::temp_dir().join(format!("ewpm-testkit-pg-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
     let as_postgres = is_root();
     if as_postgres {
-        let status = Command::new("chown").arg("postgres:").arg(&data).status().context("chown")?;
+        let status = Command::new("chown")
+            .arg("postgres:")
+            .arg(&data)
+            .status()
+            .context("chown")?;
         if !status.success() {
-            bail!("chown postgres {} failed (is there a `postgres` user?)", data.display());
+            bail!(
+                "chown postgres {} failed (is there a `postgres` user?)",
+                data.display()
+            );
         }
     }
     let data_s = data.to_string_lossy().to_string();
-    run_pg(&bin, "initdb", &["-D", &data_s, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"], as_postgres)?;
+    run_pg(
+        &bin,
+        "initdb",
+        &[
+            "-D",
+            &data_s,
+            "--auth=trust",
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+        ],
+        as_postgres,
+    )?;
     let opts = format!(
         "-p {port} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
          -c full_page_writes=off -c max_connections=500"
     );
     let log = data.join("server.log").to_string_lossy().to_string();
-    run_pg(&bin, "pg_ctl", &["-D", &data_s, "-w", "-t", "60", "-l", &log, "-o", &opts, "start"], as_postgres)?;
+    run_pg(
+        &bin,
+        "pg_ctl",
+        &[
+            "-D", &data_s, "-w", "-t", "60", "-l", &log, "-o", &opts, "start",
+        ],
+        as_postgres,
+    )?;
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     write_record(
         &record_path,
@@ -190,34 +247,60 @@ fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
 }
 
 fn redis_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
     let mut buf = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut buf).is_ok()
+        && &buf == b"+PONG\r\n"
 }
 
 fn ensure_redis(state: &Path) -> anyhow::Result<String> {
     let record_path = state.join("redis.env");
-    if let Some(record) = read_record(&record_path) {
-        if let (Some(url), Some(port)) = (field(&record, "REDIS_URL"), field(&record, "REDIS_PORT")) {
-            if redis_ping(port.parse().unwrap_or(0)) {
-                return Ok(url.to_string());
-            }
-        }
+    if let Some(url) = recorded(&record_path, "REDIS_URL", "REDIS_PORT", redis_ping) {
+        return Ok(url);
     }
     let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!("ewpm-testkit-redis-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "ewpm-testkit-redis-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir)?;
     let dir_s = dir.to_string_lossy().to_string();
     let pid_file = dir.join("redis.pid").to_string_lossy().to_string();
     let out = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--dir", &dir_s, "--daemonize", "yes", "--pidfile", &pid_file])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--dir",
+            &dir_s,
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            &pid_file,
+        ])
         .args(["--logfile", &dir.join("redis.log").to_string_lossy()])
         .output()
-        .map_err(|e| anyhow::anyhow!("redis-server not runnable ({e}); install it with `apt-get install -y redis-server`"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "redis-server not runnable ({e}); install it with `apt-get install -y redis-server`"
+            )
+        })?;
     if !out.status.success() {
-        bail!("redis-server failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "redis-server failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !redis_ping(port) {
@@ -229,7 +312,12 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
     let url = format!("redis://127.0.0.1:{port}");
     write_record(
         &record_path,
-        &[("REDIS_URL", url.clone()), ("REDIS_PORT", port.to_string()), ("REDIS_DIR", dir_s), ("REDIS_PID_FILE", pid_file)],
+        &[
+            ("REDIS_URL", url.clone()),
+            ("REDIS_PORT", port.to_string()),
+            ("REDIS_DIR", dir_s),
+            ("REDIS_PID_FILE", pid_file),
+        ],
     )?;
     Ok(url)
 }
