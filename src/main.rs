@@ -65,24 +65,14 @@ enum ServiceName {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Dev) {
             Command::Dev => dev(settings).await,
-            Command::Serve {
-                service: ServiceName::Challenge,
-            } => serve_challenge(settings).await,
-            Command::Serve {
-                service: ServiceName::Gateway,
-            } => serve_gateway(settings).await,
+            Command::Serve { service: ServiceName::Challenge } => serve_challenge(settings).await,
+            Command::Serve { service: ServiceName::Gateway } => serve_gateway(settings).await,
             Command::Migrate => migrate(settings).await,
-            Command::Token {
-                sub,
-                role,
-                employer,
-            } => {
+            Command::Token { sub, role, employer } => {
                 let keys = TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?;
                 println!("{}", keys.mint(&sub, role, employer.as_deref()));
                 Ok(())
@@ -108,27 +98,14 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     settings.services.challenge = format!("http://{}", loopback(grpc_addr));
 
     let mut mount = Mount::new(Authenticator::new(keys.clone()));
-    mount.add(ewpm_challenge::app::build(
-        db,
-        Arc::new(SystemClock),
-        &settings.grpc,
-    ));
+    mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
     let state = ewpm_gateway::AppState::connect(&settings.services)?;
 
-    print_banner(
-        &keys,
-        loopback(grpc_addr),
-        loopback(http_addr),
-        &db::redact(&url),
-    );
+    print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &db::redact(&url));
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
     tokio::try_join!(
         server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
-        bounded(
-            ewpm_gateway::serve(http_listener, state, shutdown.clone()),
-            &shutdown,
-            grace
-        ),
+        bounded(ewpm_gateway::serve(http_listener, state, shutdown.clone()), &shutdown, grace),
     )?;
     tracing::info!("stopped");
     Ok(())
@@ -144,11 +121,7 @@ async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
     let grpc_listener = server::bind(settings.grpc.addr).await?;
     let metrics_listener = server::bind(settings.metrics.addr).await?;
     let mut mount = Mount::new(Authenticator::new(keys));
-    mount.add(ewpm_challenge::app::build(
-        db,
-        Arc::new(SystemClock),
-        &settings.grpc,
-    ));
+    mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
     tracing::info!(grpc = %grpc_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "challenge service listening");
     tokio::try_join!(
         server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
@@ -166,12 +139,7 @@ async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     let listener = server::bind(settings.http.addr).await?;
     tracing::info!(http = %listener.local_addr()?, challenge = %settings.services.challenge, "REST edge listening");
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
-    bounded(
-        ewpm_gateway::serve(listener, state, shutdown.clone()),
-        &shutdown,
-        grace,
-    )
-    .await
+    bounded(ewpm_gateway::serve(listener, state, shutdown.clone()), &shutdown, grace).await
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
@@ -200,11 +168,7 @@ async fn bounded(
 
 /// A wildcard listen address as the loopback address clients can dial.
 fn loopback(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
+    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
 }
 
 fn print_banner(keys: &TokenKeys, grpc: SocketAddr, http: SocketAddr, database: &str) {

@@ -26,18 +26,12 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn ewpm(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ewpm"));
-    cmd.current_dir(dir)
-        .env("EWPM_LOG__FORMAT", "json")
-        .env("EWPM_LOG__LEVEL", "warn");
+    cmd.current_dir(dir).env("EWPM_LOG__FORMAT", "json").env("EWPM_LOG__LEVEL", "warn");
     cmd
 }
 
@@ -75,10 +69,7 @@ fn expired_token() -> String {
 
 fn forged_token() -> String {
     let settings = ewpm_kit::settings::Settings::default().auth;
-    format!(
-        "Bearer {}",
-        TokenKeys::new("forged", &settings).mint("admin", Role::Admin, None)
-    )
+    format!("Bearer {}", TokenKeys::new("forged", &settings).mint("admin", Role::Admin, None))
 }
 
 fn challenge_body(start: &str, end: &str) -> Value {
@@ -89,11 +80,7 @@ fn challenge_body(start: &str, end: &str) -> Value {
 async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     let db = TestDb::postgres_unmigrated().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let status = ewpm(dir.path())
-        .arg("migrate")
-        .env("DATABASE_URL", &db.url)
-        .status()
-        .unwrap();
+    let status = ewpm(dir.path()).arg("migrate").env("DATABASE_URL", &db.url).status().unwrap();
     assert!(status.success(), "ewpm migrate failed");
 
     let (grpc_port, metrics_port, http_port) = (free_port(), free_port(), free_port());
@@ -111,10 +98,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
         ewpm(dir.path())
             .args(["serve", "gateway"])
             .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
-            .env(
-                "EWPM_SERVICES__CHALLENGE",
-                format!("http://127.0.0.1:{grpc_port}"),
-            )
+            .env("EWPM_SERVICES__CHALLENGE", format!("http://127.0.0.1:{grpc_port}"))
             .spawn()
             .unwrap(),
     );
@@ -128,20 +112,14 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     let r = http
         .post(format!("{base}/api/challenges"))
         .header("authorization", &admin)
-        .json(&challenge_body(
-            "2020-01-01T00:00:00Z",
-            "2099-01-01T00:00:00Z",
-        ))
+        .json(&challenge_body("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let created: Value = r.json().await.unwrap();
-    assert_eq!(
-        location,
-        format!("/api/challenges/{}", created["id"].as_str().unwrap())
-    );
+    assert_eq!(location, format!("/api/challenges/{}", created["id"].as_str().unwrap()));
     assert_eq!(
         (created["state"].as_str(), created["employerId"].is_null()),
         (Some("active"), true)
@@ -174,17 +152,11 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     };
     let valid = challenge_body("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z");
     let (s, b) = as_problem(post(Some(employee.clone()), valid.clone()).await.unwrap()).await;
-    assert_eq!(
-        (s, b["reason"].as_str().unwrap().to_string()),
-        problem(403, "PERMISSION_DENIED")
-    );
+    assert_eq!((s, b["reason"].as_str().unwrap().to_string()), problem(403, "PERMISSION_DENIED"));
     let (s, b) = as_problem(
-        post(
-            Some(admin.clone()),
-            challenge_body("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z"),
-        )
-        .await
-        .unwrap(),
+        post(Some(admin.clone()), challenge_body("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z"))
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(s, 400);
@@ -195,10 +167,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     let (s, _) = as_problem(post(None, valid.clone()).await.unwrap()).await;
     assert_eq!(s, 401);
     let (s, b) = as_problem(post(Some(forged_token()), valid.clone()).await.unwrap()).await;
-    assert_eq!(
-        (s, b["reason"].as_str().unwrap().to_string()),
-        problem(401, "INVALID_TOKEN")
-    );
+    assert_eq!((s, b["reason"].as_str().unwrap().to_string()), problem(401, "INVALID_TOKEN"));
     let (s, _) = as_problem(post(Some(expired_token()), valid.clone()).await.unwrap()).await;
     assert_eq!(s, 401);
     let r = http
@@ -208,10 +177,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
         .await
         .unwrap();
     let (s, b) = as_problem(r).await;
-    assert_eq!(
-        (s, b["reason"].as_str().unwrap().to_string()),
-        problem(404, "CHALLENGE_NOT_FOUND")
-    );
+    assert_eq!((s, b["reason"].as_str().unwrap().to_string()), problem(404, "CHALLENGE_NOT_FOUND"));
     let r = http
         .post(format!("{base}/api/challenges"))
         .header("authorization", &admin)
@@ -248,10 +214,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        list,
-        json!({"challenges": [patched.clone()], "nextPageToken": ""})
-    );
+    assert_eq!(list, json!({"challenges": [patched.clone()], "nextPageToken": ""}));
     let mine: Value = http
         .get(format!("{base}/api/users/alice/challenges/active"))
         .header("authorization", &employee)
@@ -271,30 +234,19 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     assert_eq!(r.status(), 403);
 
     // gRPC straight to the service: the same rules.
-    let mut grpc = ChallengeServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .unwrap();
+    let mut grpc =
+        ChallengeServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.unwrap();
     let with = |auth: &str, id: &str| {
         let mut r = Request::new(pb::GetChallengeRequest { id: id.to_string() });
-        r.metadata_mut()
-            .insert("authorization", auth.parse().unwrap());
+        r.metadata_mut().insert("authorization", auth.parse().unwrap());
         r
     };
     let id = patched["id"].as_str().unwrap();
-    let c = grpc
-        .get_challenge(with(&employee, id))
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge
-        .unwrap();
+    let c = grpc.get_challenge(with(&employee, id)).await.unwrap().into_inner().challenge.unwrap();
     assert_eq!(c.name, "12k steps");
     for auth in [forged_token(), expired_token()] {
         assert_eq!(
-            grpc.get_challenge(with(&auth, id))
-                .await
-                .unwrap_err()
-                .code(),
+            grpc.get_challenge(with(&auth, id)).await.unwrap_err().code(),
             Code::Unauthenticated
         );
     }
@@ -305,30 +257,17 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
             .code(),
         Code::Unauthenticated
     );
-    let err = grpc
-        .get_challenge(with(&admin, &uuid::Uuid::now_v7().to_string()))
-        .await
-        .unwrap_err();
+    let err =
+        grpc.get_challenge(with(&admin, &uuid::Uuid::now_v7().to_string())).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let mut create = Request::new(pb::CreateChallengeRequest {
         name: "x".into(),
-        start_time: Some(prost_types::Timestamp {
-            seconds: 2_000_000_000,
-            nanos: 0,
-        }),
-        end_time: Some(prost_types::Timestamp {
-            seconds: 1_000_000_000,
-            nanos: 0,
-        }),
-        goal: Some(pb::Goal {
-            target: 1.0,
-            unit: "km".into(),
-        }),
+        start_time: Some(prost_types::Timestamp { seconds: 2_000_000_000, nanos: 0 }),
+        end_time: Some(prost_types::Timestamp { seconds: 1_000_000_000, nanos: 0 }),
+        goal: Some(pb::Goal { target: 1.0, unit: "km".into() }),
         ..Default::default()
     });
-    create
-        .metadata_mut()
-        .insert("authorization", admin.parse().unwrap());
+    create.metadata_mut().insert("authorization", admin.parse().unwrap());
     let err = grpc.create_challenge(create).await.unwrap_err();
     let fields: Vec<_> = err
         .get_error_details()
@@ -338,18 +277,10 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
         .iter()
         .map(|v| v.field.clone())
         .collect();
-    assert_eq!(
-        (err.code(), fields),
-        (Code::InvalidArgument, vec!["end_time".to_string()])
-    );
+    assert_eq!((err.code(), fields), (Code::InvalidArgument, vec!["end_time".to_string()]));
     let mut create = Request::new(pb::CreateChallengeRequest::default());
-    create
-        .metadata_mut()
-        .insert("authorization", employee.parse().unwrap());
-    assert_eq!(
-        grpc.create_challenge(create).await.unwrap_err().code(),
-        Code::PermissionDenied
-    );
+    create.metadata_mut().insert("authorization", employee.parse().unwrap());
+    assert_eq!(grpc.create_challenge(create).await.unwrap_err().code(), Code::PermissionDenied);
 
     // Operations: metrics on both, the OpenAPI document and the offline docs page.
     let metrics = http
@@ -364,28 +295,15 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
         metrics.contains(r#"grpc_server_handled_total{grpc_service="ewpm.challenge.v1.ChallengeService",grpc_method="GetChallenge",grpc_code="NotFound"}"#),
         "{metrics}"
     );
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(
             r#"http_server_requests_total{method="POST",route="/api/challenges",status="201"}"#
         ),
         "{metrics}"
     );
-    let openapi: Value = http
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi: Value =
+        http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     assert!(openapi["paths"]["/api/users/{userId}/challenges/active"]["get"].is_object());
     let docs = http.get(format!("{base}/docs/")).send().await.unwrap();
@@ -393,6 +311,32 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     assert!(docs.text().await.unwrap().contains("swagger-ui"));
     let unknown = http.get(format!("{base}/api/nope")).send().await.unwrap();
     assert_eq!(as_problem(unknown).await.0, 404);
+    // Errors axum answers itself are problem+json too.
+    let r = http
+        .delete(format!("{base}/api/challenges"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = as_problem(r).await;
+    assert_eq!((s, b["reason"].as_str()), (405, Some("METHOD_NOT_ALLOWED")));
+    let r = http
+        .get(format!("{base}/api/challenges?state=sideways"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = as_problem(r).await;
+    assert_eq!((s, b["errors"][0]["field"].as_str()), (400, Some("state")));
+    let r = http
+        .post(format!("{base}/api/challenges"))
+        .header("authorization", &admin)
+        .json(&json!({"name": "x", "startTime": "yesterday"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = as_problem(r).await;
+    assert_eq!((s, b["errors"][0]["field"].as_str()), (400, Some("startTime")));
 }
 
 #[tokio::test]
@@ -414,11 +358,7 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
     let printed = |name: &str| {
         banner
             .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix(&format!("{name}="))
-                    .map(str::to_string)
-            })
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}=")).map(str::to_string))
             .unwrap_or_else(|| panic!("{name} not printed:\n{banner}"))
     };
     let (admin, employee) = (printed("ADMIN"), printed("EMPLOYEE"));
@@ -429,9 +369,7 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
         "{banner}"
     );
     assert!(
-        banner.contains(&format!(
-            "curl -sS -X POST http://127.0.0.1:{http_port}/api/challenges"
-        )),
+        banner.contains(&format!("curl -sS -X POST http://127.0.0.1:{http_port}/api/challenges")),
         "{banner}"
     );
     assert!(dir.path().join("data/ewpm.db").is_file());
@@ -458,15 +396,7 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
 
     // `ewpm token` in the same directory mints tokens this instance accepts.
     let out = ewpm(dir.path())
-        .args([
-            "token",
-            "--sub",
-            "carol",
-            "--role",
-            "employee",
-            "--employer",
-            "acme",
-        ])
+        .args(["token", "--sub", "carol", "--role", "employee", "--employer", "acme"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -480,36 +410,20 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
     assert_eq!(r.status(), 200);
 
     // A connected gRPC client does not keep the process alive past SIGTERM.
-    let mut grpc = ChallengeServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .unwrap();
+    let mut grpc =
+        ChallengeServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.unwrap();
     let mut list = Request::new(pb::ListChallengesRequest::default());
-    list.metadata_mut()
-        .insert("authorization", format!("Bearer {admin}").parse().unwrap());
-    assert_eq!(
-        grpc.list_challenges(list)
-            .await
-            .unwrap()
-            .into_inner()
-            .challenges
-            .len(),
-        1
-    );
+    list.metadata_mut().insert("authorization", format!("Bearer {admin}").parse().unwrap());
+    assert_eq!(grpc.list_challenges(list).await.unwrap().into_inner().challenges.len(), 1);
     let sent = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &dev.0.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status().unwrap();
     assert!(status.success());
     // A bound to catch a hang, not a timing assertion: the process must exit by itself.
     let exit = loop {
         if let Some(exit) = dev.0.try_wait().unwrap() {
             break exit;
         }
-        assert!(
-            sent.elapsed() < Duration::from_secs(60),
-            "ewpm dev did not exit after SIGTERM"
-        );
+        assert!(sent.elapsed() < Duration::from_secs(60), "ewpm dev did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!("ewpm dev exited {:?} after SIGTERM", sent.elapsed());

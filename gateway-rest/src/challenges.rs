@@ -180,34 +180,22 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     } = body;
     let start_time = parse_time(start_time.as_deref(), "startTime")?;
     let end_time = parse_time(end_time.as_deref(), "endTime")?;
-    let header_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header_key =
+        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let request = pb::CreateChallengeRequest {
         name,
         description,
         start_time,
         end_time,
-        goal: goal.map(|g| pb::Goal {
-            target: g.target,
-            unit: g.unit,
-        }),
+        goal: goal.map(|g| pb::Goal { target: g.target, unit: g.unit }),
         employer_id: employer_id.unwrap_or_default(),
         idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
-    let created = client
-        .create_challenge(upstream::request(&headers, request))
-        .await?;
+    let created = client.create_challenge(upstream::request(&headers, request)).await?;
     let dto = to_dto(created.into_inner().challenge.unwrap_or_default());
     let location = format!("/api/challenges/{}", dto.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(dto),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(dto)).into_response())
 }
 
 /// Get one challenge.
@@ -226,9 +214,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ChallengeDto>> {
     let mut client = state.challenge.clone();
-    let r = client
-        .get_challenge(upstream::request(&headers, pb::GetChallengeRequest { id }))
-        .await?;
+    let r =
+        client.get_challenge(upstream::request(&headers, pb::GetChallengeRequest { id })).await?;
     Ok(Json(to_dto(r.into_inner().challenge.unwrap_or_default())))
 }
 
@@ -247,12 +234,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<ChallengePage>> {
-    let ListQuery {
-        state: wanted,
-        employer_id,
-        page_size,
-        page_token,
-    } = q;
+    let ListQuery { state: wanted, employer_id, page_size, page_token } = q;
     let state_filter = match wanted.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("all") => pb::ChallengeState::Unspecified,
         Some("upcoming") => pb::ChallengeState::Upcoming,
@@ -269,10 +251,7 @@ pub async fn list(
         page_token: page_token.unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
-    let r = client
-        .list_challenges(upstream::request(&headers, request))
-        .await?
-        .into_inner();
+    let r = client.list_challenges(upstream::request(&headers, request)).await?.into_inner();
     Ok(Json(ChallengePage {
         challenges: r.challenges.into_iter().map(to_dto).collect(),
         next_page_token: r.next_page_token,
@@ -298,19 +277,10 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ChallengeDto>> {
-    let UpdateChallengeBody {
-        name,
-        description,
-        start_time,
-        end_time,
-        goal,
-        employer_id,
-    } = parse_body(&body)?;
+    let UpdateChallengeBody { name, description, start_time, end_time, goal, employer_id } =
+        parse_body(&body)?;
     let mut paths = Vec::new();
-    let mut challenge = pb::Challenge {
-        id,
-        ..Default::default()
-    };
+    let mut challenge = pb::Challenge { id, ..Default::default() };
     if let Some(name) = name {
         paths.push("name");
         challenge.name = name;
@@ -376,11 +346,7 @@ pub async fn active_for_user(
     Path(user_id): Path<String>,
     Query(q): Query<ActiveQuery>,
 ) -> ApiResult<Json<ChallengePage>> {
-    let ActiveQuery {
-        employer_id,
-        page_size,
-        page_token,
-    } = q;
+    let ActiveQuery { employer_id, page_size, page_token } = q;
     let request = pb::ListActiveChallengesRequest {
         user_id,
         employer_id: employer_id.unwrap_or_default(),
@@ -388,10 +354,7 @@ pub async fn active_for_user(
         page_token: page_token.unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
-    let r = client
-        .list_active_challenges(upstream::request(&headers, request))
-        .await?
-        .into_inner();
+    let r = client.list_active_challenges(upstream::request(&headers, request)).await?.into_inner();
     Ok(Json(ChallengePage {
         challenges: r.challenges.into_iter().map(to_dto).collect(),
         next_page_token: r.next_page_token,
@@ -472,10 +435,7 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         description,
         start_time: time(start_time),
         end_time: time(end_time),
-        goal: GoalDto {
-            target: goal.target,
-            unit: goal.unit,
-        },
+        goal: GoalDto { target: goal.target, unit: goal.unit },
         employer_id: (!employer_id.is_empty()).then_some(employer_id),
         state: state.to_string(),
         created_by,

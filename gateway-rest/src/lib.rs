@@ -81,10 +81,7 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
             ),
         );
     }
@@ -93,18 +90,9 @@ impl Modify for BearerAuth {
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route(
-            "/api/challenges",
-            get(challenges::list).post(challenges::create),
-        )
-        .route(
-            "/api/challenges/{id}",
-            get(challenges::get).patch(challenges::update),
-        )
-        .route(
-            "/api/users/{userId}/challenges/active",
-            get(challenges::active_for_user),
-        )
+        .route("/api/challenges", get(challenges::list).post(challenges::create))
+        .route("/api/challenges/{id}", get(challenges::get).patch(challenges::update))
+        .route("/api/users/{userId}/challenges/active", get(challenges::active_for_user))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -112,7 +100,42 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .merge(api)
+        .layer(middleware::from_fn(problem_errors))
         .layer(middleware::from_fn(observe))
+}
+
+/// Errors axum itself answers (a malformed query or path, 405, 413…) come as plain text;
+/// turn every error that is not problem+json yet into one, keeping its message.
+async fn problem_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let allow = response.headers().get(http::header::ALLOW).cloned();
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let reason = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        s if s.is_client_error() => "INVALID_ARGUMENT",
+        _ => "INTERNAL",
+    };
+    let detail = if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut problem = Problem::new(status, reason, detail).into_response();
+    if let Some(allow) = allow {
+        problem.headers_mut().insert(http::header::ALLOW, allow);
+    }
+    problem
 }
 
 /// Serves the REST edge on `listener` until `shutdown`.

@@ -42,10 +42,7 @@ impl Problem {
     /// A problem with `status`, `reason` and `detail`.
     pub fn new(status: StatusCode, reason: &str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!(
-                "urn:ewpm:problem:{}",
-                reason.to_ascii_lowercase().replace('_', "-")
-            ),
+            kind: format!("urn:ewpm:problem:{}", reason.to_ascii_lowercase().replace('_', "-")),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -62,10 +59,7 @@ impl Problem {
             "INVALID_ARGUMENT",
             format!("{field} {description}"),
         );
-        p.errors.push(FieldError {
-            field: field.to_string(),
-            description,
-        });
+        p.errors.push(FieldError { field: field.to_string(), description });
         p
     }
 
@@ -108,10 +102,9 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         response
     }
 }

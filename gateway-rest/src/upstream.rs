@@ -13,9 +13,8 @@ pub fn request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(Duration::from_secs(30));
     for name in ["authorization", "traceparent"] {
-        if let Some(value) = headers
-            .get(name)
-            .and_then(|v| MetadataValue::try_from(v.as_bytes()).ok())
+        if let Some(value) =
+            headers.get(name).and_then(|v| MetadataValue::try_from(v.as_bytes()).ok())
         {
             request.metadata_mut().insert(name, value);
         }

@@ -75,8 +75,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Challenges::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Challenges::Table).to_owned()).await
     }
 }

@@ -23,9 +23,7 @@ impl ChallengeId {
         if raw.is_empty() {
             return Err(FieldViolation::new(field, "is required"));
         }
-        Uuid::parse_str(raw)
-            .map(Self)
-            .map_err(|_| FieldViolation::new(field, "must be a UUID"))
+        Uuid::parse_str(raw).map(Self).map_err(|_| FieldViolation::new(field, "must be a UUID"))
     }
 }
 
@@ -56,10 +54,7 @@ impl ChallengeName {
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(FieldViolation::new(
-                "name",
-                "must not contain control characters",
-            ));
+            return Err(FieldViolation::new("name", "must not contain control characters"));
         }
         Ok(Self(name.to_string()))
     }
@@ -81,6 +76,9 @@ impl Description {
     /// Parses a description (may be empty).
     pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
         let text = raw.trim();
+        if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            return Err(FieldViolation::new("description", "must not contain control characters"));
+        }
         if text.chars().count() > Self::MAX_CHARS {
             return Err(FieldViolation::new(
                 "description",
@@ -122,16 +120,11 @@ impl Goal {
             violations.push(FieldViolation::new("goal.unit", "must not be empty"));
         } else if unit.chars().count() > Self::MAX_UNIT_CHARS || unit.chars().any(char::is_control)
         {
-            violations.push(FieldViolation::new(
-                "goal.unit",
-                "must be at most 32 printable characters",
-            ));
+            violations
+                .push(FieldViolation::new("goal.unit", "must be at most 32 printable characters"));
         }
         if violations.is_empty() {
-            Ok(Self {
-                target,
-                unit: unit.to_string(),
-            })
+            Ok(Self { target, unit: unit.to_string() })
         } else {
             Err(violations)
         }
@@ -160,16 +153,11 @@ impl EmployerId {
             return Ok(None);
         }
         let valid = raw.len() <= 64
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if valid {
             Ok(Some(Self(raw.to_string())))
         } else {
-            Err(FieldViolation::new(
-                field,
-                "must be 1 to 64 letters, digits, '-', '_' or '.'",
-            ))
+            Err(FieldViolation::new(field, "must be 1 to 64 letters, digits, '-', '_' or '.'"))
         }
     }
 
@@ -204,6 +192,11 @@ pub enum State {
 }
 
 impl Window {
+    /// 1970-01-01T00:00:00Z: no challenge starts before the epoch.
+    const EARLIEST: i64 = 0;
+    /// 9999-12-31T23:59:59Z: what every store and RFC 3339 can represent.
+    const LATEST: i64 = 253_402_300_799;
+
     /// Parses a window from optional start and end; violations name `start_time` / `end_time`.
     pub fn parse(
         start: Option<DateTime<Utc>>,
@@ -212,11 +205,15 @@ impl Window {
         match (start, end) {
             (Some(start), Some(end)) => {
                 let (start, end) = (micros(start), micros(end));
-                if end <= start {
-                    Err(vec![FieldViolation::new(
-                        "end_time",
-                        "must be after the start time",
-                    )])
+                let out_of_range: Vec<_> = [("start_time", start), ("end_time", end)]
+                    .into_iter()
+                    .filter(|(_, t)| !(Self::EARLIEST..=Self::LATEST).contains(&t.timestamp()))
+                    .map(|(field, _)| FieldViolation::new(field, "must be between 1970 and 9999"))
+                    .collect();
+                if !out_of_range.is_empty() {
+                    Err(out_of_range)
+                } else if end <= start {
+                    Err(vec![FieldViolation::new("end_time", "must be after the start time")])
                 } else {
                     Ok(Self { start, end })
                 }
@@ -328,15 +325,8 @@ impl Challenge {
         editor: &str,
         now: DateTime<Utc>,
     ) -> Result<Challenge, Vec<FieldViolation>> {
-        let ChallengePatch {
-            name,
-            description,
-            start,
-            end,
-            goal_target,
-            goal_unit,
-            employer,
-        } = patch;
+        let ChallengePatch { name, description, start, end, goal_target, goal_unit, employer } =
+            patch;
         let window = Window::parse(
             Some(start.unwrap_or(self.window.start)),
             Some(end.unwrap_or(self.window.end)),
@@ -394,9 +384,9 @@ pub fn can_read(caller: &Caller, employer: Option<&EmployerId>) -> bool {
 pub fn can_author(caller: &Caller) -> Result<(), Denied> {
     match caller.role {
         Role::Admin | Role::EmployerAdmin => Ok(()),
-        Role::Employee => Err(Denied(
-            "only admins and employer admins create or change challenges",
-        )),
+        Role::Employee => {
+            Err(Denied("only admins and employer admins create or change challenges"))
+        }
     }
 }
 
@@ -408,14 +398,14 @@ pub fn scope_for_create(
     match caller.role {
         Role::Admin => Ok(requested),
         Role::EmployerAdmin => match (employer_of(caller), requested) {
-            (None, _) => Err(Denied(
-                "an employer admin token without employer_id cannot create challenges",
-            )),
+            (None, _) => {
+                Err(Denied("an employer admin token without employer_id cannot create challenges"))
+            }
             (Some(own), None) => Ok(Some(own)),
             (Some(own), Some(req)) if own == req => Ok(Some(own)),
-            (Some(_), Some(_)) => Err(Denied(
-                "employer admins create challenges only for their own employer",
-            )),
+            (Some(_), Some(_)) => {
+                Err(Denied("employer admins create challenges only for their own employer"))
+            }
         },
         Role::Employee => Err(Denied("only admins and employer admins create challenges")),
     }
@@ -431,9 +421,9 @@ pub fn can_manage(caller: &Caller, employer: Option<&EmployerId>) -> Result<(), 
         {
             Ok(())
         }
-        Role::EmployerAdmin => Err(Denied(
-            "employer admins change only their own employer's challenges",
-        )),
+        Role::EmployerAdmin => {
+            Err(Denied("employer admins change only their own employer's challenges"))
+        }
         Role::Employee => Err(Denied("only admins and employer admins change challenges")),
     }
 }
@@ -477,11 +467,7 @@ mod tests {
     }
 
     fn caller(role: Role, employer: Option<&str>) -> Caller {
-        Caller {
-            user_id: "u1".into(),
-            employer_id: employer.map(str::to_string),
-            role,
-        }
+        Caller { user_id: "u1".into(), employer_id: employer.map(str::to_string), role }
     }
 
     fn acme() -> EmployerId {
@@ -494,9 +480,7 @@ mod tests {
         assert_eq!(ChallengeName::parse("   ").unwrap_err().field, "name");
         assert!(ChallengeName::parse(&"x".repeat(200)).is_ok());
         assert_eq!(
-            ChallengeName::parse(&"x".repeat(201))
-                .unwrap_err()
-                .description,
+            ChallengeName::parse(&"x".repeat(201)).unwrap_err().description,
             "must be at most 200 characters"
         );
         assert!(ChallengeName::parse("a\u{0}b").is_err());
@@ -505,14 +489,28 @@ mod tests {
     #[test]
     fn a_challenge_that_ends_before_it_starts_is_rejected() {
         let err = Window::parse(Some(at(10)), Some(at(9))).unwrap_err();
-        assert_eq!(
-            err,
-            vec![FieldViolation::new(
-                "end_time",
-                "must be after the start time"
-            )]
-        );
+        assert_eq!(err, vec![FieldViolation::new("end_time", "must be after the start time")]);
         assert!(Window::parse(Some(at(10)), Some(at(10))).is_err());
+    }
+
+    #[test]
+    fn times_outside_1970_to_9999_are_rejected() {
+        let ancient = Utc.with_ymd_and_hms(1969, 12, 31, 0, 0, 0).unwrap();
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        let fields = |r: Result<Window, Vec<FieldViolation>>| {
+            r.unwrap_err().into_iter().map(|v| v.field).collect::<Vec<_>>()
+        };
+        assert_eq!(fields(Window::parse(Some(ancient), Some(far))), ["start_time", "end_time"]);
+        assert!(
+            Window::parse(Some(at(1)), Some(Utc.with_ymd_and_hms(9999, 12, 31, 0, 0, 0).unwrap()))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_description_keeps_line_breaks_but_not_other_control_characters() {
+        assert_eq!(Description::parse("line 1\nline 2").unwrap().as_str(), "line 1\nline 2");
+        assert_eq!(Description::parse("a\u{0}b").unwrap_err().field, "description");
     }
 
     #[test]
@@ -526,17 +524,11 @@ mod tests {
     fn a_goal_must_be_positive_finite_and_have_a_unit() {
         assert!(Goal::parse(10_000.0, "steps").is_ok());
         let fields = |r: Result<Goal, Vec<FieldViolation>>| {
-            r.unwrap_err()
-                .into_iter()
-                .map(|v| v.field)
-                .collect::<Vec<_>>()
+            r.unwrap_err().into_iter().map(|v| v.field).collect::<Vec<_>>()
         };
         assert_eq!(fields(Goal::parse(0.0, "steps")), ["goal.target"]);
         assert_eq!(fields(Goal::parse(-1.0, "steps")), ["goal.target"]);
-        assert_eq!(
-            fields(Goal::parse(f64::NAN, "")),
-            ["goal.target", "goal.unit"]
-        );
+        assert_eq!(fields(Goal::parse(f64::NAN, "")), ["goal.target", "goal.unit"]);
         assert_eq!(fields(Goal::parse(f64::INFINITY, "km")), ["goal.target"]);
     }
 
@@ -565,10 +557,7 @@ mod tests {
         let employee = caller(Role::Employee, Some("acme"));
         assert!(can_read(&employee, None));
         assert!(can_read(&employee, Some(&acme())));
-        assert!(!can_read(
-            &employee,
-            Some(&EmployerId::trusted("globex".into()))
-        ));
+        assert!(!can_read(&employee, Some(&EmployerId::trusted("globex".into()))));
         assert!(can_read(&caller(Role::Admin, None), Some(&acme())));
     }
 
@@ -584,24 +573,15 @@ mod tests {
     #[test]
     fn only_admins_look_at_other_users_or_employers() {
         let employee = caller(Role::Employee, Some("acme"));
-        assert_eq!(
-            scope_for_user(&employee, "", None),
-            Ok(Scope::OpenAnd(Some(acme())))
-        );
-        assert_eq!(
-            scope_for_user(&employee, "u1", None),
-            Ok(Scope::OpenAnd(Some(acme())))
-        );
+        assert_eq!(scope_for_user(&employee, "", None), Ok(Scope::OpenAnd(Some(acme()))));
+        assert_eq!(scope_for_user(&employee, "u1", None), Ok(Scope::OpenAnd(Some(acme()))));
         assert!(scope_for_user(&employee, "u2", None).is_err());
         assert_eq!(
             scope_for_user(&caller(Role::Admin, None), "u2", Some(acme())),
             Ok(Scope::OpenAnd(Some(acme())))
         );
         assert!(scope_for_list(&employee, Some(EmployerId::trusted("globex".into()))).is_err());
-        assert_eq!(
-            scope_for_list(&employee, None),
-            Ok(Scope::OpenAnd(Some(acme())))
-        );
+        assert_eq!(scope_for_list(&employee, None), Ok(Scope::OpenAnd(Some(acme()))));
     }
 
     #[test]
@@ -618,20 +598,11 @@ mod tests {
             updated_by: "a".into(),
             updated_at: at(1),
         };
-        let bad = ChallengePatch {
-            end: Some(at(9)),
-            ..Default::default()
-        };
+        let bad = ChallengePatch { end: Some(at(9)), ..Default::default() };
         assert_eq!(c.patched(bad, "b", at(2)).unwrap_err()[0].field, "end_time");
-        let good = ChallengePatch {
-            goal_target: Some(50.0),
-            ..Default::default()
-        };
+        let good = ChallengePatch { goal_target: Some(50.0), ..Default::default() };
         let patched = c.patched(good, "b", at(2)).unwrap();
-        assert_eq!(
-            (patched.goal.target(), patched.updated_by.as_str()),
-            (50.0, "b")
-        );
+        assert_eq!((patched.goal.target(), patched.updated_by.as_str()), (50.0, "b"));
         assert_eq!(patched.goal.unit(), "steps");
     }
 }

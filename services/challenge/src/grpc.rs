@@ -67,12 +67,8 @@ impl ChallengeService for ChallengeGrpc {
         request: Request<pb::ListChallengesRequest>,
     ) -> Result<Response<pb::ListChallengesResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let pb::ListChallengesRequest {
-            state,
-            employer_id,
-            page_size,
-            page_token,
-        } = request.into_inner();
+        let pb::ListChallengesRequest { state, employer_id, page_size, page_token } =
+            request.into_inner();
         let mut v = Violations::new();
         let state = v.check(state_filter(state));
         let employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id"));
@@ -81,15 +77,9 @@ impl ChallengeService for ChallengeGrpc {
         let (Some(state), Some(employer), Some(page_size)) = (state, employer, page_size) else {
             unreachable!("violations were reported above");
         };
-        let page = self
-            .challenges
-            .list(&caller, state, employer, page_size, &page_token)
-            .await?;
+        let page = self.challenges.list(&caller, state, employer, page_size, &page_token).await?;
         let (challenges, next_page_token) = page_to_proto(page, self.challenges.now());
-        Ok(Response::new(pb::ListChallengesResponse {
-            challenges,
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListChallengesResponse { challenges, next_page_token }))
     }
 
     async fn update_challenge(
@@ -110,20 +100,13 @@ impl ChallengeService for ChallengeGrpc {
         request: Request<pb::ListActiveChallengesRequest>,
     ) -> Result<Response<pb::ListActiveChallengesResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let pb::ListActiveChallengesRequest {
-            user_id,
-            employer_id,
-            page_size,
-            page_token,
-        } = request.into_inner();
+        let pb::ListActiveChallengesRequest { user_id, employer_id, page_size, page_token } =
+            request.into_inner();
         let mut v = Violations::new();
         let employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id"));
         let page_size = v.check(paging::page_size(page_size));
         if user_id.chars().count() > 128 {
-            v.push(FieldViolation::new(
-                "user_id",
-                "must be at most 128 characters",
-            ));
+            v.push(FieldViolation::new("user_id", "must be at most 128 characters"));
         }
         v.finish().map_err(ChallengeError::from)?;
         let (Some(employer), Some(page_size)) = (employer, page_size) else {
@@ -134,10 +117,7 @@ impl ChallengeService for ChallengeGrpc {
             .list_active(&caller, &user_id, employer, page_size, &page_token)
             .await?;
         let (challenges, next_page_token) = page_to_proto(page, self.challenges.now());
-        Ok(Response::new(pb::ListActiveChallengesResponse {
-            challenges,
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListActiveChallengesResponse { challenges, next_page_token }))
     }
 }
 
@@ -195,11 +175,8 @@ fn parse_create(
     };
     let employer = v.check(EmployerId::parse_optional(&employer_id, "employer_id"));
     let key = idempotency_key.trim();
-    if key.chars().count() > MAX_IDEMPOTENCY_KEY {
-        v.push(FieldViolation::new(
-            "idempotency_key",
-            "must be at most 128 characters",
-        ));
+    if key.chars().count() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control) {
+        v.push(FieldViolation::new("idempotency_key", "must be at most 128 printable characters"));
     }
     v.finish()?;
     let (Some(name), Some(description), Some(window), Some(goal), Some(employer)) =
@@ -207,20 +184,8 @@ fn parse_create(
     else {
         unreachable!("violations were reported above");
     };
-    let idempotency = (!key.is_empty()).then(|| Idempotency {
-        key: key.to_string(),
-        fingerprint,
-    });
-    Ok((
-        NewChallenge {
-            name,
-            description,
-            window,
-            goal,
-            employer,
-        },
-        idempotency,
-    ))
+    let idempotency = (!key.is_empty()).then(|| Idempotency { key: key.to_string(), fingerprint });
+    Ok((NewChallenge { name, description, window, goal, employer }, idempotency))
 }
 
 /// The fields `update_mask` may name.
@@ -238,10 +203,7 @@ const UPDATABLE: &[&str] = &[
 fn parse_update(
     request: pb::UpdateChallengeRequest,
 ) -> Result<(ChallengeId, ChallengePatch), ChallengeError> {
-    let pb::UpdateChallengeRequest {
-        challenge,
-        update_mask,
-    } = request;
+    let pb::UpdateChallengeRequest { challenge, update_mask } = request;
     let Some(challenge) = challenge else {
         return Err(FieldViolation::new("challenge", "is required").into());
     };
@@ -281,10 +243,7 @@ fn parse_update(
         }
     };
     if paths.is_empty() {
-        v.push(FieldViolation::new(
-            "update_mask",
-            "names no field to change",
-        ));
+        v.push(FieldViolation::new("update_mask", "names no field to change"));
     }
     let mut patch = ChallengePatch::default();
     let goal = goal.unwrap_or_default();
@@ -314,10 +273,7 @@ fn parse_update(
             }
             other => v.push(FieldViolation::new(
                 "update_mask",
-                format!(
-                    "names {other:?}, which is not updatable (use {})",
-                    UPDATABLE.join(", ")
-                ),
+                format!("names {other:?}, which is not updatable (use {})", UPDATABLE.join(", ")),
             )),
         }
     }
@@ -354,10 +310,7 @@ fn state_filter(raw: i32) -> Result<Option<State>, FieldViolation> {
         Ok(pb::ChallengeState::Upcoming) => Ok(Some(State::Upcoming)),
         Ok(pb::ChallengeState::Active) => Ok(Some(State::Active)),
         Ok(pb::ChallengeState::Ended) => Ok(Some(State::Ended)),
-        Err(_) => Err(FieldViolation::new(
-            "state",
-            "is not a known challenge state",
-        )),
+        Err(_) => Err(FieldViolation::new("state", "is not a known challenge state")),
     }
 }
 
@@ -372,10 +325,7 @@ fn fingerprint(request: &pb::CreateChallengeRequest) -> String {
 }
 
 fn page_to_proto(page: Page, now: DateTime<Utc>) -> (Vec<pb::Challenge>, String) {
-    (
-        page.items.iter().map(|c| to_proto(c, now)).collect(),
-        page.next_page_token,
-    )
+    (page.items.iter().map(|c| to_proto(c, now)).collect(), page.next_page_token)
 }
 
 fn to_proto(c: &Challenge, now: DateTime<Utc>) -> pb::Challenge {
@@ -390,15 +340,8 @@ fn to_proto(c: &Challenge, now: DateTime<Utc>) -> pb::Challenge {
         description: c.description.as_str().to_string(),
         start_time: Some(timestamp::to_proto(c.window.start())),
         end_time: Some(timestamp::to_proto(c.window.end())),
-        goal: Some(pb::Goal {
-            target: c.goal.target(),
-            unit: c.goal.unit().to_string(),
-        }),
-        employer_id: c
-            .employer
-            .as_ref()
-            .map(|e| e.as_str().to_string())
-            .unwrap_or_default(),
+        goal: Some(pb::Goal { target: c.goal.target(), unit: c.goal.unit().to_string() }),
+        employer_id: c.employer.as_ref().map(|e| e.as_str().to_string()).unwrap_or_default(),
         state: state as i32,
         created_by: c.created_by.clone(),
         create_time: Some(timestamp::to_proto(c.created_at)),

@@ -58,13 +58,7 @@ impl Challenges {
         new.employer = domain::scope_for_create(caller, new.employer.take())?;
         let inserted = self
             .store
-            .insert(
-                ChallengeId::mint(),
-                new,
-                &caller.user_id,
-                self.clock.now(),
-                idempotency,
-            )
+            .insert(ChallengeId::mint(), new, &caller.user_id, self.clock.now(), idempotency)
             .await?;
         match inserted {
             Inserted::Created(c) => {
@@ -114,17 +108,12 @@ impl Challenges {
     ) -> Result<Page, ChallengeError> {
         let scope = domain::scope_for_list(caller, employer)?;
         let cursor = paging::decode_token::<ListCursor>(page_token)?.map(|c| c.after);
-        let mut items = self
-            .store
-            .list(&scope, state, self.clock.now(), cursor, page_size + 1)
-            .await?;
+        let mut items =
+            self.store.list(&scope, state, self.clock.now(), cursor, page_size + 1).await?;
         let next_page_token = next_token(&mut items, page_size, |last| {
             paging::encode_token(&ListCursor { after: last.id.0 })
         });
-        Ok(Page {
-            items,
-            next_page_token,
-        })
+        Ok(Page { items, next_page_token })
     }
 
     /// Challenges active now for `user_id` (empty: the caller), soonest ending first.
@@ -138,20 +127,12 @@ impl Challenges {
     ) -> Result<Page, ChallengeError> {
         let scope = domain::scope_for_user(caller, user_id, employer)?;
         let cursor = paging::decode_token::<ActiveCursor>(page_token)?.map(|c| (c.end, c.after));
-        let mut items = self
-            .store
-            .list_active(&scope, self.clock.now(), cursor, page_size + 1)
-            .await?;
+        let mut items =
+            self.store.list_active(&scope, self.clock.now(), cursor, page_size + 1).await?;
         let next_page_token = next_token(&mut items, page_size, |last| {
-            paging::encode_token(&ActiveCursor {
-                end: last.window.end(),
-                after: last.id.0,
-            })
+            paging::encode_token(&ActiveCursor { end: last.window.end(), after: last.id.0 })
         });
-        Ok(Page {
-            items,
-            next_page_token,
-        })
+        Ok(Page { items, next_page_token })
     }
 }
 

@@ -93,13 +93,7 @@ impl ChallengeStore {
         idempotency: Option<Idempotency>,
     ) -> anyhow::Result<Inserted> {
         let now = crate::domain::micros(now);
-        let NewChallenge {
-            name,
-            description,
-            window,
-            goal,
-            employer,
-        } = new;
+        let NewChallenge { name, description, window, goal, employer } = new;
         let row = challenges::ActiveModel {
             id: Set(id.0),
             name: Set(name.as_str().to_string()),
@@ -140,10 +134,7 @@ impl ChallengeStore {
 
     /// One challenge by id.
     pub async fn get(&self, id: ChallengeId) -> anyhow::Result<Option<Challenge>> {
-        let row = Entity::find_by_id(id.0)
-            .one(&self.db)
-            .await
-            .context("get challenge")?;
+        let row = Entity::find_by_id(id.0).one(&self.db).await.context("get challenge")?;
         row.map(from_row).transpose()
     }
 
@@ -162,10 +153,7 @@ impl ChallengeStore {
             updated_at: Set(challenge.updated_at),
             ..Default::default()
         };
-        Entity::update(row)
-            .exec(&self.db)
-            .await
-            .context("update challenge")?;
+        Entity::update(row).exec(&self.db).await.context("update challenge")?;
         Ok(())
     }
 
@@ -207,11 +195,9 @@ impl ChallengeStore {
             .filter(state_condition(State::Active, now));
         if let Some((end, id)) = cursor {
             query = query.filter(
-                Condition::any().add(Column::EndsAt.gt(end)).add(
-                    Condition::all()
-                        .add(Column::EndsAt.eq(end))
-                        .add(Column::Id.gt(id)),
-                ),
+                Condition::any()
+                    .add(Column::EndsAt.gt(end))
+                    .add(Condition::all().add(Column::EndsAt.eq(end)).add(Column::Id.gt(id))),
             );
         }
         let rows = query
@@ -239,9 +225,9 @@ fn scope_condition(scope: &Scope) -> Condition {
 fn state_condition(state: State, now: DateTime<Utc>) -> Condition {
     match state {
         State::Upcoming => Condition::all().add(Column::StartsAt.gt(now)),
-        State::Active => Condition::all()
-            .add(Column::StartsAt.lte(now))
-            .add(Column::EndsAt.gte(now)),
+        State::Active => {
+            Condition::all().add(Column::StartsAt.lte(now)).add(Column::EndsAt.gte(now))
+        }
         State::Ended => Condition::all().add(Column::EndsAt.lt(now)),
     }
 }

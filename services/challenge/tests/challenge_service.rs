@@ -35,12 +35,7 @@ async fn harness(db: TestDb) -> Harness {
     .await
     .unwrap();
     let client = ChallengeServiceClient::connect(server.uri()).await.unwrap();
-    Harness {
-        client,
-        clock,
-        _server: server,
-        _db: db,
-    }
+    Harness { client, clock, _server: server, _db: db }
 }
 
 fn admin() -> String {
@@ -58,8 +53,7 @@ fn globex_employee() -> String {
 
 fn req<T>(message: T, auth: &str) -> Request<T> {
     let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", auth.parse().unwrap());
+    r.metadata_mut().insert("authorization", auth.parse().unwrap());
     r
 }
 
@@ -69,10 +63,7 @@ fn create_req(name: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> pb::Creat
         description: "walk more".into(),
         start_time: Some(to_proto(start)),
         end_time: Some(to_proto(end)),
-        goal: Some(pb::Goal {
-            target: 100_000.0,
-            unit: "steps".into(),
-        }),
+        goal: Some(pb::Goal { target: 100_000.0, unit: "steps".into() }),
         employer_id: String::new(),
         idempotency_key: String::new(),
     }
@@ -87,30 +78,17 @@ fn violations(status: &Status) -> Vec<String> {
 }
 
 fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
 
 async fn create(h: &mut Harness, request: pb::CreateChallengeRequest, auth: &str) -> pb::Challenge {
-    h.client
-        .create_challenge(req(request, auth))
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge
-        .unwrap()
+    h.client.create_challenge(req(request, auth)).await.unwrap().into_inner().challenge.unwrap()
 }
 
 async fn list_all(h: &mut Harness, auth: &str) -> Vec<pb::Challenge> {
     h.client
         .list_challenges(req(
-            pb::ListChallengesRequest {
-                page_size: 100,
-                ..Default::default()
-            },
+            pb::ListChallengesRequest { page_size: 100, ..Default::default() },
             auth,
         ))
         .await
@@ -120,24 +98,14 @@ async fn list_all(h: &mut Harness, auth: &str) -> Vec<pb::Challenge> {
 }
 
 async fn an_admin_creates_a_challenge_and_reads_it_back(mut h: Harness) {
-    let created = create(
-        &mut h,
-        create_req("10k steps", at(1, 0), at(31, 0)),
-        &admin(),
-    )
-    .await;
+    let created = create(&mut h, create_req("10k steps", at(1, 0), at(31, 0)), &admin()).await;
     assert_eq!(created.name, "10k steps");
     assert_eq!(created.state, pb::ChallengeState::Active as i32);
     assert_eq!(created.created_by, "admin-1");
     assert_eq!(created.create_time, Some(to_proto(at(10, 12))));
     let got = h
         .client
-        .get_challenge(req(
-            pb::GetChallengeRequest {
-                id: created.id.clone(),
-            },
-            &acme_employee(),
-        ))
+        .get_challenge(req(pb::GetChallengeRequest { id: created.id.clone() }, &acme_employee()))
         .await
         .unwrap()
         .into_inner()
@@ -149,16 +117,10 @@ async fn an_admin_creates_a_challenge_and_reads_it_back(mut h: Harness) {
 async fn an_employee_cannot_create_and_nothing_is_written(mut h: Harness) {
     let err = h
         .client
-        .create_challenge(req(
-            create_req("mine", at(1, 0), at(2, 0)),
-            &acme_employee(),
-        ))
+        .create_challenge(req(create_req("mine", at(1, 0), at(2, 0)), &acme_employee()))
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), reason(&err).as_str()),
-        (Code::PermissionDenied, "PERMISSION_DENIED")
-    );
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::PermissionDenied, "PERMISSION_DENIED"));
     assert_eq!(list_all(&mut h, &admin()).await, vec![]);
 }
 
@@ -172,27 +134,28 @@ async fn bad_input_names_every_field_and_writes_nothing(mut h: Harness) {
     assert_eq!(violations(&err), ["end_time"]);
 
     let mut bad = create_req("   ", at(1, 0), at(2, 0));
-    bad.goal = Some(pb::Goal {
-        target: 0.0,
-        unit: String::new(),
-    });
+    bad.goal = Some(pb::Goal { target: 0.0, unit: String::new() });
     bad.name = "n".repeat(201);
-    let err = h
-        .client
-        .create_challenge(req(bad, &admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.create_challenge(req(bad, &admin())).await.unwrap_err();
     assert_eq!(violations(&err), ["name", "goal.target", "goal.unit"]);
 
     let mut missing = create_req("x", at(1, 0), at(2, 0));
     missing.start_time = None;
     missing.goal = None;
-    let err = h
-        .client
-        .create_challenge(req(missing, &admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.create_challenge(req(missing, &admin())).await.unwrap_err();
     assert_eq!(violations(&err), ["start_time", "goal"]);
+
+    // What a store cannot hold is bad input, not an internal error.
+    let mut unstorable = create_req("x", at(1, 0), at(2, 0));
+    unstorable.start_time = Some(prost_types::Timestamp { seconds: -5_000_000_000_000, nanos: 0 });
+    unstorable.description = "nul \u{0} byte".into();
+    unstorable.idempotency_key = "k\u{0}".into();
+    let err = h.client.create_challenge(req(unstorable, &admin())).await.unwrap_err();
+    assert_eq!(violations(&err), ["description", "start_time", "idempotency_key"]);
+    let mut bad_nanos = create_req("x", at(1, 0), at(2, 0));
+    bad_nanos.end_time = Some(prost_types::Timestamp { seconds: 0, nanos: 2_000_000_000 });
+    let err = h.client.create_challenge(req(bad_nanos, &admin())).await.unwrap_err();
+    assert_eq!(violations(&err), ["end_time"]);
 
     assert_eq!(list_all(&mut h, &admin()).await, vec![]);
 }
@@ -201,26 +164,18 @@ async fn unknown_and_malformed_ids_are_not_found_and_invalid(mut h: Harness) {
     let err = h
         .client
         .get_challenge(req(
-            pb::GetChallengeRequest {
-                id: uuid::Uuid::now_v7().to_string(),
-            },
+            pb::GetChallengeRequest { id: uuid::Uuid::now_v7().to_string() },
             &admin(),
         ))
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), reason(&err).as_str()),
-        (Code::NotFound, "CHALLENGE_NOT_FOUND")
-    );
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::NotFound, "CHALLENGE_NOT_FOUND"));
     let err = h
         .client
         .get_challenge(req(pb::GetChallengeRequest { id: "nope".into() }, &admin()))
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), violations(&err)),
-        (Code::InvalidArgument, vec!["id".to_string()])
-    );
+    assert_eq!((err.code(), violations(&err)), (Code::InvalidArgument, vec!["id".to_string()]));
 }
 
 async fn missing_forged_and_expired_tokens_are_unauthenticated(mut h: Harness) {
@@ -229,10 +184,7 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated(mut h: Harness) {
         .list_challenges(Request::new(pb::ListChallengesRequest::default()))
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), reason(&err).as_str()),
-        (Code::Unauthenticated, "MISSING_TOKEN")
-    );
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unauthenticated, "MISSING_TOKEN"));
 
     let forged = TokenKeys::new("not-the-secret", &Settings::default().auth).mint(
         "mallory",
@@ -241,16 +193,10 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated(mut h: Harness) {
     );
     let err = h
         .client
-        .create_challenge(req(
-            create_req("x", at(1, 0), at(2, 0)),
-            &format!("Bearer {forged}"),
-        ))
+        .create_challenge(req(create_req("x", at(1, 0), at(2, 0)), &format!("Bearer {forged}")))
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), reason(&err).as_str()),
-        (Code::Unauthenticated, "INVALID_TOKEN")
-    );
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::Unauthenticated, "INVALID_TOKEN"));
 
     let now = Utc::now().timestamp();
     let expired = ewpm_testkit::keys().encode(&Claims {
@@ -264,10 +210,7 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated(mut h: Harness) {
     });
     let err = h
         .client
-        .create_challenge(req(
-            create_req("x", at(1, 0), at(2, 0)),
-            &format!("Bearer {expired}"),
-        ))
+        .create_challenge(req(create_req("x", at(1, 0), at(2, 0)), &format!("Bearer {expired}")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -275,57 +218,29 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated(mut h: Harness) {
 }
 
 async fn employer_scope_decides_who_creates_sees_and_changes(mut h: Harness) {
-    let own = create(
-        &mut h,
-        create_req("acme walk", at(1, 0), at(31, 0)),
-        &acme_admin(),
-    )
-    .await;
+    let own = create(&mut h, create_req("acme walk", at(1, 0), at(31, 0)), &acme_admin()).await;
     assert_eq!(own.employer_id, "acme");
     let mut other = create_req("globex walk", at(1, 0), at(31, 0));
     other.employer_id = "globex".into();
-    let err = h
-        .client
-        .create_challenge(req(other.clone(), &acme_admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.create_challenge(req(other.clone(), &acme_admin())).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let globex = create(&mut h, other, &admin()).await;
-    let open = create(
-        &mut h,
-        create_req("open walk", at(1, 0), at(31, 0)),
-        &admin(),
-    )
-    .await;
+    let open = create(&mut h, create_req("open walk", at(1, 0), at(31, 0)), &admin()).await;
 
     // Readers see open challenges and their own employer's only.
     let names = |cs: Vec<pb::Challenge>| cs.into_iter().map(|c| c.name).collect::<Vec<_>>();
-    assert_eq!(
-        names(list_all(&mut h, &acme_employee()).await),
-        ["acme walk", "open walk"]
-    );
-    assert_eq!(
-        names(list_all(&mut h, &globex_employee()).await),
-        ["globex walk", "open walk"]
-    );
+    assert_eq!(names(list_all(&mut h, &acme_employee()).await), ["acme walk", "open walk"]);
+    assert_eq!(names(list_all(&mut h, &globex_employee()).await), ["globex walk", "open walk"]);
     let err = h
         .client
-        .get_challenge(req(
-            pb::GetChallengeRequest {
-                id: globex.id.clone(),
-            },
-            &acme_employee(),
-        ))
+        .get_challenge(req(pb::GetChallengeRequest { id: globex.id.clone() }, &acme_employee()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = h
         .client
         .list_challenges(req(
-            pb::ListChallengesRequest {
-                employer_id: "globex".into(),
-                ..Default::default()
-            },
+            pb::ListChallengesRequest { employer_id: "globex".into(), ..Default::default() },
             &acme_employee(),
         ))
         .await
@@ -339,33 +254,16 @@ async fn employer_scope_decides_who_creates_sees_and_changes(mut h: Harness) {
             name: "renamed".into(),
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["name".into()],
-        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
     };
-    let err = h
-        .client
-        .update_challenge(req(rename(&open.id), &acme_admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.update_challenge(req(rename(&open.id), &acme_admin())).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = h
-        .client
-        .update_challenge(req(rename(&own.id), &acme_employee()))
-        .await
-        .unwrap_err();
+    let err = h.client.update_challenge(req(rename(&own.id), &acme_employee())).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let renamed = h
-        .client
-        .update_challenge(req(rename(&own.id), &acme_admin()))
-        .await
-        .unwrap()
-        .into_inner();
+    let renamed =
+        h.client.update_challenge(req(rename(&own.id), &acme_admin())).await.unwrap().into_inner();
     assert_eq!(renamed.challenge.unwrap().name, "renamed");
-    assert_eq!(
-        names(list_all(&mut h, &admin()).await),
-        ["renamed", "globex walk", "open walk"]
-    );
+    assert_eq!(names(list_all(&mut h, &admin()).await), ["renamed", "globex walk", "open walk"]);
 }
 
 async fn an_update_changes_only_masked_fields_and_stays_valid(mut h: Harness) {
@@ -375,15 +273,10 @@ async fn an_update_changes_only_masked_fields_and_stays_valid(mut h: Harness) {
         challenge: Some(pb::Challenge {
             id: c.id.clone(),
             name: "ignored, not in the mask".into(),
-            goal: Some(pb::Goal {
-                target: 5.0,
-                unit: "ignored".into(),
-            }),
+            goal: Some(pb::Goal { target: 5.0, unit: "ignored".into() }),
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["goal.target".into()],
-        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["goal.target".into()] }),
     };
     let updated = h
         .client
@@ -396,10 +289,7 @@ async fn an_update_changes_only_masked_fields_and_stays_valid(mut h: Harness) {
     assert_eq!(
         updated,
         pb::Challenge {
-            goal: Some(pb::Goal {
-                target: 5.0,
-                unit: "steps".into()
-            }),
+            goal: Some(pb::Goal { target: 5.0, unit: "steps".into() }),
             updated_by: "admin-1".into(),
             update_time: Some(to_proto(at(11, 0))),
             ..c.clone()
@@ -412,57 +302,30 @@ async fn an_update_changes_only_masked_fields_and_stays_valid(mut h: Harness) {
             end_time: Some(to_proto(at(1, 0))),
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["end_time".into()],
-        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["end_time".into()] }),
     };
-    let err = h
-        .client
-        .update_challenge(req(backwards, &admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.update_challenge(req(backwards, &admin())).await.unwrap_err();
     assert_eq!(violations(&err), ["end_time"]);
     let unknown = pb::UpdateChallengeRequest {
-        challenge: Some(pb::Challenge {
-            id: c.id.clone(),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["created_by".into()],
-        }),
+        challenge: Some(pb::Challenge { id: c.id.clone(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["created_by".into()] }),
     };
-    let err = h
-        .client
-        .update_challenge(req(unknown, &admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.update_challenge(req(unknown, &admin())).await.unwrap_err();
     assert_eq!(violations(&err), ["update_mask"]);
-    let got = h
-        .client
-        .get_challenge(req(pb::GetChallengeRequest { id: c.id }, &admin()))
-        .await
-        .unwrap();
+    let got =
+        h.client.get_challenge(req(pb::GetChallengeRequest { id: c.id }, &admin())).await.unwrap();
     assert_eq!(got.into_inner().challenge.unwrap(), updated);
 }
 
 async fn listing_filters_by_state_and_pages_in_creation_order(mut h: Harness) {
     // now = day 10, 12:00
-    let upcoming = create(
-        &mut h,
-        create_req("upcoming", at(11, 0), at(20, 0)),
-        &admin(),
-    )
-    .await;
+    let upcoming = create(&mut h, create_req("upcoming", at(11, 0), at(20, 0)), &admin()).await;
     let ended = create(&mut h, create_req("ended", at(1, 0), at(9, 0)), &admin()).await;
     let mut active = Vec::new();
     for i in 0..5 {
         active.push(
-            create(
-                &mut h,
-                create_req(&format!("active {i}"), at(1, 0), at(20 + i, 0)),
-                &admin(),
-            )
-            .await,
+            create(&mut h, create_req(&format!("active {i}"), at(1, 0), at(20 + i, 0)), &admin())
+                .await,
         );
     }
     let by_state = |state: pb::ChallengeState| pb::ListChallengesRequest {
@@ -477,11 +340,8 @@ async fn listing_filters_by_state_and_pages_in_creation_order(mut h: Harness) {
         .await
         .unwrap();
     assert_eq!(ids(r.into_inner().challenges), [upcoming.id]);
-    let r = h
-        .client
-        .list_challenges(req(by_state(pb::ChallengeState::Ended), &admin()))
-        .await
-        .unwrap();
+    let r =
+        h.client.list_challenges(req(by_state(pb::ChallengeState::Ended), &admin())).await.unwrap();
     assert_eq!(ids(r.into_inner().challenges), [ended.id]);
 
     let mut seen = Vec::new();
@@ -514,10 +374,7 @@ async fn listing_filters_by_state_and_pages_in_creation_order(mut h: Harness) {
     let err = h
         .client
         .list_challenges(req(
-            pb::ListChallengesRequest {
-                page_token: "garbage".into(),
-                ..Default::default()
-            },
+            pb::ListChallengesRequest { page_token: "garbage".into(), ..Default::default() },
             &admin(),
         ))
         .await
@@ -526,11 +383,7 @@ async fn listing_filters_by_state_and_pages_in_creation_order(mut h: Harness) {
     let err = h
         .client
         .list_challenges(req(
-            pb::ListChallengesRequest {
-                state: 42,
-                page_size: -1,
-                ..Default::default()
-            },
+            pb::ListChallengesRequest { state: 42, page_size: -1, ..Default::default() },
             &admin(),
         ))
         .await
@@ -540,18 +393,8 @@ async fn listing_filters_by_state_and_pages_in_creation_order(mut h: Harness) {
 
 async fn active_challenges_of_a_user_end_soonest_first(mut h: Harness) {
     let later = create(&mut h, create_req("later", at(1, 0), at(25, 0)), &admin()).await;
-    let sooner = create(
-        &mut h,
-        create_req("sooner", at(1, 0), at(15, 0)),
-        &acme_admin(),
-    )
-    .await;
-    let not_yet = create(
-        &mut h,
-        create_req("not yet", at(11, 0), at(25, 0)),
-        &admin(),
-    )
-    .await;
+    let sooner = create(&mut h, create_req("sooner", at(1, 0), at(15, 0)), &acme_admin()).await;
+    let not_yet = create(&mut h, create_req("not yet", at(11, 0), at(25, 0)), &admin()).await;
     let mut globex = create_req("globex", at(1, 0), at(25, 0));
     globex.employer_id = "globex".into();
     create(&mut h, globex, &admin()).await;
@@ -564,38 +407,23 @@ async fn active_challenges_of_a_user_end_soonest_first(mut h: Harness) {
     let ids = |r: pb::ListActiveChallengesResponse| {
         r.challenges.into_iter().map(|c| c.id).collect::<Vec<_>>()
     };
-    let mine = h
-        .client
-        .list_active_challenges(req(active("alice", ""), &acme_employee()))
-        .await
-        .unwrap();
-    assert_eq!(
-        ids(mine.into_inner()),
-        [sooner.id.clone(), later.id.clone()]
-    );
+    let mine =
+        h.client.list_active_challenges(req(active("alice", ""), &acme_employee())).await.unwrap();
+    assert_eq!(ids(mine.into_inner()), [sooner.id.clone(), later.id.clone()]);
     let err = h
         .client
         .list_active_challenges(req(active("carol", ""), &acme_employee()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let for_admin = h
-        .client
-        .list_active_challenges(req(active("carol", "acme"), &admin()))
-        .await
-        .unwrap();
-    assert_eq!(
-        ids(for_admin.into_inner()),
-        [sooner.id.clone(), later.id.clone()]
-    );
+    let for_admin =
+        h.client.list_active_challenges(req(active("carol", "acme"), &admin())).await.unwrap();
+    assert_eq!(ids(for_admin.into_inner()), [sooner.id.clone(), later.id.clone()]);
 
     // Past the first end and the second start: same end time, so creation order.
     h.clock.set(at(16, 0));
-    let mine = h
-        .client
-        .list_active_challenges(req(active("", ""), &acme_employee()))
-        .await
-        .unwrap();
+    let mine =
+        h.client.list_active_challenges(req(active("", ""), &acme_employee())).await.unwrap();
     assert_eq!(ids(mine.into_inner()), [later.id, not_yet.id]);
 }
 
@@ -606,17 +434,10 @@ async fn a_retried_create_returns_the_first_result(mut h: Harness) {
     let second = create(&mut h, request.clone(), &admin()).await;
     assert_eq!(first, second);
     request.name = "different".into();
-    let err = h
-        .client
-        .create_challenge(req(request, &admin()))
-        .await
-        .unwrap_err();
+    let err = h.client.create_challenge(req(request, &admin())).await.unwrap_err();
     assert_eq!(
         (violations(&err), reason(&err)),
-        (
-            vec!["idempotency_key".to_string()],
-            "IDEMPOTENCY_KEY_REUSED".to_string()
-        )
+        (vec!["idempotency_key".to_string()], "IDEMPOTENCY_KEY_REUSED".to_string())
     );
     assert_eq!(list_all(&mut h, &admin()).await.len(), 1);
 }

@@ -45,9 +45,7 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "employer_admin" => Ok(Role::EmployerAdmin),
             "employee" => Ok(Role::Employee),
-            other => Err(format!(
-                "unknown role {other:?}: use admin, employer_admin or employee"
-            )),
+            other => Err(format!("unknown role {other:?}: use admin, employer_admin or employee")),
         }
     }
 }
@@ -72,6 +70,16 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// Whether `id` is a well-formed employer id: 1 to 64 ASCII letters, digits, `-`, `_`, `.`.
+pub fn is_valid_employer_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Longest accepted user id (`sub`).
+pub const MAX_SUBJECT_CHARS: usize = 128;
+
 /// The verified identity of the caller of an RPC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -87,17 +95,9 @@ impl Caller {
     /// The caller of `request`, as the interceptor verified it. Unauthenticated if the
     /// service was mounted without the interceptor (a wiring bug, not a client error).
     pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
-        request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| {
-                error::status(
-                    Code::Unauthenticated,
-                    "UNAUTHENTICATED",
-                    "missing caller identity",
-                )
-            })
+        request.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            error::status(Code::Unauthenticated, "UNAUTHENTICATED", "missing caller identity")
+        })
     }
 
     /// Whether the caller is a platform admin.
@@ -119,9 +119,7 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys")
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenKeys").field("issuer", &self.issuer).finish_non_exhaustive()
     }
 }
 
@@ -156,11 +154,8 @@ impl TokenKeys {
             _ => {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("create {}", data_dir.display()))?;
-                let secret = format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                );
+                let secret =
+                    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
                 std::fs::write(&path, &secret)
                     .with_context(|| format!("write {}", path.display()))?;
                 secret
@@ -205,18 +200,26 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| {
                 tracing::debug!(%err, "token rejected");
-                error::status(
-                    Code::Unauthenticated,
-                    "INVALID_TOKEN",
-                    "invalid or expired token",
-                )
+                error::status(Code::Unauthenticated, "INVALID_TOKEN", "invalid or expired token")
             })?;
         let c = data.claims;
-        if c.sub.is_empty() {
+        let printable = |s: &str, max: usize| {
+            !s.is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+        };
+        if !printable(&c.sub, MAX_SUBJECT_CHARS) {
             return Err(error::status(
                 Code::Unauthenticated,
                 "INVALID_TOKEN",
-                "token has no subject",
+                "token subject must be 1 to 128 printable characters",
+            ));
+        }
+        if let Some(e) = c.employer_id.as_deref().filter(|e| !e.is_empty())
+            && !is_valid_employer_id(e)
+        {
+            return Err(error::status(
+                Code::Unauthenticated,
+                "INVALID_TOKEN",
+                "token employer_id must be 1 to 64 letters, digits, '-', '_' or '.'",
             ));
         }
         Ok(Caller {
@@ -229,11 +232,7 @@ impl TokenKeys {
     /// Verifies an `authorization` header value (`Bearer <jwt>`).
     pub fn verify_header(&self, header: Option<&str>) -> Result<Caller, Status> {
         let header = header.ok_or_else(|| {
-            error::status(
-                Code::Unauthenticated,
-                "MISSING_TOKEN",
-                "missing bearer token",
-            )
+            error::status(Code::Unauthenticated, "MISSING_TOKEN", "missing bearer token")
         })?;
         let token = header
             .strip_prefix("Bearer ")
@@ -263,10 +262,7 @@ impl Authenticator {
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let caller = self.0.verify_header(header)?;
         request.extensions_mut().insert(caller);
         Ok(request)
@@ -283,11 +279,7 @@ mod tests {
 
     fn reason(status: &Status) -> String {
         use tonic_types::StatusExt;
-        status
-            .get_error_details()
-            .error_info()
-            .map(|i| i.reason.clone())
-            .unwrap_or_default()
+        status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
     }
 
     #[test]
@@ -309,10 +301,7 @@ mod tests {
     fn a_token_signed_with_another_secret_is_rejected() {
         let token = keys("other").mint("u1", Role::Admin, None);
         let err = keys("secret").verify(&token).unwrap_err();
-        assert_eq!(
-            (err.code(), reason(&err)),
-            (Code::Unauthenticated, "INVALID_TOKEN".into())
-        );
+        assert_eq!((err.code(), reason(&err)), (Code::Unauthenticated, "INVALID_TOKEN".into()));
     }
 
     #[test]
@@ -356,24 +345,25 @@ mod tests {
             r#"{{"sub":"u1","role":"admin","iss":"ewpm","aud":"ewpm","iat":{now},"exp":{}}}"#,
             now + 60
         ));
-        let err = keys("secret")
-            .verify(&format!("{header}.{body}."))
-            .unwrap_err();
+        let err = keys("secret").verify(&format!("{header}.{body}.")).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_signed_token_with_unusable_claims_is_rejected() {
+        let k = keys("secret");
+        let long = k.mint(&"u".repeat(129), Role::Employee, None);
+        assert_eq!(k.verify(&long).unwrap_err().code(), Code::Unauthenticated);
+        let weird = k.mint("u1", Role::Employee, Some("acme corp/../"));
+        assert_eq!(k.verify(&weird).unwrap_err().code(), Code::Unauthenticated);
     }
 
     #[test]
     fn a_missing_or_malformed_header_is_unauthenticated() {
         let k = keys("secret");
         assert_eq!(reason(&k.verify_header(None).unwrap_err()), "MISSING_TOKEN");
-        assert_eq!(
-            reason(&k.verify_header(Some("Basic abc")).unwrap_err()),
-            "MISSING_TOKEN"
-        );
-        assert_eq!(
-            reason(&k.verify_header(Some("Bearer garbage")).unwrap_err()),
-            "INVALID_TOKEN"
-        );
+        assert_eq!(reason(&k.verify_header(Some("Basic abc")).unwrap_err()), "MISSING_TOKEN");
+        assert_eq!(reason(&k.verify_header(Some("Bearer garbage")).unwrap_err()), "INVALID_TOKEN");
     }
 
     #[test]

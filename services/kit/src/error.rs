@@ -23,18 +23,12 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 
     /// The same violation under a parent path (`goal` + `target` → `goal.target`).
     pub fn under(self, parent: &str) -> Self {
-        Self {
-            field: format!("{parent}.{}", self.field),
-            ..self
-        }
+        Self { field: format!("{parent}.{}", self.field), ..self }
     }
 }
 
@@ -46,20 +40,12 @@ impl std::fmt::Display for FieldViolation {
 
 /// A status with `code`, `message` and an `ErrorInfo` carrying `reason`.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, DOMAIN, []),
-    )
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
 }
 
 /// InvalidArgument with reason `reason` and the given field violations; the message lists them.
 pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
-    let message = violations
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
     let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
@@ -102,11 +88,7 @@ impl Violations {
 
     /// `Ok(())` when nothing was recorded, else every violation.
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.0)
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
     }
 }
 
@@ -124,10 +106,7 @@ mod tests {
             ],
         );
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(
-            s.message(),
-            "name must not be empty; goal.target must be > 0"
-        );
+        assert_eq!(s.message(), "name must not be empty; goal.target must be > 0");
         let details = s.get_error_details();
         assert_eq!(details.error_info().unwrap().reason, "INVALID_CHALLENGE");
         let fields: Vec<_> = details
@@ -137,13 +116,7 @@ mod tests {
             .iter()
             .map(|v| (v.field.as_str(), v.description.as_str()))
             .collect();
-        assert_eq!(
-            fields,
-            vec![
-                ("name", "must not be empty"),
-                ("goal.target", "must be > 0")
-            ]
-        );
+        assert_eq!(fields, vec![("name", "must not be empty"), ("goal.target", "must be > 0")]);
     }
 
     #[test]

@@ -35,9 +35,7 @@ pub fn decode_token<C: DeserializeOwned>(token: &str) -> Result<Option<C>, Field
     }
     let invalid = || FieldViolation::new("page_token", "is not a token this service issued");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|_| invalid())
+    serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid())
 }
 
 #[cfg(test)]
@@ -49,19 +47,13 @@ mod tests {
         assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
         assert_eq!(page_size(7), Ok(7));
         assert_eq!(page_size(10_000), Ok(MAX_PAGE_SIZE));
-        assert_eq!(
-            page_size(-1),
-            Err(FieldViolation::new("page_size", "must not be negative"))
-        );
+        assert_eq!(page_size(-1), Err(FieldViolation::new("page_size", "must not be negative")));
     }
 
     #[test]
     fn a_token_round_trips_and_garbage_is_a_field_violation() {
         let token = encode_token(&("a", 3));
-        assert_eq!(
-            decode_token::<(String, i32)>(&token),
-            Ok(Some(("a".to_string(), 3)))
-        );
+        assert_eq!(decode_token::<(String, i32)>(&token), Ok(Some(("a".to_string(), 3))));
         assert_eq!(decode_token::<(String, i32)>(""), Ok(None));
         let err = decode_token::<(String, i32)>("%%%").unwrap_err();
         assert_eq!(err.field, "page_token");

@@ -42,11 +42,7 @@ pub struct Mount {
 impl Mount {
     /// An empty set whose services will all require a token verified by `auth`.
     pub fn new(auth: Authenticator) -> Self {
-        Self {
-            routes: Routes::builder(),
-            names: Vec::new(),
-            auth,
-        }
+        Self { routes: Routes::builder(), names: Vec::new(), auth }
     }
 
     /// Adds a service behind the auth interceptor.
@@ -61,8 +57,7 @@ impl Mount {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
-        self.routes
-            .add_service(InterceptedService::new(service, self.auth.clone()));
+        self.routes.add_service(InterceptedService::new(service, self.auth.clone()));
         self
     }
 
@@ -74,9 +69,7 @@ impl Mount {
 
 /// Binds `addr` (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("bind {addr}"))
+    TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))
 }
 
 /// Serves `mount` on `listener` until `shutdown` is cancelled, then marks every service
@@ -88,33 +81,21 @@ pub async fn serve(
     settings: &GrpcSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Mount {
-        routes,
-        names,
-        auth: _,
-    } = mount;
+    let Mount { routes, names, auth: _ } = mount;
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in &names {
-        reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     let reflection_v1 = reflection().build_v1().context("build reflection v1")?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .context("build reflection v1alpha")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("build reflection v1alpha")?;
 
     let signal = {
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            reporter.set_service_status("", ServingStatus::NotServing).await;
             for name in names {
-                reporter
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
+                reporter.set_service_status(name, ServingStatus::NotServing).await;
             }
         }
     };
@@ -293,9 +274,7 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert(
             "traceparent",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".parse().unwrap(),
         );
         assert_eq!(trace_id(&headers), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
@@ -313,10 +292,7 @@ mod tests {
     fn paths_split_into_service_and_method() {
         assert_eq!(
             split_path("/ewpm.challenge.v1.ChallengeService/GetChallenge"),
-            (
-                "ewpm.challenge.v1.ChallengeService".to_string(),
-                "GetChallenge".to_string()
-            )
+            ("ewpm.challenge.v1.ChallengeService".to_string(), "GetChallenge".to_string())
         );
         assert_eq!(code_name(16), "Unauthenticated");
     }

@@ -116,10 +116,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             redis_url: None,
-            log: LogSettings {
-                format: LogFormat::Pretty,
-                level: "info".into(),
-            },
+            log: LogSettings { format: LogFormat::Pretty, level: "info".into() },
             auth: AuthSettings {
                 secret: None,
                 issuer: "ewpm".into(),
@@ -131,15 +128,9 @@ impl Default for Settings {
                 max_message_bytes: 4 * 1024 * 1024,
                 shutdown_grace_secs: 5,
             },
-            http: HttpSettings {
-                addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            },
-            metrics: MetricsSettings {
-                addr: SocketAddr::from(([0, 0, 0, 0], 9464)),
-            },
-            services: ServiceAddrs {
-                challenge: "http://127.0.0.1:50051".into(),
-            },
+            http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            metrics: MetricsSettings { addr: SocketAddr::from(([0, 0, 0, 0], 9464)) },
+            services: ServiceAddrs { challenge: "http://127.0.0.1:50051".into() },
         }
     }
 }
@@ -192,10 +183,7 @@ impl Settings {
     pub fn database_url_or_embedded(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("ewpm.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ewpm.db").display()),
         }
     }
 
@@ -212,20 +200,14 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn the_defaults_are_the_embedded_mode() {
         let s = Settings::load_from(&[]).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(
-            s.database_url_or_embedded(),
-            "sqlite://data/ewpm.db?mode=rwc"
-        );
+        assert_eq!(s.database_url_or_embedded(), "sqlite://data/ewpm.db?mode=rwc");
     }
 
     #[test]

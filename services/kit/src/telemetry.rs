@@ -25,18 +25,17 @@ pub fn init_tracing(log: &LogSettings) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
-        LogFormat::Pretty => registry
-            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Pretty => {
+            registry.with(fmt::layer().with_target(false).with_writer(std::io::stderr)).try_init()
+        }
     };
     // Already installed (a second service in the same process, or a test): keep the first.
     drop(result);
 }
 
 /// Buckets of the RPC latency histogram, in seconds.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// The process-wide Prometheus recorder; installed on first use and shared by every service
 /// and the REST edge of the process.

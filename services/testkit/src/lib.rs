@@ -63,9 +63,8 @@ impl TestDb {
     pub async fn postgres_unmigrated() -> anyhow::Result<Self> {
         let admin_url = servers().postgres_url.clone();
         let name = format!("ewpm_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = ewpm_kit::db::connect(&admin_url)
-            .await
-            .context("connect to test PostgreSQL")?;
+        let admin =
+            ewpm_kit::db::connect(&admin_url).await.context("connect to test PostgreSQL")?;
         admin
             .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -73,11 +72,7 @@ impl TestDb {
         admin.close().await.ok();
         let url = replace_db_name(&admin_url, &name);
         let db = ewpm_kit::db::connect(&url).await?;
-        Ok(Self {
-            db,
-            url,
-            _dir: None,
-        })
+        Ok(Self { db, url, _dir: None })
     }
 
     /// A new SQLite file in a temporary directory, migrated.
@@ -86,11 +81,7 @@ impl TestDb {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ewpm.db").display());
         let db = ewpm_kit::db::connect(&url).await?;
         ewpm_kit::db::migrate_all(&db).await?;
-        Ok(Self {
-            db,
-            url,
-            _dir: Some(dir),
-        })
+        Ok(Self { db, url, _dir: Some(dir) })
     }
 }
 
@@ -148,11 +139,7 @@ pub async fn spawn_grpc(add: impl FnOnce(&mut Mount, &GrpcSettings)) -> anyhow::
         tokio::spawn(
             async move { ewpm_kit::server::serve(listener, mount, &settings, token).await },
         );
-    Ok(Spawned {
-        addr,
-        shutdown,
-        handle,
-    })
+    Ok(Spawned { addr, shutdown, handle })
 }
 
 #[cfg(test)]
@@ -161,18 +148,12 @@ mod tests {
 
     #[test]
     fn a_database_name_is_replaced_keeping_the_rest() {
-        assert_eq!(
-            replace_db_name("postgres://u@h:1/postgres", "x"),
-            "postgres://u@h:1/x"
-        );
+        assert_eq!(replace_db_name("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
         assert_eq!(
             replace_db_name("postgres://u@h:1/postgres?sslmode=disable", "x"),
             "postgres://u@h:1/x?sslmode=disable"
         );
-        assert_eq!(
-            replace_db_name("postgres://u@h:1", "x"),
-            "postgres://u@h:1/x"
-        );
+        assert_eq!(replace_db_name("postgres://u@h:1", "x"), "postgres://u@h:1/x");
     }
 
     #[tokio::test]
@@ -197,10 +178,7 @@ mod tests {
             .try_get::<i64>("", "n")
             .unwrap()
         };
-        assert_eq!(
-            (count(a.db.clone()).await, count(b.db.clone()).await),
-            (1, 0)
-        );
+        assert_eq!((count(a.db.clone()).await, count(b.db.clone()).await), (1, 0));
     }
 
     #[tokio::test]

@@ -39,10 +39,7 @@ fn start() -> anyhow::Result<Servers> {
     let postgres_env = env("EWPM_TEST_DATABASE_URL");
     let redis_env = env("EWPM_TEST_REDIS_URL");
     if let (Some(postgres_url), Some(redis_url)) = (postgres_env.clone(), redis_env.clone()) {
-        return Ok(Servers {
-            postgres_url,
-            redis_url,
-        });
+        return Ok(Servers { postgres_url, redis_url });
     }
     let state = state_dir();
     std::fs::create_dir_all(&state).with_context(|| format!("create {}", state.display()))?;
@@ -57,10 +54,7 @@ fn start() -> anyhow::Result<Servers> {
         Some(url) => url,
         None => ensure_redis(&state)?,
     };
-    Ok(Servers {
-        postgres_url,
-        redis_url,
-    })
+    Ok(Servers { postgres_url, redis_url })
 }
 
 /// `EWPM_TESTKIT_DIR`, else `target/ewpm-testkit` of this workspace.
@@ -82,10 +76,7 @@ fn read_record(path: &Path) -> Option<Vec<(String, String)>> {
 }
 
 fn field<'a>(record: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    record
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    record.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// The URL of a server recorded earlier in this run, if it still answers.
@@ -110,10 +101,7 @@ fn write_record(path: &Path, fields: &[(&str, String)]) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0))
-        .context("find a free port")?
-        .local_addr()?
-        .port())
+    Ok(TcpListener::bind(("127.0.0.1", 0)).context("find a free port")?.local_addr()?.port())
 }
 
 fn is_root() -> bool {
@@ -134,10 +122,7 @@ fn run_pg(bin: &Path, program: &str, args: &[&str], as_postgres: bool) -> anyhow
     } else {
         Command::new(&exe)
     };
-    let out = cmd
-        .args(args)
-        .output()
-        .with_context(|| format!("run {}", exe.display()))?;
+    let out = cmd.args(args).output().with_context(|| format!("run {}", exe.display()))?;
     if !out.status.success() {
         bail!(
             "{program} failed: {}{}",
@@ -191,32 +176,16 @@ fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
     let as_postgres = is_root();
     if as_postgres {
-        let status = Command::new("chown")
-            .arg("postgres:")
-            .arg(&data)
-            .status()
-            .context("chown")?;
+        let status = Command::new("chown").arg("postgres:").arg(&data).status().context("chown")?;
         if !status.success() {
-            bail!(
-                "chown postgres {} failed (is there a `postgres` user?)",
-                data.display()
-            );
+            bail!("chown postgres {} failed (is there a `postgres` user?)", data.display());
         }
     }
     let data_s = data.to_string_lossy().to_string();
     run_pg(
         &bin,
         "initdb",
-        &[
-            "-D",
-            &data_s,
-            "--auth=trust",
-            "--no-sync",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-        ],
+        &["-D", &data_s, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"],
         as_postgres,
     )?;
     let opts = format!(
@@ -227,9 +196,7 @@ fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
     run_pg(
         &bin,
         "pg_ctl",
-        &[
-            "-D", &data_s, "-w", "-t", "60", "-l", &log, "-o", &opts, "start",
-        ],
+        &["-D", &data_s, "-w", "-t", "60", "-l", &log, "-o", &opts, "start"],
         as_postgres,
     )?;
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
@@ -263,10 +230,8 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
         return Ok(url);
     }
     let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!(
-        "ewpm-testkit-redis-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("ewpm-testkit-redis-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     let dir_s = dir.to_string_lossy().to_string();
     let pid_file = dir.join("redis.pid").to_string_lossy().to_string();
@@ -281,14 +246,7 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
             "--appendonly",
             "no",
         ])
-        .args([
-            "--dir",
-            &dir_s,
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            &pid_file,
-        ])
+        .args(["--dir", &dir_s, "--daemonize", "yes", "--pidfile", &pid_file])
         .args(["--logfile", &dir.join("redis.log").to_string_lossy()])
         .output()
         .map_err(|e| {
@@ -297,10 +255,7 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
             )
         })?;
     if !out.status.success() {
-        bail!(
-            "redis-server failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("redis-server failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !redis_ping(port) {
