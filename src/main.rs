@@ -11,12 +11,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, TokenKeys},
-    clock::SystemClock,
+    clock::{SharedClock, SystemClock},
     db,
     server::{self, Mount},
     settings::Settings,
     shutdown, telemetry,
 };
+use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
 /// EWPM: wellness challenges, incentives, quizzes, fan engagement and parcel tracking as a
@@ -58,6 +59,10 @@ enum Command {
 enum ServiceName {
     /// The challenge service (gRPC).
     Challenge,
+    /// The scan service (gRPC), with its projector unless EWPM_SCAN__PROJECTOR__ENABLED=false.
+    Scan,
+    /// The scan projector alone (gRPC health and metrics only).
+    ScanProjector,
     /// The REST edge.
     Gateway,
 }
@@ -70,6 +75,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command.unwrap_or(Command::Dev) {
             Command::Dev => dev(settings).await,
             Command::Serve { service: ServiceName::Challenge } => serve_challenge(settings).await,
+            Command::Serve { service: ServiceName::Scan } => serve_scan(settings, true).await,
+            Command::Serve { service: ServiceName::ScanProjector } => {
+                serve_scan(settings, false).await
+            }
             Command::Serve { service: ServiceName::Gateway } => serve_gateway(settings).await,
             Command::Migrate => migrate(settings).await,
             Command::Token { sub, role, employer } => {
@@ -96,9 +105,12 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     settings.services.challenge = format!("http://{}", loopback(grpc_addr));
+    settings.services.scan = settings.services.challenge.clone();
 
+    let clock: SharedClock = Arc::new(SystemClock);
     let mut mount = Mount::new(Authenticator::new(keys.clone()));
-    mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
+    mount.add(ewpm_challenge::app::build(db.clone(), clock.clone(), &settings.grpc));
+    let background = mount_scan(&mut mount, &settings, db, &url, clock, true, &shutdown)?;
     let state = ewpm_gateway::AppState::connect(&settings.services)?;
 
     print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &db::redact(&url));
@@ -107,6 +119,7 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
         bounded(ewpm_gateway::serve(http_listener, state, shutdown.clone()), &shutdown, grace),
     )?;
+    background.join(grace).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -128,6 +141,90 @@ async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
         server::serve_metrics(metrics_listener, shutdown.clone()),
     )?;
     Ok(())
+}
+
+/// The scan service (with `with_service`) or its projector alone.
+async fn serve_scan(settings: Settings, with_service: bool) -> anyhow::Result<()> {
+    telemetry::init_tracing(&settings.log);
+    let shutdown = shutdown::on_signal();
+    let keys = TokenKeys::required(&settings.auth)?;
+    let url = settings.require_database_url()?;
+    let db = db::connect(&url).await?;
+    let grpc_listener = server::bind(settings.grpc.addr).await?;
+    let metrics_listener = server::bind(settings.metrics.addr).await?;
+    let mut mount = Mount::new(Authenticator::new(keys));
+    let background = mount_scan(
+        &mut mount,
+        &settings,
+        db,
+        &url,
+        Arc::new(SystemClock),
+        with_service,
+        &shutdown,
+    )?;
+    tracing::info!(grpc = %grpc_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, service = with_service, projector = !background.is_empty(), "scan listening");
+    tokio::try_join!(
+        server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
+        server::serve_metrics(metrics_listener, shutdown.clone()),
+    )?;
+    background.join(Duration::from_secs(settings.grpc.shutdown_grace_secs)).await;
+    Ok(())
+}
+
+/// Mounts the scan service (when `with_service`) and starts its projector (when enabled, or
+/// always when the projector runs alone).
+fn mount_scan(
+    mount: &mut Mount,
+    settings: &Settings,
+    db: DatabaseConnection,
+    url: &str,
+    clock: SharedClock,
+    with_service: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Background> {
+    let status = ewpm_scan::projector::Status::default();
+    if with_service {
+        mount.add(ewpm_scan::app::build(db.clone(), clock.clone(), &settings.grpc, status.clone()));
+    }
+    let mut background = Background::default();
+    let projector_settings = &settings.scan.projector;
+    if projector_settings.enabled || !with_service {
+        let projector =
+            ewpm_scan::app::projector(db, url, clock.clone(), projector_settings, status.clone())?;
+        background.0.push(tokio::spawn(projector.run(shutdown.clone())));
+        background.0.push(tokio::spawn(ewpm_scan::app::report_health(
+            mount.health(),
+            status,
+            clock,
+            Duration::from_secs(projector_settings.stale_after_secs),
+            shutdown.clone(),
+        )));
+    }
+    Ok(background)
+}
+
+/// Background tasks that end on shutdown.
+#[derive(Default)]
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Background {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits up to `grace` for every task to end.
+    async fn join(self, grace: Duration) {
+        let all = futures_join(self.0);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("background tasks outlived the grace period");
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        drop(h.await);
+    }
 }
 
 /// The REST edge of the mesh.

@@ -35,12 +35,14 @@ fn ewpm(dir: &Path) -> Command {
     cmd
 }
 
-async fn wait_ready(url: &str) {
+/// Waits until the edge's `/health` at `url` reports every one of `services` serving.
+async fn wait_ready(url: &str, services: &[&str]) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client.get(url).send().await
-            && r.status() == 200
+            && let Ok(body) = r.json::<Value>().await
+            && services.iter().all(|s| body["services"][s] == "serving")
         {
             return;
         }
@@ -103,7 +105,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{http_port}");
-    wait_ready(&format!("{base}/health")).await;
+    wait_ready(&format!("{base}/health"), &["challenge"]).await;
     let http = reqwest::Client::new();
     let admin = bearer_for("admin-1", Role::Admin, None);
     let employee = bearer_for("alice", Role::Employee, Some("acme"));
@@ -353,7 +355,7 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{http_port}");
-    wait_ready(&format!("{base}/health")).await;
+    wait_ready(&format!("{base}/health"), &["challenge", "scan"]).await;
     let banner = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
     let printed = |name: &str| {
         banner
@@ -408,6 +410,83 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // Scans: a device upload (PascalCase, numeric RunId, offset timestamps), the feed in
+    // the Scan Event API's shape, and the projected parcel state.
+    let upload = json!({"ScanEvents": [
+        {"ParcelId": 7141, "Type": "PICKUP", "CreatedDateTimeUtc": "2023-01-01T03:52:48 -13:00", "StatusCode": "",
+         "Device": {"DeviceId": 665, "DeviceTransactionId": 73729}, "User": {"UserId": "NC1001", "CarrierId": "PC", "RunId": 57924}},
+        {"parcelId": 7141, "type": "delivery", "createdDateTimeUtc": "2023-01-02T10:00:00Z",
+         "device": {"deviceId": 665, "deviceTransactionId": 73730}, "user": {"userId": "NC1001", "carrierId": "PC", "runId": "57925"}}
+    ]});
+    let r = http
+        .post(format!("{base}/v1/scans/scanevents"))
+        .bearer_auth(&employee)
+        .json(&upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"EventIds": [1, 2]}));
+    // A retried upload stores nothing new.
+    let r = http
+        .post(format!("{base}/v1/scans/scanevents"))
+        .bearer_auth(&employee)
+        .json(&upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"EventIds": [1, 2]}));
+    let feed: Value = http
+        .get(format!("{base}/v1/scans/scanevents?FromEventId=2&Limit=10"))
+        .bearer_auth(&employee)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        feed,
+        json!({"ScanEvents": [{"EventId": 2, "ParcelId": 7141, "Type": "DELIVERY", "CreatedDateTimeUtc": "2023-01-02T10:00:00Z",
+            "StatusCode": "", "Device": {"DeviceTransactionId": 73730, "DeviceId": 665},
+            "User": {"UserId": "NC1001", "CarrierId": "PC", "RunId": "57925"}}]})
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let parcel = loop {
+        let r = http
+            .get(format!("{base}/api/parcels/7141"))
+            .bearer_auth(&employee)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let p: Value = r.json().await.unwrap();
+            if p["lastEventId"] == 2 {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "parcel 7141 was not projected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        parcel,
+        json!({"parcelId": 7141, "lastEventId": 2, "type": "DELIVERY", "statusCode": "", "runId": "57925",
+            "createdDateTimeUtc": "2023-01-02T10:00:00Z", "pickupTimeUtc": "2023-01-01T16:52:48Z",
+            "deliveryTimeUtc": "2023-01-02T10:00:00Z", "eventCount": 2})
+    );
+    let r = http
+        .post(format!("{base}/v1/scans/scanevents"))
+        .bearer_auth(&employee)
+        .json(&json!({"ScanEvents": [{"ParcelId": 0, "Type": "PICKUP"}]}))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_eq!(s, 400);
+    let fields: Vec<&str> =
+        b["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["events[0].parcelId", "events[0].createTime"]);
 
     // A connected gRPC client does not keep the process alive past SIGTERM.
     let mut grpc =

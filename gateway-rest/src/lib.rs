@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`challenges`]: challenge routes and their JSON shapes.
+//! - [`scans`]: the Scan Event API feed and uploads, parcel states.
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
 //! - this file: the router, `/health`, `/metrics`, `/openapi.json`, `/docs`, request
@@ -11,6 +12,7 @@
 
 pub mod challenges;
 pub mod problem;
+pub mod scans;
 pub mod upstream;
 
 use std::time::Instant;
@@ -25,7 +27,10 @@ use axum::{
     routing::get,
 };
 use ewpm_kit::{CancellationToken, settings::ServiceAddrs};
-use ewpm_proto::challenge::v1::challenge_service_client::ChallengeServiceClient;
+use ewpm_proto::{
+    challenge::v1::challenge_service_client::ChallengeServiceClient,
+    scan::v1::scan_service_client::ScanServiceClient,
+};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tracing::Instrument;
@@ -42,16 +47,22 @@ use crate::problem::Problem;
 pub struct AppState {
     /// The challenge service.
     pub challenge: ChallengeServiceClient<Channel>,
+    /// The scan service.
+    pub scan: ScanServiceClient<Channel>,
     challenge_channel: Channel,
+    scan_channel: Channel,
 }
 
 impl AppState {
     /// Clients for the services at `addrs` (connected lazily).
     pub fn connect(addrs: &ServiceAddrs) -> anyhow::Result<Self> {
         let challenge_channel = upstream::channel(&addrs.challenge).context("challenge service")?;
+        let scan_channel = upstream::channel(&addrs.scan).context("scan service")?;
         Ok(Self {
             challenge: ChallengeServiceClient::new(challenge_channel.clone()),
+            scan: ScanServiceClient::new(scan_channel.clone()),
             challenge_channel,
+            scan_channel,
         })
     }
 }
@@ -66,10 +77,18 @@ impl AppState {
         challenges::list,
         challenges::update,
         challenges::active_for_user,
+        scans::feed,
+        scans::upload,
+        scans::parcel,
+        scans::parcels,
+        scans::projector,
     ),
     components(schemas(Problem, problem::FieldError)),
     modifiers(&BearerAuth),
-    tags((name = "challenges", description = "Wellness challenges"))
+    tags(
+        (name = "challenges", description = "Wellness challenges"),
+        (name = "scans", description = "Parcel scan events and parcel states")
+    )
 )]
 pub struct ApiDoc;
 
@@ -93,6 +112,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/challenges", get(challenges::list).post(challenges::create))
         .route("/api/challenges/{id}", get(challenges::get).patch(challenges::update))
         .route("/api/users/{userId}/challenges/active", get(challenges::active_for_user))
+        .route("/v1/scans/scanevents", get(scans::feed).post(scans::upload))
+        .route("/api/parcels", get(scans::parcels))
+        .route("/api/parcels/{parcelId}", get(scans::parcel))
+        .route("/api/scans/projector", get(scans::projector))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -150,33 +173,41 @@ pub async fn serve(
         .context("REST edge failed")
 }
 
-/// Readiness: 200 when every upstream service reports SERVING, else 503.
+/// Readiness with each upstream's status: 200 (`ok`, or `degraded` when some upstream is
+/// down, so one service's outage does not take the whole edge out of rotation), 503 when no
+/// upstream serves.
 async fn health(State(state): State<AppState>) -> Response {
+    let (challenge, scan) = tokio::join!(
+        upstream_health(&state.challenge_channel, ewpm_proto::challenge::v1::SERVICE_NAME),
+        upstream_health(&state.scan_channel, ewpm_proto::scan::v1::SERVICE_NAME),
+    );
+    let services = [("challenge", challenge), ("scan", scan)];
+    let serving = services.iter().filter(|(_, s)| s == "serving").count();
+    let map: serde_json::Map<String, serde_json::Value> = services
+        .iter()
+        .map(|(n, s)| (n.to_string(), serde_json::Value::from(s.as_str())))
+        .collect();
+    if serving == 0 {
+        let detail =
+            services.iter().map(|(n, s)| format!("{n}: {s}")).collect::<Vec<_>>().join("; ");
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_NOT_SERVING", detail)
+            .into_response();
+    }
+    let status = if serving == services.len() { "ok" } else { "degraded" };
+    Json(serde_json::json!({"status": status, "services": map})).into_response()
+}
+
+/// `serving`, `not serving`, or why the check failed.
+async fn upstream_health(channel: &Channel, service: &str) -> String {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let mut client = HealthClient::new(state.challenge_channel.clone());
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: ewpm_proto::challenge::v1::SERVICE_NAME.to_string(),
-    });
+    let mut request = tonic::Request::new(HealthCheckRequest { service: service.to_string() });
     request.set_timeout(std::time::Duration::from_secs(2));
-    match client.check(request).await {
-        Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => {
-            Json(serde_json::json!({"status": "ok", "services": {"challenge": "serving"}}))
-                .into_response()
-        }
-        Ok(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UPSTREAM_NOT_SERVING",
-            "challenge service is not serving",
-        )
-        .into_response(),
-        Err(status) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UPSTREAM_UNAVAILABLE",
-            format!("challenge service: {}", status.message()),
-        )
-        .into_response(),
+    match HealthClient::new(channel.clone()).check(request).await {
+        Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => "serving".to_string(),
+        Ok(_) => "not serving".to_string(),
+        Err(status) => format!("unavailable ({})", status.message()),
     }
 }
 

@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - [`challenge`]: the challenge service's `challenges` table.
+//! - [`scan`]: the scan service's `scan_events`, `parcel_states`, `scan_checkpoints`,
+//!   `scan_dead_letters`.
 
 pub mod challenge;
+pub mod scan;
 
 pub use sea_orm_migration::MigratorTrait;

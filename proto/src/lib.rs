@@ -17,3 +17,14 @@ pub mod challenge {
         pub const SERVICE_NAME: &str = "ewpm.challenge.v1.ChallengeService";
     }
 }
+
+/// `ewpm.scan.v1`: parcel scan events and parcel states.
+pub mod scan {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.scan.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.scan.v1.ScanService";
+    }
+}

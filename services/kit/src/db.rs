@@ -43,6 +43,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 /// Applies every service's pending migrations.
 pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<()> {
     ewpm_migrations::challenge::Migrator::up(db, None).await.context("migrate challenge")?;
+    ewpm_migrations::scan::Migrator::up(db, None).await.context("migrate scan")?;
     Ok(())
 }
 

@@ -26,7 +26,11 @@ use tonic::{
     service::{Routes, RoutesBuilder, interceptor::InterceptedService},
     transport::Server,
 };
-use tonic_health::ServingStatus;
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -37,12 +41,20 @@ pub struct Mount {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     auth: Authenticator,
+    health: HealthReporter,
 }
 
 impl Mount {
     /// An empty set whose services will all require a token verified by `auth`.
     pub fn new(auth: Authenticator) -> Self {
-        Self { routes: Routes::builder(), names: Vec::new(), auth }
+        let (health, _) = tonic_health::server::health_reporter();
+        Self { routes: Routes::builder(), names: Vec::new(), auth, health }
+    }
+
+    /// The health reporter the server will serve, for statuses a service sets itself (a
+    /// background task's health under its own name).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
     }
 
     /// Adds a service behind the auth interceptor.
@@ -81,8 +93,8 @@ pub async fn serve(
     settings: &GrpcSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Mount { routes, names, auth: _ } = mount;
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let Mount { routes, names, auth: _, health: reporter } = mount;
+    let health = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
     for name in &names {
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }

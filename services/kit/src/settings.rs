@@ -37,6 +37,36 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Where the other services are, for the REST edge and service-to-service calls.
     pub services: ServiceAddrs,
+    /// The scan service.
+    pub scan: ScanSettings,
+}
+
+/// Scan service settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    /// The projector of parcel states.
+    pub projector: ProjectorSettings,
+}
+
+/// The scan projector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorSettings {
+    /// Run the projector inside `ewpm serve scan` / `ewpm dev` (it also runs alone as
+    /// `ewpm serve scan-projector`).
+    pub enabled: bool,
+    /// `own` (this service's feed) or the URL of an external Scan Event API, e.g.
+    /// `https://feed.example/v1/scans/scanevents`.
+    pub source: String,
+    /// Bearer token sent to an external source.
+    pub source_token: Option<String>,
+    /// Events per page.
+    pub page_size: u32,
+    /// Wait between polls once caught up, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Health reports NOT_SERVING when the leading projector has not succeeded for this long.
+    pub stale_after_secs: u64,
 }
 
 /// Log output.
@@ -108,6 +138,8 @@ pub struct MetricsSettings {
 pub struct ServiceAddrs {
     /// The challenge service, e.g. `http://challenge:50051`.
     pub challenge: String,
+    /// The scan service, e.g. `http://scan:50051`.
+    pub scan: String,
 }
 
 impl Default for Settings {
@@ -130,7 +162,20 @@ impl Default for Settings {
             },
             http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) },
             metrics: MetricsSettings { addr: SocketAddr::from(([0, 0, 0, 0], 9464)) },
-            services: ServiceAddrs { challenge: "http://127.0.0.1:50051".into() },
+            services: ServiceAddrs {
+                challenge: "http://127.0.0.1:50051".into(),
+                scan: "http://127.0.0.1:50051".into(),
+            },
+            scan: ScanSettings {
+                projector: ProjectorSettings {
+                    enabled: true,
+                    source: "own".into(),
+                    source_token: None,
+                    page_size: 1000,
+                    poll_interval_ms: 500,
+                    stale_after_secs: 60,
+                },
+            },
         }
     }
 }

@@ -1,0 +1,543 @@
+//! The scan service's tables: `scan_events` (the feed), `parcel_states` (the projection),
+//! `scan_checkpoints` and `scan_dead_letters`. Plain SQL built with sea-query, so the same
+//! code runs on SQLite and PostgreSQL.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, QueryResult, TransactionTrait,
+    sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query, SimpleExpr},
+};
+
+use crate::domain::{ParcelDelta, Scan, ScanEvent, fold};
+
+/// Rows per multi-row statement: keeps every statement under SQLite's 32,766 bound
+/// parameters (11 columns a row).
+const ROWS_PER_STATEMENT: usize = 2_000;
+
+/// A parcel's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParcelState {
+    /// Parcel id.
+    pub parcel_id: i64,
+    /// Latest applied event.
+    pub last_event_id: i64,
+    /// Its type.
+    pub kind: String,
+    /// Its status code.
+    pub status_code: String,
+    /// Its run id.
+    pub run_id: String,
+    /// Its scan time.
+    pub created_at: DateTime<Utc>,
+    /// First PICKUP time.
+    pub pickup_at: Option<DateTime<Utc>>,
+    /// First DELIVERY time.
+    pub delivery_at: Option<DateTime<Utc>>,
+    /// Events applied.
+    pub event_count: i64,
+}
+
+/// An event the projector could not read, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its event id, if readable.
+    pub event_id: Option<i64>,
+    /// Why.
+    pub reason: String,
+    /// The raw element.
+    pub payload: String,
+}
+
+/// One page for [`ScanStore::apply_page`].
+#[derive(Debug, Clone, Copy)]
+pub struct PageApply<'a> {
+    /// The source's checkpoint key.
+    pub source: &'a str,
+    /// Who applies (recorded on the checkpoint).
+    pub owner: &'a str,
+    /// The checkpoint the page was read from.
+    pub expected: i64,
+    /// The checkpoint after the page (its highest event id).
+    pub new_checkpoint: i64,
+    /// The page's valid events, in event id order.
+    pub events: &'a [ScanEvent],
+    /// The page's malformed events.
+    pub dead: &'a [DeadLetter],
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// Why a page was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The checkpoint moved: another projector applied first. Nothing was written.
+    #[error("checkpoint of {source_name} is no longer {expected}; another projector advanced it")]
+    Fenced {
+        /// The source.
+        source_name: String,
+        /// What this projector expected.
+        expected: i64,
+    },
+    /// Anything else; nothing was written.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+fn t(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// Queries over the scan tables.
+#[derive(Debug, Clone)]
+pub struct ScanStore {
+    db: DatabaseConnection,
+}
+
+impl ScanStore {
+    /// A store over `db` (migrated).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The connection (for the projector's lease).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Appends `scans` to the feed in one transaction and returns each one's event id. A scan
+    /// whose (device, device transaction) is stored already gets its first id back and is not
+    /// stored again. Ingests are serialized (an advisory lock on PostgreSQL; SQLite has one
+    /// writer), so ids are committed in increasing order and a feed reader never sees id N+1
+    /// before N.
+    pub async fn append(&self, scans: &[Scan], now: DateTime<Utc>) -> anyhow::Result<Vec<i64>> {
+        if scans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await.context("begin ingest")?;
+        if self.backend() == DatabaseBackend::Postgres {
+            txn.execute_unprepared("SELECT pg_advisory_xact_lock(7165736361)")
+                .await
+                .context("lock feed")?;
+        }
+        let max = txn
+            .query_one(
+                Query::select()
+                    .expr_as(Expr::col(t("event_id")).max(), t("m"))
+                    .from(t("scan_events")),
+            )
+            .await
+            .context("read feed head")?
+            .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
+            .unwrap_or(0);
+        let mut ids = Vec::with_capacity(scans.len());
+        let mut stored: HashMap<(i64, i64), i64> = HashMap::new();
+        for (chunk_index, chunk) in scans.chunks(ROWS_PER_STATEMENT).enumerate() {
+            let mut insert = Query::insert();
+            insert.into_table(t("scan_events")).columns(
+                [
+                    "event_id",
+                    "parcel_id",
+                    "type",
+                    "created_at",
+                    "status_code",
+                    "device_id",
+                    "device_transaction_id",
+                    "user_id",
+                    "carrier_id",
+                    "run_id",
+                    "received_at",
+                ]
+                .map(t),
+            );
+            for (i, s) in chunk.iter().enumerate() {
+                let id = max + (chunk_index * ROWS_PER_STATEMENT + i) as i64 + 1;
+                ids.push(id);
+                insert.values_panic([
+                    id.into(),
+                    s.parcel_id.into(),
+                    s.kind.clone().into(),
+                    s.created_at.into(),
+                    s.status_code.clone().into(),
+                    s.device_id.into(),
+                    s.device_transaction_id.into(),
+                    s.user_id.clone().into(),
+                    s.carrier_id.clone().into(),
+                    s.run_id.clone().into(),
+                    now.into(),
+                ]);
+            }
+            insert.on_conflict(OnConflict::new().do_nothing().to_owned());
+            insert.returning(Query::returning().columns(["event_id"].map(t)));
+            let rows = txn.query_all(&insert).await.context("insert scan events")?;
+            if rows.len() < chunk.len() {
+                // Some were retries: their ids are the ones stored first.
+                let inserted: std::collections::HashSet<i64> =
+                    rows.iter().filter_map(|r| r.try_get::<i64>("", "event_id").ok()).collect();
+                let first = chunk_index * ROWS_PER_STATEMENT;
+                for (i, s) in chunk.iter().enumerate() {
+                    let id = ids[first + i];
+                    if inserted.contains(&id) {
+                        stored.insert((s.device_id, s.device_transaction_id), id);
+                        continue;
+                    }
+                    let key = (s.device_id, s.device_transaction_id);
+                    let existing = match stored.get(&key) {
+                        Some(id) => *id,
+                        None => txn
+                            .query_one(
+                                Query::select()
+                                    .column(t("event_id"))
+                                    .from(t("scan_events"))
+                                    .and_where(Expr::col(t("device_id")).eq(s.device_id))
+                                    .and_where(
+                                        Expr::col(t("device_transaction_id"))
+                                            .eq(s.device_transaction_id),
+                                    ),
+                            )
+                            .await
+                            .context("find retried scan")?
+                            .and_then(|r| r.try_get::<i64>("", "event_id").ok())
+                            .context("a skipped scan has no stored twin")?,
+                    };
+                    ids[first + i] = existing;
+                }
+            } else {
+                for (i, s) in chunk.iter().enumerate() {
+                    if s.device_transaction_id != 0 {
+                        stored.insert(
+                            (s.device_id, s.device_transaction_id),
+                            ids[chunk_index * ROWS_PER_STATEMENT + i],
+                        );
+                    }
+                }
+            }
+        }
+        txn.commit().await.context("commit ingest")?;
+        Ok(ids)
+    }
+
+    /// Feed page: events with id ≥ `from`, in id order, at most `limit`.
+    pub async fn events_from(&self, from: i64, limit: u32) -> anyhow::Result<Vec<ScanEvent>> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(
+                        [
+                            "event_id",
+                            "parcel_id",
+                            "type",
+                            "created_at",
+                            "status_code",
+                            "device_id",
+                            "device_transaction_id",
+                            "user_id",
+                            "carrier_id",
+                            "run_id",
+                        ]
+                        .map(t),
+                    )
+                    .from(t("scan_events"))
+                    .and_where(Expr::col(t("event_id")).gte(from))
+                    .order_by(t("event_id"), Order::Asc)
+                    .limit(u64::from(limit)),
+            )
+            .await
+            .context("read feed")?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The highest event id in the feed (0 when empty).
+    pub async fn head(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .db
+            .query_one(
+                Query::select()
+                    .expr_as(Expr::col(t("event_id")).max(), t("m"))
+                    .from(t("scan_events")),
+            )
+            .await
+            .context("read feed head")?
+            .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
+            .unwrap_or(0))
+    }
+
+    /// One parcel's state.
+    pub async fn parcel(&self, parcel_id: i64) -> anyhow::Result<Option<ParcelState>> {
+        let row = self
+            .db
+            .query_one(parcel_query().and_where(Expr::col(t("parcel_id")).eq(parcel_id)))
+            .await
+            .context("read parcel")?;
+        row.as_ref().map(parcel_from_row).transpose()
+    }
+
+    /// Parcel states by id after `after`, optionally only those whose latest type is `kind`.
+    pub async fn parcels(
+        &self,
+        kind: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ParcelState>> {
+        let mut q = parcel_query();
+        q.and_where(Expr::col(t("parcel_id")).gt(after));
+        if let Some(kind) = kind {
+            q.and_where(Expr::col(t("type")).eq(kind));
+        }
+        let rows = self
+            .db
+            .query_all(q.order_by(t("parcel_id"), Order::Asc).limit(u64::from(limit)))
+            .await
+            .context("list parcels")?;
+        rows.iter().map(parcel_from_row).collect()
+    }
+
+    /// Every parcel state (tests and tools; small tables only).
+    pub async fn all_parcels(&self) -> anyhow::Result<Vec<ParcelState>> {
+        let rows = self.db.query_all(parcel_query().order_by(t("parcel_id"), Order::Asc)).await?;
+        rows.iter().map(parcel_from_row).collect()
+    }
+
+    /// The checkpoint of `source`, creating it at 0.
+    pub async fn checkpoint(&self, source: &str, now: DateTime<Utc>) -> anyhow::Result<i64> {
+        self.db
+            .execute(
+                Query::insert()
+                    .into_table(t("scan_checkpoints"))
+                    .columns(["source", "last_event_id", "owner", "updated_at"].map(t))
+                    .values_panic([source.into(), 0i64.into(), "".into(), now.into()])
+                    .on_conflict(OnConflict::new().do_nothing().to_owned()),
+            )
+            .await
+            .context("create checkpoint")?;
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .columns(["last_event_id", "owner"].map(t))
+                    .from(t("scan_checkpoints"))
+                    .and_where(Expr::col(t("source")).eq(source)),
+            )
+            .await
+            .context("read checkpoint")?
+            .context("checkpoint row vanished")?;
+        Ok(row.try_get::<i64>("", "last_event_id")?)
+    }
+
+    /// Who applied the last page of `source` (tests and status).
+    pub async fn checkpoint_owner(&self, source: &str) -> anyhow::Result<Option<String>> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .column(t("owner"))
+                    .from(t("scan_checkpoints"))
+                    .and_where(Expr::col(t("source")).eq(source)),
+            )
+            .await?;
+        Ok(row.and_then(|r| r.try_get::<String>("", "owner").ok()))
+    }
+
+    /// Dead letters of `source`, oldest first.
+    pub async fn dead_letters(&self, source: &str) -> anyhow::Result<Vec<DeadLetter>> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(["event_id", "reason", "payload"].map(t))
+                    .from(t("scan_dead_letters"))
+                    .and_where(Expr::col(t("source")).eq(source))
+                    .order_by(t("id"), Order::Asc),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    event_id: r.try_get::<Option<i64>>("", "event_id")?,
+                    reason: r.try_get("", "reason")?,
+                    payload: r.try_get("", "payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies one page in one transaction: the parcel states, the dead letters, and the
+    /// checkpoint moved from `expected` to `new_checkpoint` — or nothing at all. The
+    /// checkpoint update is a compare-and-set taken first, so two projectors can never both
+    /// apply the same page (the loser gets [`ApplyError::Fenced`]).
+    pub async fn apply_page(&self, page: PageApply<'_>) -> Result<usize, ApplyError> {
+        let PageApply { source, owner, expected, new_checkpoint, events, dead, now } = page;
+        let txn = self.db.begin().await.context("begin apply")?;
+        let moved = txn
+            .execute(
+                Query::update()
+                    .table(t("scan_checkpoints"))
+                    .values([
+                        (t("last_event_id"), new_checkpoint.into()),
+                        (t("owner"), owner.into()),
+                        (t("updated_at"), now.into()),
+                    ])
+                    .and_where(Expr::col(t("source")).eq(source))
+                    .and_where(Expr::col(t("last_event_id")).eq(expected)),
+            )
+            .await
+            .context("advance checkpoint")?;
+        if moved.rows_affected() != 1 {
+            return Err(ApplyError::Fenced { source_name: source.to_string(), expected });
+        }
+
+        let mut parcels: Vec<i64> = events.iter().map(|e| e.scan.parcel_id).collect();
+        parcels.sort_unstable();
+        parcels.dedup();
+        let mut last_applied = HashMap::with_capacity(parcels.len());
+        for chunk in parcels.chunks(ROWS_PER_STATEMENT) {
+            let rows = txn
+                .query_all(
+                    Query::select()
+                        .columns(["parcel_id", "last_event_id"].map(t))
+                        .from(t("parcel_states"))
+                        .and_where(Expr::col(t("parcel_id")).is_in(chunk.iter().copied())),
+                )
+                .await
+                .context("read parcel positions")?;
+            for r in rows {
+                last_applied.insert(
+                    r.try_get::<i64>("", "parcel_id").context("parcel_id")?,
+                    r.try_get::<i64>("", "last_event_id").context("last_event_id")?,
+                );
+            }
+        }
+        let deltas = fold(events, &last_applied);
+        for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+            txn.execute(&upsert(chunk, now)).await.context("upsert parcel states")?;
+        }
+        if !dead.is_empty() {
+            let mut insert = Query::insert();
+            insert
+                .into_table(t("scan_dead_letters"))
+                .columns(["source", "event_id", "reason", "payload", "created_at"].map(t));
+            for d in dead {
+                insert.values_panic([
+                    source.into(),
+                    d.event_id.into(),
+                    d.reason.clone().into(),
+                    d.payload.clone().into(),
+                    now.into(),
+                ]);
+            }
+            txn.execute(&insert).await.context("insert dead letters")?;
+        }
+        txn.commit().await.context("commit page")?;
+        Ok(deltas.len())
+    }
+}
+
+fn upsert(deltas: &[ParcelDelta], now: DateTime<Utc>) -> sea_orm::sea_query::InsertStatement {
+    let mut insert = Query::insert();
+    insert.into_table(t("parcel_states")).columns(
+        [
+            "parcel_id",
+            "last_event_id",
+            "type",
+            "status_code",
+            "run_id",
+            "created_at",
+            "pickup_at",
+            "delivery_at",
+            "event_count",
+            "updated_at",
+        ]
+        .map(t),
+    );
+    for d in deltas {
+        insert.values_panic([
+            d.parcel_id.into(),
+            d.last_event_id.into(),
+            d.kind.clone().into(),
+            d.status_code.clone().into(),
+            d.run_id.clone().into(),
+            d.created_at.into(),
+            d.pickup_at.into(),
+            d.delivery_at.into(),
+            d.event_count.into(),
+            now.into(),
+        ]);
+    }
+    let cust = |sql: &str| -> SimpleExpr { Expr::cust(sql.to_string()) };
+    insert.on_conflict(
+        OnConflict::column(t("parcel_id"))
+            .update_columns(
+                ["last_event_id", "type", "status_code", "run_id", "created_at", "updated_at"]
+                    .map(t),
+            )
+            // The first PICKUP / DELIVERY is never overwritten.
+            .value(t("pickup_at"), cust("COALESCE(parcel_states.pickup_at, excluded.pickup_at)"))
+            .value(
+                t("delivery_at"),
+                cust("COALESCE(parcel_states.delivery_at, excluded.delivery_at)"),
+            )
+            .value(t("event_count"), cust("parcel_states.event_count + excluded.event_count"))
+            // An event not newer than the parcel's last changes nothing.
+            .action_and_where(cust("parcel_states.last_event_id < excluded.last_event_id"))
+            .to_owned(),
+    );
+    insert
+}
+
+fn parcel_query() -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .columns(
+            [
+                "parcel_id",
+                "last_event_id",
+                "type",
+                "status_code",
+                "run_id",
+                "created_at",
+                "pickup_at",
+                "delivery_at",
+                "event_count",
+            ]
+            .map(t),
+        )
+        .from(t("parcel_states"))
+        .to_owned()
+}
+
+fn parcel_from_row(r: &QueryResult) -> anyhow::Result<ParcelState> {
+    Ok(ParcelState {
+        parcel_id: r.try_get("", "parcel_id")?,
+        last_event_id: r.try_get("", "last_event_id")?,
+        kind: r.try_get("", "type")?,
+        status_code: r.try_get("", "status_code")?,
+        run_id: r.try_get("", "run_id")?,
+        created_at: r.try_get("", "created_at")?,
+        pickup_at: r.try_get("", "pickup_at")?,
+        delivery_at: r.try_get("", "delivery_at")?,
+        event_count: r.try_get("", "event_count")?,
+    })
+}
+
+fn event_from_row(r: &QueryResult) -> anyhow::Result<ScanEvent> {
+    Ok(ScanEvent {
+        event_id: r.try_get("", "event_id")?,
+        scan: Scan {
+            parcel_id: r.try_get("", "parcel_id")?,
+            kind: r.try_get("", "type")?,
+            created_at: r.try_get("", "created_at")?,
+            status_code: r.try_get("", "status_code")?,
+            device_id: r.try_get("", "device_id")?,
+            device_transaction_id: r.try_get("", "device_transaction_id")?,
+            user_id: r.try_get("", "user_id")?,
+            carrier_id: r.try_get("", "carrier_id")?,
+            run_id: r.try_get("", "run_id")?,
+        },
+    })
+}
