@@ -17,6 +17,8 @@ use ewpm_kit::{
     settings::Settings,
     shutdown, telemetry,
 };
+mod bench;
+
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
@@ -40,6 +42,9 @@ enum Command {
     },
     /// Apply every service's pending migrations to DATABASE_URL.
     Migrate,
+    /// Load generators; figures are printed, never asserted.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Mint a token that an `ewpm dev` started in the same directory (or a mesh with the same
     /// EWPM_AUTH__SECRET) accepts.
     Token {
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Serve { service: ServiceName::Gateway } => serve_gateway(settings).await,
             Command::Migrate => migrate(settings).await,
+            Command::Bench(b) => bench::run(b).await,
             Command::Token { sub, role, employer } => {
                 let keys = TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?;
                 println!("{}", keys.mint(&sub, role, employer.as_deref()));
@@ -127,6 +133,7 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
 /// One challenge service of the mesh.
 async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
+    telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
     let keys = TokenKeys::required(&settings.auth)?;
     let url = settings.require_database_url()?;
@@ -146,6 +153,7 @@ async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
 /// The scan service (with `with_service`) or its projector alone.
 async fn serve_scan(settings: Settings, with_service: bool) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
+    telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
     let keys = TokenKeys::required(&settings.auth)?;
     let url = settings.require_database_url()?;
@@ -275,7 +283,7 @@ fn print_banner(keys: &TokenKeys, grpc: SocketAddr, http: SocketAddr, database: 
     println!(
         "\
 EWPM dev is running (embedded mode: {database})
-  gRPC      {grpc}   (challenge, health, reflection)
+  gRPC      {grpc}   (challenge, scan, health, reflection)
   REST      http://{http}   (docs: http://{http}/docs)
 
 Development tokens (valid 24 h; `ewpm token --help` mints more):

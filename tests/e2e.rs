@@ -4,30 +4,16 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use ewpm_kit::auth::{Claims, Role, TokenKeys};
+use ewpm_kit::auth::{Role, TokenKeys};
 use ewpm_proto::challenge::v1::{self as pb, challenge_service_client::ChallengeServiceClient};
-use ewpm_testkit::{TEST_SECRET, TestDb, keys};
+use ewpm_testkit::{Proc, TEST_SECRET, TestDb, expired_bearer, free_port, keys};
 use serde_json::{Value, json};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
-
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn ewpm(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ewpm"));
@@ -37,7 +23,7 @@ fn ewpm(dir: &Path) -> Command {
 
 /// Waits until the edge's `/health` at `url` reports every one of `services` serving.
 async fn wait_ready(url: &str, services: &[&str]) {
-    let client = reqwest::Client::new();
+    let client = ewpm_testkit::http_client();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client.get(url).send().await
@@ -56,17 +42,7 @@ fn bearer_for(sub: &str, role: Role, employer: Option<&str>) -> String {
 }
 
 fn expired_token() -> String {
-    let now = chrono::Utc::now().timestamp();
-    let token = keys().encode(&Claims {
-        sub: "admin".into(),
-        employer_id: None,
-        role: Role::Admin,
-        iss: "ewpm".into(),
-        aud: "ewpm".into(),
-        iat: now - 7200,
-        exp: now - 3600,
-    });
-    format!("Bearer {token}")
+    expired_bearer("admin", Role::Admin)
 }
 
 fn forged_token() -> String {
@@ -106,7 +82,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     );
     let base = format!("http://127.0.0.1:{http_port}");
     wait_ready(&format!("{base}/health"), &["challenge"]).await;
-    let http = reqwest::Client::new();
+    let http = ewpm_testkit::http_client();
     let admin = bearer_for("admin-1", Role::Admin, None);
     let employee = bearer_for("alice", Role::Employee, Some("acme"));
 
@@ -377,7 +353,7 @@ async fn ewpm_dev_prints_working_tokens_and_stops_cleanly_on_sigterm() {
     assert!(dir.path().join("data/ewpm.db").is_file());
 
     // The printed admin token creates; the employee token is refused.
-    let http = reqwest::Client::new();
+    let http = ewpm_testkit::http_client();
     let valid = challenge_body("2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
     let r = http
         .post(format!("{base}/api/challenges"))

@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -12,20 +12,7 @@ use ewpm_scan::{
     domain::Scan,
     store::{ParcelState, ScanStore},
 };
-use ewpm_testkit::{TEST_SECRET, TestDb};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use ewpm_testkit::{Proc, TEST_SECRET, TestDb, free_port};
 
 fn projector_process(url: &str, page_size: u32) -> Proc {
     Proc(
@@ -56,7 +43,8 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 =
+            self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
 }
@@ -161,7 +149,11 @@ async fn sigkill_at_random_points_never_loses_or_repeats_an_event() {
     let _last = projector_process(&db.url, 500);
     wait_for_checkpoint(&store, total, Duration::from_secs(300)).await;
     let states = store.all_parcels().await.unwrap();
-    assert_eq!(states.iter().map(|s| s.event_count).sum::<i64>(), total, "an event was applied twice or lost");
+    assert_eq!(
+        states.iter().map(|s| s.event_count).sum::<i64>(),
+        total,
+        "an event was applied twice or lost"
+    );
     assert_eq!(states, expected(&events));
     assert_eq!(store.dead_letters("own").await.unwrap(), vec![]);
     eprintln!("killed at checkpoints {interrupted:?}");
@@ -194,7 +186,10 @@ async fn two_projectors_take_turns_and_the_standby_takes_over() {
     wait_for_checkpoint(&store, 40_000, Duration::from_secs(120)).await;
     let standby_pid = *procs.keys().next().unwrap();
     let owner = store.checkpoint_owner("own").await.unwrap().unwrap();
-    assert!(owner.ends_with(&format!(":{standby_pid}")), "{owner} is not the standby {standby_pid}");
+    assert!(
+        owner.ends_with(&format!(":{standby_pid}")),
+        "{owner} is not the standby {standby_pid}"
+    );
     let states = store.all_parcels().await.unwrap();
     assert_eq!(states.iter().map(|s| s.event_count).sum::<i64>(), 40_000);
     assert_eq!(states, expected(&events));

@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use ewpm_proto::challenge::v1 as pb;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     AppState,
     problem::{ApiError, ApiResult, Problem},
-    upstream,
+    rfc3339 as time, upstream,
 };
 
 /// A wellness challenge.
@@ -397,13 +397,6 @@ fn parse_page_size(raw: Option<&str>) -> Result<i32, ApiError> {
             .parse::<i32>()
             .map_err(|_| Problem::bad_request("page_size", "must be a whole number").into()),
     }
-}
-
-fn time(ts: Option<prost_types::Timestamp>) -> String {
-    ts.as_ref()
-        .and_then(ewpm_kit::timestamp::from_proto)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-        .unwrap_or_default()
 }
 
 /// The REST shape of a challenge.

@@ -211,6 +211,14 @@ async fn upstream_health(channel: &Channel, service: &str) -> String {
     }
 }
 
+/// A protobuf timestamp as RFC 3339 UTC (`2026-01-31T00:00:00Z`); empty when unset.
+pub(crate) fn rfc3339(ts: Option<prost_types::Timestamp>) -> String {
+    ts.as_ref()
+        .and_then(ewpm_kit::timestamp::from_proto)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
 /// Prometheus metrics of this process.
 async fn metrics() -> String {
     ewpm_kit::telemetry::metrics_handle().render()

@@ -8,7 +8,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use chrono::SecondsFormat;
 use ewpm_proto::scan::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     AppState,
     problem::{ApiError, ApiResult, Problem},
-    upstream,
+    rfc3339 as time, upstream,
 };
 
 /// A page of the feed, in the Scan Event API's shape.
@@ -380,13 +379,6 @@ fn new_scan(v: &Value) -> Result<pb::NewScanEvent, (String, String)> {
             run_id: text(get(&user, "RunId"), "User.RunId")?,
         }),
     })
-}
-
-fn time(ts: Option<prost_types::Timestamp>) -> String {
-    ts.as_ref()
-        .and_then(ewpm_kit::timestamp::from_proto)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-        .unwrap_or_default()
 }
 
 fn event_dto(e: pb::ScanEvent) -> ScanEventDto {

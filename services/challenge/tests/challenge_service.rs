@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ewpm_kit::{
-    auth::{Claims, Role, TokenKeys},
+    auth::{Role, TokenKeys},
     clock::FixedClock,
     settings::Settings,
     timestamp::to_proto,
@@ -198,19 +198,10 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated(mut h: Harness) {
         .unwrap_err();
     assert_eq!((err.code(), reason(&err).as_str()), (Code::Unauthenticated, "INVALID_TOKEN"));
 
-    let now = Utc::now().timestamp();
-    let expired = ewpm_testkit::keys().encode(&Claims {
-        sub: "admin-1".into(),
-        employer_id: None,
-        role: Role::Admin,
-        iss: "ewpm".into(),
-        aud: "ewpm".into(),
-        iat: now - 7200,
-        exp: now - 3600,
-    });
+    let expired = ewpm_testkit::expired_bearer("admin-1", Role::Admin);
     let err = h
         .client
-        .create_challenge(req(create_req("x", at(1, 0), at(2, 0)), &format!("Bearer {expired}")))
+        .create_challenge(req(create_req("x", at(1, 0), at(2, 0)), &expired))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);

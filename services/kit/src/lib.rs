@@ -27,4 +27,12 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod timestamp;
 
+/// Installs rustls' ring crypto provider for HTTPS clients (the one the database driver
+/// already links); needed once per process before any `reqwest` client is built.
+/// Idempotent.
+pub fn install_tls_provider() {
+    // Fails only when a provider is installed already, which is as good.
+    drop(rustls::crypto::ring::default_provider().install_default());
+}
+
 pub use tokio_util::sync::CancellationToken;

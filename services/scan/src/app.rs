@@ -70,7 +70,7 @@ pub async fn report_health(
     let started = clock.now();
     loop {
         let s = status.get();
-        let since = s.last_success.unwrap_or(started);
+        let since = s.last_success.max(s.leader_since).unwrap_or(started);
         let healthy = !s.leader || clock.now() - since <= stale;
         let serving = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
         health.set_service_status(PROJECTOR_HEALTH, serving).await;

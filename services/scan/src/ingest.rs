@@ -2,7 +2,10 @@
 //! transaction by a single writer task, so ids stay strictly increasing in commit order and
 //! the database sees few, large inserts.
 
+use std::panic::AssertUnwindSafe;
+
 use ewpm_kit::clock::SharedClock;
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{domain::Scan, store::ScanStore};
@@ -42,7 +45,12 @@ impl Ingestor {
                 let all: Vec<Scan> =
                     jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.scans)).collect();
                 metrics::histogram!("scan_ingest_group_size").record(all.len() as f64);
-                match store.append(&all, clock.now()).await {
+                // A panic here must not kill the writer (every later upload would fail).
+                let appended = AssertUnwindSafe(store.append(&all, clock.now()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("ingest panicked")));
+                match appended {
                     Ok(ids) => {
                         let mut offset = 0;
                         for (job, len) in jobs.into_iter().zip(lens) {

@@ -48,6 +48,7 @@ impl HttpFeed {
     /// A feed at `url` (e.g. `http://host/v1/scans/scanevents`), sending `token` as a bearer
     /// token when given.
     pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        ewpm_kit::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -216,6 +217,8 @@ pub struct StatusView {
     pub last_success: Option<DateTime<Utc>>,
     /// Whether this process holds the lease.
     pub leader: bool,
+    /// Since when it holds the lease (staleness is measured from here or the last success).
+    pub leader_since: Option<DateTime<Utc>>,
 }
 
 /// Shared status handle.
@@ -305,6 +308,11 @@ pub struct Projector {
     config: ProjectorConfig,
     status: Status,
     clock: SharedClock,
+    /// The checkpoint as of this projector's last read or apply; `None` forces a re-read
+    /// (at start, after a failure, after losing a race).
+    checkpoint: Option<i64>,
+    /// The page after the last applied one, read while that one was applied: (from, page).
+    prefetched: Option<(i64, Result<Vec<Item>, String>)>,
 }
 
 impl Projector {
@@ -319,7 +327,17 @@ impl Projector {
     ) -> Self {
         let source_name = source.name();
         status.update(|s| s.source.clone_from(&source_name));
-        Self { store, source, source_name, lease, config, status, clock }
+        Self {
+            store,
+            source,
+            source_name,
+            lease,
+            config,
+            status,
+            clock,
+            checkpoint: None,
+            prefetched: None,
+        }
     }
 
     /// The source's checkpoint key.
@@ -334,7 +352,13 @@ impl Projector {
         tracing::info!(source = %self.source_name, owner = %self.config.owner, "projector started");
         while !shutdown.is_cancelled() {
             let leader = self.lease.hold().await;
-            self.status.update(|s| s.leader = leader);
+            let now = self.clock.now();
+            self.status.update(|s| {
+                if leader && !s.leader {
+                    s.leader_since = Some(now);
+                }
+                s.leader = leader;
+            });
             if !leader {
                 sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
                 continue;
@@ -362,16 +386,25 @@ impl Projector {
     /// Reads and applies one page.
     pub async fn step(&mut self, shutdown: &CancellationToken) -> anyhow::Result<Step> {
         let now = self.clock.now();
-        let checkpoint = self.store.checkpoint(&self.source_name, now).await?;
-        let fetched = tokio::select! {
-            r = self.source.fetch(checkpoint + 1, self.config.page_size) => r,
-            () = shutdown.cancelled() => return Ok(Step::Stopped),
+        let checkpoint = match self.checkpoint {
+            Some(c) => c,
+            None => self.store.checkpoint(&self.source_name, now).await?,
+        };
+        // Until this page is applied, the next step re-reads the checkpoint.
+        self.checkpoint = None;
+        let fetched = match self.prefetched.take() {
+            Some((from, page)) if from == checkpoint + 1 => page,
+            _ => tokio::select! {
+                r = self.source.fetch(checkpoint + 1, self.config.page_size) => r,
+                () = shutdown.cancelled() => return Ok(Step::Stopped),
+            },
         };
         let items = fetched.map_err(|e| anyhow::anyhow!("fetch from {}: {e}", self.source_name))?;
         // A feed may repeat what was applied already; it changes nothing.
         let items: Vec<Item> =
             items.into_iter().filter(|i| i.event_id().is_none_or(|id| id > checkpoint)).collect();
         if items.is_empty() {
+            self.checkpoint = Some(checkpoint);
             let head = self.source.head().await.unwrap_or(checkpoint);
             self.status.update(|s| {
                 s.checkpoint = checkpoint;
@@ -408,8 +441,14 @@ impl Projector {
             dead: &dead,
             now,
         };
-        match self.store.apply_page(page).await {
-            Ok(_) => {}
+        // Read the next page while this one is applied: the two overlap on the database.
+        let (applied, next) = tokio::join!(
+            self.store.apply_page(page),
+            self.source.fetch(new_checkpoint + 1, self.config.page_size)
+        );
+        self.prefetched = Some((new_checkpoint + 1, next));
+        match applied {
+            Ok(_) => self.checkpoint = Some(new_checkpoint),
             Err(ApplyError::Fenced { .. }) => {
                 tracing::info!(source = %self.source_name, "another projector applied this page; re-reading");
                 return Ok(Step::Applied { events: 0 });
@@ -463,6 +502,16 @@ mod tests {
                 base.saturating_mul(2u32.pow(failures.saturating_sub(1).min(16))).min(cap);
             assert!(d >= ceiling / 2 && d <= ceiling, "{failures}: {d:?} vs {ceiling:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_https_source_is_dialled_not_refused_for_its_scheme() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let feed =
+            HttpFeed::new(&format!("https://127.0.0.1:{port}/v1/scans/scanevents"), None).unwrap();
+        let err = feed.fetch(1, 10).await.unwrap_err();
+        assert!(err.starts_with("request failed"), "{err}");
+        assert!(!err.to_lowercase().contains("scheme"), "{err}");
     }
 
     #[test]

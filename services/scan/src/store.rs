@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, QueryResult, TransactionTrait,
-    sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query, SimpleExpr},
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, QueryResult,
+    Statement, TransactionTrait,
+    sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query},
 };
 
 use crate::domain::{ParcelDelta, Scan, ScanEvent, fold};
@@ -16,6 +17,20 @@ use crate::domain::{ParcelDelta, Scan, ScanEvent, fold};
 /// Rows per multi-row statement: keeps every statement under SQLite's 32,766 bound
 /// parameters (11 columns a row).
 const ROWS_PER_STATEMENT: usize = 2_000;
+
+/// The columns of a feed event, in [`event_from_row`]'s order.
+const EVENT_COLUMNS: [&str; 10] = [
+    "event_id",
+    "parcel_id",
+    "type",
+    "created_at",
+    "status_code",
+    "device_id",
+    "device_transaction_id",
+    "user_id",
+    "carrier_id",
+    "run_id",
+];
 
 /// A parcel's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,22 +155,9 @@ impl ScanStore {
         let mut stored: HashMap<(i64, i64), i64> = HashMap::new();
         for (chunk_index, chunk) in scans.chunks(ROWS_PER_STATEMENT).enumerate() {
             let mut insert = Query::insert();
-            insert.into_table(t("scan_events")).columns(
-                [
-                    "event_id",
-                    "parcel_id",
-                    "type",
-                    "created_at",
-                    "status_code",
-                    "device_id",
-                    "device_transaction_id",
-                    "user_id",
-                    "carrier_id",
-                    "run_id",
-                    "received_at",
-                ]
-                .map(t),
-            );
+            insert
+                .into_table(t("scan_events"))
+                .columns(EVENT_COLUMNS.iter().copied().chain(["received_at"]).map(t));
             for (i, s) in chunk.iter().enumerate() {
                 let id = max + (chunk_index * ROWS_PER_STATEMENT + i) as i64 + 1;
                 ids.push(id);
@@ -229,21 +231,7 @@ impl ScanStore {
             .db
             .query_all(
                 Query::select()
-                    .columns(
-                        [
-                            "event_id",
-                            "parcel_id",
-                            "type",
-                            "created_at",
-                            "status_code",
-                            "device_id",
-                            "device_transaction_id",
-                            "user_id",
-                            "carrier_id",
-                            "run_id",
-                        ]
-                        .map(t),
-                    )
+                    .columns(EVENT_COLUMNS.map(t))
                     .from(t("scan_events"))
                     .and_where(Expr::col(t("event_id")).gte(from))
                     .order_by(t("event_id"), Order::Asc)
@@ -396,27 +384,16 @@ impl ScanStore {
         let mut parcels: Vec<i64> = events.iter().map(|e| e.scan.parcel_id).collect();
         parcels.sort_unstable();
         parcels.dedup();
-        let mut last_applied = HashMap::with_capacity(parcels.len());
-        for chunk in parcels.chunks(ROWS_PER_STATEMENT) {
-            let rows = txn
-                .query_all(
-                    Query::select()
-                        .columns(["parcel_id", "last_event_id"].map(t))
-                        .from(t("parcel_states"))
-                        .and_where(Expr::col(t("parcel_id")).is_in(chunk.iter().copied())),
-                )
-                .await
-                .context("read parcel positions")?;
-            for r in rows {
-                last_applied.insert(
-                    r.try_get::<i64>("", "parcel_id").context("parcel_id")?,
-                    r.try_get::<i64>("", "last_event_id").context("last_event_id")?,
-                );
-            }
-        }
+        let last_applied = positions(&txn, &parcels).await?;
         let deltas = fold(events, &last_applied);
-        for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
-            txn.execute(&upsert(chunk, now)).await.context("upsert parcel states")?;
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            txn.execute_raw(upsert_unnest(&deltas, now)).await.context("upsert parcel states")?;
+        } else {
+            for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+                txn.execute_raw(upsert(DatabaseBackend::Sqlite, chunk, now))
+                    .await
+                    .context("upsert parcel states")?;
+            }
         }
         if !dead.is_empty() {
             let mut insert = Query::insert();
@@ -439,7 +416,127 @@ impl ScanStore {
     }
 }
 
-fn upsert(deltas: &[ParcelDelta], now: DateTime<Utc>) -> sea_orm::sea_query::InsertStatement {
+/// The last applied event of each of `parcels` that has a state.
+async fn positions(
+    txn: &DatabaseTransaction,
+    parcels: &[i64],
+) -> anyhow::Result<HashMap<i64, i64>> {
+    let mut last_applied = HashMap::with_capacity(parcels.len());
+    let rows = if txn.get_database_backend() == DatabaseBackend::Postgres {
+        // One array parameter: one prepared statement whatever the page size.
+        txn.query_all_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT parcel_id, last_event_id FROM parcel_states WHERE parcel_id = ANY($1)",
+            [parcels.to_vec().into()],
+        ))
+        .await
+        .context("read parcel positions")?
+    } else {
+        let mut rows = Vec::new();
+        for chunk in parcels.chunks(ROWS_PER_STATEMENT) {
+            rows.extend(
+                txn.query_all(
+                    Query::select()
+                        .columns(["parcel_id", "last_event_id"].map(t))
+                        .from(t("parcel_states"))
+                        .and_where(Expr::col(t("parcel_id")).is_in(chunk.iter().copied())),
+                )
+                .await
+                .context("read parcel positions")?,
+            );
+        }
+        rows
+    };
+    for r in rows {
+        last_applied
+            .insert(r.try_get::<i64>("", "parcel_id")?, r.try_get::<i64>("", "last_event_id")?);
+    }
+    Ok(last_applied)
+}
+
+/// The rules of a parcel state upsert, shared by both statement forms.
+const UPSERT_RULES: &str = "ON CONFLICT (parcel_id) DO UPDATE SET \
+    last_event_id = excluded.last_event_id, type = excluded.type, status_code = excluded.status_code, \
+    run_id = excluded.run_id, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+    pickup_at = COALESCE(parcel_states.pickup_at, excluded.pickup_at), \
+    delivery_at = COALESCE(parcel_states.delivery_at, excluded.delivery_at), \
+    event_count = parcel_states.event_count + excluded.event_count \
+    WHERE parcel_states.last_event_id < excluded.last_event_id";
+
+/// PostgreSQL: the whole page as one `INSERT … SELECT FROM UNNEST(arrays)`, a statement that
+/// is prepared once and binds 12 parameters instead of 10 a row.
+fn upsert_unnest(deltas: &[ParcelDelta], now: DateTime<Utc>) -> Statement {
+    let n = deltas.len();
+    let (mut ids, mut last, mut kind, mut status, mut run) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut created, mut pickup, mut has_pickup, mut delivery, mut has_delivery, mut count) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for d in deltas {
+        ids.push(d.parcel_id);
+        last.push(d.last_event_id);
+        kind.push(d.kind.clone());
+        status.push(d.status_code.clone());
+        run.push(d.run_id.clone());
+        created.push(d.created_at);
+        pickup.push(d.pickup_at.unwrap_or(d.created_at));
+        has_pickup.push(d.pickup_at.is_some());
+        delivery.push(d.delivery_at.unwrap_or(d.created_at));
+        has_delivery.push(d.delivery_at.is_some());
+        count.push(d.event_count);
+    }
+    let sql = format!(
+        "INSERT INTO parcel_states (parcel_id, last_event_id, type, status_code, run_id, created_at, \
+         pickup_at, delivery_at, event_count, updated_at) \
+         SELECT u.parcel_id, u.last_event_id, u.type, u.status_code, u.run_id, u.created_at, \
+         CASE WHEN u.has_pickup THEN u.pickup_at END, CASE WHEN u.has_delivery THEN u.delivery_at END, \
+         u.event_count, $12 \
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+         $7::timestamptz[], $8::bool[], $9::timestamptz[], $10::bool[], $11::bigint[]) \
+         AS u(parcel_id, last_event_id, type, status_code, run_id, created_at, pickup_at, has_pickup, \
+         delivery_at, has_delivery, event_count) {UPSERT_RULES}"
+    );
+    Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [
+            ids.into(),
+            last.into(),
+            kind.into(),
+            status.into(),
+            run.into(),
+            created.into(),
+            pickup.into(),
+            has_pickup.into(),
+            delivery.into(),
+            has_delivery.into(),
+            count.into(),
+            now.into(),
+        ],
+    )
+}
+
+/// SQLite: a multi-row `VALUES` upsert with the same rules.
+fn upsert(backend: DatabaseBackend, deltas: &[ParcelDelta], now: DateTime<Utc>) -> Statement {
+    let mut statement = backend.build(&upsert_values(deltas, now));
+    statement.sql = format!("{} {UPSERT_RULES}", statement.sql);
+    statement
+}
+
+fn upsert_values(
+    deltas: &[ParcelDelta],
+    now: DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
     let mut insert = Query::insert();
     insert.into_table(t("parcel_states")).columns(
         [
@@ -470,24 +567,6 @@ fn upsert(deltas: &[ParcelDelta], now: DateTime<Utc>) -> sea_orm::sea_query::Ins
             now.into(),
         ]);
     }
-    let cust = |sql: &str| -> SimpleExpr { Expr::cust(sql.to_string()) };
-    insert.on_conflict(
-        OnConflict::column(t("parcel_id"))
-            .update_columns(
-                ["last_event_id", "type", "status_code", "run_id", "created_at", "updated_at"]
-                    .map(t),
-            )
-            // The first PICKUP / DELIVERY is never overwritten.
-            .value(t("pickup_at"), cust("COALESCE(parcel_states.pickup_at, excluded.pickup_at)"))
-            .value(
-                t("delivery_at"),
-                cust("COALESCE(parcel_states.delivery_at, excluded.delivery_at)"),
-            )
-            .value(t("event_count"), cust("parcel_states.event_count + excluded.event_count"))
-            // An event not newer than the parcel's last changes nothing.
-            .action_and_where(cust("parcel_states.last_event_id < excluded.last_event_id"))
-            .to_owned(),
-    );
     insert
 }
 

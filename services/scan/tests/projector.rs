@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/scan-events/events-store.json");
+const FIXTURE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/scan-events/events-store.json");
 
 fn fixture() -> Vec<Value> {
     let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| panic!("read {FIXTURE}: {e}"));
@@ -44,9 +45,12 @@ fn expected_states(events: &[Value]) -> Vec<ParcelState> {
     let mut sorted: Vec<&Value> = events.iter().collect();
     sorted.sort_by_key(|e| e["EventId"].as_i64().unwrap());
     for e in sorted {
-        let at = DateTime::parse_from_str(e["CreatedDateTimeUtc"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S %:z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let at = DateTime::parse_from_str(
+            e["CreatedDateTimeUtc"].as_str().unwrap(),
+            "%Y-%m-%dT%H:%M:%S %:z",
+        )
+        .unwrap()
+        .with_timezone(&Utc);
         let kind = e["Type"].as_str().unwrap().to_string();
         let parcel = e["ParcelId"].as_i64().unwrap();
         let run = match &e["User"]["RunId"] {
@@ -91,10 +95,17 @@ struct Feed {
     fail_every: usize,
 }
 
-async fn serve_feed(State(feed): State<Feed>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn serve_feed(
+    State(feed): State<Feed>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let n = feed.requests.fetch_add(1, Ordering::SeqCst) + 1;
     if feed.fail_every > 0 && n % feed.fail_every == 0 {
-        let code = if n % 2 == 0 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::SERVICE_UNAVAILABLE };
+        let code = if n % 2 == 0 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         return (code, "try again").into_response();
     }
     let from: i64 = q["FromEventId"].parse().unwrap();
@@ -112,7 +123,8 @@ async fn serve_feed(State(feed): State<Feed>, Query(q): Query<HashMap<String, St
 }
 
 async fn start_feed(events: Vec<Value>, fail_every: usize) -> (String, Feed) {
-    let feed = Feed { events: Arc::new(events), requests: Arc::new(AtomicUsize::new(0)), fail_every };
+    let feed =
+        Feed { events: Arc::new(events), requests: Arc::new(AtomicUsize::new(0)), fail_every };
     let app = Router::new().route("/v1/scans/scanevents", get(serve_feed)).with_state(feed.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/scans/scanevents", listener.local_addr().unwrap());
@@ -174,7 +186,9 @@ async fn malformed_events_are_dead_lettered_and_the_rest_applied(db: TestDb) {
     let mut events: Vec<Value> = fixture().into_iter().take(40).collect();
     // Gaps are fine; broken events are kept aside with their reason.
     events.retain(|e| e["EventId"].as_i64().unwrap() % 10 != 0);
-    events.push(json!({"EventId": 41, "ParcelId": 1, "CreatedDateTimeUtc": "not a time", "Type": "PICKUP"}));
+    events.push(
+        json!({"EventId": 41, "ParcelId": 1, "CreatedDateTimeUtc": "not a time", "Type": "PICKUP"}),
+    );
     events.push(json!({"EventId": "42", "ParcelId": "x", "CreatedDateTimeUtc": "2023-01-01T00:00:00Z", "Type": "PICKUP"}));
     events.push(json!({"eventId": 43, "parcelId": 5, "createdDateTimeUtc": "2023-01-01T00:00:00Z", "type": "RETURNED",
         "user": {"runId": 77}}));
@@ -182,13 +196,23 @@ async fn malformed_events_are_dead_lettered_and_the_rest_applied(db: TestDb) {
     let store = ScanStore::new(db.db.clone());
     drain(&mut projector(&store, &url, 16)).await;
     let dead = store.dead_letters(&url).await.unwrap();
-    let dead: Vec<(Option<i64>, bool)> =
-        dead.iter().map(|d| (d.event_id, d.reason.contains("CreatedDateTimeUtc") || d.reason.contains("ParcelId"))).collect();
+    let dead: Vec<(Option<i64>, bool)> = dead
+        .iter()
+        .map(|d| {
+            (d.event_id, d.reason.contains("CreatedDateTimeUtc") || d.reason.contains("ParcelId"))
+        })
+        .collect();
     assert_eq!(dead, vec![(Some(41), true), (Some(42), true)]);
     assert_eq!(store.checkpoint(&url, Utc::now()).await.unwrap(), 43);
     let returned = store.parcel(5).await.unwrap().unwrap();
-    assert_eq!((returned.kind.as_str(), returned.run_id.as_str(), returned.pickup_at), ("RETURNED", "77", None));
-    let good: Vec<Value> = events.into_iter().take_while(|e| e["EventId"].as_i64().is_some_and(|id| id <= 40)).collect();
+    assert_eq!(
+        (returned.kind.as_str(), returned.run_id.as_str(), returned.pickup_at),
+        ("RETURNED", "77", None)
+    );
+    let good: Vec<Value> = events
+        .into_iter()
+        .take_while(|e| e["EventId"].as_i64().is_some_and(|id| id <= 40))
+        .collect();
     let mut want = expected_states(&good);
     let mut got = store.all_parcels().await.unwrap();
     got.retain(|p| p.parcel_id != 5);
@@ -216,7 +240,11 @@ async fn ingest_assigns_increasing_ids_and_retries_are_not_stored_twice(db: Test
         create_time: Some(prost_types::Timestamp { seconds: 1_672_531_200 + tx, nanos: 0 }),
         status_code: String::new(),
         device: Some(pb::Device { device_id: 9, device_transaction_id: tx }),
-        user: Some(pb::ScanUser { user_id: "NC1001".into(), carrier_id: "NC".into(), run_id: "1".into() }),
+        user: Some(pb::ScanUser {
+            user_id: "NC1001".into(),
+            carrier_id: "NC".into(),
+            run_id: "1".into(),
+        }),
     };
     // Concurrent uploads: every id distinct, and the feed is one increasing sequence.
     let mut handles = Vec::new();
@@ -224,7 +252,9 @@ async fn ingest_assigns_increasing_ids_and_retries_are_not_stored_twice(db: Test
         let mut client = client.clone();
         let batch: Vec<_> = (0..50).map(|i| scan(c * 1000 + i + 1, c * 1000 + i + 1)).collect();
         let r = req(batch);
-        handles.push(tokio::spawn(async move { client.ingest_scan_events(r).await.unwrap().into_inner().event_ids }));
+        handles.push(tokio::spawn(async move {
+            client.ingest_scan_events(r).await.unwrap().into_inner().event_ids
+        }));
     }
     let mut ids: Vec<i64> = Vec::new();
     for h in handles {
@@ -238,7 +268,8 @@ async fn ingest_assigns_increasing_ids_and_retries_are_not_stored_twice(db: Test
     // A retried upload (same device transactions) gets the same ids and stores nothing; the
     // ids it would have taken are skipped (gaps are allowed in the feed). Scans without a
     // device transaction id are never taken for retries.
-    let retry: Vec<_> = (0..3).map(|i| scan(i + 1, i + 1)).chain([scan(77, 0), scan(77, 0)]).collect();
+    let retry: Vec<_> =
+        (0..3).map(|i| scan(i + 1, i + 1)).chain([scan(77, 0), scan(77, 0)]).collect();
     let again = client.ingest_scan_events(req(retry)).await.unwrap().into_inner().event_ids;
     assert_eq!(again, vec![1, 2, 3, 404, 405]);
     let mut list = Request::new(pb::ListScanEventsRequest { from_event_id: 399, limit: 10 });
@@ -253,8 +284,14 @@ async fn ingest_assigns_increasing_ids_and_retries_are_not_stored_twice(db: Test
     bad.r#type = "x".repeat(40);
     let err = client.ingest_scan_events(req(vec![scan(1, 6000), bad])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let fields: Vec<String> =
-        err.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    let fields: Vec<String> = err
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
     assert_eq!(fields, ["events[1].parcel_id", "events[1].type", "events[1].create_time"]);
     let err = client.ingest_scan_events(req(vec![])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -262,7 +299,9 @@ async fn ingest_assigns_increasing_ids_and_retries_are_not_stored_twice(db: Test
 
     // No token: nothing.
     let err = client
-        .ingest_scan_events(Request::new(pb::IngestScanEventsRequest { events: vec![scan(1, 7000)] }))
+        .ingest_scan_events(Request::new(pb::IngestScanEventsRequest {
+            events: vec![scan(1, 7000)],
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);

@@ -42,6 +42,46 @@ pub fn bearer(sub: &str, role: Role, employer: Option<&str>) -> String {
     format!("Bearer {}", keys().mint(sub, role, employer))
 }
 
+/// An HTTP client for tests (HTTPS-capable, with the process's TLS provider installed).
+pub fn http_client() -> reqwest::Client {
+    ewpm_kit::install_tls_provider();
+    reqwest::Client::new()
+}
+
+/// A signed `authorization` value whose token expired an hour ago.
+pub fn expired_bearer(sub: &str, role: Role) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let token = keys().encode(&ewpm_kit::auth::Claims {
+        sub: sub.to_string(),
+        employer_id: None,
+        role,
+        iss: "ewpm".into(),
+        aud: "ewpm".into(),
+        iat: now - 7200,
+        exp: now - 3600,
+    });
+    format!("Bearer {token}")
+}
+
+/// A child process that is killed and reaped when dropped, however the test ends.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// A port free right now on 127.0.0.1 (for processes a test starts, which cannot be handed
+/// a listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
 /// A fresh, migrated database for one test.
 pub struct TestDb {
     /// The connection pool.
@@ -70,7 +110,7 @@ impl TestDb {
             .await
             .context("create test database")?;
         admin.close().await.ok();
-        let url = replace_db_name(&admin_url, &name);
+        let url = ewpm_kit::db::with_database(&admin_url, &name);
         let db = ewpm_kit::db::connect(&url).await?;
         Ok(Self { db, url, _dir: None })
     }
@@ -82,23 +122,6 @@ impl TestDb {
         let db = ewpm_kit::db::connect(&url).await?;
         ewpm_kit::db::migrate_all(&db).await?;
         Ok(Self { db, url, _dir: Some(dir) })
-    }
-}
-
-/// `postgres://u@h:p/old?x` → `postgres://u@h:p/<name>?x`.
-fn replace_db_name(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }
 
@@ -145,16 +168,6 @@ pub async fn spawn_grpc(add: impl FnOnce(&mut Mount, &GrpcSettings)) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_database_name_is_replaced_keeping_the_rest() {
-        assert_eq!(replace_db_name("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
-        assert_eq!(
-            replace_db_name("postgres://u@h:1/postgres?sslmode=disable", "x"),
-            "postgres://u@h:1/x?sslmode=disable"
-        );
-        assert_eq!(replace_db_name("postgres://u@h:1", "x"), "postgres://u@h:1/x");
-    }
 
     #[tokio::test]
     async fn the_test_postgres_gives_each_test_its_own_migrated_database() {

@@ -1,0 +1,271 @@
+//! `ewpm bench`: load generators that report throughput and latency against this machine's
+//! own limits. Figures are printed (or emitted as JSON), never asserted.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Authenticator, Role, TokenKeys},
+    clock::{SharedClock, SystemClock},
+    db,
+    server::{self, Mount},
+    settings::Settings,
+};
+use ewpm_proto::scan::v1::{self as pb, scan_service_client::ScanServiceClient};
+use ewpm_scan::{
+    projector::{Lease, Projector, ProjectorConfig, Source, Status, Step},
+    store::ScanStore,
+};
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use tonic::transport::Channel;
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Scan ingest over gRPC (batched device uploads) and projection into parcel states.
+    Scan(ScanArgs),
+}
+
+/// `ewpm bench scan` options.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Scans to ingest and project.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Scans per IngestScanEvents call.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Concurrent uploading clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Distinct parcels.
+    #[arg(long, default_value_t = 50_000)]
+    parcels: u64,
+    /// Projector page size.
+    #[arg(long, default_value_t = 5_000)]
+    page_size: u32,
+    /// PostgreSQL server to measure against (an admin URL; a throwaway database is created
+    /// and dropped). Without it, a temporary SQLite file.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a bench.
+pub async fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Scan(args) => scan(args).await,
+    }
+}
+
+/// A throwaway database: a temp SQLite file, or a fresh PostgreSQL database dropped at the end.
+struct BenchDb {
+    url: String,
+    backend: &'static str,
+    drop_with: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl BenchDb {
+    async fn create(postgres: Option<&str>) -> anyhow::Result<Self> {
+        match postgres {
+            None => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+                Ok(Self { url, backend: "sqlite", drop_with: None, _dir: Some(dir) })
+            }
+            Some(admin) => {
+                let name = format!("ewpm_bench_{}", uuid::Uuid::new_v4().simple());
+                let conn = db::connect(admin).await?;
+                conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .context("create bench database")?;
+                let url = db::with_database(admin, &name);
+                Ok(Self {
+                    url,
+                    backend: "postgres",
+                    drop_with: Some((admin.to_string(), name)),
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    async fn drop_database(self) {
+        if let Some((admin, name)) = self.drop_with
+            && let Ok(conn) = db::connect(&admin).await
+        {
+            drop(
+                conn.execute_unprepared(&format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                ))
+                .await,
+            );
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+async fn scan(args: ScanArgs) -> anyhow::Result<()> {
+    let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
+    let result = scan_on(&args, &bench_db).await;
+    bench_db.drop_database().await;
+    result
+}
+
+async fn scan_on(args: &ScanArgs, bench_db: &BenchDb) -> anyhow::Result<()> {
+    let conn = db::connect(&bench_db.url).await?;
+    db::migrate_all(&conn).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let keys = TokenKeys::new(&uuid::Uuid::new_v4().to_string(), &Settings::default().auth);
+    let token = format!("Bearer {}", keys.mint("bench-device", Role::Employee, None));
+    let mut mount = Mount::new(Authenticator::new(keys));
+    let grpc = Settings::default().grpc;
+    mount.add(ewpm_scan::app::build(conn.clone(), clock.clone(), &grpc, Status::default()));
+    let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { server::serve(listener, mount, &grpc, shutdown).await }
+    });
+
+    // Ingest: `concurrency` clients over 4 connections upload batches until `events` are in.
+    let channels: Vec<Channel> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
+        }
+        v
+    };
+    let batches = args.events.div_ceil(args.batch);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.concurrency {
+        let mut client = ScanServiceClient::new(channels[c % channels.len()].clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let next = next.clone();
+        let token = token.clone();
+        let (batch, events, parcels) = (args.batch, args.events, args.parcels);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let first = b * batch;
+                let scans: Vec<pb::NewScanEvent> = (first..(first + batch).min(events))
+                    .map(|i| pb::NewScanEvent {
+                        parcel_id: (i as u64 * 7_919 % parcels) as i64 + 1,
+                        r#type: ["PICKUP", "STATUS", "DELIVERY"][i % 3].to_string(),
+                        create_time: Some(prost_types::Timestamp {
+                            seconds: 1_672_531_200 + i as i64,
+                            nanos: 0,
+                        }),
+                        status_code: String::new(),
+                        device: Some(pb::Device {
+                            device_id: (i % 500) as i64,
+                            device_transaction_id: i as i64 + 1,
+                        }),
+                        user: Some(pb::ScanUser {
+                            user_id: "NC1001".into(),
+                            carrier_id: "NC".into(),
+                            run_id: (i / 100).to_string(),
+                        }),
+                    })
+                    .collect();
+                let mut request =
+                    tonic::Request::new(pb::IngestScanEventsRequest { events: scans });
+                request.metadata_mut().insert("authorization", token.parse()?);
+                let t = Instant::now();
+                client.ingest_scan_events(request).await.context("ingest")?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+
+    // Projection: the projector from an empty checkpoint until caught up.
+    let store = ScanStore::new(conn.clone());
+    let config = ProjectorConfig { page_size: args.page_size, ..ProjectorConfig::default() };
+    let mut projector = Projector::new(
+        store.clone(),
+        Source::Own(store.clone()),
+        Lease::Local,
+        config,
+        Status::default(),
+        clock,
+    );
+    let started = Instant::now();
+    let token = CancellationToken::new();
+    let mut pages = 0;
+    loop {
+        match projector.step(&token).await? {
+            Step::CaughtUp => break,
+            _ => pages += 1,
+        }
+    }
+    let project_secs = started.elapsed().as_secs_f64();
+    let projected = store.checkpoint("own", chrono::Utc::now()).await?;
+    shutdown.cancel();
+    drop(server.await);
+
+    let ingest_rate = args.events as f64 / ingest_secs;
+    let project_rate = projected as f64 / project_secs;
+    let report = json!({
+        "bench": "scan",
+        "backend": bench_db.backend,
+        "events": args.events,
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "ingest": {
+            "events_per_sec": ingest_rate.round(),
+            "seconds": ingest_secs,
+            "batch_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0)},
+        },
+        "projection": {"events_per_sec": project_rate.round(), "seconds": project_secs, "pages": pages, "page_size": args.page_size, "checkpoint": projected},
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "scan bench on {} — {} events, batches of {}, {} clients\n  ingest:     {:>9.0} events/s  (batch latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)\n  projection: {:>9.0} events/s  ({} pages of up to {})",
+            bench_db.backend,
+            args.events,
+            args.batch,
+            args.concurrency,
+            ingest_rate,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0),
+            project_rate,
+            pages,
+            args.page_size,
+        );
+    }
+    Ok(())
+}
