@@ -76,7 +76,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Dev) {
             Command::Dev => dev(settings).await,
             Command::Serve { service: ServiceName::Challenge } => serve_challenge(settings).await,
@@ -93,7 +93,11 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // Servers and background tasks have drained by now: bound how long dropping the runtime
+    // may wait for blocking threads.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 /// Embedded mode: SQLite, every service on one gRPC port, the REST edge beside it.
@@ -222,16 +226,9 @@ impl Background {
 
     /// Waits up to `grace` for every task to end.
     async fn join(self, grace: Duration) {
-        let all = futures_join(self.0);
-        if tokio::time::timeout(grace, all).await.is_err() {
+        if tokio::time::timeout(grace, futures::future::join_all(self.0)).await.is_err() {
             tracing::warn!("background tasks outlived the grace period");
         }
-    }
-}
-
-async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
-    for h in handles {
-        drop(h.await);
     }
 }
 

@@ -287,6 +287,10 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     let docs = http.get(format!("{base}/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger-ui"));
+    // The page's assets come from the binary, not a CDN: it works offline.
+    let bundle = http.get(format!("{base}/docs/swagger-ui-bundle.js")).send().await.unwrap();
+    assert_eq!(bundle.status(), 200);
+    assert!(bundle.bytes().await.unwrap().len() > 100_000);
     let unknown = http.get(format!("{base}/api/nope")).send().await.unwrap();
     assert_eq!(as_problem(unknown).await.0, 404);
     // Errors axum answers itself are problem+json too.

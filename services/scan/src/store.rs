@@ -32,6 +32,19 @@ const EVENT_COLUMNS: [&str; 10] = [
     "run_id",
 ];
 
+/// The columns of a parcel state, in [`parcel_from_row`]'s order.
+const PARCEL_COLUMNS: [&str; 9] = [
+    "parcel_id",
+    "last_event_id",
+    "type",
+    "status_code",
+    "run_id",
+    "created_at",
+    "pickup_at",
+    "delivery_at",
+    "event_count",
+];
+
 /// A parcel's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParcelState {
@@ -154,30 +167,10 @@ impl ScanStore {
         let mut ids = Vec::with_capacity(scans.len());
         let mut stored: HashMap<(i64, i64), i64> = HashMap::new();
         for (chunk_index, chunk) in scans.chunks(ROWS_PER_STATEMENT).enumerate() {
-            let mut insert = Query::insert();
-            insert
-                .into_table(t("scan_events"))
-                .columns(EVENT_COLUMNS.iter().copied().chain(["received_at"]).map(t));
-            for (i, s) in chunk.iter().enumerate() {
-                let id = max + (chunk_index * ROWS_PER_STATEMENT + i) as i64 + 1;
-                ids.push(id);
-                insert.values_panic([
-                    id.into(),
-                    s.parcel_id.into(),
-                    s.kind.clone().into(),
-                    s.created_at.into(),
-                    s.status_code.clone().into(),
-                    s.device_id.into(),
-                    s.device_transaction_id.into(),
-                    s.user_id.clone().into(),
-                    s.carrier_id.clone().into(),
-                    s.run_id.clone().into(),
-                    now.into(),
-                ]);
-            }
-            insert.on_conflict(OnConflict::new().do_nothing().to_owned());
-            insert.returning(Query::returning().columns(["event_id"].map(t)));
-            let rows = txn.query_all(&insert).await.context("insert scan events")?;
+            let first_id = max + (chunk_index * ROWS_PER_STATEMENT) as i64 + 1;
+            ids.extend((0..chunk.len() as i64).map(|i| first_id + i));
+            let insert = insert_events(self.backend(), first_id, chunk, now);
+            let rows = txn.query_all_raw(insert).await.context("insert scan events")?;
             if rows.len() < chunk.len() {
                 // Some were retries: their ids are the ones stored first.
                 let inserted: std::collections::HashSet<i64> =
@@ -416,6 +409,69 @@ impl ScanStore {
     }
 }
 
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING event_id` of `scans` with ids from `first_id`:
+/// on PostgreSQL one `UNNEST` of arrays (prepared once, 11 parameters), elsewhere `VALUES`.
+fn insert_events(
+    backend: DatabaseBackend,
+    first_id: i64,
+    scans: &[Scan],
+    now: DateTime<Utc>,
+) -> Statement {
+    if backend == DatabaseBackend::Postgres {
+        let ids: Vec<i64> = (0..scans.len() as i64).map(|i| first_id + i).collect();
+        let col = |f: fn(&Scan) -> sea_orm::Value| -> Vec<sea_orm::Value> {
+            scans.iter().map(f).collect()
+        };
+        let array = |ty: sea_orm::sea_query::ArrayType, values: Vec<sea_orm::Value>| {
+            sea_orm::Value::Array(ty, Some(Box::new(values)))
+        };
+        use sea_orm::sea_query::ArrayType as A;
+        return Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "INSERT INTO scan_events (event_id, parcel_id, type, created_at, status_code, device_id, \
+             device_transaction_id, user_id, carrier_id, run_id, received_at) \
+             SELECT u.*, $11 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], \
+             $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[]) AS u \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+            [
+                ids.into(),
+                array(A::BigInt, col(|s| s.parcel_id.into())),
+                array(A::String, col(|s| s.kind.clone().into())),
+                array(A::ChronoDateTimeUtc, col(|s| s.created_at.into())),
+                array(A::String, col(|s| s.status_code.clone().into())),
+                array(A::BigInt, col(|s| s.device_id.into())),
+                array(A::BigInt, col(|s| s.device_transaction_id.into())),
+                array(A::String, col(|s| s.user_id.clone().into())),
+                array(A::String, col(|s| s.carrier_id.clone().into())),
+                array(A::String, col(|s| s.run_id.clone().into())),
+                now.into(),
+            ],
+        );
+    }
+    let mut insert = Query::insert();
+    insert
+        .into_table(t("scan_events"))
+        .columns(EVENT_COLUMNS.iter().copied().chain(["received_at"]).map(t));
+    for (i, s) in scans.iter().enumerate() {
+        insert.values_panic([
+            (first_id + i as i64).into(),
+            s.parcel_id.into(),
+            s.kind.clone().into(),
+            s.created_at.into(),
+            s.status_code.clone().into(),
+            s.device_id.into(),
+            s.device_transaction_id.into(),
+            s.user_id.clone().into(),
+            s.carrier_id.clone().into(),
+            s.run_id.clone().into(),
+            now.into(),
+        ]);
+    }
+    insert.on_conflict(OnConflict::new().do_nothing().to_owned());
+    insert.returning(Query::returning().columns(["event_id"].map(t)));
+    backend.build(&insert)
+}
+
 /// The last applied event of each of `parcels` that has a state.
 async fn positions(
     txn: &DatabaseTransaction,
@@ -538,21 +594,9 @@ fn upsert_values(
     now: DateTime<Utc>,
 ) -> sea_orm::sea_query::InsertStatement {
     let mut insert = Query::insert();
-    insert.into_table(t("parcel_states")).columns(
-        [
-            "parcel_id",
-            "last_event_id",
-            "type",
-            "status_code",
-            "run_id",
-            "created_at",
-            "pickup_at",
-            "delivery_at",
-            "event_count",
-            "updated_at",
-        ]
-        .map(t),
-    );
+    insert
+        .into_table(t("parcel_states"))
+        .columns(PARCEL_COLUMNS.iter().copied().chain(["updated_at"]).map(t));
     for d in deltas {
         insert.values_panic([
             d.parcel_id.into(),
@@ -571,23 +615,7 @@ fn upsert_values(
 }
 
 fn parcel_query() -> sea_orm::sea_query::SelectStatement {
-    Query::select()
-        .columns(
-            [
-                "parcel_id",
-                "last_event_id",
-                "type",
-                "status_code",
-                "run_id",
-                "created_at",
-                "pickup_at",
-                "delivery_at",
-                "event_count",
-            ]
-            .map(t),
-        )
-        .from(t("parcel_states"))
-        .to_owned()
+    Query::select().columns(PARCEL_COLUMNS.map(t)).from(t("parcel_states")).to_owned()
 }
 
 fn parcel_from_row(r: &QueryResult) -> anyhow::Result<ParcelState> {

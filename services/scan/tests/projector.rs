@@ -175,6 +175,40 @@ async fn the_fixture_folds_to_what_the_file_says(db: TestDb) {
     assert_eq!(store.all_parcels().await.unwrap(), expected_states(&events));
     assert_eq!(store.checkpoint(&url, Utc::now()).await.unwrap(), 857);
     assert_eq!(store.dead_letters(&url).await.unwrap(), vec![]);
+    // ListParcels pages through the parcels whose latest scan is a DELIVERY, by id.
+    let conn = db.db.clone();
+    let server = spawn_grpc(|mount, grpc| {
+        mount.add(ewpm_scan::app::build(conn, Arc::new(SystemClock), grpc, Status::default()));
+    })
+    .await
+    .unwrap();
+    let mut client = ScanServiceClient::connect(server.uri()).await.unwrap();
+    let auth = bearer("ops", Role::Admin, None);
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let mut r = Request::new(pb::ListParcelsRequest {
+            status: "delivery".into(),
+            page_size: 50,
+            page_token: token,
+        });
+        r.metadata_mut().insert("authorization", auth.parse().unwrap());
+        let page = client.list_parcels(r).await.unwrap().into_inner();
+        pages += 1;
+        seen.extend(page.parcels.iter().map(|p| (p.parcel_id, p.r#type.clone())));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let delivered: Vec<(i64, String)> = expected_states(&events)
+        .into_iter()
+        .filter(|p| p.kind == "DELIVERY")
+        .map(|p| (p.parcel_id, p.kind))
+        .collect();
+    assert!(delivered.len() > 100);
+    assert_eq!((pages, seen), (delivered.len().div_ceil(50), delivered));
+    server.shutdown.cancel();
+
     // Caught up is stable: another step reads nothing new and changes nothing.
     let before = feed.requests.load(Ordering::SeqCst);
     drain(&mut p).await;
