@@ -72,16 +72,29 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
             .spawn()
             .unwrap(),
     );
+    let scan_port = free_port();
+    let _scan = Proc(
+        ewpm(dir.path())
+            .args(["serve", "scan"])
+            .env("DATABASE_URL", &db.url)
+            .env("EWPM_AUTH__SECRET", TEST_SECRET)
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{scan_port}"))
+            .env("EWPM_METRICS__ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("EWPM_SCAN__PROJECTOR__POLL_INTERVAL_MS", "50")
+            .spawn()
+            .unwrap(),
+    );
     let _gateway = Proc(
         ewpm(dir.path())
             .args(["serve", "gateway"])
             .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
             .env("EWPM_SERVICES__CHALLENGE", format!("http://127.0.0.1:{grpc_port}"))
+            .env("EWPM_SERVICES__SCAN", format!("http://127.0.0.1:{scan_port}"))
             .spawn()
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{http_port}");
-    wait_ready(&format!("{base}/health"), &["challenge"]).await;
+    wait_ready(&format!("{base}/health"), &["challenge", "scan"]).await;
     let http = ewpm_testkit::http_client();
     let admin = bearer_for("admin-1", Role::Admin, None);
     let employee = bearer_for("alice", Role::Employee, Some("acme"));
@@ -259,6 +272,55 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     let mut create = Request::new(pb::CreateChallengeRequest::default());
     create.metadata_mut().insert("authorization", employee.parse().unwrap());
     assert_eq!(grpc.create_challenge(create).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // The scan service and its projector, as their own process on PostgreSQL.
+    let upload = json!({"ScanEvents": [
+        {"ParcelId": 42, "Type": "PICKUP", "CreatedDateTimeUtc": "2023-01-01T03:52:48 -13:00",
+         "Device": {"DeviceId": 1, "DeviceTransactionId": 1}, "User": {"UserId": "NC1001", "CarrierId": "PC", "RunId": 7}},
+        {"ParcelId": 42, "Type": "STATUS", "CreatedDateTimeUtc": "2023-01-02T00:00:00Z", "StatusCode": "DELAYED",
+         "Device": {"DeviceId": 1, "DeviceTransactionId": 2}, "User": {"UserId": "NC1001", "CarrierId": "PC", "RunId": 7}}
+    ]});
+    let r = http
+        .post(format!("{base}/v1/scans/scanevents"))
+        .header("authorization", &employee)
+        .json(&upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let parcel: Value = loop {
+        let r = http
+            .get(format!("{base}/api/parcels/42"))
+            .header("authorization", &employee)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break r.json().await.unwrap();
+        }
+        assert_eq!(r.status(), 404);
+        assert!(Instant::now() < deadline, "parcel 42 was not projected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (
+            parcel["lastEventId"].as_i64(),
+            parcel["statusCode"].as_str(),
+            parcel["pickupTimeUtc"].as_str()
+        ),
+        (Some(2), Some("DELAYED"), Some("2023-01-01T16:52:48Z"))
+    );
+    let status: Value = http
+        .get(format!("{base}/api/scans/projector"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((status["source"].as_str(), status["leader"].as_bool()), (Some("own"), Some(true)));
 
     // Operations: metrics on both, the OpenAPI document and the offline docs page.
     let metrics = http
