@@ -221,7 +221,17 @@ impl Settings {
             figment = figment.merge(Serialized::default("redis_url", url));
         }
         // Lossy: environment values are strings; numbers and booleans parse where expected.
-        figment.extract_lossy().context("invalid settings")
+        figment.extract_lossy().map_err(|errors| {
+            let lines: Vec<String> = errors
+                .into_iter()
+                .map(|e| {
+                    let path = e.path.join(".");
+                    let env = format!("EWPM_{}", path.to_ascii_uppercase().replace('.', "__"));
+                    format!("{path} ({env}): {}", e.kind)
+                })
+                .collect();
+            anyhow::anyhow!("invalid settings: {}", lines.join("; "))
+        })
     }
 
     /// The database URL, defaulting to the embedded SQLite file.
@@ -277,7 +287,7 @@ mod tests {
     #[test]
     fn an_unknown_or_malformed_setting_fails_with_its_name() {
         let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADDR", "nope")])).unwrap_err();
-        assert!(format!("{err:#}").contains("grpc.addr"), "{err:#}");
+        assert!(format!("{err:#}").contains("grpc.addr (EWPM_GRPC__ADDR)"), "{err:#}");
         let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADRR", "x")])).unwrap_err();
         assert!(format!("{err:#}").contains("adrr"), "{err:#}");
     }
