@@ -1,0 +1,375 @@
+//! The bus: durable topics with consumer groups, at-least-once. Redis Streams in mesh mode
+//! ([`RedisBus`]), memory in embedded mode ([`MemoryBus`]); both behind [`Bus`] and both
+//! held to one contract (`tests/bus_contract.rs`).
+//!
+//! A consumer group sees every message of a topic once; within a group each message goes to
+//! one consumer and stays *pending* until acknowledged. A consumer that dies leaves its
+//! messages pending; another consumer of the group takes them over with [`Bus::reclaim`] once
+//! they have been idle long enough.
+//!
+//! Limits: the memory bus lives and dies with its process (embedded mode has one process);
+//! Redis streams are not trimmed here yet.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use fred::prelude::{Client, ClientLike, Config, StreamsInterface};
+use fred::types::Value;
+use tokio::sync::Notify;
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its id within the topic (pass it to [`Bus::ack`]).
+    pub id: String,
+    /// What was published.
+    pub payload: Vec<u8>,
+}
+
+/// Durable topics with consumer groups.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Appends `payloads` to `topic`, in order; returns their ids.
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>>;
+
+    /// Creates `group` on `topic` unless it exists; a new group starts at the oldest message
+    /// the topic retains.
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()>;
+
+    /// Up to `max` messages no consumer of `group` has received yet, for `consumer`; waits up
+    /// to `block` when there are none. They stay pending until acknowledged.
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>>;
+
+    /// Takes over up to `max` messages of `group` that have been pending, unacknowledged, for
+    /// at least `min_idle` (their consumer is presumed dead), for `consumer`.
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>>;
+
+    /// Acknowledges messages of `group`: they are done.
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()>;
+
+    /// How many messages of `group` are pending (received, not acknowledged).
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
+}
+
+/// The embedded bus: topics in memory.
+#[derive(Debug, Default)]
+pub struct MemoryBus {
+    topics: Mutex<HashMap<String, Topic>>,
+    notify: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    next_seq: u64,
+    log: BTreeMap<u64, Vec<u8>>,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// The next sequence number no consumer has received.
+    next: u64,
+    /// Received, unacknowledged: seq → (consumer, when delivered).
+    pending: BTreeMap<u64, (String, Instant)>,
+}
+
+impl MemoryBus {
+    /// An empty bus.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Topic>) -> T) -> T {
+        f(&mut self.topics.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn seq_of(id: &str) -> anyhow::Result<u64> {
+    id.parse().with_context(|| format!("{id:?} is not a message id of this bus"))
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
+        let ids = self.with(|topics| {
+            let t = topics.entry(topic.to_string()).or_default();
+            payloads
+                .iter()
+                .map(|p| {
+                    t.next_seq += 1;
+                    t.log.insert(t.next_seq, p.clone());
+                    t.next_seq.to_string()
+                })
+                .collect()
+        });
+        self.notify.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        self.with(|topics| {
+            let t = topics.entry(topic.to_string()).or_default();
+            let first = t.log.keys().next().copied().unwrap_or(t.next_seq + 1);
+            t.groups
+                .entry(group.to_string())
+                .or_insert_with(|| Group { next: first, pending: BTreeMap::new() });
+        });
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notified = self.notify.notified();
+            let got = self.with(|topics| -> anyhow::Result<Vec<Message>> {
+                let t = topics.get_mut(topic).with_context(|| format!("no topic {topic}"))?;
+                let g = t
+                    .groups
+                    .get_mut(group)
+                    .with_context(|| format!("no group {group} on {topic}"))?;
+                let now = Instant::now();
+                let mut out = Vec::new();
+                for (seq, payload) in t.log.range(g.next..) {
+                    if out.len() == max {
+                        break;
+                    }
+                    g.pending.insert(*seq, (consumer.to_string(), now));
+                    out.push(Message { id: seq.to_string(), payload: payload.clone() });
+                }
+                if let Some(last) = out.last() {
+                    g.next = seq_of(&last.id)? + 1;
+                }
+                Ok(out)
+            })?;
+            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>> {
+        self.with(|topics| {
+            let Some(t) = topics.get_mut(topic) else { return Ok(Vec::new()) };
+            let g =
+                t.groups.get_mut(group).with_context(|| format!("no group {group} on {topic}"))?;
+            let now = Instant::now();
+            let mut out = Vec::new();
+            for (seq, (owner, at)) in g.pending.iter_mut() {
+                if out.len() == max {
+                    break;
+                }
+                if now.duration_since(*at) >= min_idle {
+                    *owner = consumer.to_string();
+                    *at = now;
+                    if let Some(payload) = t.log.get(seq) {
+                        out.push(Message { id: seq.to_string(), payload: payload.clone() });
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()> {
+        let seqs = ids.iter().map(|id| seq_of(id)).collect::<anyhow::Result<Vec<_>>>()?;
+        self.with(|topics| {
+            let Some(t) = topics.get_mut(topic) else { return };
+            if let Some(g) = t.groups.get_mut(group) {
+                for s in &seqs {
+                    g.pending.remove(s);
+                }
+            }
+            // Drop what every group has received and acknowledged.
+            let low = t
+                .groups
+                .values()
+                .map(|g| g.pending.keys().next().copied().unwrap_or(g.next).min(g.next))
+                .min()
+                .unwrap_or(0);
+            t.log = t.log.split_off(&low);
+        });
+        Ok(())
+    }
+
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        Ok(self.with(|topics| {
+            topics
+                .get(topic)
+                .and_then(|t| t.groups.get(group))
+                .map_or(0, |g| g.pending.len() as u64)
+        }))
+    }
+}
+
+/// The mesh bus: one Redis stream per topic (key `bus:{topic}`), consumer groups on it.
+pub struct RedisBus {
+    client: Client,
+    /// Blocking reads hold a connection; they get one of their own.
+    blocking: Client,
+}
+
+impl RedisBus {
+    /// Connects to `url` (`redis://host:port/db`).
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let connect = || async {
+            let client = fred::types::Builder::from_config(Config::from_url(url)?).build()?;
+            client.init().await?;
+            Ok::<_, fred::error::Error>(client)
+        };
+        let client = connect().await.context("connect to Redis")?;
+        let blocking = connect().await.context("connect to Redis")?;
+        Ok(Self { client, blocking })
+    }
+
+    fn key(topic: &str) -> String {
+        format!("bus:{{{topic}}}")
+    }
+}
+
+/// Entries of a stream reply: `[[id, [field, value, …]], …]` (a deleted entry is nil).
+fn entries(value: Value) -> Vec<Message> {
+    value
+        .into_array()
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = parts.next()?.as_string()?;
+            let fields = parts.next()?.into_array();
+            let payload = fields
+                .chunks(2)
+                .find(|kv| kv[0].as_string().as_deref() == Some("d"))
+                .and_then(|kv| kv.get(1).and_then(|v| v.as_bytes().map(<[u8]>::to_vec)))?;
+            Some(Message { id, payload })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
+        let key = Self::key(topic);
+        let pipeline = self.client.pipeline();
+        for p in payloads {
+            let () = pipeline.xadd(&key, false, None, "*", ("d", p.as_slice())).await?;
+        }
+        let ids: Vec<String> = pipeline.all().await.context("XADD")?;
+        Ok(ids)
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        let result: Result<(), _> =
+            self.client.xgroup_create(Self::key(topic), group, "0", true).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.details().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("XGROUP CREATE")),
+        }
+    }
+
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>> {
+        let reply: Value = self
+            .blocking
+            .xreadgroup(
+                group,
+                consumer,
+                Some(max as u64),
+                Some(block.as_millis() as u64),
+                false,
+                Self::key(topic),
+                ">",
+            )
+            .await
+            .context("XREADGROUP")?;
+        // [[key, entries]] or nil on timeout.
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .flat_map(|stream| {
+                stream.into_array().into_iter().nth(1).map(entries).unwrap_or_default()
+            })
+            .collect())
+    }
+
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>> {
+        let reply: Value = self
+            .client
+            .xautoclaim(
+                Self::key(topic),
+                group,
+                consumer,
+                min_idle.as_millis() as u64,
+                "0-0",
+                Some(max as u64),
+                false,
+            )
+            .await
+            .context("XAUTOCLAIM")?;
+        // [next-cursor, entries, deleted-ids]
+        Ok(reply.into_array().into_iter().nth(1).map(entries).unwrap_or_default())
+    }
+
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: u64 =
+            self.client.xack(Self::key(topic), group, ids.to_vec()).await.context("XACK")?;
+        Ok(())
+    }
+
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        let reply: Value =
+            self.client.xpending(Self::key(topic), group, ()).await.context("XPENDING")?;
+        Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
+    }
+}

@@ -1,0 +1,103 @@
+//! One contract for both buses: the in-process one of the embedded mode and Redis Streams.
+
+use std::{sync::Arc, time::Duration};
+
+use ewpm_kit::bus::{Bus, MemoryBus, Message, RedisBus};
+use ewpm_testkit::{key_prefix, servers};
+
+fn payloads(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    range.map(|i| format!("m{i}").into_bytes()).collect()
+}
+
+fn bodies(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| String::from_utf8(m.payload.clone()).unwrap()).collect()
+}
+
+const NO_WAIT: Duration = Duration::from_millis(10);
+
+async fn a_group_receives_every_message_once_in_order(bus: Arc<dyn Bus>, topic: String) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    bus.ensure_group(&topic, "g").await.unwrap();
+    let ids = bus.publish(&topic, &payloads(0..5)).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    let first = bus.receive(&topic, "g", "c1", 3, NO_WAIT).await.unwrap();
+    assert_eq!(bodies(&first), ["m0", "m1", "m2"]);
+    let rest = bus.receive(&topic, "g", "c2", 10, NO_WAIT).await.unwrap();
+    assert_eq!(bodies(&rest), ["m3", "m4"]);
+    assert_eq!(bus.receive(&topic, "g", "c1", 10, NO_WAIT).await.unwrap(), vec![]);
+    assert_eq!(first.iter().chain(&rest).map(|m| m.id.clone()).collect::<Vec<_>>(), ids);
+}
+
+async fn every_group_sees_every_message(bus: Arc<dyn Bus>, topic: String) {
+    bus.ensure_group(&topic, "a").await.unwrap();
+    bus.ensure_group(&topic, "b").await.unwrap();
+    bus.publish(&topic, &payloads(0..3)).await.unwrap();
+    let a = bus.receive(&topic, "a", "x", 10, NO_WAIT).await.unwrap();
+    let b = bus.receive(&topic, "b", "y", 10, NO_WAIT).await.unwrap();
+    assert_eq!(bodies(&a), ["m0", "m1", "m2"]);
+    assert_eq!(bodies(&b), ["m0", "m1", "m2"]);
+}
+
+async fn unacknowledged_messages_are_reclaimed_by_another_consumer(
+    bus: Arc<dyn Bus>,
+    topic: String,
+) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    bus.publish(&topic, &payloads(0..4)).await.unwrap();
+    let got = bus.receive(&topic, "g", "dead", 4, NO_WAIT).await.unwrap();
+    bus.ack(&topic, "g", &[got[0].id.clone(), got[2].id.clone()]).await.unwrap();
+    assert_eq!(bus.pending(&topic, "g").await.unwrap(), 2);
+    // Not idle long enough yet: nothing to take over.
+    assert_eq!(
+        bus.reclaim(&topic, "g", "alive", Duration::from_secs(60), 10).await.unwrap(),
+        vec![]
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let taken = bus.reclaim(&topic, "g", "alive", Duration::from_millis(50), 10).await.unwrap();
+    assert_eq!(bodies(&taken), ["m1", "m3"]);
+    bus.ack(&topic, "g", &taken.iter().map(|m| m.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(bus.pending(&topic, "g").await.unwrap(), 0);
+    assert_eq!(bus.reclaim(&topic, "g", "alive", Duration::ZERO, 10).await.unwrap(), vec![]);
+}
+
+async fn a_blocked_receive_wakes_on_publish(bus: Arc<dyn Bus>, topic: String) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    let publisher = {
+        let (bus, topic) = (bus.clone(), topic.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            bus.publish(&topic, &payloads(7..8)).await.unwrap();
+        })
+    };
+    let got = bus.receive(&topic, "g", "c", 10, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(bodies(&got), ["m7"]);
+    publisher.await.unwrap();
+}
+
+macro_rules! contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            contract!(@tests $make;
+                a_group_receives_every_message_once_in_order,
+                every_group_sees_every_message,
+                unacknowledged_messages_are_reclaimed_by_another_consumer,
+                a_blocked_receive_wakes_on_publish,
+            );
+        }
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let bus: Arc<dyn Bus> = $make.await;
+                super::$name(bus, format!("{}topic", key_prefix())).await;
+            }
+        )+
+    };
+}
+
+contract!(memory, async { MemoryBus::new() as Arc<dyn Bus> });
+contract!(redis, async {
+    Arc::new(RedisBus::connect(&servers().redis_url).await.unwrap()) as Arc<dyn Bus>
+});
