@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, QueryResult,
-    Statement, TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, QueryResult, Statement, TransactionTrait,
     sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, Query},
 };
 
@@ -374,11 +373,16 @@ impl ScanStore {
             return Err(ApplyError::Fenced { source_name: source.to_string(), expected });
         }
 
-        let mut parcels: Vec<i64> = events.iter().map(|e| e.scan.parcel_id).collect();
-        parcels.sort_unstable();
-        parcels.dedup();
-        let last_applied = positions(&txn, &parcels).await?;
-        let deltas = fold(events, &last_applied);
+        // Every applied event id is at most the checkpoint (it is the highest id of the pages
+        // applied), so an event above `expected` is newer than any parcel's last event: the
+        // fold needs no per-parcel lookup. The upsert's WHERE still guards each row.
+        let newer: std::borrow::Cow<'_, [ScanEvent]> =
+            if events.iter().all(|e| e.event_id > expected) {
+                events.into()
+            } else {
+                events.iter().filter(|e| e.event_id > expected).cloned().collect::<Vec<_>>().into()
+            };
+        let deltas = fold(&newer, &HashMap::new());
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             txn.execute_raw(upsert_unnest(&deltas, now)).await.context("upsert parcel states")?;
         } else {
@@ -470,44 +474,6 @@ fn insert_events(
     insert.on_conflict(OnConflict::new().do_nothing().to_owned());
     insert.returning(Query::returning().columns(["event_id"].map(t)));
     backend.build(&insert)
-}
-
-/// The last applied event of each of `parcels` that has a state.
-async fn positions(
-    txn: &DatabaseTransaction,
-    parcels: &[i64],
-) -> anyhow::Result<HashMap<i64, i64>> {
-    let mut last_applied = HashMap::with_capacity(parcels.len());
-    let rows = if txn.get_database_backend() == DatabaseBackend::Postgres {
-        // One array parameter: one prepared statement whatever the page size.
-        txn.query_all_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            "SELECT parcel_id, last_event_id FROM parcel_states WHERE parcel_id = ANY($1)",
-            [parcels.to_vec().into()],
-        ))
-        .await
-        .context("read parcel positions")?
-    } else {
-        let mut rows = Vec::new();
-        for chunk in parcels.chunks(ROWS_PER_STATEMENT) {
-            rows.extend(
-                txn.query_all(
-                    Query::select()
-                        .columns(["parcel_id", "last_event_id"].map(t))
-                        .from(t("parcel_states"))
-                        .and_where(Expr::col(t("parcel_id")).is_in(chunk.iter().copied())),
-                )
-                .await
-                .context("read parcel positions")?,
-            );
-        }
-        rows
-    };
-    for r in rows {
-        last_applied
-            .insert(r.try_get::<i64>("", "parcel_id")?, r.try_get::<i64>("", "last_event_id")?);
-    }
-    Ok(last_applied)
 }
 
 /// The rules of a parcel state upsert, shared by both statement forms.
