@@ -153,16 +153,7 @@ impl ScanStore {
                 .await
                 .context("lock feed")?;
         }
-        let max = txn
-            .query_one(
-                Query::select()
-                    .expr_as(Expr::col(t("event_id")).max(), t("m"))
-                    .from(t("scan_events")),
-            )
-            .await
-            .context("read feed head")?
-            .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
-            .unwrap_or(0);
+        let max = feed_head(&txn).await?;
         let mut ids = Vec::with_capacity(scans.len());
         let mut stored: HashMap<(i64, i64), i64> = HashMap::new();
         for (chunk_index, chunk) in scans.chunks(ROWS_PER_STATEMENT).enumerate() {
@@ -236,17 +227,7 @@ impl ScanStore {
 
     /// The highest event id in the feed (0 when empty).
     pub async fn head(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .db
-            .query_one(
-                Query::select()
-                    .expr_as(Expr::col(t("event_id")).max(), t("m"))
-                    .from(t("scan_events")),
-            )
-            .await
-            .context("read feed head")?
-            .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
-            .unwrap_or(0))
+        feed_head(&self.db).await
     }
 
     /// One parcel's state.
@@ -411,6 +392,18 @@ impl ScanStore {
         txn.commit().await.context("commit page")?;
         Ok(deltas.len())
     }
+}
+
+/// The highest event id in the feed (0 when empty), as `conn` sees it.
+async fn feed_head(conn: &impl ConnectionTrait) -> anyhow::Result<i64> {
+    Ok(conn
+        .query_one(
+            Query::select().expr_as(Expr::col(t("event_id")).max(), t("m")).from(t("scan_events")),
+        )
+        .await
+        .context("read feed head")?
+        .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
+        .unwrap_or(0))
 }
 
 /// `INSERT … ON CONFLICT DO NOTHING RETURNING event_id` of `scans` with ids from `first_id`:
