@@ -43,10 +43,14 @@ pub fn projector(
     status: projector::Status,
 ) -> anyhow::Result<Projector> {
     let store = ScanStore::new(db.clone());
-    let source = if settings.source == "own" {
-        Source::Own(store.clone())
-    } else {
-        Source::Http(HttpFeed::new(&settings.source, settings.source_token.clone())?)
+    let source = match settings.source.as_str() {
+        "own" => Source::Own(store.clone()),
+        url if url.starts_with("http://") || url.starts_with("https://") => {
+            Source::Http(HttpFeed::new(url, settings.source_token.clone())?)
+        }
+        other => anyhow::bail!(
+            "EWPM_SCAN__PROJECTOR__SOURCE must be `own` or an http(s) URL of a Scan Event API, not {other:?}"
+        ),
     };
     let lease = Lease::for_source(&db, database_url, &source.name());
     let config = ProjectorConfig {
