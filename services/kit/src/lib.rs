@@ -8,6 +8,7 @@
 //! - [`settings`]: layered typed configuration (defaults → file → `EWPM_` environment).
 //! - [`telemetry`]: tracing setup (pretty or JSON) and the Prometheus recorder.
 //! - [`auth`]: JWT claims, token minting, the gRPC interceptor and [`auth::Caller`].
+//! - [`batch`]: batching by size or age (the batch writers' flush rule).
 //! - [`bus`]: durable topics with consumer groups (Redis Streams, or memory when embedded).
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
@@ -18,6 +19,7 @@
 //! - [`paging`]: page sizes and opaque page tokens shared by every List RPC.
 
 pub mod auth;
+pub mod batch;
 pub mod bus;
 pub mod clock;
 pub mod db;
