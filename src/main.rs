@@ -136,26 +136,36 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
 
 /// One challenge service of the mesh.
 async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init_tracing(&settings.log);
-    telemetry::metrics_handle();
-    let shutdown = shutdown::on_signal();
-    let keys = TokenKeys::required(&settings.auth)?;
-    let url = settings.require_database_url()?;
-    let db = db::connect(&url).await?;
-    let grpc_listener = server::bind(settings.grpc.addr).await?;
-    let metrics_listener = server::bind(settings.metrics.addr).await?;
-    let mut mount = Mount::new(Authenticator::new(keys));
-    mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
-    tracing::info!(grpc = %grpc_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, "challenge service listening");
-    tokio::try_join!(
-        server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
-        server::serve_metrics(metrics_listener, shutdown.clone()),
-    )?;
-    Ok(())
+    serve_mesh(settings, "challenge", |mount, settings, db, _, _| {
+        mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
+        Ok(Background::default())
+    })
+    .await
 }
 
 /// The scan service (with `with_service`) or its projector alone.
 async fn serve_scan(settings: Settings, with_service: bool) -> anyhow::Result<()> {
+    let name = if with_service { "scan" } else { "scan-projector" };
+    serve_mesh(settings, name, |mount, settings, db, url, shutdown| {
+        mount_scan(mount, settings, db, url, Arc::new(SystemClock), with_service, shutdown)
+    })
+    .await
+}
+
+/// What every `ewpm serve <service>` does: tracing, metrics, the required token secret and
+/// database, the gRPC and metrics listeners; `mount` adds the service and starts its
+/// background tasks; then serve until SIGTERM and drain.
+async fn serve_mesh(
+    settings: Settings,
+    name: &str,
+    mount: impl FnOnce(
+        &mut Mount,
+        &Settings,
+        DatabaseConnection,
+        &str,
+        &CancellationToken,
+    ) -> anyhow::Result<Background>,
+) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
@@ -164,19 +174,16 @@ async fn serve_scan(settings: Settings, with_service: bool) -> anyhow::Result<()
     let db = db::connect(&url).await?;
     let grpc_listener = server::bind(settings.grpc.addr).await?;
     let metrics_listener = server::bind(settings.metrics.addr).await?;
-    let mut mount = Mount::new(Authenticator::new(keys));
-    let background = mount_scan(
-        &mut mount,
-        &settings,
-        db,
-        &url,
-        Arc::new(SystemClock),
-        with_service,
-        &shutdown,
-    )?;
-    tracing::info!(grpc = %grpc_listener.local_addr()?, metrics = %metrics_listener.local_addr()?, service = with_service, projector = !background.is_empty(), "scan listening");
+    let mut services = Mount::new(Authenticator::new(keys));
+    let background = mount(&mut services, &settings, db, &url, &shutdown)?;
+    tracing::info!(
+        service = name,
+        grpc = %grpc_listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        "listening"
+    );
     tokio::try_join!(
-        server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
+        server::serve(grpc_listener, services, &settings.grpc, shutdown.clone()),
         server::serve_metrics(metrics_listener, shutdown.clone()),
     )?;
     background.join(Duration::from_secs(settings.grpc.shutdown_grace_secs)).await;
@@ -220,10 +227,6 @@ fn mount_scan(
 struct Background(Vec<tokio::task::JoinHandle<()>>);
 
 impl Background {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Waits up to `grace` for every task to end.
     async fn join(self, grace: Duration) {
         if tokio::time::timeout(grace, futures::future::join_all(self.0)).await.is_err() {
