@@ -28,3 +28,25 @@ pub mod scan {
         pub const SERVICE_NAME: &str = "ewpm.scan.v1.ScanService";
     }
 }
+
+/// `ewpm.progress.v1`: challenge progress entries and per-challenge totals.
+pub mod progress {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.progress.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.progress.v1.ProgressService";
+    }
+}
+
+/// `ewpm.leaderboard.v1`: named boards, score deltas, live snapshots.
+pub mod leaderboard {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.leaderboard.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.leaderboard.v1.LeaderboardService";
+    }
+}

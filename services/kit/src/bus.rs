@@ -31,11 +31,32 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
+/// What [`Bus::publish_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// The payload was published with this id, and the record remembered.
+    Published(String),
+    /// The key was taken: nothing was published; this is the record stored with it.
+    Existing(Vec<u8>),
+}
+
 /// Durable topics with consumer groups.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Appends `payloads` to `topic`, in order; returns their ids.
     async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>>;
+
+    /// Appends `payload` to `topic` and remembers `record` under `key` for `ttl`, as one atomic
+    /// step, unless `key` is remembered already: then nothing is published and the record
+    /// stored first is returned. This is how a retried request queues nothing twice.
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once>;
 
     /// Creates `group` on `topic` unless it exists; a new group starts at the oldest message
     /// the topic retains.
@@ -82,6 +103,8 @@ struct Topic {
     next_seq: u64,
     log: BTreeMap<u64, Vec<u8>>,
     groups: HashMap<String, Group>,
+    /// Keys of `publish_once`: key → (record, expiry).
+    once: HashMap<String, (Vec<u8>, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +146,36 @@ impl Bus for MemoryBus {
         });
         self.notify.notify_waiters();
         Ok(ids)
+    }
+
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        let once = self.with(|topics| {
+            let t = topics.entry(topic.to_string()).or_default();
+            let now = Instant::now();
+            if t.once.len() > 10_000 {
+                t.once.retain(|_, (_, expires)| *expires > now);
+            }
+            if let Some((record, expires)) = t.once.get(key)
+                && *expires > now
+            {
+                return Once::Existing(record.clone());
+            }
+            t.once.insert(key.to_string(), (record.to_vec(), now + ttl));
+            t.next_seq += 1;
+            t.log.insert(t.next_seq, payload.to_vec());
+            Once::Published(t.next_seq.to_string())
+        });
+        if matches!(once, Once::Published(_)) {
+            self.notify.notify_waiters();
+        }
+        Ok(once)
     }
 
     async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
@@ -237,16 +290,27 @@ impl Bus for MemoryBus {
     }
 }
 
-/// The mesh bus: one Redis stream per topic (key `bus:{topic}`), consumer groups on it.
+/// The mesh bus: one Redis stream per topic (key `bus:{topic}`), consumer groups on it; the
+/// keys of `publish_once` are `bus:{topic}:once:<key>`, in the stream's hash slot.
 pub struct RedisBus {
     client: Client,
     /// Blocking reads hold a connection; they get one of their own.
     blocking: Client,
+    prefix: String,
 }
 
+/// `publish_once` on Redis: GET the key; if absent, XADD and SET the key with its expiry.
+const PUBLISH_ONCE_SCRIPT: &str = r#"
+local prev = redis.call('GET', KEYS[2])
+if prev then return {0, prev} end
+local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return {1, id}
+"#;
+
 impl RedisBus {
-    /// Connects to `url` (`redis://host:port/db`).
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Connects to `url` (`redis://host:port/db`); every key starts with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let connect = || async {
             let client = fred::types::Builder::from_config(Config::from_url(url)?).build()?;
             client.init().await?;
@@ -254,11 +318,11 @@ impl RedisBus {
         };
         let client = connect().await.context("connect to Redis")?;
         let blocking = connect().await.context("connect to Redis")?;
-        Ok(Self { client, blocking })
+        Ok(Self { client, blocking, prefix: prefix.to_string() })
     }
 
-    fn key(topic: &str) -> String {
-        format!("bus:{{{topic}}}")
+    fn key(&self, topic: &str) -> String {
+        format!("{}bus:{{{topic}}}", self.prefix)
     }
 }
 
@@ -283,7 +347,7 @@ fn entries(value: Value) -> Vec<Message> {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
-        let key = Self::key(topic);
+        let key = self.key(topic);
         let pipeline = self.client.pipeline();
         for p in payloads {
             let () = pipeline.xadd(&key, false, None, "*", ("d", p.as_slice())).await?;
@@ -292,9 +356,43 @@ impl Bus for RedisBus {
         Ok(ids)
     }
 
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        use fred::prelude::LuaInterface;
+        let stream = self.key(topic);
+        let once = format!("{stream}:once:{key}");
+        let reply: Value = self
+            .client
+            .eval(
+                PUBLISH_ONCE_SCRIPT,
+                vec![stream, once],
+                vec![
+                    Value::from(payload),
+                    Value::from(record),
+                    Value::from(ttl.as_millis().max(1) as i64),
+                ],
+            )
+            .await
+            .context("publish once")?;
+        let mut parts = reply.into_array().into_iter();
+        let published = parts.next().and_then(|v| v.as_i64()).context("publish once reply")?;
+        let value = parts.next().context("publish once reply")?;
+        Ok(if published == 1 {
+            Once::Published(value.as_string().context("stream id")?)
+        } else {
+            Once::Existing(value.as_bytes().map(<[u8]>::to_vec).unwrap_or_default())
+        })
+    }
+
     async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
         let result: Result<(), _> =
-            self.client.xgroup_create(Self::key(topic), group, "0", true).await;
+            self.client.xgroup_create(self.key(topic), group, "0", true).await;
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.details().contains("BUSYGROUP") => Ok(()),
@@ -318,7 +416,7 @@ impl Bus for RedisBus {
                 Some(max as u64),
                 Some(block.as_millis() as u64),
                 false,
-                Self::key(topic),
+                self.key(topic),
                 ">",
             )
             .await
@@ -344,7 +442,7 @@ impl Bus for RedisBus {
         let reply: Value = self
             .client
             .xautoclaim(
-                Self::key(topic),
+                self.key(topic),
                 group,
                 consumer,
                 min_idle.as_millis() as u64,
@@ -363,13 +461,13 @@ impl Bus for RedisBus {
             return Ok(());
         }
         let _: u64 =
-            self.client.xack(Self::key(topic), group, ids.to_vec()).await.context("XACK")?;
+            self.client.xack(self.key(topic), group, ids.to_vec()).await.context("XACK")?;
         Ok(())
     }
 
     async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
         let reply: Value =
-            self.client.xpending(Self::key(topic), group, ()).await.context("XPENDING")?;
+            self.client.xpending(self.key(topic), group, ()).await.context("XPENDING")?;
         Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
     }
 }

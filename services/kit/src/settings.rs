@@ -25,6 +25,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Redis URL for the mesh mode's bus and score store.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key this process uses (to share one Redis between deployments).
+    pub redis_prefix: String,
     /// Logging.
     pub log: LogSettings,
     /// Token verification and minting.
@@ -39,6 +41,43 @@ pub struct Settings {
     pub services: ServiceAddrs,
     /// The scan service.
     pub scan: ScanSettings,
+    /// The progress service and its batch writer.
+    pub progress: ProgressSettings,
+    /// The leaderboard service and its delta applier.
+    pub leaderboard: LeaderboardSettings,
+}
+
+/// Progress service settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressSettings {
+    /// Run the batch writer inside `ewpm serve progress` / `ewpm dev` (it also runs alone as
+    /// `ewpm serve progress-writer`).
+    pub writer_enabled: bool,
+    /// Writer tasks per process (each a consumer of the queue).
+    pub writers: usize,
+    /// Entries that make a batch due at once.
+    pub batch_size: usize,
+    /// Longest the oldest queued entry waits for its batch, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Entries a writer received but has not acknowledged for this long are taken over by
+    /// another writer (the first is presumed dead), in milliseconds.
+    pub reclaim_idle_ms: u64,
+    /// How long a challenge's window is cached by the submit path, in seconds.
+    pub challenge_cache_secs: u64,
+}
+
+/// Leaderboard service settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderboardSettings {
+    /// Run the score delta applier inside `ewpm serve leaderboard` / `ewpm dev`.
+    pub applier_enabled: bool,
+    /// Shortest gap between two snapshots of one board to its watchers, in milliseconds.
+    pub watch_interval_ms: u64,
+    /// Deltas a dead applier left unacknowledged for this long are taken over, in
+    /// milliseconds.
+    pub reclaim_idle_ms: u64,
 }
 
 /// Scan service settings.
@@ -140,6 +179,10 @@ pub struct ServiceAddrs {
     pub challenge: String,
     /// The scan service, e.g. `http://scan:50051`.
     pub scan: String,
+    /// The progress service, e.g. `http://progress:50051`.
+    pub progress: String,
+    /// The leaderboard service, e.g. `http://leaderboard:50051`.
+    pub leaderboard: String,
 }
 
 impl Default for Settings {
@@ -148,6 +191,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             redis_url: None,
+            redis_prefix: String::new(),
             log: LogSettings { format: LogFormat::Pretty, level: "info".into() },
             auth: AuthSettings {
                 secret: None,
@@ -165,6 +209,8 @@ impl Default for Settings {
             services: ServiceAddrs {
                 challenge: "http://127.0.0.1:50051".into(),
                 scan: "http://127.0.0.1:50051".into(),
+                progress: "http://127.0.0.1:50051".into(),
+                leaderboard: "http://127.0.0.1:50051".into(),
             },
             scan: ScanSettings {
                 projector: ProjectorSettings {
@@ -175,6 +221,19 @@ impl Default for Settings {
                     poll_interval_ms: 500,
                     stale_after_secs: 60,
                 },
+            },
+            progress: ProgressSettings {
+                writer_enabled: true,
+                writers: 2,
+                batch_size: 50,
+                flush_interval_ms: 2000,
+                reclaim_idle_ms: 30_000,
+                challenge_cache_secs: 30,
+            },
+            leaderboard: LeaderboardSettings {
+                applier_enabled: true,
+                watch_interval_ms: 100,
+                reclaim_idle_ms: 30_000,
             },
         }
     }
@@ -240,6 +299,13 @@ impl Settings {
             Some(url) => url.clone(),
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ewpm.db").display()),
         }
+    }
+
+    /// The Redis URL, or an error naming the variable that sets it.
+    pub fn require_redis_url(&self) -> anyhow::Result<String> {
+        self.redis_url
+            .clone()
+            .context("REDIS_URL is required here (e.g. REDIS_URL=redis://redis:6379/0)")
     }
 
     /// The database URL, or an error naming the variable that sets it.

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ewpm_kit::bus::{Bus, MemoryBus, Message, RedisBus};
+use ewpm_kit::bus::{Bus, MemoryBus, Message, Once, RedisBus};
 use ewpm_testkit::{key_prefix, servers};
 
 fn payloads(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
@@ -74,6 +74,53 @@ async fn a_blocked_receive_wakes_on_publish(bus: Arc<dyn Bus>, topic: String) {
     publisher.await.unwrap();
 }
 
+async fn publish_once_queues_a_key_once_and_returns_the_first_record(
+    bus: Arc<dyn Bus>,
+    topic: String,
+) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let tries = (0..50).map(|i| {
+        let (bus, topic) = (bus.clone(), topic.clone());
+        tokio::spawn(async move {
+            let record = format!("record{i}").into_bytes();
+            bus.publish_once(&topic, "user1:key1", &record, b"m-once", ttl).await.unwrap()
+        })
+    });
+    let outcomes = futures::future::join_all(tries).await;
+    let published: Vec<_> =
+        outcomes.iter().filter(|o| matches!(o.as_ref().unwrap(), Once::Published(_))).collect();
+    assert_eq!(published.len(), 1, "{outcomes:?}");
+    let existing: std::collections::HashSet<_> = outcomes
+        .iter()
+        .filter_map(|o| match o.as_ref().unwrap() {
+            Once::Existing(record) => Some(record.clone()),
+            Once::Published(_) => None,
+        })
+        .collect();
+    assert_eq!(existing.len(), 1, "every retry sees the same first record");
+    // Another key publishes; exactly two messages are queued.
+    let other = bus.publish_once(&topic, "user1:key2", b"r", b"m-other", ttl).await.unwrap();
+    assert!(matches!(other, Once::Published(_)));
+    let got = bus.receive(&topic, "g", "c", 10, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(bodies(&got), ["m-once", "m-other"]);
+}
+
+async fn a_publish_once_key_expires_after_its_ttl(bus: Arc<dyn Bus>, topic: String) {
+    let ttl = Duration::from_millis(50);
+    let first = bus.publish_once(&topic, "k", b"r1", b"m", ttl).await.unwrap();
+    assert!(matches!(first, Once::Published(_)));
+    assert_eq!(
+        bus.publish_once(&topic, "k", b"r2", b"m", ttl).await.unwrap(),
+        Once::Existing(b"r1".to_vec())
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(matches!(
+        bus.publish_once(&topic, "k", b"r3", b"m", ttl).await.unwrap(),
+        Once::Published(_)
+    ));
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -83,6 +130,8 @@ macro_rules! contract {
                 every_group_sees_every_message,
                 unacknowledged_messages_are_reclaimed_by_another_consumer,
                 a_blocked_receive_wakes_on_publish,
+                publish_once_queues_a_key_once_and_returns_the_first_record,
+                a_publish_once_key_expires_after_its_ttl,
             );
         }
     };
@@ -99,5 +148,5 @@ macro_rules! contract {
 
 contract!(memory, async { MemoryBus::new() as Arc<dyn Bus> });
 contract!(redis, async {
-    Arc::new(RedisBus::connect(&servers().redis_url).await.unwrap()) as Arc<dyn Bus>
+    Arc::new(RedisBus::connect(&servers().redis_url, "").await.unwrap()) as Arc<dyn Bus>
 });
