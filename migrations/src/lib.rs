@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //! - [`challenge`]: the challenge service's `challenges` table.
+//! - [`progress`]: the progress service's `progress_entries`.
 //! - [`scan`]: the scan service's `scan_events`, `parcel_states`, `scan_checkpoints`,
 //!   `scan_dead_letters`.
 
 pub mod challenge;
+pub mod progress;
 pub mod scan;
 
 pub use sea_orm_migration::MigratorTrait;

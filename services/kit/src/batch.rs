@@ -57,6 +57,11 @@ impl<T> Batch<T> {
         std::mem::replace(&mut self.items, Vec::with_capacity(self.rule.size))
     }
 
+    /// How many items are waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

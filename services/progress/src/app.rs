@@ -1,0 +1,79 @@
+//! Builds the progress service and its batch writers from settings.
+
+use std::{sync::Arc, time::Duration};
+
+use ewpm_kit::{
+    auth::ServiceToken,
+    batch::BatchRule,
+    bus::Bus,
+    clock::SharedClock,
+    settings::{GrpcSettings, ProgressSettings},
+};
+use ewpm_proto::progress::v1::progress_service_server::ProgressServiceServer;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    challenges::ChallengeWindows,
+    grpc::ProgressGrpc,
+    service::Progress,
+    store::ProgressStore,
+    visitor::Visitors,
+    writer::{Writer, WriterConfig},
+};
+
+/// The tonic service: accepts onto `bus`, learns challenge windows from the challenge service
+/// at `challenge_uri` with `token`, reads totals from `db`.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    challenge_uri: &str,
+    token: Arc<ServiceToken>,
+    clock: SharedClock,
+    visitors: Visitors,
+    settings: &ProgressSettings,
+    grpc: &GrpcSettings,
+) -> anyhow::Result<ProgressServiceServer<ProgressGrpc>> {
+    let windows = ChallengeWindows::new(
+        challenge_uri,
+        token,
+        Duration::from_secs(settings.challenge_cache_secs),
+    )?;
+    let progress = Progress::new(bus, windows, clock, visitors);
+    Ok(ProgressServiceServer::new(ProgressGrpc::new(progress, ProgressStore::new(db)))
+        .max_decoding_message_size(grpc.max_message_bytes))
+}
+
+/// `settings.writers` batch writers from `bus` into `db`, consumers named after `process`.
+pub fn writers(
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    settings: &ProgressSettings,
+    process: &str,
+) -> Vec<Writer> {
+    let store = ProgressStore::new(db);
+    (0..settings.writers.max(1))
+        .map(|i| {
+            Writer::new(
+                bus.clone(),
+                store.clone(),
+                WriterConfig {
+                    rule: BatchRule {
+                        size: settings.batch_size.max(1),
+                        max_wait: Duration::from_millis(settings.flush_interval_ms),
+                    },
+                    reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+                    consumer: format!("{process}-w{i}"),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A consumer name unique to this process: host, pid and a random suffix (a restarted
+/// process must not inherit the pending entries of its previous life by name; they are
+/// reclaimed by idle time instead).
+pub fn process_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ewpm".into());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

@@ -1,0 +1,96 @@
+//! Errors of the progress service and their one mapping to `tonic::Status`.
+
+use chrono::{DateTime, Utc};
+use ewpm_kit::error::{self, FieldViolation};
+use tonic::{Code, Status};
+
+/// What went wrong, for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// The request has bad fields.
+    #[error("invalid request")]
+    Invalid(Vec<FieldViolation>),
+    /// No challenge with this id is visible to the caller.
+    #[error("challenge {id} not found")]
+    ChallengeNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The challenge does not take progress at that time.
+    #[error("challenge {id} is not active at {at}")]
+    NotActive {
+        /// The challenge.
+        id: String,
+        /// The entry's time.
+        at: DateTime<Utc>,
+        /// The challenge's window.
+        starts_at: DateTime<Utc>,
+        /// The challenge's window.
+        ends_at: DateTime<Utc>,
+    },
+    /// The caller's role does not allow this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    /// A service this one depends on did not answer.
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    /// Anything else: logged, answered as Internal.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<FieldViolation> for ProgressError {
+    fn from(v: FieldViolation) -> Self {
+        Self::Invalid(vec![v])
+    }
+}
+
+impl From<Vec<FieldViolation>> for ProgressError {
+    fn from(v: Vec<FieldViolation>) -> Self {
+        Self::Invalid(v)
+    }
+}
+
+impl From<ProgressError> for Status {
+    fn from(err: ProgressError) -> Self {
+        match err {
+            ProgressError::Invalid(violations) => {
+                error::invalid_argument("INVALID_ARGUMENT", &violations)
+            }
+            ProgressError::ChallengeNotFound { id } => error::status(
+                Code::NotFound,
+                "CHALLENGE_NOT_FOUND",
+                format!("challenge {id} not found"),
+            ),
+            ProgressError::NotActive { id, at, starts_at, ends_at } => error::status(
+                Code::FailedPrecondition,
+                "CHALLENGE_NOT_ACTIVE",
+                format!(
+                    "challenge {id} is not active at {at}: it runs from {starts_at} to {ends_at}",
+                    at = at.to_rfc3339(),
+                    starts_at = starts_at.to_rfc3339(),
+                    ends_at = ends_at.to_rfc3339(),
+                ),
+            ),
+            ProgressError::Forbidden(why) => {
+                error::status(Code::PermissionDenied, "PERMISSION_DENIED", why)
+            }
+            ProgressError::IdempotencyKeyReused => error::invalid_argument(
+                "IDEMPOTENCY_KEY_REUSED",
+                &[FieldViolation::new(
+                    "idempotency_key",
+                    "was already used for a different request",
+                )],
+            ),
+            ProgressError::Unavailable(what) => error::status(
+                Code::Unavailable,
+                "DEPENDENCY_UNAVAILABLE",
+                format!("{what} is unavailable; retry"),
+            ),
+            ProgressError::Unexpected(err) => error::internal(&err),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `ewpm.progress.v1.ProgressService`: converts requests to domain values, calls
+//! [`Progress`] or the store, converts the result back. Proto types stop here.
+
+use ewpm_kit::{auth::Caller, error::Violations, timestamp};
+use ewpm_proto::progress::v1::{self as pb, progress_service_server::ProgressService};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{IdempotencyKey, ProgressValue, parse_challenge_id},
+    error::ProgressError,
+    service::{Accepted, Progress, Submission},
+    store::ProgressStore,
+};
+
+/// Rows per chunk of `GetChallengeTotals`.
+const TOTALS_CHUNK: u64 = 2000;
+
+/// The gRPC face of the progress service.
+#[derive(Clone)]
+pub struct ProgressGrpc {
+    progress: Progress,
+    store: ProgressStore,
+}
+
+impl ProgressGrpc {
+    /// Serves `progress` and totals from `store`.
+    pub fn new(progress: Progress, store: ProgressStore) -> Self {
+        Self { progress, store }
+    }
+}
+
+/// Parses a `SubmitProgressRequest`, reporting every bad field at once.
+pub fn parse_submit(request: pb::SubmitProgressRequest) -> Result<Submission, ProgressError> {
+    let pb::SubmitProgressRequest { challenge_id, value, occurred_at, idempotency_key } = request;
+    let mut v = Violations::new();
+    let challenge_id = v.check(parse_challenge_id(&challenge_id));
+    let value = v.check(ProgressValue::parse(value));
+    let occurred_at = match occurred_at {
+        None => Some(None),
+        Some(ts) => match timestamp::from_proto(&ts) {
+            Some(at) => Some(Some(at)),
+            None => {
+                v.push(ewpm_kit::error::FieldViolation::new(
+                    "occurred_at",
+                    "must be a valid time between 1970 and 9999",
+                ));
+                None
+            }
+        },
+    };
+    let idempotency_key = v.check(IdempotencyKey::parse_optional(&idempotency_key));
+    v.finish()?;
+    match (challenge_id, value, occurred_at, idempotency_key) {
+        (Some(challenge_id), Some(value), Some(occurred_at), Some(idempotency_key)) => {
+            Ok(Submission { challenge_id, value, occurred_at, idempotency_key })
+        }
+        _ => Err(anyhow::anyhow!("violations were reported above").into()),
+    }
+}
+
+fn to_proto(accepted: &Accepted) -> pb::SubmitProgressResponse {
+    let e = &accepted.entry;
+    pb::SubmitProgressResponse {
+        entry_id: e.id.to_string(),
+        challenge_id: e.challenge_id.to_string(),
+        user_id: e.user_id.clone(),
+        value: e.value,
+        occurred_at: Some(timestamp::to_proto(e.occurred_at)),
+        accept_time: Some(timestamp::to_proto(e.accepted_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl ProgressService for ProgressGrpc {
+    async fn submit_progress(
+        &self,
+        request: Request<pb::SubmitProgressRequest>,
+    ) -> Result<Response<pb::SubmitProgressResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let submission = parse_submit(request.into_inner())?;
+        let accepted = self.progress.submit(&caller, submission).await?;
+        Ok(Response::new(to_proto(&accepted)))
+    }
+
+    type GetChallengeTotalsStream = ReceiverStream<Result<pb::GetChallengeTotalsResponse, Status>>;
+
+    async fn get_challenge_totals(
+        &self,
+        request: Request<pb::GetChallengeTotalsRequest>,
+    ) -> Result<Response<Self::GetChallengeTotalsStream>, Status> {
+        let caller = Caller::of(&request)?;
+        if !caller.is_admin() {
+            return Err(ProgressError::Forbidden(
+                "only admins and services read a challenge's totals",
+            )
+            .into());
+        }
+        let pb::GetChallengeTotalsRequest { challenge_id, include_entries } = request.into_inner();
+        let challenge_id = parse_challenge_id(&challenge_id).map_err(ProgressError::from)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let result = if include_entries {
+                stream_entries(&store, challenge_id, &tx).await
+            } else {
+                stream_totals(&store, challenge_id, &tx).await
+            };
+            if let Err(err) = result {
+                tx.send(Err(ProgressError::Unexpected(err).into())).await.ok();
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type Sink = tokio::sync::mpsc::Sender<Result<pb::GetChallengeTotalsResponse, Status>>;
+
+async fn stream_totals(
+    store: &ProgressStore,
+    challenge: uuid::Uuid,
+    tx: &Sink,
+) -> anyhow::Result<()> {
+    let mut after = None;
+    loop {
+        let rows = store.totals(challenge, after.clone(), TOTALS_CHUNK).await?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = Some(last.user_id.clone());
+        let done = (rows.len() as u64) < TOTALS_CHUNK;
+        let totals = rows
+            .into_iter()
+            .map(|r| pb::MemberTotal {
+                user_id: r.user_id,
+                total: r.total,
+                entry_count: r.entries,
+                entries: Vec::new(),
+            })
+            .collect();
+        if tx.send(Ok(pb::GetChallengeTotalsResponse { totals })).await.is_err() || done {
+            return Ok(());
+        }
+    }
+}
+
+/// Entries by (user, id), folded into per-user totals; a user's entries may span chunks (a
+/// reader sums per user across chunks).
+async fn stream_entries(
+    store: &ProgressStore,
+    challenge: uuid::Uuid,
+    tx: &Sink,
+) -> anyhow::Result<()> {
+    let mut after = None;
+    loop {
+        let rows = store.entries(challenge, after.clone(), TOTALS_CHUNK).await?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = Some((last.user_id.clone(), last.id));
+        let done = (rows.len() as u64) < TOTALS_CHUNK;
+        let mut totals: Vec<pb::MemberTotal> = Vec::new();
+        for r in rows {
+            match totals.last_mut() {
+                Some(t) if t.user_id == r.user_id => {
+                    t.total += r.value;
+                    t.entry_count += 1;
+                    t.entries.push(pb::EntryValue { entry_id: r.id.to_string(), value: r.value });
+                }
+                _ => totals.push(pb::MemberTotal {
+                    user_id: r.user_id,
+                    total: r.value,
+                    entry_count: 1,
+                    entries: vec![pb::EntryValue { entry_id: r.id.to_string(), value: r.value }],
+                }),
+            }
+        }
+        if tx.send(Ok(pb::GetChallengeTotalsResponse { totals })).await.is_err() || done {
+            return Ok(());
+        }
+    }
+}

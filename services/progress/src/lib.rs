@@ -1,0 +1,36 @@
+//! The progress service: a user's challenge progress travels client → [`service`] (checked
+//! against the challenge's window, learned over gRPC and cached) → the durable queue (bus
+//! topic `progress`) → the [`writer`] (batches of `batch_size` or `flush_interval`, one
+//! transaction each) → SQL → score deltas (bus topic `score-deltas`) → the leaderboard.
+//!
+//! Exactly once in effect: an entry's id is minted when it is accepted and is both its
+//! primary key and its score delta's event id, so a batch written again inserts nothing and
+//! a delta emitted again applies nothing.
+//!
+//! # Layout
+//! - [`domain`]: progress values, idempotency keys, challenge windows, entries (no I/O).
+//! - [`challenges`]: challenge windows from the challenge service, cached.
+//! - [`service`]: accept an entry: check, queue (idempotently), pass it to the visitors.
+//! - [`visitor`]: the activity visitor hook (the incentive service plugs in here).
+//! - [`writer`]: the batch writer: queue → SQL → score deltas → acknowledge.
+//! - [`store`]: the `progress_entries` table.
+//! - [`grpc`]: the gRPC service `ewpm.progress.v1.ProgressService`.
+//! - [`error`]: [`error::ProgressError`] and its one mapping to `tonic::Status`.
+//! - [`app`]: builds the service and the writer from settings.
+
+pub mod app;
+pub mod challenges;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+pub mod visitor;
+pub mod writer;
+
+/// Bus topic of accepted entries.
+pub const PROGRESS_TOPIC: &str = "progress";
+/// Consumer group of the batch writers.
+pub const WRITER_GROUP: &str = "progress-writer";
+/// Bus topic of score deltas (consumed by the leaderboard's applier).
+pub const SCORE_DELTAS_TOPIC: &str = "score-deltas";

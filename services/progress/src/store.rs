@@ -1,0 +1,178 @@
+//! The `progress_entries` table: SeaORM entity and queries. Works on SQLite and PostgreSQL.
+
+use anyhow::Context;
+use chrono::Utc;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::OnConflict,
+};
+use uuid::Uuid;
+
+use crate::domain::Entry;
+
+/// SeaORM entity of `progress_entries`.
+pub mod progress_entries {
+    use sea_orm::entity::prelude::*;
+
+    /// One row.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "progress_entries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub challenge_id: Uuid,
+        pub user_id: String,
+        pub employer_id: Option<String>,
+        pub value: f64,
+        pub occurred_at: DateTimeUtc,
+        pub accepted_at: DateTimeUtc,
+        pub written_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+use progress_entries::{Column, Entity};
+
+/// One entry's contribution to a total.
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct EntryRow {
+    /// The user.
+    pub user_id: String,
+    /// The entry.
+    pub id: Uuid,
+    /// Its value.
+    pub value: f64,
+}
+
+/// A user's total of one challenge.
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct TotalRow {
+    /// The user.
+    pub user_id: String,
+    /// Sum of values.
+    pub total: f64,
+    /// Number of entries.
+    pub entries: i64,
+}
+
+/// Count and sum over every entry (for checks and tests).
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct Summary {
+    /// Number of entries.
+    pub entries: i64,
+    /// Sum of values.
+    pub total: Option<f64>,
+}
+
+/// The progress service's store.
+#[derive(Debug, Clone)]
+pub struct ProgressStore {
+    db: DatabaseConnection,
+}
+
+impl ProgressStore {
+    /// The store over `db` (migrated).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Writes a batch in one transaction; entries already written are skipped. Returns how
+    /// many rows were new.
+    pub async fn write_batch(&self, entries: &[Entry]) -> anyhow::Result<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let rows = entries.iter().map(|e| progress_entries::ActiveModel {
+            id: Set(e.id),
+            challenge_id: Set(e.challenge_id),
+            user_id: Set(e.user_id.clone()),
+            employer_id: Set(e.employer_id.clone()),
+            value: Set(e.value),
+            occurred_at: Set(e.occurred_at),
+            accepted_at: Set(e.accepted_at),
+            written_at: Set(now),
+        });
+        let tx = self.db.begin().await.context("begin progress batch")?;
+        let inserted = Entity::insert_many(rows)
+            .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&tx)
+            .await
+            .context("insert progress batch")?;
+        tx.commit().await.context("commit progress batch")?;
+        Ok(inserted)
+    }
+
+    /// Entries of `challenge_id` by (user, id), after `after`, at most `limit`.
+    pub async fn entries(
+        &self,
+        challenge_id: Uuid,
+        after: Option<(String, Uuid)>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<EntryRow>> {
+        let mut query = Entity::find()
+            .select_only()
+            .column(Column::UserId)
+            .column(Column::Id)
+            .column(Column::Value)
+            .filter(Column::ChallengeId.eq(challenge_id));
+        if let Some((user, id)) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(Column::UserId.gt(user.clone()))
+                    .add(Condition::all().add(Column::UserId.eq(user)).add(Column::Id.gt(id))),
+            );
+        }
+        query
+            .order_by_asc(Column::UserId)
+            .order_by_asc(Column::Id)
+            .limit(limit)
+            .into_model::<EntryRow>()
+            .all(&self.db)
+            .await
+            .context("read progress entries")
+    }
+
+    /// Totals of `challenge_id` by user, after user `after`, at most `limit`.
+    pub async fn totals(
+        &self,
+        challenge_id: Uuid,
+        after: Option<String>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<TotalRow>> {
+        let mut query = Entity::find()
+            .select_only()
+            .column(Column::UserId)
+            .column_as(Column::Value.sum(), "total")
+            .column_as(Column::Id.count(), "entries")
+            .filter(Column::ChallengeId.eq(challenge_id));
+        if let Some(user) = after {
+            query = query.filter(Column::UserId.gt(user));
+        }
+        query
+            .group_by(Column::UserId)
+            .order_by_asc(Column::UserId)
+            .limit(limit)
+            .into_model::<TotalRow>()
+            .all(&self.db)
+            .await
+            .context("read progress totals")
+    }
+
+    /// Count and sum of every entry.
+    pub async fn summary(&self) -> anyhow::Result<Summary> {
+        Entity::find()
+            .select_only()
+            .column_as(Column::Id.count(), "entries")
+            .column_as(Column::Value.sum(), "total")
+            .into_model::<Summary>()
+            .one(&self.db)
+            .await
+            .context("summarize progress entries")?
+            .context("an aggregate returns one row")
+    }
+}

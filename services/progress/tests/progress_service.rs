@@ -1,0 +1,448 @@
+//! The progress service over real gRPC, with the real challenge service beside it, the real
+//! batch writer, on SQLite + the in-process bus and on PostgreSQL + Redis Streams: one suite,
+//! two backends.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Role, ServiceToken},
+    batch::BatchRule,
+    bus::{Bus, MemoryBus, RedisBus},
+    clock::{FixedClock, SharedClock},
+    timestamp::to_proto,
+};
+use ewpm_progress::{
+    SCORE_DELTAS_TOPIC, app,
+    store::{ProgressStore, Summary},
+    visitor::{Activity, ActivityKind, ActivityVisitor, Visitors},
+    writer::{Writer, WriterConfig},
+};
+use ewpm_proto::{
+    challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
+    leaderboard::v1::ScoreDelta,
+    progress::v1::{self as pb, progress_service_client::ProgressServiceClient},
+};
+use ewpm_testkit::{Spawned, TestDb, bearer, key_prefix, keys, servers, spawn_grpc};
+use prost::Message;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Embedded,
+    Mesh,
+}
+
+struct Harness {
+    progress: ProgressServiceClient<Channel>,
+    challenges: ChallengeServiceClient<Channel>,
+    bus: Arc<dyn Bus>,
+    store: ProgressStore,
+    seen: Arc<Recorder>,
+    writer_stop: CancellationToken,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    _servers: (Spawned, Spawned),
+    _db: TestDb,
+}
+
+/// A visitor that records what it sees.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Activity>>);
+
+#[async_trait::async_trait]
+impl ActivityVisitor for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    async fn visit(&self, activity: &Activity) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(activity.clone());
+        Ok(())
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap()
+}
+
+async fn harness(backend: Backend) -> Harness {
+    let (db, bus): (TestDb, Arc<dyn Bus>) = match backend {
+        Backend::Embedded => (TestDb::sqlite().await.unwrap(), MemoryBus::new()),
+        Backend::Mesh => (
+            TestDb::postgres().await.unwrap(),
+            Arc::new(RedisBus::connect(&servers().redis_url, &key_prefix()).await.unwrap()),
+        ),
+    };
+    let clock: SharedClock = FixedClock::new(now());
+    let conn = db.db.clone();
+    let c = clock.clone();
+    let challenge_server = spawn_grpc(|mount, grpc| {
+        mount.add(ewpm_challenge::app::build(conn, c, grpc));
+    })
+    .await
+    .unwrap();
+    let seen = Arc::new(Recorder::default());
+    let mut visitors = Visitors::new();
+    visitors.register(seen.clone());
+    let settings = ewpm_kit::settings::Settings::default().progress;
+    let service = {
+        let (conn, bus, clock) = (db.db.clone(), bus.clone(), clock.clone());
+        let uri = challenge_server.uri();
+        let token = Arc::new(ServiceToken::new(keys(), "progress"));
+        move |mount: &mut ewpm_kit::server::Mount, grpc: &ewpm_kit::settings::GrpcSettings| {
+            mount
+                .add(app::build(conn, bus, &uri, token, clock, visitors, &settings, grpc).unwrap());
+        }
+    };
+    let progress_server = spawn_grpc(service).await.unwrap();
+    let store = ProgressStore::new(db.db.clone());
+    let writer_stop = CancellationToken::new();
+    let writer = Writer::new(
+        bus.clone(),
+        store.clone(),
+        WriterConfig {
+            rule: BatchRule { size: 50, max_wait: Duration::from_millis(100) },
+            reclaim_idle: Duration::from_secs(30),
+            consumer: "test-writer".into(),
+        },
+    );
+    bus.ensure_group(SCORE_DELTAS_TOPIC, "test-deltas").await.unwrap();
+    let handle = tokio::spawn(writer.run(writer_stop.clone()));
+    Harness {
+        progress: ProgressServiceClient::connect(progress_server.uri()).await.unwrap(),
+        challenges: ChallengeServiceClient::connect(challenge_server.uri()).await.unwrap(),
+        bus,
+        store,
+        seen,
+        writer_stop,
+        writer: Some(handle),
+        _servers: (challenge_server, progress_server),
+        _db: db,
+    }
+}
+
+fn req<T>(message: T, auth: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("authorization", auth.parse().unwrap());
+    r
+}
+
+fn admin() -> String {
+    bearer("admin-1", Role::Admin, None)
+}
+fn alice() -> String {
+    bearer("alice", Role::Employee, Some("acme"))
+}
+fn bob_of_globex() -> String {
+    bearer("bob", Role::Employee, Some("globex"))
+}
+
+fn reason(status: &Status) -> String {
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+fn violations(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+impl Harness {
+    /// A challenge from 1 March to 31 March 2026 (the clock stands at 10 March).
+    async fn challenge(&mut self, employer: &str) -> String {
+        let created = self
+            .challenges
+            .create_challenge(req(
+                cpb::CreateChallengeRequest {
+                    name: "steps".into(),
+                    description: String::new(),
+                    start_time: Some(to_proto(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap())),
+                    end_time: Some(to_proto(Utc.with_ymd_and_hms(2026, 3, 31, 0, 0, 0).unwrap())),
+                    goal: Some(cpb::Goal { target: 1000.0, unit: "steps".into() }),
+                    employer_id: employer.into(),
+                    idempotency_key: String::new(),
+                },
+                &admin(),
+            ))
+            .await
+            .unwrap();
+        created.into_inner().challenge.unwrap().id
+    }
+
+    async fn submit(
+        &mut self,
+        challenge_id: &str,
+        value: f64,
+        key: &str,
+        auth: &str,
+    ) -> Result<pb::SubmitProgressResponse, Status> {
+        self.progress
+            .submit_progress(req(
+                pb::SubmitProgressRequest {
+                    challenge_id: challenge_id.into(),
+                    value,
+                    occurred_at: None,
+                    idempotency_key: key.into(),
+                },
+                auth,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Waits until SQL holds `n` entries.
+    async fn written(&self, n: i64) -> Summary {
+        for _ in 0..200 {
+            let s = self.store.summary().await.unwrap();
+            if s.entries >= n {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("SQL did not reach {n} entries: {:?}", self.store.summary().await.unwrap());
+    }
+
+    /// Every score delta published so far (as far as one read of up to 10,000 shows).
+    async fn deltas(&self) -> Vec<ScoreDelta> {
+        let got = self
+            .bus
+            .receive(SCORE_DELTAS_TOPIC, "test-deltas", "t", 10_000, Duration::from_millis(200))
+            .await
+            .unwrap();
+        got.iter().map(|m| ScoreDelta::decode(m.payload.as_slice()).unwrap()).collect()
+    }
+
+    async fn stop_writer(&mut self) {
+        self.writer_stop.cancel();
+        if let Some(h) = self.writer.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+async fn an_accepted_entry_reaches_sql_and_emits_its_score_delta(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    let accepted = h.submit(&challenge, 120.0, "", &alice()).await.unwrap();
+    assert_eq!(
+        (accepted.challenge_id.as_str(), accepted.user_id.as_str(), accepted.value),
+        (challenge.as_str(), "alice", 120.0)
+    );
+    assert_eq!(accepted.occurred_at, Some(to_proto(now())));
+    let summary = h.written(1).await;
+    assert_eq!(summary, Summary { entries: 1, total: Some(120.0) });
+    let deltas = h.deltas().await;
+    assert_eq!(
+        deltas
+            .iter()
+            .map(|d| (d.board.clone(), d.member.clone(), d.delta, d.event_id.clone()))
+            .collect::<Vec<_>>(),
+        vec![(format!("challenge:{challenge}"), "alice".into(), 120.0, accepted.entry_id.clone())]
+    );
+    // The visitor saw it once, as challenge progress.
+    let seen = h.seen.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].kind,
+        ActivityKind::ChallengeProgress { challenge_id: challenge.parse().unwrap() }
+    );
+    assert_eq!(seen[0].id.to_string(), accepted.entry_id);
+}
+
+async fn bad_submissions_get_clear_errors_and_queue_nothing(mut h: Harness) {
+    let open = h.challenge("").await;
+    let acme_only = h.challenge("acme").await;
+    let err = h.submit("not-a-uuid", -1.0, &"k".repeat(200), &alice()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), ["challenge_id", "value", "idempotency_key"]);
+    let err = h.submit(&open, 2e6, "", &alice()).await.unwrap_err();
+    assert_eq!(violations(&err), ["value"]);
+    let err = h.submit(&uuid::Uuid::now_v7().to_string(), 1.0, "", &alice()).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::NotFound, "CHALLENGE_NOT_FOUND".into()));
+    // Another employer's challenge does not exist for bob.
+    let err = h.submit(&acme_only, 1.0, "", &bob_of_globex()).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::NotFound, "CHALLENGE_NOT_FOUND".into()));
+    // Outside the window, and in the future.
+    for (at, code, why) in [
+        (
+            Utc.with_ymd_and_hms(2026, 2, 28, 23, 0, 0).unwrap(),
+            Code::FailedPrecondition,
+            "CHALLENGE_NOT_ACTIVE",
+        ),
+        (
+            Utc.with_ymd_and_hms(2026, 3, 10, 13, 0, 0).unwrap(),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        let err = h
+            .progress
+            .submit_progress(req(
+                pb::SubmitProgressRequest {
+                    challenge_id: open.clone(),
+                    value: 1.0,
+                    occurred_at: Some(to_proto(at)),
+                    idempotency_key: String::new(),
+                },
+                &alice(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!((err.code(), reason(&err).as_str()), (code, why), "{at}");
+    }
+    let err = h
+        .progress
+        .submit_progress(Request::new(pb::SubmitProgressRequest {
+            challenge_id: open.clone(),
+            value: 1.0,
+            occurred_at: None,
+            idempotency_key: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // Nothing reached the queue, SQL or the visitors.
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 0, total: None });
+    assert_eq!(h.deltas().await, vec![]);
+    assert!(h.seen.0.lock().unwrap().is_empty());
+}
+
+async fn fifty_concurrent_retries_with_one_key_make_one_entry(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    let tries = (0..50).map(|_| {
+        let mut client = h.progress.clone();
+        let challenge = challenge.clone();
+        tokio::spawn(async move {
+            client
+                .submit_progress(req(
+                    pb::SubmitProgressRequest {
+                        challenge_id: challenge,
+                        value: 7.0,
+                        occurred_at: None,
+                        idempotency_key: "same-key".into(),
+                    },
+                    &alice(),
+                ))
+                .await
+                .map(|r| r.into_inner().entry_id)
+        })
+    });
+    let ids: std::collections::HashSet<String> =
+        futures::future::join_all(tries).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "every retry answers the first entry id");
+    // The same key with another body is refused; another user may use the same key.
+    let err = h.submit(&challenge, 8.0, "same-key", &alice()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::InvalidArgument, "IDEMPOTENCY_KEY_REUSED".into())
+    );
+    let bobs =
+        h.submit(&challenge, 7.0, "same-key", &bearer("bob", Role::Employee, None)).await.unwrap();
+    assert!(!ids.contains(&bobs.entry_id));
+    assert_eq!(h.written(2).await, Summary { entries: 2, total: Some(14.0) });
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 2, total: Some(14.0) });
+    assert_eq!(h.seen.0.lock().unwrap().len(), 2, "visitors see each accepted entry once");
+}
+
+async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    let accepted = h.submit(&challenge, 5.0, "", &alice()).await.unwrap();
+    h.written(1).await;
+    // Simulate a writer that died after its commit: the same entry arrives again.
+    let entry = ewpm_progress::domain::Entry {
+        id: accepted.entry_id.parse().unwrap(),
+        challenge_id: challenge.parse().unwrap(),
+        user_id: "alice".into(),
+        employer_id: Some("acme".into()),
+        value: 5.0,
+        occurred_at: now(),
+        accepted_at: now(),
+    };
+    h.bus
+        .publish(ewpm_progress::PROGRESS_TOPIC, &[serde_json::to_vec(&entry).unwrap()])
+        .await
+        .unwrap();
+    // And a message that is no entry at all must not block the queue.
+    h.bus.publish(ewpm_progress::PROGRESS_TOPIC, &[b"garbage".to_vec()]).await.unwrap();
+    let second = h.submit(&challenge, 6.0, "", &alice()).await.unwrap();
+    h.written(2).await;
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 2, total: Some(11.0) });
+    let events: Vec<String> = h.deltas().await.into_iter().map(|d| d.event_id).collect();
+    assert_eq!(events, vec![accepted.entry_id.clone(), accepted.entry_id, second.entry_id]);
+    assert_eq!(
+        h.bus.pending(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP).await.unwrap(),
+        0
+    );
+}
+
+async fn challenge_totals_are_for_admins_and_sum_each_user(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    for (user, value) in [("alice", 3.0), ("bob", 10.0), ("alice", 4.0)] {
+        h.submit(&challenge, value, "", &bearer(user, Role::Employee, None)).await.unwrap();
+    }
+    h.written(3).await;
+    let err = h
+        .progress
+        .get_challenge_totals(req(
+            pb::GetChallengeTotalsRequest {
+                challenge_id: challenge.clone(),
+                include_entries: false,
+            },
+            &alice(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    for include_entries in [false, true] {
+        let mut stream = h
+            .progress
+            .get_challenge_totals(req(
+                pb::GetChallengeTotalsRequest { challenge_id: challenge.clone(), include_entries },
+                &admin(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut totals = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            totals.extend(chunk.totals);
+        }
+        let summary: Vec<_> = totals
+            .iter()
+            .map(|t| (t.user_id.as_str(), t.total, t.entry_count, t.entries.len()))
+            .collect();
+        let n = |k: usize| if include_entries { k } else { 0 };
+        assert_eq!(summary, vec![("alice", 7.0, 2, n(2)), ("bob", 10.0, 1, n(1))]);
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident, $which:expr) => {
+        mod $backend {
+            use super::*;
+            suite!(@tests $which;
+                an_accepted_entry_reaches_sql_and_emits_its_score_delta,
+                bad_submissions_get_clear_errors_and_queue_nothing,
+                fifty_concurrent_retries_with_one_key_make_one_entry,
+                a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id,
+                challenge_totals_are_for_admins_and_sum_each_user,
+            );
+        }
+    };
+    (@tests $which:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                super::$name(harness($which).await).await;
+            }
+        )+
+    };
+}
+
+suite!(embedded, Backend::Embedded);
+suite!(mesh, Backend::Mesh);
