@@ -7,15 +7,23 @@
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use ewpm_challenge::standings::Standings;
 use ewpm_kit::{
     CancellationToken,
-    auth::{Authenticator, Role, TokenKeys},
+    auth::{Authenticator, Role, ServiceToken, TokenKeys},
+    bus::{Bus, MemoryBus, RedisBus},
     clock::{SharedClock, SystemClock},
     db,
     server::{self, Mount},
-    settings::Settings,
+    settings::{ServiceAddrs, Settings},
     shutdown, telemetry,
+};
+use ewpm_leaderboard::{
+    notices::{Notices, RedisNotices},
+    rebuild::{ChallengeOwner, Owners},
+    scores::{RedisScores, ScoreStore},
 };
 mod bench;
 
@@ -68,6 +76,14 @@ enum ServiceName {
     Scan,
     /// The scan projector alone (gRPC health and metrics only).
     ScanProjector,
+    /// The progress service (gRPC), with its batch writers unless
+    /// EWPM_PROGRESS__WRITER_ENABLED=false.
+    Progress,
+    /// The progress batch writers alone (metrics and health only).
+    ProgressWriter,
+    /// The leaderboard service (gRPC), with its delta applier unless
+    /// EWPM_LEADERBOARD__APPLIER_ENABLED=false.
+    Leaderboard,
     /// The REST edge.
     Gateway,
 }
@@ -83,6 +99,15 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { service: ServiceName::Scan } => serve_scan(settings, true).await,
             Command::Serve { service: ServiceName::ScanProjector } => {
                 serve_scan(settings, false).await
+            }
+            Command::Serve { service: ServiceName::Progress } => {
+                serve_progress(settings, true).await
+            }
+            Command::Serve { service: ServiceName::ProgressWriter } => {
+                serve_progress(settings, false).await
+            }
+            Command::Serve { service: ServiceName::Leaderboard } => {
+                serve_leaderboard(settings).await
             }
             Command::Serve { service: ServiceName::Gateway } => serve_gateway(settings).await,
             Command::Migrate => migrate(settings).await,
@@ -100,7 +125,8 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-/// Embedded mode: SQLite, every service on one gRPC port, the REST edge beside it.
+/// Embedded mode: SQLite, the in-process bus and score store, every service on one gRPC
+/// port, the REST edge beside it.
 async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
@@ -114,13 +140,34 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     let http_listener = server::bind(settings.http.addr).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-    settings.services.challenge = format!("http://{}", loopback(grpc_addr));
-    settings.services.scan = settings.services.challenge.clone();
+    let own = format!("http://{}", loopback(grpc_addr));
+    settings.services = ServiceAddrs {
+        challenge: own.clone(),
+        scan: own.clone(),
+        progress: own.clone(),
+        leaderboard: own,
+    };
 
     let clock: SharedClock = Arc::new(SystemClock);
+    let bus: Arc<dyn Bus> = MemoryBus::new();
     let mut mount = Mount::new(Authenticator::new(keys.clone()));
-    mount.add(ewpm_challenge::app::build(db.clone(), clock.clone(), &settings.grpc));
-    let background = mount_scan(&mut mount, &settings, db, &url, clock, true, &shutdown)?;
+    mount_challenge(&mut mount, &settings, &keys, db.clone(), clock.clone())?;
+    let mut background =
+        mount_scan(&mut mount, &settings, db.clone(), &url, clock.clone(), true, &shutdown)?;
+    background.extend(mount_progress(
+        &mut mount,
+        &settings,
+        &keys,
+        db,
+        bus.clone(),
+        clock,
+        true,
+        &shutdown,
+    )?);
+    let scores = Arc::new(ewpm_leaderboard::scores::MemoryScores::new());
+    let notices = Arc::new(ewpm_leaderboard::notices::MemoryNotices::new());
+    background
+        .extend(mount_leaderboard(&mut mount, &settings, &keys, scores, bus, notices, &shutdown)?);
     let state = ewpm_gateway::AppState::connect(&settings.services)?;
 
     print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &db::redact(&url));
@@ -134,11 +181,124 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mounts the challenge service, with standings read from the leaderboard service.
+fn mount_challenge(
+    mount: &mut Mount,
+    settings: &Settings,
+    keys: &TokenKeys,
+    db: DatabaseConnection,
+    clock: SharedClock,
+) -> anyhow::Result<()> {
+    let token = Arc::new(ServiceToken::new(keys.clone(), "challenge"));
+    let standings = Standings::from_leaderboard(&settings.services.leaderboard, token)?;
+    mount.add(ewpm_challenge::app::build_with(db, clock, &settings.grpc, standings));
+    Ok(())
+}
+
+/// Mounts the progress service (when `with_service`) and starts its batch writers (when
+/// enabled, or always when the writers run alone).
+#[allow(clippy::too_many_arguments)]
+fn mount_progress(
+    mount: &mut Mount,
+    settings: &Settings,
+    keys: &TokenKeys,
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    clock: SharedClock,
+    with_service: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Background> {
+    if with_service {
+        let token = Arc::new(ServiceToken::new(keys.clone(), "progress"));
+        mount.add(ewpm_progress::app::build(
+            db.clone(),
+            bus.clone(),
+            &settings.services.challenge,
+            token,
+            clock,
+            ewpm_progress::visitor::Visitors::new(),
+            &settings.progress,
+            &settings.grpc,
+        )?);
+    }
+    let mut background = Background::default();
+    if settings.progress.writer_enabled || !with_service {
+        let name = ewpm_progress::app::process_name();
+        for writer in ewpm_progress::app::writers(db, bus, &settings.progress, &name) {
+            background.0.push(tokio::spawn(writer.run(shutdown.clone())));
+        }
+    }
+    Ok(background)
+}
+
+/// Mounts the leaderboard service and starts its delta applier (when enabled).
+fn mount_leaderboard(
+    mount: &mut Mount,
+    settings: &Settings,
+    keys: &TokenKeys,
+    scores: Arc<dyn ScoreStore>,
+    bus: Arc<dyn Bus>,
+    notices: Arc<dyn Notices>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Background> {
+    let owner = ChallengeOwner::new(&settings.services.progress, keys.clone())?;
+    let owners = Owners::new().with("challenge", Arc::new(owner));
+    let built = ewpm_leaderboard::app::build(
+        scores,
+        bus,
+        notices,
+        owners,
+        &settings.leaderboard,
+        &settings.grpc,
+        shutdown.clone(),
+    );
+    mount.add(built.service);
+    let mut background = Background::default();
+    if settings.leaderboard.applier_enabled {
+        let applier = built.applier;
+        let shutdown = shutdown.clone();
+        background.0.push(tokio::spawn(async move {
+            if let Err(err) = applier.run(shutdown).await {
+                tracing::error!(error = format!("{err:#}"), "score delta applier stopped");
+            }
+        }));
+    }
+    Ok(background)
+}
+
 /// One challenge service of the mesh.
 async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
-    serve_mesh(settings, "challenge", |mount, settings, db, _, _| {
-        mount.add(ewpm_challenge::app::build(db, Arc::new(SystemClock), &settings.grpc));
+    serve_mesh(settings, "challenge", async |m: Ctx<'_>| {
+        let db = m.db()?;
+        mount_challenge(m.mount, m.settings, m.keys, db, Arc::new(SystemClock))?;
         Ok(Background::default())
+    })
+    .await
+}
+
+/// The progress service with its writers (`with_service`), or the writers alone.
+async fn serve_progress(settings: Settings, with_service: bool) -> anyhow::Result<()> {
+    let name = if with_service { "progress" } else { "progress-writer" };
+    serve_mesh(settings, name, async |m: Ctx<'_>| {
+        let db = m.db()?;
+        let redis = m.settings.require_redis_url()?;
+        let bus: Arc<dyn Bus> =
+            Arc::new(RedisBus::connect(&redis, &m.settings.redis_prefix).await?);
+        let clock: SharedClock = Arc::new(SystemClock);
+        mount_progress(m.mount, m.settings, m.keys, db, bus, clock, with_service, m.shutdown)
+    })
+    .await
+}
+
+/// The leaderboard service (with its applier).
+async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
+    serve_mesh(settings, "leaderboard", async |m: Ctx<'_>| {
+        let redis = m.settings.require_redis_url()?;
+        let prefix = &m.settings.redis_prefix;
+        let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
+        let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
+        mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.shutdown)
     })
     .await
 }
@@ -146,36 +306,59 @@ async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
 /// The scan service (with `with_service`) or its projector alone.
 async fn serve_scan(settings: Settings, with_service: bool) -> anyhow::Result<()> {
     let name = if with_service { "scan" } else { "scan-projector" };
-    serve_mesh(settings, name, |mount, settings, db, url, shutdown| {
-        mount_scan(mount, settings, db, url, Arc::new(SystemClock), with_service, shutdown)
+    serve_mesh(settings, name, async |m: Ctx<'_>| {
+        let db = m.db()?;
+        let url = m.settings.require_database_url()?;
+        mount_scan(m.mount, m.settings, db, &url, Arc::new(SystemClock), with_service, m.shutdown)
     })
     .await
 }
 
-/// What every `ewpm serve <service>` does: tracing, metrics, the required token secret and
-/// database, the gRPC and metrics listeners; `mount` adds the service and starts its
-/// background tasks; then serve until SIGTERM and drain.
+/// What a service's `mount` step of [`serve_mesh`] gets.
+struct Ctx<'a> {
+    mount: &'a mut Mount,
+    settings: &'a Settings,
+    keys: &'a TokenKeys,
+    shutdown: &'a CancellationToken,
+    db: Option<DatabaseConnection>,
+}
+
+impl Ctx<'_> {
+    /// The service's database (DATABASE_URL is required by services that own tables).
+    fn db(&self) -> anyhow::Result<DatabaseConnection> {
+        self.db.clone().context(
+            "DATABASE_URL is required here (e.g. DATABASE_URL=postgres://user:pass@host/ewpm)",
+        )
+    }
+}
+
+/// What every `ewpm serve <service>` does: tracing, metrics, the required token secret, the
+/// database (when DATABASE_URL is set), the gRPC and metrics listeners; `mount` adds the
+/// service and starts its background tasks; then serve until SIGTERM and drain.
 async fn serve_mesh(
     settings: Settings,
     name: &str,
-    mount: impl FnOnce(
-        &mut Mount,
-        &Settings,
-        DatabaseConnection,
-        &str,
-        &CancellationToken,
-    ) -> anyhow::Result<Background>,
+    mount: impl AsyncFnOnce(Ctx<'_>) -> anyhow::Result<Background>,
 ) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
     let keys = TokenKeys::required(&settings.auth)?;
-    let url = settings.require_database_url()?;
-    let db = db::connect(&url).await?;
+    let db = match &settings.database_url {
+        Some(url) => Some(db::connect(url).await?),
+        None => None,
+    };
     let grpc_listener = server::bind(settings.grpc.addr).await?;
     let metrics_listener = server::bind(settings.metrics.addr).await?;
-    let mut services = Mount::new(Authenticator::new(keys));
-    let background = mount(&mut services, &settings, db, &url, &shutdown)?;
+    let mut services = Mount::new(Authenticator::new(keys.clone()));
+    let background = mount(Ctx {
+        mount: &mut services,
+        settings: &settings,
+        keys: &keys,
+        shutdown: &shutdown,
+        db,
+    })
+    .await?;
     tracing::info!(
         service = name,
         grpc = %grpc_listener.local_addr()?,
@@ -227,6 +410,11 @@ fn mount_scan(
 struct Background(Vec<tokio::task::JoinHandle<()>>);
 
 impl Background {
+    /// Adds `other`'s tasks.
+    fn extend(&mut self, other: Background) {
+        self.0.extend(other.0);
+    }
+
     /// Waits up to `grace` for every task to end.
     async fn join(self, grace: Duration) {
         if tokio::time::timeout(grace, futures::future::join_all(self.0)).await.is_err() {
@@ -283,7 +471,7 @@ fn print_banner(keys: &TokenKeys, grpc: SocketAddr, http: SocketAddr, database: 
     println!(
         "\
 EWPM dev is running (embedded mode: {database})
-  gRPC      {grpc}   (challenge, scan, health, reflection)
+  gRPC      {grpc}   (challenge, progress, leaderboard, scan, health, reflection)
   REST      http://{http}   (docs: http://{http}/docs)
 
 Development tokens (valid 24 h; `ewpm token --help` mints more):

@@ -335,7 +335,7 @@ pub async fn update(
     get, path = "/api/users/{userId}/challenges/active", tag = "challenges",
     params(("userId" = String, Path, description = "The user; must be the caller unless the caller is an admin"), ActiveQuery),
     responses(
-        (status = 200, description = "Active challenges, soonest ending first", body = ChallengePage),
+        (status = 200, description = "Active challenges, soonest ending first, with the user's standing", body = ActivePage),
         (status = 403, description = "Another user's list, asked by a non-admin", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -345,7 +345,7 @@ pub async fn active_for_user(
     headers: HeaderMap,
     Path(user_id): Path<String>,
     Query(q): Query<ActiveQuery>,
-) -> ApiResult<Json<ChallengePage>> {
+) -> ApiResult<Json<ActivePage>> {
     let ActiveQuery { employer_id, page_size, page_token } = q;
     let request = pb::ListActiveChallengesRequest {
         user_id,
@@ -355,10 +355,55 @@ pub async fn active_for_user(
     };
     let mut client = state.challenge.clone();
     let r = client.list_active_challenges(upstream::request(&headers, request)).await?.into_inner();
-    Ok(Json(ChallengePage {
-        challenges: r.challenges.into_iter().map(to_dto).collect(),
+    let mut standings: std::collections::HashMap<String, pb::Standing> =
+        r.standings.into_iter().map(|s| (s.challenge_id.clone(), s)).collect();
+    Ok(Json(ActivePage {
+        challenges: r
+            .challenges
+            .into_iter()
+            .map(|c| {
+                let standing = standings.remove(&c.id).filter(|s| s.available).map(|s| {
+                    StandingDto { total: s.total, percent_of_goal: s.percent_of_goal, rank: s.rank }
+                });
+                ActiveChallengeDto { challenge: to_dto(c), standing }
+            })
+            .collect(),
         next_page_token: r.next_page_token,
     }))
+}
+
+/// One page of a user's active challenges, each with the user's standing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivePage {
+    /// The challenges, soonest ending first.
+    pub challenges: Vec<ActiveChallengeDto>,
+    /// Pass as `page_token` for the next page; empty on the last page.
+    pub next_page_token: String,
+}
+
+/// An active challenge and the user's standing in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveChallengeDto {
+    /// The challenge.
+    #[serde(flatten)]
+    pub challenge: ChallengeDto,
+    /// The user's total, percent of goal and rank; absent when the leaderboard could not
+    /// be reached.
+    pub standing: Option<StandingDto>,
+}
+
+/// A user's standing in a challenge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StandingDto {
+    /// The user's total progress.
+    pub total: f64,
+    /// `total` as a percentage of the goal (may exceed 100).
+    pub percent_of_goal: f64,
+    /// Competition rank; 0 before the user's first points.
+    pub rank: i64,
 }
 
 /// Deserializes a field that may be `null`: present-and-null is `Some(None)`.
@@ -367,7 +412,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 /// Parses a JSON body, answering 400 problem+json with the serde message.
-fn parse_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::bad_request("body", "must be a JSON object").into());
     }
@@ -375,7 +420,10 @@ fn parse_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| Problem::bad_request("body", format!("is not valid: {e}")).into())
 }
 
-fn parse_time(raw: Option<&str>, field: &str) -> Result<Option<prost_types::Timestamp>, ApiError> {
+pub(crate) fn parse_time(
+    raw: Option<&str>,
+    field: &str,
+) -> Result<Option<prost_types::Timestamp>, ApiError> {
     match raw {
         None => Ok(None),
         Some(raw) => DateTime::parse_from_rfc3339(raw.trim())

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`challenges`]: challenge routes and their JSON shapes.
+//! - [`leaderboards`]: progress submission, leaderboard pages, "me", and the SSE stream.
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
@@ -11,6 +12,7 @@
 //!   spans and metrics.
 
 pub mod challenges;
+pub mod leaderboards;
 pub mod problem;
 pub mod scans;
 pub mod upstream;
@@ -24,11 +26,13 @@ use axum::{
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use ewpm_kit::{CancellationToken, settings::ServiceAddrs};
 use ewpm_proto::{
     challenge::v1::challenge_service_client::ChallengeServiceClient,
+    leaderboard::v1::leaderboard_service_client::LeaderboardServiceClient,
+    progress::v1::progress_service_client::ProgressServiceClient,
     scan::v1::scan_service_client::ScanServiceClient,
 };
 use tokio::net::TcpListener;
@@ -49,8 +53,14 @@ pub struct AppState {
     pub challenge: ChallengeServiceClient<Channel>,
     /// The scan service.
     pub scan: ScanServiceClient<Channel>,
+    /// The progress service.
+    pub progress: ProgressServiceClient<Channel>,
+    /// The leaderboard service.
+    pub leaderboard: LeaderboardServiceClient<Channel>,
     challenge_channel: Channel,
     scan_channel: Channel,
+    progress_channel: Channel,
+    leaderboard_channel: Channel,
 }
 
 impl AppState {
@@ -58,11 +68,18 @@ impl AppState {
     pub fn connect(addrs: &ServiceAddrs) -> anyhow::Result<Self> {
         let challenge_channel = upstream::channel(&addrs.challenge).context("challenge service")?;
         let scan_channel = upstream::channel(&addrs.scan).context("scan service")?;
+        let progress_channel = upstream::channel(&addrs.progress).context("progress service")?;
+        let leaderboard_channel =
+            upstream::channel(&addrs.leaderboard).context("leaderboard service")?;
         Ok(Self {
             challenge: ChallengeServiceClient::new(challenge_channel.clone()),
             scan: ScanServiceClient::new(scan_channel.clone()),
+            progress: ProgressServiceClient::new(progress_channel.clone()),
+            leaderboard: LeaderboardServiceClient::new(leaderboard_channel.clone()),
             challenge_channel,
             scan_channel,
+            progress_channel,
+            leaderboard_channel,
         })
     }
 }
@@ -77,6 +94,10 @@ impl AppState {
         challenges::list,
         challenges::update,
         challenges::active_for_user,
+        leaderboards::submit,
+        leaderboards::leaderboard,
+        leaderboards::me,
+        leaderboards::stream,
         scans::feed,
         scans::upload,
         scans::parcel,
@@ -87,6 +108,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "challenges", description = "Wellness challenges"),
+        (name = "progress", description = "Challenge progress and live leaderboards"),
         (name = "scans", description = "Parcel scan events and parcel states")
     )
 )]
@@ -112,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/challenges", get(challenges::list).post(challenges::create))
         .route("/api/challenges/{id}", get(challenges::get).patch(challenges::update))
         .route("/api/users/{userId}/challenges/active", get(challenges::active_for_user))
+        .route("/api/challenges/{id}/progress", post(leaderboards::submit))
+        .route("/api/challenges/{id}/leaderboard", get(leaderboards::leaderboard))
+        .route("/api/challenges/{id}/leaderboard/me", get(leaderboards::me))
+        .route("/api/challenges/{id}/leaderboard/stream", get(leaderboards::stream))
         .route("/v1/scans/scanevents", get(scans::feed).post(scans::upload))
         .route("/api/parcels", get(scans::parcels))
         .route("/api/parcels/{parcelId}", get(scans::parcel))
@@ -177,11 +203,18 @@ pub async fn serve(
 /// down, so one service's outage does not take the whole edge out of rotation), 503 when no
 /// upstream serves.
 async fn health(State(state): State<AppState>) -> Response {
-    let (challenge, scan) = tokio::join!(
+    let (challenge, scan, progress, leaderboard) = tokio::join!(
         upstream_health(&state.challenge_channel, ewpm_proto::challenge::v1::SERVICE_NAME),
         upstream_health(&state.scan_channel, ewpm_proto::scan::v1::SERVICE_NAME),
+        upstream_health(&state.progress_channel, ewpm_proto::progress::v1::SERVICE_NAME),
+        upstream_health(&state.leaderboard_channel, ewpm_proto::leaderboard::v1::SERVICE_NAME),
     );
-    let services = [("challenge", challenge), ("scan", scan)];
+    let services = [
+        ("challenge", challenge),
+        ("scan", scan),
+        ("progress", progress),
+        ("leaderboard", leaderboard),
+    ];
     let serving = services.iter().filter(|(_, s)| s == "serving").count();
     let map: serde_json::Map<String, serde_json::Value> = services
         .iter()

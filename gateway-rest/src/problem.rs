@@ -150,7 +150,8 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        // 412 is for conditional request headers; a state the request does not fit is 422.
+        Code::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

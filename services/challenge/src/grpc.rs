@@ -18,6 +18,7 @@ use crate::{
     },
     error::ChallengeError,
     service::{Challenges, Page},
+    standings::Standings,
     store::Idempotency,
 };
 
@@ -25,12 +26,13 @@ use crate::{
 #[derive(Clone)]
 pub struct ChallengeGrpc {
     challenges: Challenges,
+    standings: Standings,
 }
 
 impl ChallengeGrpc {
-    /// Serves `challenges`.
-    pub fn new(challenges: Challenges) -> Self {
-        Self { challenges }
+    /// Serves `challenges`, with standings in active listings from `standings`.
+    pub fn new(challenges: Challenges, standings: Standings) -> Self {
+        Self { challenges, standings }
     }
 }
 
@@ -116,8 +118,14 @@ impl ChallengeService for ChallengeGrpc {
             .challenges
             .list_active(&caller, &user_id, employer, page_size, &page_token)
             .await?;
+        let user = if user_id.is_empty() { caller.user_id.as_str() } else { user_id.as_str() };
+        let standings = self.standings.of(user, &page.items).await;
         let (challenges, next_page_token) = page_to_proto(page, self.challenges.now());
-        Ok(Response::new(pb::ListActiveChallengesResponse { challenges, next_page_token }))
+        Ok(Response::new(pb::ListActiveChallengesResponse {
+            challenges,
+            next_page_token,
+            standings,
+        }))
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`service`]: the use cases (access rules, then the store).
 //! - [`domain`]: parsed types (`ChallengeName`, `Goal`, `Window`…) and access rules; no I/O.
 //! - [`store`]: the SeaORM entity and queries.
+//! - [`standings`]: a user's total, percent of goal and rank, from the leaderboard service.
 //! - [`error`]: `ChallengeError` and its one mapping to `tonic::Status`.
 //! - [`app`]: `build(..)` → the tonic service, ready to mount.
 
@@ -14,4 +15,5 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod service;
+pub mod standings;
 pub mod store;

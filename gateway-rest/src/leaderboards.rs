@@ -1,0 +1,347 @@
+//! REST routes of progress and leaderboards: submit progress (202), read a challenge's board,
+//! the caller's place on it, and a live Server-Sent Events stream of its top N.
+//!
+//! Board reads first ask the challenge service for the challenge with the caller's token, so
+//! a challenge the caller may not see answers 404 here exactly as `GET /api/challenges/{id}`
+//! does, and an unknown id is a 404 rather than an empty board.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{
+        IntoResponse,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use base64::Engine;
+use ewpm_proto::{challenge::v1 as cpb, leaderboard::v1 as lpb, progress::v1 as ppb};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    AppState,
+    challenges::{parse_body, parse_time},
+    problem::{ApiError, ApiResult, Problem},
+    rfc3339 as time, upstream,
+};
+
+/// Body of `POST /api/challenges/{id}/progress`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProgressBody {
+    /// Amount of progress in the goal's unit: > 0, at most 1,000,000.
+    pub value: f64,
+    /// When it happened (RFC 3339); default now.
+    pub occurred_at: Option<String>,
+    /// Makes a retry safe (also accepted as the `Idempotency-Key` header).
+    pub idempotency_key: Option<String>,
+}
+
+/// An accepted progress entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedDto {
+    /// The entry id.
+    pub entry_id: String,
+    /// The challenge.
+    pub challenge_id: String,
+    /// The user (the token's subject).
+    pub user_id: String,
+    /// The value.
+    pub value: f64,
+    /// When it happened.
+    pub occurred_at: String,
+    /// When it was accepted.
+    pub accept_time: String,
+}
+
+/// Submits progress for the caller; answered once it is durably queued.
+#[utoipa::path(
+    post, path = "/api/challenges/{id}/progress", tag = "progress",
+    params(("id" = String, Path, description = "Challenge id")),
+    request_body = ProgressBody,
+    responses(
+        (status = 202, description = "Queued; it reaches the leaderboard within the flush interval", body = AcceptedDto),
+        (status = 400, description = "Bad field, or an idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The challenge is not active at that time", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let ProgressBody { value, occurred_at, idempotency_key } = parse_body(&body)?;
+    let occurred_at = parse_time(occurred_at.as_deref(), "occurredAt")?;
+    let header_key =
+        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request = ppb::SubmitProgressRequest {
+        challenge_id: id,
+        value,
+        occurred_at,
+        idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
+    };
+    let r = state.progress.clone().submit_progress(upstream::request(&headers, request)).await?;
+    let r = r.into_inner();
+    let dto = AcceptedDto {
+        entry_id: r.entry_id,
+        challenge_id: r.challenge_id,
+        user_id: r.user_id,
+        value: r.value,
+        occurred_at: time(r.occurred_at),
+        accept_time: time(r.accept_time),
+    };
+    Ok((StatusCode::ACCEPTED, Json(dto)).into_response())
+}
+
+/// One place on a board.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryDto {
+    /// Competition rank (ties share a rank: 1, 2, 2, 4).
+    pub rank: i64,
+    /// The user.
+    pub user_id: String,
+    /// Their total.
+    pub score: f64,
+}
+
+/// A page of a challenge's leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderboardDto {
+    /// The challenge.
+    pub challenge_id: String,
+    /// Best first; within a tie, by user id descending.
+    pub entries: Vec<EntryDto>,
+    /// Users on the board.
+    pub total_members: i64,
+    /// Pass as `pageToken` for the next page; empty on the last page.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub next_page_token: String,
+}
+
+/// Query of `GET /api/challenges/{id}/leaderboard`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct BoardQuery {
+    /// Entries: default 10, at most 100.
+    pub limit: Option<String>,
+    /// `nextPageToken` of the previous page.
+    pub page_token: Option<String>,
+}
+
+fn entries(list: Vec<lpb::LeaderboardEntry>) -> Vec<EntryDto> {
+    list.into_iter().map(|e| EntryDto { rank: e.rank, user_id: e.member, score: e.score }).collect()
+}
+
+fn parse_limit(raw: Option<&str>, field: &str) -> ApiResult<i32> {
+    match raw {
+        None | Some("") => Ok(0),
+        Some(raw) => match raw.parse::<i32>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(Problem::bad_request(field, "must be a whole number from 1 to 100").into()),
+        },
+    }
+}
+
+/// Checks that the caller may see challenge `id`; answers its board name.
+async fn board_of(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<String> {
+    let request = cpb::GetChallengeRequest { id: id.to_string() };
+    let c = state.challenge.clone().get_challenge(upstream::request(headers, request)).await?;
+    let id = c.into_inner().challenge.map(|c| c.id).unwrap_or_default();
+    Ok(format!("challenge:{id}"))
+}
+
+/// The top of a challenge's leaderboard.
+#[utoipa::path(
+    get, path = "/api/challenges/{id}/leaderboard", tag = "progress",
+    params(("id" = String, Path, description = "Challenge id"), BoardQuery),
+    responses(
+        (status = 200, description = "Best first", body = LeaderboardDto),
+        (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn leaderboard(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BoardQuery>,
+) -> ApiResult<Json<LeaderboardDto>> {
+    let page_size = parse_limit(q.limit.as_deref(), "limit")?;
+    let board = board_of(&state, &headers, &id).await?;
+    let request = lpb::GetLeaderboardRequest {
+        board,
+        page_size,
+        page_token: q.page_token.unwrap_or_default(),
+    };
+    let r = state.leaderboard.clone().get_leaderboard(upstream::request(&headers, request)).await?;
+    let r = r.into_inner();
+    Ok(Json(LeaderboardDto {
+        challenge_id: id,
+        entries: entries(r.entries),
+        total_members: r.total_members,
+        next_page_token: r.next_page_token,
+    }))
+}
+
+/// The caller's place on a board.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeDto {
+    /// The challenge.
+    pub challenge_id: String,
+    /// The caller's entry; absent while they have no score on the board.
+    pub me: Option<EntryDto>,
+    /// The caller and up to `neighbours` entries above and below, best first.
+    pub window: Vec<EntryDto>,
+    /// Users on the board.
+    pub total_members: i64,
+}
+
+/// Query of `GET /api/challenges/{id}/leaderboard/me`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct MeQuery {
+    /// Entries above and below the caller: default 2, at most 50.
+    pub neighbours: Option<String>,
+}
+
+/// The `sub` of the bearer token, read (not verified: the service verifies it) to name the
+/// caller in the request.
+fn subject(headers: &HeaderMap) -> ApiResult<String> {
+    let unauthenticated = || -> ApiError {
+        Problem::new(StatusCode::UNAUTHORIZED, "MISSING_TOKEN", "a bearer token is required").into()
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthenticated)?;
+    let payload = token.split('.').nth(1).ok_or_else(unauthenticated)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| unauthenticated())?;
+    #[derive(Deserialize)]
+    struct Sub {
+        sub: String,
+    }
+    serde_json::from_slice::<Sub>(&bytes).map(|s| s.sub).map_err(|_| unauthenticated())
+}
+
+/// The caller's rank and neighbours on a challenge's leaderboard.
+#[utoipa::path(
+    get, path = "/api/challenges/{id}/leaderboard/me", tag = "progress",
+    params(("id" = String, Path, description = "Challenge id"), MeQuery),
+    responses(
+        (status = 200, description = "The caller's place (`me` absent before their first points)", body = MeDto),
+        (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<MeQuery>,
+) -> ApiResult<Json<MeDto>> {
+    let neighbours = match q.neighbours.as_deref() {
+        None | Some("") => 2,
+        Some(raw) => raw.parse::<i32>().ok().filter(|n| (0..=50).contains(n)).ok_or_else(|| {
+            Problem::bad_request("neighbours", "must be a whole number from 0 to 50")
+        })?,
+    };
+    let member = subject(&headers)?;
+    let board = board_of(&state, &headers, &id).await?;
+    let request = lpb::GetRankRequest { board: board.clone(), member, neighbours };
+    match state.leaderboard.clone().get_rank(upstream::request(&headers, request)).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            Ok(Json(MeDto {
+                challenge_id: id,
+                me: r.entry.map(|e| EntryDto { rank: e.rank, user_id: e.member, score: e.score }),
+                window: entries(r.window),
+                total_members: r.total_members,
+            }))
+        }
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            let request =
+                lpb::GetLeaderboardRequest { board, page_size: 1, page_token: String::new() };
+            let r = state
+                .leaderboard
+                .clone()
+                .get_leaderboard(upstream::request(&headers, request))
+                .await?;
+            Ok(Json(MeDto {
+                challenge_id: id,
+                me: None,
+                window: Vec::new(),
+                total_members: r.into_inner().total_members,
+            }))
+        }
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// A live stream of a challenge's top N as Server-Sent Events: an `event: snapshot` whose
+/// data is a [`LeaderboardDto`] at once, then whenever the top N changes (at most ~10 a
+/// second). Comments keep idle connections alive.
+#[utoipa::path(
+    get, path = "/api/challenges/{id}/leaderboard/stream", tag = "progress",
+    params(("id" = String, Path, description = "Challenge id"), BoardQuery),
+    responses(
+        (status = 200, description = "text/event-stream of `snapshot` events (LeaderboardDto JSON)", content_type = "text/event-stream"),
+        (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BoardQuery>,
+) -> ApiResult {
+    let top_n = parse_limit(q.limit.as_deref(), "limit")?;
+    let board = board_of(&state, &headers, &id).await?;
+    let mut request = upstream::request(&headers, lpb::WatchLeaderboardRequest { board, top_n });
+    // A stream lives as long as the browser keeps it open.
+    request.set_timeout(Duration::from_secs(24 * 3600));
+    let upstream = state.leaderboard.clone().watch_leaderboard(request).await?.into_inner();
+    let events = upstream.map(move |snapshot| -> Result<Event, Infallible> {
+        Ok(match snapshot {
+            Ok(s) => {
+                let dto = LeaderboardDto {
+                    challenge_id: id.clone(),
+                    entries: entries(s.entries),
+                    total_members: s.total_members,
+                    next_page_token: String::new(),
+                };
+                Event::default()
+                    .event("snapshot")
+                    .json_data(&dto)
+                    .unwrap_or_else(|_| Event::default().comment("unserializable snapshot"))
+            }
+            Err(status) => {
+                let problem = Problem::from_status(&status, "");
+                Event::default()
+                    .event("error")
+                    .json_data(&problem)
+                    .unwrap_or_else(|_| Event::default().comment("stream failed"))
+            }
+        })
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
