@@ -1,0 +1,544 @@
+//! The score pipeline end to end, as separate processes on PostgreSQL + Redis: client →
+//! progress service → Redis Streams → batch writer processes → SQL → score deltas →
+//! leaderboard applier → boards → watchers, and the REST edge in front.
+//!
+//! The crash and rebuild proofs count: SQL equals what was acknowledged to clients, every
+//! board equals the SQL totals, and nothing is left pending.
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use ewpm_kit::{
+    auth::Role,
+    bus::{Bus, RedisBus},
+};
+use ewpm_proto::{
+    challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
+    leaderboard::v1::{
+        GetLeaderboardRequest, leaderboard_service_client::LeaderboardServiceClient,
+    },
+    progress::v1::{SubmitProgressRequest, progress_service_client::ProgressServiceClient},
+};
+use ewpm_testkit::{Proc, TEST_SECRET, TestDb, bearer, free_port, key_prefix, servers};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use tonic::{Request, transport::Channel};
+
+/// The mesh under test: one process per service, sharing a database and a Redis prefix.
+struct Mesh {
+    dir: tempfile::TempDir,
+    db: TestDb,
+    prefix: String,
+    challenge: u16,
+    progress: u16,
+    leaderboard: u16,
+    http: u16,
+    procs: Vec<Proc>,
+}
+
+impl Mesh {
+    /// Migrates a fresh database and starts challenge, progress (with its writers when
+    /// `progress_writers`), leaderboard and the gateway.
+    async fn start(progress_writers: bool) -> Self {
+        let db = TestDb::postgres_unmigrated().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut mesh = Mesh {
+            dir,
+            db,
+            prefix: key_prefix(),
+            challenge: free_port(),
+            progress: free_port(),
+            leaderboard: free_port(),
+            http: free_port(),
+            procs: Vec::new(),
+        };
+        let status = mesh.ewpm().arg("migrate").status().unwrap();
+        assert!(status.success(), "ewpm migrate failed");
+        let (c, p, l) = (mesh.challenge, mesh.progress, mesh.leaderboard);
+        mesh.spawn(&["serve", "challenge"], c, &[]);
+        let writers = if progress_writers { "true" } else { "false" };
+        mesh.spawn(&["serve", "progress"], p, &[("EWPM_PROGRESS__WRITER_ENABLED", writers)]);
+        mesh.spawn(&["serve", "leaderboard"], l, &[]);
+        let gateway = mesh
+            .ewpm()
+            .args(["serve", "gateway"])
+            .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{}", mesh.http))
+            .spawn()
+            .unwrap();
+        mesh.procs.push(Proc(gateway));
+        mesh.wait_ready().await;
+        mesh
+    }
+
+    fn ewpm(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ewpm"));
+        cmd.current_dir(self.dir.path())
+            .env("EWPM_LOG__FORMAT", "json")
+            .env("EWPM_LOG__LEVEL", "warn")
+            .env("DATABASE_URL", &self.db.url)
+            .env("REDIS_URL", &servers().redis_url)
+            .env("EWPM_REDIS_PREFIX", &self.prefix)
+            .env("EWPM_AUTH__SECRET", TEST_SECRET)
+            .env("EWPM_SERVICES__CHALLENGE", format!("http://127.0.0.1:{}", self.challenge))
+            .env("EWPM_SERVICES__PROGRESS", format!("http://127.0.0.1:{}", self.progress))
+            .env("EWPM_SERVICES__LEADERBOARD", format!("http://127.0.0.1:{}", self.leaderboard))
+            .env("EWPM_SERVICES__SCAN", format!("http://127.0.0.1:{}", self.challenge))
+            // Fast flushes and a short reclaim so killed writers are taken over quickly.
+            .env("EWPM_PROGRESS__FLUSH_INTERVAL_MS", "200")
+            .env("EWPM_PROGRESS__RECLAIM_IDLE_MS", "1000")
+            .env("EWPM_LEADERBOARD__RECLAIM_IDLE_MS", "1000");
+        cmd
+    }
+
+    fn spawn(&mut self, args: &[&str], grpc_port: u16, env: &[(&str, &str)]) {
+        let child = self.spawn_child(args, grpc_port, env);
+        self.procs.push(Proc(child));
+    }
+
+    fn spawn_child(
+        &self,
+        args: &[&str],
+        grpc_port: u16,
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
+        let mut cmd = self.ewpm();
+        cmd.args(args)
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("EWPM_METRICS__ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    async fn wait_ready(&self) {
+        let client = ewpm_testkit::http_client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.base())).send().await
+                && let Ok(body) = r.json::<Value>().await
+                && ["challenge", "progress", "leaderboard"]
+                    .iter()
+                    .all(|s| body["services"][s] == "serving")
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the mesh did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn channel(port: u16) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap()
+    }
+
+    /// Creates an open challenge active from 2020 to 2099; returns its id.
+    async fn challenge(&self) -> String {
+        let mut client = ChallengeServiceClient::new(Self::channel(self.challenge).await);
+        let mut request = Request::new(cpb::CreateChallengeRequest {
+            name: "steps".into(),
+            description: String::new(),
+            start_time: Some(prost_types::Timestamp { seconds: 1_577_836_800, nanos: 0 }),
+            end_time: Some(prost_types::Timestamp { seconds: 4_070_908_800, nanos: 0 }),
+            goal: Some(cpb::Goal { target: 1_000_000.0, unit: "steps".into() }),
+            employer_id: String::new(),
+            idempotency_key: String::new(),
+        });
+        request.metadata_mut().insert("authorization", admin().parse().unwrap());
+        client.create_challenge(request).await.unwrap().into_inner().challenge.unwrap().id
+    }
+
+    /// SQL totals per (challenge, user), and the overall count and sum.
+    async fn sql_totals(&self) -> (BTreeMap<(String, String), f64>, i64, f64) {
+        let rows = self
+            .db
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.db.get_database_backend(),
+                "SELECT challenge_id::text AS c, user_id AS u, SUM(value) AS t, COUNT(*) AS n \
+                 FROM progress_entries GROUP BY 1, 2",
+            ))
+            .await
+            .unwrap();
+        let mut totals = BTreeMap::new();
+        let (mut count, mut sum) = (0, 0.0);
+        for r in rows {
+            let t: f64 = r.try_get("", "t").unwrap();
+            let n: i64 = r.try_get("", "n").unwrap();
+            totals.insert((r.try_get("", "c").unwrap(), r.try_get("", "u").unwrap()), t);
+            count += n;
+            sum += t;
+        }
+        (totals, count, sum)
+    }
+
+    /// Every board of `challenges`, read through the leaderboard service.
+    async fn board_totals(&self, challenges: &[String]) -> BTreeMap<(String, String), f64> {
+        let mut client = LeaderboardServiceClient::new(Self::channel(self.leaderboard).await);
+        let mut totals = BTreeMap::new();
+        for c in challenges {
+            let mut token = String::new();
+            loop {
+                let mut request = Request::new(GetLeaderboardRequest {
+                    board: format!("challenge:{c}"),
+                    page_size: 100,
+                    page_token: token.clone(),
+                });
+                request.metadata_mut().insert("authorization", admin().parse().unwrap());
+                let page = client.get_leaderboard(request).await.unwrap().into_inner();
+                for e in page.entries {
+                    totals.insert((c.clone(), e.member), e.score);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        totals
+    }
+
+    /// Waits until SQL holds `accepted` entries, both queues have nothing pending, and every
+    /// board equals the SQL totals; fails with the last difference after two minutes.
+    async fn drained(&self, challenges: &[String], accepted: u64, accepted_sum: f64) {
+        let bus = RedisBus::connect(&servers().redis_url, &self.prefix).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (sql, count, sum) = self.sql_totals().await;
+            let pending_writes = bus.pending("progress", "progress-writer").await.unwrap();
+            let pending_deltas = bus.pending("score-deltas", "leaderboard-applier").await.unwrap();
+            let boards = self.board_totals(challenges).await;
+            let done = count as u64 == accepted
+                && pending_writes == 0
+                && pending_deltas == 0
+                && boards == sql;
+            if done {
+                assert_eq!(sum, accepted_sum, "SQL sum equals the acknowledged sum");
+                return;
+            }
+            if Instant::now() > deadline {
+                let differing: Vec<_> =
+                    sql.iter().filter(|(k, v)| boards.get(*k) != Some(*v)).take(5).collect();
+                panic!(
+                    "not drained: sql {count} of {accepted} acknowledged, pending writes {pending_writes}, \
+                     pending deltas {pending_deltas}, {} board entries vs {} SQL totals, e.g. {differing:?}",
+                    boards.len(),
+                    sql.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn admin() -> String {
+    bearer("admin-1", Role::Admin, None)
+}
+
+/// Load: `clients` concurrent submitters over 4 connections, `total` entries spread over
+/// `users` and `challenges`, integer values (so sums are exact in any order). Returns the
+/// acknowledged count and sum; `during` runs once a third of the load is acknowledged.
+async fn submit_load(
+    progress_port: u16,
+    challenges: &[String],
+    users: usize,
+    total: u64,
+    during: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (u64, f64) {
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(Mesh::channel(progress_port).await);
+    }
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..users).map(|u| bearer(&format!("user-{u:04}"), Role::Employee, None)).collect(),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let acked_sum = Arc::new(AtomicU64::new(0));
+    let triggered = Arc::new(AtomicBool::new(false));
+    let during = Arc::new(tokio::sync::Mutex::new(Some(Box::pin(during))));
+    let challenges = Arc::new(challenges.to_vec());
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let client = ProgressServiceClient::new(channels[t % 4].clone());
+        let (tokens, next, acked, acked_sum, triggered, during, challenges) = (
+            tokens.clone(),
+            next.clone(),
+            acked.clone(),
+            acked_sum.clone(),
+            triggered.clone(),
+            during.clone(),
+            challenges.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = client;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                let value = (i % 97 + 1) as f64;
+                let mut request = Request::new(SubmitProgressRequest {
+                    challenge_id: challenges[(i as usize) % challenges.len()].clone(),
+                    value,
+                    occurred_at: None,
+                    idempotency_key: String::new(),
+                });
+                let token = &tokens[(i as usize * 7919) % tokens.len()];
+                request.metadata_mut().insert("authorization", token.parse().unwrap());
+                // An entry counts once the service acknowledged it; a failed call may be
+                // retried by a real client, here it is simply not counted.
+                if client.submit_progress(request).await.is_ok() {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    acked_sum.fetch_add(value as u64, Ordering::Relaxed);
+                }
+                if i == total / 3 && !triggered.swap(true, Ordering::SeqCst) {
+                    let during = during.lock().await.take();
+                    if let Some(during) = during {
+                        during.await;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (acked.load(Ordering::Relaxed), acked_sum.load(Ordering::Relaxed) as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_flows_from_rest_to_the_leaderboard_and_its_stream() {
+    let mesh = Mesh::start(true).await;
+    let challenge = mesh.challenge().await;
+    let base = mesh.base();
+    let http = ewpm_testkit::http_client();
+    let alice = bearer("alice", Role::Employee, Some("acme"));
+    let bob = bearer("bob", Role::Employee, Some("acme"));
+
+    // A watcher over SSE first: its first event is the (empty) board at once.
+    let mut stream = http
+        .get(format!("{base}/api/challenges/{challenge}/leaderboard/stream?limit=5"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+
+    let submit = |auth: String, body: Value| {
+        http.post(format!("{base}/api/challenges/{challenge}/progress"))
+            .header("authorization", auth)
+            .json(&body)
+            .send()
+    };
+    let r = submit(alice.clone(), json!({"value": 40, "idempotencyKey": "a-1"})).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    assert_eq!(
+        (accepted["userId"].as_str(), accepted["value"].as_f64()),
+        (Some("alice"), Some(40.0))
+    );
+    // A retry answers the first entry.
+    let again: Value = submit(alice.clone(), json!({"value": 40, "idempotencyKey": "a-1"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["entryId"], accepted["entryId"]);
+    assert_eq!(submit(bob.clone(), json!({"value": 55})).await.unwrap().status(), 202);
+
+    // Bad input: 400 naming the field, 422 outside the window, nothing queued.
+    let r = submit(alice.clone(), json!({"value": -3})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "value");
+    let r = submit(alice.clone(), json!({"value": 1, "occurredAt": "2019-06-01T00:00:00Z"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = submit(alice.clone(), json!({"value": 1, "extra": true})).await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The watcher sees both submissions, best first.
+    let mut buffer = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expected = r#""entries":[{"rank":1,"userId":"bob","score":55.0},{"rank":2,"userId":"alice","score":40.0}]"#;
+    while !buffer.contains(expected) {
+        assert!(Instant::now() < deadline, "the stream never showed both entries: {buffer}");
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(30), stream.chunk()).await.unwrap().unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(buffer.starts_with("event: snapshot\ndata: "), "{buffer}");
+
+    let board: Value = http
+        .get(format!("{base}/api/challenges/{challenge}/leaderboard"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        board,
+        json!({"challengeId": challenge, "totalMembers": 2, "entries": [
+            {"rank": 1, "userId": "bob", "score": 55.0},
+            {"rank": 2, "userId": "alice", "score": 40.0},
+        ]})
+    );
+    let me: Value = http
+        .get(format!("{base}/api/challenges/{challenge}/leaderboard/me?neighbours=1"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["me"], json!({"rank": 2, "userId": "alice", "score": 40.0}));
+    assert_eq!(me["window"].as_array().unwrap().len(), 2);
+    let active: Value = http
+        .get(format!("{base}/api/users/alice/challenges/active"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["challenges"][0]["id"], challenge.as_str());
+    assert_eq!(
+        active["challenges"][0]["standing"],
+        json!({"total": 40.0, "percentOfGoal": 0.004, "rank": 2})
+    );
+
+    // Another employer's challenge: its board is as invisible as the challenge.
+    let unknown = uuid::Uuid::now_v7();
+    let r = http
+        .get(format!("{base}/api/challenges/{unknown}/leaderboard"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_thousand_submissions_survive_batch_writers_killed_every_two_seconds() {
+    let mut mesh = Mesh::start(false).await;
+    let challenges = vec![mesh.challenge().await, mesh.challenge().await, mesh.challenge().await];
+    // Two writer processes; every two seconds one of them is killed with SIGKILL and
+    // restarted, alternating. The killer runs on its own thread with a recipe for a writer.
+    let recipe = {
+        let mut c = mesh.ewpm();
+        c.args(["serve", "progress-writer"]);
+        let envs: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+            c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
+        (c.get_program().to_owned(), mesh.dir.path().to_owned(), envs)
+    };
+    let spawn_writer = move || {
+        let (program, cwd, envs) = &recipe;
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd).args(["serve", "progress-writer"]).envs(envs.iter().cloned());
+        cmd.env("EWPM_GRPC__ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("EWPM_METRICS__ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut writers = [spawn_writer(), spawn_writer()];
+            let mut kills = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(2));
+                let victim = &mut writers[kills as usize % 2];
+                victim.kill().ok(); // SIGKILL
+                victim.wait().ok();
+                *victim = spawn_writer();
+                kills += 1;
+            }
+            (kills, writers)
+        })
+    };
+    let (accepted, sum) = submit_load(mesh.progress, &challenges, 500, 100_000, async {}).await;
+    stop.store(true, Ordering::SeqCst);
+    let (kills, survivors) = killer.join().unwrap();
+    assert!(kills >= 2, "the writers were killed {kills} times");
+    for s in survivors {
+        mesh.procs.push(Proc(s));
+    }
+    assert!(accepted > 99_000, "most submissions were acknowledged: {accepted}");
+    mesh.drained(&challenges, accepted, sum).await;
+    eprintln!("{accepted} acknowledged entries exact after {kills} writer kills");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_score_store_flushed_mid_run_is_rebuilt_to_the_sql_totals() {
+    let mesh = Mesh::start(true).await;
+    let challenges = vec![mesh.challenge().await, mesh.challenge().await];
+    let prefix = mesh.prefix.clone();
+    // A third of the way in, every board key of this mesh is deleted (as FLUSHALL would,
+    // but only for this test's prefix on the shared test Redis).
+    let flush = async move {
+        let client = redis_client().await;
+        let pattern = format!("{prefix}lb:*");
+        let keys: Vec<String> = scan_keys(&client, &pattern).await;
+        assert!(!keys.is_empty(), "boards existed before the flush");
+        let _: i64 = fred::interfaces::KeysInterface::del(&client, keys).await.unwrap();
+    };
+    let (accepted, sum) = submit_load(mesh.progress, &challenges, 300, 20_000, flush).await;
+    mesh.drained(&challenges, accepted, sum).await;
+}
+
+async fn redis_client() -> fred::clients::Client {
+    use fred::interfaces::ClientLike;
+    let config = fred::types::config::Config::from_url(&servers().redis_url).unwrap();
+    let client = fred::types::Builder::from_config(config).build().unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+async fn scan_keys(client: &fred::clients::Client, pattern: &str) -> Vec<String> {
+    use fred::interfaces::ClientLike;
+    let mut cursor = "0".to_string();
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (String, Vec<String>) = client
+            .custom(
+                fred::types::CustomCommand::new_static("SCAN", None, false),
+                vec![
+                    cursor.clone(),
+                    "MATCH".into(),
+                    pattern.to_string(),
+                    "COUNT".into(),
+                    "1000".into(),
+                ],
+            )
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == "0" {
+            return keys;
+        }
+        cursor = next;
+    }
+}
