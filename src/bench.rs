@@ -31,6 +31,11 @@ use tonic::transport::Channel;
 pub enum Bench {
     /// Scan ingest over gRPC (batched device uploads) and projection into parcel states.
     Scan(ScanArgs),
+    /// SubmitProgress throughput and latency, submission-to-visible in WatchLeaderboard,
+    /// leaderboard reads and resident memory, each against a bare echo RPC.
+    Progress(crate::bench_progress::PipelineArgs),
+    /// Leaderboard top-10 reads and the update lag of many watchers of one board.
+    Leaderboard(crate::bench_progress::LeaderboardArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -64,19 +69,21 @@ pub struct ScanArgs {
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Scan(args) => scan(args).await,
+        Bench::Progress(args) => crate::bench_progress::progress(args).await,
+        Bench::Leaderboard(args) => crate::bench_progress::leaderboard(args).await,
     }
 }
 
 /// A throwaway database: a temp SQLite file, or a fresh PostgreSQL database dropped at the end.
-struct BenchDb {
-    url: String,
+pub(crate) struct BenchDb {
+    pub(crate) url: String,
     backend: &'static str,
     drop_with: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl BenchDb {
-    async fn create(postgres: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) async fn create(postgres: Option<&str>) -> anyhow::Result<Self> {
         match postgres {
             None => {
                 let dir = tempfile::tempdir()?;
@@ -100,7 +107,7 @@ impl BenchDb {
         }
     }
 
-    async fn drop_database(self) {
+    pub(crate) async fn drop_database(self) {
         if let Some((admin, name)) = self.drop_with
             && let Ok(conn) = db::connect(&admin).await
         {
@@ -114,7 +121,7 @@ impl BenchDb {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -26,6 +26,7 @@ use ewpm_leaderboard::{
     scores::{RedisScores, ScoreStore},
 };
 mod bench;
+mod bench_progress;
 
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;

@@ -1,11 +1,29 @@
 //! The leaderboard service: named boards (`challenge:<id>`, `quiz:<id>`) of member scores,
-//! fed by score deltas that apply at most once each.
+//! fed by score deltas that apply at most once each, rebuilt from their owner when lost, and
+//! streamed live to watchers.
 //!
 //! # Layout
+//! - [`grpc`]: `LeaderboardService` — GetLeaderboard, GetRank, WatchLeaderboard; thin.
+//! - [`service`]: the reads behind the RPCs (make the board ready, then read).
+//! - [`domain`]: board names, member ids, page / neighbour / top N limits.
 //! - [`scores`]: the score store — Redis sorted sets in mesh mode, memory in embedded mode —
-//!   with exactly-once deltas and competition ranking.
-//!
-//! Work in progress (issue #3): the gRPC service, the delta applier, watch streams and
-//! rebuild build on [`scores`].
+//!   with exactly-once deltas, competition ranking and the board lifecycle (ready, building,
+//!   missing) with an atomic rebuild.
+//! - [`rebuild`]: board owners (challenge boards: the progress service) and the
+//!   single-flight, leased rebuild of missing boards.
+//! - [`applier`]: the bus consumer that applies score deltas and publishes change notices.
+//! - [`notices`]: per-board change notices (Redis pub/sub, or in-process).
+//! - [`watch`]: the watch hub — one subscription and one snapshot task per board per process.
+//! - [`error`]: [`error::LeaderboardError`] and its one mapping to `tonic::Status`.
+//! - [`app`]: [`app::build`] wires it all into a mountable service and an applier.
 
+pub mod app;
+pub mod applier;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod notices;
+pub mod rebuild;
 pub mod scores;
+pub mod service;
+pub mod watch;

@@ -1,18 +1,34 @@
-//! The score store: one sorted set of member scores per board.
+//! The score store: one sorted set of member scores per board, and the board's lifecycle.
 //!
 //! - A delta carries an `event_id`, unique per real-world fact; applying it again changes
 //!   nothing (dedupe and increment are one atomic step: a Lua script on Redis, one lock in
 //!   memory).
+//! - A board is *ready* (its marker key exists: it holds every fact), *building* (a rebuild
+//!   holds the lease and fills an aside copy), or *missing* (never built, or lost to eviction
+//!   or a flush). Deltas go to the live board when ready, to the aside copy while building,
+//!   and are dropped (`Missing`) otherwise: producers emit a delta only after its fact is
+//!   committed to the owner's SQL, so the rebuild that must follow includes it.
+//! - A rebuild is [`ScoreStore::begin_rebuild`] (take the lease, empty the aside copy),
+//!   [`ScoreStore::load`] (the owner's entries, deduped by event id against deltas that
+//!   landed in the aside copy meanwhile), [`ScoreStore::finish_rebuild`] (swap the aside
+//!   copy in and mark the board ready, in one step, only while the lease is still ours).
 //! - Order: score descending; within a tie, member id descending (Redis' own order for
 //!   `ZREVRANGE`, kept by the memory store too), so pages are stable.
 //! - Ranks are competition ranks (1, 2, 2, 4): one plus the number of members with a strictly
-//!   higher score.
-//! - Keys of one board share a Redis Cluster hash slot: `lb:{<board>}` and `lb:{<board>}:seen`.
+//!   higher score. On Redis a page and its ranks are read by one script, so a concurrent
+//!   delta cannot tear them apart.
+//! - Keys of one board share a Redis Cluster hash slot: `lb:{<board>}` (the sorted set),
+//!   `…:seen` (applied event ids), `…:ready`, `…:building` (the lease: the rebuild's token,
+//!   with a TTL), `…:next` and `…:next:seen` (the aside copy).
+//!
+//! Limits: the seen sets grow with every fact of a board (they are what makes redelivery
+//! harmless); a board is only as durable as Redis, which is why it can be rebuilt.
 
 use std::{
     cmp::Reverse,
     collections::{BTreeSet, HashMap, HashSet},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -42,18 +58,91 @@ pub struct Around {
     pub window: Vec<Entry>,
 }
 
+/// A change of one member's score on one board.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// Board name.
+    pub board: String,
+    /// Member id.
+    pub member: String,
+    /// Amount added (finite; may be negative).
+    pub delta: f64,
+    /// The fact's id: a board counts it at most once.
+    pub event_id: String,
+}
+
+/// What became of one delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Counted (on the live board, or on the aside copy of a rebuild in progress).
+    Applied,
+    /// The board had counted this event before: nothing changed.
+    Duplicate,
+    /// The board is neither ready nor being rebuilt: dropped; a rebuild must follow (it will
+    /// include the fact, which its owner committed before the delta was sent).
+    Missing,
+}
+
+/// One fact as the board's owner has it, for a rebuild.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedEntry {
+    /// Member id.
+    pub member: String,
+    /// The fact's id (the same id its delta carries).
+    pub event_id: String,
+    /// The fact's value.
+    pub value: f64,
+}
+
 /// Scores of named boards.
 #[async_trait]
 pub trait ScoreStore: Send + Sync + 'static {
-    /// Adds `delta` to `member` on `board` unless `event_id` was applied to that board before.
-    /// Returns whether it was applied.
+    /// Applies each delta at most once per board (see [`Applied`]); one result per delta, in
+    /// order.
+    async fn apply_many(&self, deltas: &[Delta]) -> anyhow::Result<Vec<Applied>>;
+
+    /// Applies one delta.
     async fn apply(
         &self,
         board: &str,
         member: &str,
         delta: f64,
         event_id: &str,
+    ) -> anyhow::Result<Applied> {
+        let one = Delta {
+            board: board.to_string(),
+            member: member.to_string(),
+            delta,
+            event_id: event_id.to_string(),
+        };
+        self.apply_many(&[one]).await?.pop().context("apply_many returned no result")
+    }
+
+    /// Starts a rebuild of `board` under `token`: takes the lease for `lease` and empties the
+    /// aside copy. `false` when the board is ready or another rebuild holds the lease.
+    async fn begin_rebuild(
+        &self,
+        board: &str,
+        token: &str,
+        lease: Duration,
     ) -> anyhow::Result<bool>;
+
+    /// Adds the owner's `entries` to the aside copy (each event id at most once) and extends
+    /// the lease to `lease` from now. `false`, adding nothing, when the lease is not ours.
+    async fn load(
+        &self,
+        board: &str,
+        token: &str,
+        entries: &[OwnedEntry],
+        lease: Duration,
+    ) -> anyhow::Result<bool>;
+
+    /// Makes the aside copy the live board and marks it ready, in one step, if the lease is
+    /// still ours; `false` (changing nothing) otherwise.
+    async fn finish_rebuild(&self, board: &str, token: &str) -> anyhow::Result<bool>;
+
+    /// Gives up a rebuild: releases the lease if it is ours, so another can start at once.
+    async fn abort_rebuild(&self, board: &str, token: &str) -> anyhow::Result<()>;
 
     /// `limit` entries from position `offset` (0-based), in board order.
     async fn top(&self, board: &str, offset: u64, limit: u64) -> anyhow::Result<Vec<Entry>>;
@@ -64,7 +153,7 @@ pub trait ScoreStore: Send + Sync + 'static {
     /// Number of members on `board`.
     async fn len(&self, board: &str) -> anyhow::Result<u64>;
 
-    /// Whether `board` exists (a lost board must be rebuilt from its owner).
+    /// Whether `board` is ready (a board that is not must be rebuilt from its owner).
     async fn exists(&self, board: &str) -> anyhow::Result<bool>;
 }
 
@@ -97,6 +186,21 @@ struct MemoryBoard {
 }
 
 impl MemoryBoard {
+    /// Adds `delta` unless `event_id` was counted; whether it was.
+    fn add(&mut self, member: &str, delta: f64, event_id: &str) -> bool {
+        if !self.seen.insert(event_id.to_string()) {
+            return false;
+        }
+        let old = self.scores.get(member).copied();
+        if let Some(old) = old {
+            self.order.remove(&(Reverse(OrderedScore(old)), Reverse(member.to_string())));
+        }
+        let new = old.unwrap_or(0.0) + delta;
+        self.scores.insert(member.to_string(), new);
+        self.order.insert((Reverse(OrderedScore(new)), Reverse(member.to_string())));
+        true
+    }
+
     /// One plus the members strictly above `score` (they come first in the order). Linear
     /// in the rank: fine for embedded boards.
     fn rank_of(&self, score: f64) -> u64 {
@@ -104,7 +208,7 @@ impl MemoryBoard {
     }
 
     fn entries_from(&self, offset: usize, limit: usize) -> Vec<Entry> {
-        let mut out = Vec::with_capacity(limit);
+        let mut out = Vec::with_capacity(limit.min(self.order.len()));
         let mut rank = 0;
         let mut previous: Option<f64> = None;
         for (i, (Reverse(score), Reverse(member))) in self.order.iter().enumerate() {
@@ -112,7 +216,7 @@ impl MemoryBoard {
                 rank = i as u64 + 1;
                 previous = Some(score.0);
             }
-            if i >= offset + limit {
+            if i >= offset.saturating_add(limit) {
                 break;
             }
             if i >= offset {
@@ -123,10 +227,29 @@ impl MemoryBoard {
     }
 }
 
-/// The embedded score store.
+/// One board's state in memory: `live` is `Some` exactly when the board is ready.
+#[derive(Debug, Default)]
+struct MemoryState {
+    live: Option<MemoryBoard>,
+    /// The rebuild lease: token and expiry.
+    building: Option<(String, Instant)>,
+    next: MemoryBoard,
+}
+
+impl MemoryState {
+    fn lease_held_by(&self, token: &str) -> bool {
+        matches!(&self.building, Some((t, expires)) if t == token && *expires > Instant::now())
+    }
+
+    fn building(&self) -> bool {
+        matches!(&self.building, Some((_, expires)) if *expires > Instant::now())
+    }
+}
+
+/// The embedded score store: every board under one mutex, mirroring the Redis store.
 #[derive(Debug, Default)]
 pub struct MemoryScores {
-    boards: Mutex<HashMap<String, MemoryBoard>>,
+    boards: Mutex<HashMap<String, MemoryState>>,
 }
 
 impl MemoryScores {
@@ -134,71 +257,274 @@ impl MemoryScores {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, MemoryState>) -> T) -> T {
+        f(&mut self.boards.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn with_live<T>(&self, board: &str, f: impl FnOnce(&MemoryBoard) -> T) -> Option<T> {
+        self.with(|boards| boards.get(board).and_then(|s| s.live.as_ref()).map(f))
+    }
 }
 
 #[async_trait]
 impl ScoreStore for MemoryScores {
-    async fn apply(
+    async fn apply_many(&self, deltas: &[Delta]) -> anyhow::Result<Vec<Applied>> {
+        Ok(self.with(|boards| {
+            deltas
+                .iter()
+                .map(|d| {
+                    let Some(state) = boards.get_mut(&d.board) else { return Applied::Missing };
+                    let building = state.building();
+                    let target = match &mut state.live {
+                        Some(live) => live,
+                        None if building => &mut state.next,
+                        None => return Applied::Missing,
+                    };
+                    if target.add(&d.member, d.delta, &d.event_id) {
+                        Applied::Applied
+                    } else {
+                        Applied::Duplicate
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    async fn begin_rebuild(
         &self,
         board: &str,
-        member: &str,
-        delta: f64,
-        event_id: &str,
+        token: &str,
+        lease: Duration,
     ) -> anyhow::Result<bool> {
-        let mut boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
-        let b = boards.entry(board.to_string()).or_default();
-        if !b.seen.insert(event_id.to_string()) {
-            return Ok(false);
-        }
-        let old = b.scores.get(member).copied();
-        if let Some(old) = old {
-            b.order.remove(&(Reverse(OrderedScore(old)), Reverse(member.to_string())));
-        }
-        let new = old.unwrap_or(0.0) + delta;
-        b.scores.insert(member.to_string(), new);
-        b.order.insert((Reverse(OrderedScore(new)), Reverse(member.to_string())));
-        Ok(true)
+        Ok(self.with(|boards| {
+            let state = boards.entry(board.to_string()).or_default();
+            if state.live.is_some() || state.building() {
+                return false;
+            }
+            state.building = Some((token.to_string(), Instant::now() + lease));
+            state.next = MemoryBoard::default();
+            true
+        }))
+    }
+
+    async fn load(
+        &self,
+        board: &str,
+        token: &str,
+        entries: &[OwnedEntry],
+        lease: Duration,
+    ) -> anyhow::Result<bool> {
+        Ok(self.with(|boards| {
+            let Some(state) = boards.get_mut(board).filter(|s| s.lease_held_by(token)) else {
+                return false;
+            };
+            state.building = Some((token.to_string(), Instant::now() + lease));
+            for e in entries {
+                state.next.add(&e.member, e.value, &e.event_id);
+            }
+            true
+        }))
+    }
+
+    async fn finish_rebuild(&self, board: &str, token: &str) -> anyhow::Result<bool> {
+        Ok(self.with(|boards| {
+            let Some(state) = boards.get_mut(board).filter(|s| s.lease_held_by(token)) else {
+                return false;
+            };
+            state.live = Some(std::mem::take(&mut state.next));
+            state.building = None;
+            true
+        }))
+    }
+
+    async fn abort_rebuild(&self, board: &str, token: &str) -> anyhow::Result<()> {
+        self.with(|boards| {
+            if let Some(state) = boards.get_mut(board).filter(|s| s.lease_held_by(token)) {
+                state.building = None;
+                state.next = MemoryBoard::default();
+            }
+        });
+        Ok(())
     }
 
     async fn top(&self, board: &str, offset: u64, limit: u64) -> anyhow::Result<Vec<Entry>> {
-        let boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(boards
-            .get(board)
-            .map(|b| b.entries_from(offset as usize, limit as usize))
-            .unwrap_or_default())
+        let (offset, limit) = (to_usize(offset), to_usize(limit));
+        Ok(self.with_live(board, |b| b.entries_from(offset, limit)).unwrap_or_default())
     }
 
     async fn around(&self, board: &str, member: &str, n: u64) -> anyhow::Result<Option<Around>> {
-        let boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(b) = boards.get(board) else { return Ok(None) };
-        let Some(score) = b.scores.get(member).copied() else { return Ok(None) };
-        let key = (Reverse(OrderedScore(score)), Reverse(member.to_string()));
-        let position = b.order.range(..&key).count();
-        let start = position.saturating_sub(n as usize);
-        let window = b.entries_from(start, position - start + 1 + n as usize);
-        let me = Entry { rank: b.rank_of(score), member: member.to_string(), score };
-        Ok(Some(Around { me, window }))
+        let n = to_usize(n);
+        Ok(self
+            .with_live(board, |b| {
+                let score = b.scores.get(member).copied()?;
+                let key = (Reverse(OrderedScore(score)), Reverse(member.to_string()));
+                let position = b.order.range(..&key).count();
+                let start = position.saturating_sub(n);
+                let window = b.entries_from(start, (position - start + 1).saturating_add(n));
+                let me = Entry { rank: b.rank_of(score), member: member.to_string(), score };
+                Some(Around { me, window })
+            })
+            .flatten())
     }
 
     async fn len(&self, board: &str) -> anyhow::Result<u64> {
-        let boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(boards.get(board).map_or(0, |b| b.scores.len() as u64))
+        Ok(self.with_live(board, |b| b.scores.len() as u64).unwrap_or(0))
     }
 
     async fn exists(&self, board: &str) -> anyhow::Result<bool> {
-        let boards = self.boards.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(boards.contains_key(board))
+        Ok(self.with_live(board, |_| ()).is_some())
     }
 }
 
-/// Dedupe and increment in one step: `SADD seen id` then `ZINCRBY` only if it was new.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Applies a batch of one board's deltas (ARGV: member, delta, event id, …) to the live keys
+/// when ready, to the aside keys while building; one reply per delta: 1 applied, 0
+/// duplicate, 2 missing.
+/// KEYS: live, seen, ready, building, next, next:seen.
 const APPLY_SCRIPT: &str = r#"
-if redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
-  redis.call('ZINCRBY', KEYS[1], ARGV[2], ARGV[1])
-  return 1
+local z, s
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  z, s = KEYS[1], KEYS[2]
+elseif redis.call('EXISTS', KEYS[4]) == 1 then
+  z, s = KEYS[5], KEYS[6]
+end
+local out = {}
+for i = 1, #ARGV, 3 do
+  if not z then
+    out[#out + 1] = 2
+  elseif redis.call('SADD', s, ARGV[i + 2]) == 1 then
+    redis.call('ZINCRBY', z, ARGV[i + 1], ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"#;
+
+/// Takes the lease unless the board is ready or leased, and empties the aside keys.
+/// KEYS: ready, building, next, next:seen. ARGV: token, lease ms.
+const BEGIN_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[3], KEYS[4])
+return 1
+"#;
+
+/// Loads owner entries (ARGV from 3: member, event id, value, …) into the aside keys if the
+/// lease is ours, and extends it.
+/// KEYS: building, next, next:seen. ARGV: token, lease ms, entries….
+const LOAD_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for i = 3, #ARGV, 3 do
+  if redis.call('SADD', KEYS[3], ARGV[i + 1]) == 1 then
+    redis.call('ZINCRBY', KEYS[2], ARGV[i + 2], ARGV[i])
+  end
+end
+return 1
+"#;
+
+/// Swaps the aside keys in (an empty aside copy means an empty board) and marks the board
+/// ready, if the lease is ours. KEYS: live, seen, ready, building, next, next:seen.
+const FINISH_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('RENAME', KEYS[5], KEYS[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  redis.call('RENAME', KEYS[6], KEYS[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('SET', KEYS[3], '1')
+redis.call('DEL', KEYS[4])
+return 1
+"#;
+
+/// Releases the lease and the aside keys if the lease is ours.
+/// KEYS: building, next, next:seen. ARGV: token.
+const ABORT_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 end
 return 0
 "#;
+
+/// Positions ARGV[1]..=ARGV[2] with scores, and how many members score strictly above the
+/// first of them (its competition rank minus one). KEYS: live.
+const RANGE_SCRIPT: &str = r#"
+local r = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')
+local above = 0
+if #r > 0 then above = redis.call('ZCOUNT', KEYS[1], '(' .. r[2], '+inf') end
+return {above, r}
+"#;
+
+/// A member's window: nil when it is not on the board, else {first position, members above
+/// the first, members above the member, the window with scores}. KEYS: live. ARGV: member, n.
+const AROUND_SCRIPT: &str = r#"
+local pos = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+if not pos then return false end
+local n = tonumber(ARGV[2])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local start = pos - n
+if start < 0 then start = 0 end
+local r = redis.call('ZREVRANGE', KEYS[1], start, pos + n, 'WITHSCORES')
+local above_first = redis.call('ZCOUNT', KEYS[1], '(' .. r[2], '+inf')
+local above_me = redis.call('ZCOUNT', KEYS[1], '(' .. score, '+inf')
+return {start, above_first, above_me, r}
+"#;
+
+/// `[member, score, …]` as a script returns it (scores as strings, exact to the bit).
+fn pairs(raw: Vec<Value>) -> anyhow::Result<Vec<(String, f64)>> {
+    raw.chunks(2)
+        .map(|kv| {
+            let member = kv.first().and_then(Value::as_string).context("member")?;
+            let score = kv
+                .get(1)
+                .and_then(Value::as_string)
+                .and_then(|s| s.parse::<f64>().ok())
+                .context("score")?;
+            Ok((member, score))
+        })
+        .collect()
+}
+
+/// Competition ranks for entries in board order from position `start`, the first having
+/// `above` members strictly above it.
+fn ranked(start: u64, above: u64, raw: Vec<(String, f64)>) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rank = 0;
+    let mut previous: Option<f64> = None;
+    for (i, (member, score)) in raw.into_iter().enumerate() {
+        if previous != Some(score) {
+            rank = if i == 0 { above + 1 } else { start + i as u64 + 1 };
+            previous = Some(score);
+        }
+        out.push(Entry { rank, member, score });
+    }
+    out
+}
+
+/// Owner entries per LOAD script call: bounds one script's run time (Redis runs scripts
+/// alone).
+const LOAD_CHUNK: usize = 500;
+
+/// The keys of one board.
+struct Keys {
+    live: String,
+    seen: String,
+    ready: String,
+    building: String,
+    next: String,
+    next_seen: String,
+}
 
 /// The mesh score store: Redis sorted sets.
 pub struct RedisScores {
@@ -221,78 +547,196 @@ impl RedisScores {
         format!("{}lb:{{{board}}}", self.prefix)
     }
 
-    fn seen_key(&self, board: &str) -> String {
-        format!("{}lb:{{{board}}}:seen", self.prefix)
-    }
-
-    /// Competition rank of `score`: one plus the members strictly above it.
-    async fn rank_of(&self, key: &str, score: f64) -> anyhow::Result<u64> {
-        // Strictly above: from the next representable score up.
-        let above: u64 =
-            self.client.zcount(key, score.next_up(), f64::INFINITY).await.context("ZCOUNT")?;
-        Ok(above + 1)
-    }
-
-    /// Entries at positions `start..=stop`, with competition ranks.
-    async fn range(&self, key: &str, start: i64, stop: i64) -> anyhow::Result<Vec<Entry>> {
-        let raw: Vec<(String, f64)> =
-            self.client.zrevrange(key, start, stop, true).await.context("ZREVRANGE")?;
-        let mut out = Vec::with_capacity(raw.len());
-        let mut rank = 0;
-        let mut previous: Option<f64> = None;
-        for (i, (member, score)) in raw.into_iter().enumerate() {
-            if previous != Some(score) {
-                rank = if i == 0 {
-                    self.rank_of(key, score).await?
-                } else {
-                    start as u64 + i as u64 + 1
-                };
-                previous = Some(score);
-            }
-            out.push(Entry { rank, member, score });
+    fn keys(&self, board: &str) -> Keys {
+        let live = self.key(board);
+        Keys {
+            seen: format!("{live}:seen"),
+            ready: format!("{live}:ready"),
+            building: format!("{live}:building"),
+            next: format!("{live}:next"),
+            next_seen: format!("{live}:next:seen"),
+            live,
         }
-        Ok(out)
     }
+
+    /// Entries at positions `start..=stop`, with competition ranks, read in one script so
+    /// that a concurrent delta cannot tear the page from its ranks.
+    async fn range(&self, key: &str, start: u64, stop: u64) -> anyhow::Result<Vec<Entry>> {
+        let reply: Value = self
+            .client
+            .eval(RANGE_SCRIPT, vec![key.to_string()], vec![index(start), index(stop)])
+            .await
+            .context("read board range")?;
+        let mut parts = reply.into_array().into_iter();
+        let above = parts.next().and_then(|v| v.as_u64()).context("range reply")?;
+        let raw = parts.next().context("range reply")?.into_array();
+        Ok(ranked(start, above, pairs(raw)?))
+    }
+
+    async fn apply_board(&self, board: &str, deltas: &[&Delta]) -> anyhow::Result<Vec<Applied>> {
+        let k = self.keys(board);
+        let args: Vec<String> = deltas
+            .iter()
+            .flat_map(|d| [d.member.clone(), d.delta.to_string(), d.event_id.clone()])
+            .collect();
+        let codes: Vec<i64> = self
+            .client
+            .eval(
+                APPLY_SCRIPT,
+                vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
+                args,
+            )
+            .await
+            .context("apply score deltas")?;
+        anyhow::ensure!(codes.len() == deltas.len(), "apply script answered {} codes", codes.len());
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                1 => Applied::Applied,
+                0 => Applied::Duplicate,
+                _ => Applied::Missing,
+            })
+            .collect())
+    }
+}
+
+/// Milliseconds of a lease for Redis (at least 1: `PX 0` is an error).
+fn lease_ms(lease: Duration) -> String {
+    lease.as_millis().clamp(1, i64::MAX as u128).to_string()
+}
+
+/// A position as Redis takes it (signed 64-bit).
+fn index(n: u64) -> String {
+    i64::try_from(n).unwrap_or(i64::MAX).to_string()
 }
 
 #[async_trait]
 impl ScoreStore for RedisScores {
-    async fn apply(
+    async fn apply_many(&self, deltas: &[Delta]) -> anyhow::Result<Vec<Applied>> {
+        // One script per board; fred pipelines the concurrent calls on its connection.
+        let mut by_board: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, d) in deltas.iter().enumerate() {
+            by_board.entry(&d.board).or_default().push(i);
+        }
+        let calls = by_board.iter().map(|(board, positions)| async move {
+            let batch: Vec<&Delta> = positions.iter().map(|&i| &deltas[i]).collect();
+            self.apply_board(board, &batch).await.map(|r| (positions, r))
+        });
+        let mut out = vec![Applied::Missing; deltas.len()];
+        for (positions, results) in futures::future::try_join_all(calls).await? {
+            for (&i, r) in positions.iter().zip(results) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn begin_rebuild(
         &self,
         board: &str,
-        member: &str,
-        delta: f64,
-        event_id: &str,
+        token: &str,
+        lease: Duration,
     ) -> anyhow::Result<bool> {
-        let applied: i64 = self
+        let k = self.keys(board);
+        let began: i64 = self
             .client
             .eval(
-                APPLY_SCRIPT,
-                vec![self.key(board), self.seen_key(board)],
-                vec![member.to_string(), delta.to_string(), event_id.to_string()],
+                BEGIN_SCRIPT,
+                vec![k.ready, k.building, k.next, k.next_seen],
+                vec![token.to_string(), lease_ms(lease)],
             )
             .await
-            .context("apply score delta")?;
-        Ok(applied == 1)
+            .context("begin rebuild")?;
+        Ok(began == 1)
+    }
+
+    async fn load(
+        &self,
+        board: &str,
+        token: &str,
+        entries: &[OwnedEntry],
+        lease: Duration,
+    ) -> anyhow::Result<bool> {
+        let k = self.keys(board);
+        // An empty load still extends the lease and reports whether it is ours.
+        let chunks: Vec<&[OwnedEntry]> =
+            if entries.is_empty() { vec![&[]] } else { entries.chunks(LOAD_CHUNK).collect() };
+        for chunk in chunks {
+            let mut args = vec![token.to_string(), lease_ms(lease)];
+            for e in chunk {
+                args.extend([e.member.clone(), e.event_id.clone(), e.value.to_string()]);
+            }
+            let ours: i64 = self
+                .client
+                .eval(
+                    LOAD_SCRIPT,
+                    vec![k.building.clone(), k.next.clone(), k.next_seen.clone()],
+                    args,
+                )
+                .await
+                .context("load rebuild entries")?;
+            if ours != 1 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn finish_rebuild(&self, board: &str, token: &str) -> anyhow::Result<bool> {
+        let k = self.keys(board);
+        let done: i64 = self
+            .client
+            .eval(
+                FINISH_SCRIPT,
+                vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
+                vec![token.to_string()],
+            )
+            .await
+            .context("finish rebuild")?;
+        Ok(done == 1)
+    }
+
+    async fn abort_rebuild(&self, board: &str, token: &str) -> anyhow::Result<()> {
+        let k = self.keys(board);
+        let _: i64 = self
+            .client
+            .eval(ABORT_SCRIPT, vec![k.building, k.next, k.next_seen], vec![token.to_string()])
+            .await
+            .context("abort rebuild")?;
+        Ok(())
     }
 
     async fn top(&self, board: &str, offset: u64, limit: u64) -> anyhow::Result<Vec<Entry>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.range(&self.key(board), offset as i64, (offset + limit - 1) as i64).await
+        self.range(&self.key(board), offset, offset.saturating_add(limit - 1)).await
     }
 
     async fn around(&self, board: &str, member: &str, n: u64) -> anyhow::Result<Option<Around>> {
-        let key = self.key(board);
-        let position: Value =
-            self.client.zrevrank(&key, member, false).await.context("ZREVRANK")?;
-        let Some(position) = position.as_u64() else { return Ok(None) };
-        let score: f64 = self.client.zscore(&key, member).await.context("ZSCORE")?;
-        let start = position.saturating_sub(n);
-        let window = self.range(&key, start as i64, (position + n) as i64).await?;
-        let me =
-            Entry { rank: self.rank_of(&key, score).await?, member: member.to_string(), score };
+        let reply: Value = self
+            .client
+            .eval(
+                AROUND_SCRIPT,
+                vec![self.key(board)],
+                vec![member.to_string(), n.min(1 << 40).to_string()],
+            )
+            .await
+            .context("read around a member")?;
+        if reply.is_null() {
+            return Ok(None);
+        }
+        let mut parts = reply.into_array().into_iter();
+        let mut number = || parts.next().and_then(|v| v.as_u64()).context("around reply");
+        let (start, above_first, above_me) = (number()?, number()?, number()?);
+        let raw = parts.next().context("around reply")?.into_array();
+        let window = ranked(start, above_first, pairs(raw)?);
+        let me = window
+            .iter()
+            .find(|e| e.member == member)
+            .cloned()
+            .map(|e| Entry { rank: above_me + 1, ..e })
+            .context("the member is missing from its own window")?;
         Ok(Some(Around { me, window }))
     }
 
@@ -301,7 +745,7 @@ impl ScoreStore for RedisScores {
     }
 
     async fn exists(&self, board: &str) -> anyhow::Result<bool> {
-        let n: u64 = self.client.exists(self.key(board)).await.context("EXISTS")?;
+        let n: u64 = self.client.exists(self.keys(board).ready).await.context("EXISTS")?;
         Ok(n == 1)
     }
 }

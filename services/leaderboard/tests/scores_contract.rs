@@ -1,26 +1,165 @@
 //! One contract for both score stores: memory (embedded mode) and Redis sorted sets.
 
-use std::sync::Arc;
+mod common;
 
-use ewpm_leaderboard::scores::{Around, Entry, MemoryScores, RedisScores, ScoreStore};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use common::{e, make_ready, owned};
+use ewpm_leaderboard::scores::{Applied, Around, Delta, MemoryScores, RedisScores, ScoreStore};
 use ewpm_testkit::{key_prefix, servers};
 
-fn e(rank: u64, member: &str, score: f64) -> Entry {
-    Entry { rank, member: member.to_string(), score }
-}
+const LEASE: Duration = Duration::from_secs(30);
 
 async fn a_delta_applies_once_per_board(s: Arc<dyn ScoreStore>) {
     assert!(!s.exists("b1").await.unwrap());
-    assert!(s.apply("b1", "alice", 5.0, "ev-1").await.unwrap());
-    assert!(!s.apply("b1", "alice", 5.0, "ev-1").await.unwrap());
-    assert!(s.apply("b1", "alice", 2.5, "ev-2").await.unwrap());
+    make_ready(s.as_ref(), "b1").await;
+    make_ready(s.as_ref(), "b2").await;
+    assert_eq!(s.apply("b1", "alice", 5.0, "ev-1").await.unwrap(), Applied::Applied);
+    assert_eq!(s.apply("b1", "alice", 5.0, "ev-1").await.unwrap(), Applied::Duplicate);
+    assert_eq!(s.apply("b1", "alice", 2.5, "ev-2").await.unwrap(), Applied::Applied);
     // The same fact may count on another board.
-    assert!(s.apply("b2", "alice", 1.0, "ev-1").await.unwrap());
+    assert_eq!(s.apply("b2", "alice", 1.0, "ev-1").await.unwrap(), Applied::Applied);
     assert_eq!(s.top("b1", 0, 10).await.unwrap(), vec![e(1, "alice", 7.5)]);
     assert_eq!((s.len("b1").await.unwrap(), s.exists("b1").await.unwrap()), (1, true));
 }
 
+async fn a_batch_reports_each_delta_in_order(s: Arc<dyn ScoreStore>) {
+    make_ready(s.as_ref(), "b1").await;
+    let d = |board: &str, member: &str, delta: f64, event_id: &str| Delta {
+        board: board.into(),
+        member: member.into(),
+        delta,
+        event_id: event_id.into(),
+    };
+    let outcomes = s
+        .apply_many(&[
+            d("b1", "alice", 1.0, "ev-1"),
+            d("gone", "alice", 1.0, "ev-1"),
+            d("b1", "bob", 2.0, "ev-1"),
+            d("b1", "bob", 2.0, "ev-2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![Applied::Applied, Applied::Missing, Applied::Duplicate, Applied::Applied]
+    );
+    assert_eq!(s.top("b1", 0, 10).await.unwrap(), vec![e(1, "bob", 2.0), e(2, "alice", 1.0)]);
+}
+
+async fn a_delta_for_a_missing_board_is_dropped_as_missing(s: Arc<dyn ScoreStore>) {
+    assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Missing);
+    assert!(!s.exists("b").await.unwrap());
+    assert_eq!((s.top("b", 0, 10).await.unwrap(), s.len("b").await.unwrap()), (vec![], 0));
+    // The rebuild that follows counts the fact once, even if the delta comes again.
+    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
+    assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Applied);
+    assert!(s.load("b", "t1", &[owned("alice", "ev-1", 5.0)], LEASE).await.unwrap());
+    assert!(s.finish_rebuild("b", "t1").await.unwrap());
+    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 5.0)]);
+    assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Duplicate);
+}
+
+async fn a_second_rebuild_cannot_begin_while_one_holds_the_lease(s: Arc<dyn ScoreStore>) {
+    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
+    assert!(!s.begin_rebuild("b", "t2", LEASE).await.unwrap());
+    assert!(s.finish_rebuild("b", "t1").await.unwrap());
+    // A ready board is not rebuilt over.
+    assert!(!s.begin_rebuild("b", "t3", LEASE).await.unwrap());
+}
+
+async fn a_stale_token_changes_nothing(s: Arc<dyn ScoreStore>) {
+    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
+    assert!(!s.load("b", "stale", &[owned("mallory", "ev-9", 100.0)], LEASE).await.unwrap());
+    assert!(!s.finish_rebuild("b", "stale").await.unwrap());
+    s.abort_rebuild("b", "stale").await.unwrap();
+    assert!(!s.exists("b").await.unwrap());
+    assert!(s.load("b", "t1", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
+    assert!(s.finish_rebuild("b", "t1").await.unwrap());
+    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 1.0)]);
+    // Finishing again with the used token does nothing either.
+    assert!(!s.finish_rebuild("b", "t1").await.unwrap());
+}
+
+async fn an_expired_lease_can_be_taken_over(s: Arc<dyn ScoreStore>) {
+    assert!(s.begin_rebuild("b", "dead", Duration::from_millis(50)).await.unwrap());
+    assert!(
+        s.load("b", "dead", &[owned("ghost", "ev-0", 9.0)], Duration::from_millis(50))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.apply("b", "alice", 1.0, "ev-1").await.unwrap(), Applied::Missing);
+    assert!(s.begin_rebuild("b", "t2", LEASE).await.unwrap());
+    assert!(!s.finish_rebuild("b", "dead").await.unwrap());
+    // The aside copy starts empty: nothing of the dead rebuild survives.
+    assert!(s.load("b", "t2", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
+    assert!(s.finish_rebuild("b", "t2").await.unwrap());
+    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 1.0)]);
+}
+
+async fn an_aborted_rebuild_frees_the_lease(s: Arc<dyn ScoreStore>) {
+    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
+    s.abort_rebuild("b", "t1").await.unwrap();
+    assert_eq!(s.apply("b", "alice", 1.0, "ev-1").await.unwrap(), Applied::Missing);
+    assert!(s.begin_rebuild("b", "t2", LEASE).await.unwrap());
+    assert!(s.finish_rebuild("b", "t2").await.unwrap());
+    assert_eq!((s.exists("b").await.unwrap(), s.len("b").await.unwrap()), (true, 0));
+}
+
+async fn a_rebuild_while_deltas_keep_arriving_ends_exact(s: Arc<dyn ScoreStore>) {
+    // 300 facts over 7 members; the owner's snapshot holds the first 200 (those committed
+    // when it was read); every delta is also delivered twice, concurrently with the load.
+    let facts: Vec<(String, String, f64)> = (0..300)
+        .map(|i| (format!("m{}", i % 7), format!("ev-{i}"), f64::from(i % 13) + 0.5))
+        .collect();
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    for (m, _, v) in &facts {
+        *expected.entry(m.clone()).or_default() += v;
+    }
+    assert!(s.begin_rebuild("b", "t", LEASE).await.unwrap());
+    let deliveries: Vec<_> = (0..2)
+        .map(|round| {
+            let s = s.clone();
+            let facts = facts.clone();
+            tokio::spawn(async move {
+                for chunk in facts.chunks(9).skip(round) {
+                    let deltas: Vec<Delta> = chunk
+                        .iter()
+                        .map(|(m, id, v)| Delta {
+                            board: "b".into(),
+                            member: m.clone(),
+                            delta: *v,
+                            event_id: id.clone(),
+                        })
+                        .collect();
+                    let outcomes = s.apply_many(&deltas).await.unwrap();
+                    assert!(!outcomes.contains(&Applied::Missing), "{outcomes:?}");
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let snapshot: Vec<_> = facts[..200].iter().map(|(m, id, v)| owned(m, id, *v)).collect();
+    for chunk in snapshot.chunks(11) {
+        assert!(s.load("b", "t", chunk, LEASE).await.unwrap());
+        tokio::task::yield_now().await;
+    }
+    assert!(s.finish_rebuild("b", "t").await.unwrap());
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    // The chunks the second round skipped (the first 9 facts) are in the snapshot anyway.
+    let mut got: BTreeMap<String, f64> = BTreeMap::new();
+    for entry in s.top("b", 0, 100).await.unwrap() {
+        got.insert(entry.member, entry.score);
+    }
+    assert_eq!(got, expected);
+    assert_eq!(s.len("b").await.unwrap(), 7);
+}
+
 async fn concurrent_retries_of_one_delta_apply_it_once(s: Arc<dyn ScoreStore>) {
+    make_ready(s.as_ref(), "b").await;
     let handles: Vec<_> = (0..50)
         .map(|_| {
             let s = s.clone();
@@ -29,13 +168,14 @@ async fn concurrent_retries_of_one_delta_apply_it_once(s: Arc<dyn ScoreStore>) {
         .collect();
     let mut applied = 0;
     for h in handles {
-        applied += usize::from(h.await.unwrap());
+        applied += usize::from(h.await.unwrap() == Applied::Applied);
     }
     assert_eq!(applied, 1);
     assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "bob", 3.0)]);
 }
 
 async fn ties_share_a_rank_and_keep_a_stable_order(s: Arc<dyn ScoreStore>) {
+    make_ready(s.as_ref(), "b").await;
     for (i, (member, score)) in
         [("a", 10.0), ("b", 20.0), ("c", 20.0), ("d", 5.0), ("e", 20.0)].into_iter().enumerate()
     {
@@ -49,9 +189,11 @@ async fn ties_share_a_rank_and_keep_a_stable_order(s: Arc<dyn ScoreStore>) {
     assert_eq!(s.top("b", 3, 5).await.unwrap(), all[3..].to_vec());
     assert_eq!(s.top("b", 5, 5).await.unwrap(), vec![]);
     assert_eq!(s.top("b", 0, 0).await.unwrap(), vec![]);
+    assert_eq!(s.top("b", u64::MAX, u64::MAX).await.unwrap(), vec![]);
 }
 
 async fn around_a_member_clips_at_both_ends(s: Arc<dyn ScoreStore>) {
+    make_ready(s.as_ref(), "b").await;
     for (i, (member, score)) in
         [("a", 50.0), ("b", 40.0), ("c", 40.0), ("d", 30.0), ("e", 10.0)].into_iter().enumerate()
     {
@@ -84,6 +226,13 @@ macro_rules! contract {
             use super::*;
             contract!(@tests $make;
                 a_delta_applies_once_per_board,
+                a_batch_reports_each_delta_in_order,
+                a_delta_for_a_missing_board_is_dropped_as_missing,
+                a_second_rebuild_cannot_begin_while_one_holds_the_lease,
+                a_stale_token_changes_nothing,
+                an_expired_lease_can_be_taken_over,
+                an_aborted_rebuild_frees_the_lease,
+                a_rebuild_while_deltas_keep_arriving_ends_exact,
                 concurrent_retries_of_one_delta_apply_it_once,
                 ties_share_a_rank_and_keep_a_stable_order,
                 around_a_member_clips_at_both_ends,

@@ -1,0 +1,90 @@
+//! Helpers shared by the leaderboard's tests.
+#![allow(dead_code)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use ewpm_leaderboard::{
+    domain::Board,
+    rebuild::{BoardOwner, EntryStream},
+    scores::{Entry, OwnedEntry, ScoreStore},
+};
+use fred::prelude::{Client, ClientLike, Config, KeysInterface};
+use futures::StreamExt;
+
+/// Generous bound that turns a hang into a failure; never a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn e(rank: u64, member: &str, score: f64) -> Entry {
+    Entry { rank, member: member.to_string(), score }
+}
+
+pub fn owned(member: &str, event_id: &str, value: f64) -> OwnedEntry {
+    OwnedEntry { member: member.to_string(), event_id: event_id.to_string(), value }
+}
+
+/// Makes `board` ready and empty, as a rebuild from an owner with no facts does.
+pub async fn make_ready(s: &dyn ScoreStore, board: &str) {
+    let token = uuid::Uuid::new_v4().to_string();
+    assert!(s.begin_rebuild(board, &token, Duration::from_secs(30)).await.unwrap());
+    assert!(s.finish_rebuild(board, &token).await.unwrap());
+}
+
+/// A Redis client for the test server.
+pub async fn redis() -> Client {
+    let client = fred::types::Builder::from_config(
+        Config::from_url(&ewpm_testkit::servers().redis_url).unwrap(),
+    )
+    .build()
+    .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+/// Deletes every key of `board` under `prefix`: a cache loss of that one board.
+pub async fn lose_redis_board(prefix: &str, board: &str) {
+    let base = format!("{prefix}lb:{{{board}}}");
+    let keys: Vec<String> = ["", ":seen", ":ready", ":building", ":next", ":next:seen"]
+        .iter()
+        .map(|s| format!("{base}{s}"))
+        .collect();
+    let client = redis().await;
+    let _: u64 = client.del(keys).await.unwrap();
+}
+
+/// An owner whose facts the test sets: the stand-in for the progress service.
+#[derive(Default)]
+pub struct FixedOwner {
+    pub facts: Mutex<Vec<OwnedEntry>>,
+    pub calls: Mutex<usize>,
+}
+
+impl FixedOwner {
+    pub fn new(facts: Vec<OwnedEntry>) -> Arc<Self> {
+        Arc::new(Self { facts: Mutex::new(facts), calls: Mutex::new(0) })
+    }
+
+    pub fn calls(&self) -> usize {
+        *self.calls.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl BoardOwner for FixedOwner {
+    async fn entries(&self, _board: &Board) -> anyhow::Result<EntryStream> {
+        *self.calls.lock().unwrap() += 1;
+        let facts = self.facts.lock().unwrap().clone();
+        // Small chunks, so deltas can interleave with the load.
+        let chunks: Vec<anyhow::Result<Vec<OwnedEntry>>> =
+            facts.chunks(7).map(|c| Ok(c.to_vec())).collect();
+        Ok(futures::stream::iter(chunks)
+            .then(|c| async move {
+                tokio::task::yield_now().await;
+                c
+            })
+            .boxed())
+    }
+}

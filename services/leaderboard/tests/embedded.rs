@@ -1,0 +1,143 @@
+//! The embedded wiring (memory scores, bus and notices): the applier, a dead applier's
+//! deltas reclaimed, and a watch following a delta.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{FixedOwner, PATIENCE, e, owned};
+use ewpm_kit::{
+    CancellationToken,
+    bus::{Bus, MemoryBus},
+    settings::{LeaderboardSettings, Settings},
+};
+use ewpm_leaderboard::{
+    app,
+    applier::{GROUP, TOPIC},
+    domain::Board,
+    notices::{MemoryNotices, Notices},
+    rebuild::Owners,
+    scores::{MemoryScores, ScoreStore},
+};
+use ewpm_proto::leaderboard::v1::ScoreDelta;
+use futures::StreamExt;
+use prost::Message;
+
+const BOARD: &str = "challenge:0194d3c2-5b1e-7c4f-9a51-2d3e4f5a6b7c";
+
+fn delta(member: &str, value: f64, event_id: &str) -> Vec<u8> {
+    ScoreDelta {
+        board: BOARD.into(),
+        member: member.into(),
+        delta: value,
+        event_id: event_id.into(),
+        committed_unix_ms: 0,
+    }
+    .encode_to_vec()
+}
+
+async fn eventually<F: Future<Output = bool>>(mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_a_dead_applier_left_pending_are_reclaimed_and_watched() {
+    let scores: Arc<dyn ScoreStore> = Arc::new(MemoryScores::new());
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let notices: Arc<dyn Notices> = Arc::new(MemoryNotices::new());
+    let owners = Owners::new().with("challenge", FixedOwner::new(vec![owned("a", "ev-0", 1.0)]));
+    let settings = LeaderboardSettings {
+        watch_interval_ms: 10,
+        reclaim_idle_ms: 50,
+        ..Settings::default().leaderboard
+    };
+    let shutdown = CancellationToken::new();
+    let built = app::build(
+        scores.clone(),
+        bus.clone(),
+        notices.clone(),
+        owners,
+        &settings,
+        &Settings::default().grpc,
+        shutdown.clone(),
+    );
+
+    // A consumer that takes two deltas and dies without acknowledging them.
+    bus.ensure_group(TOPIC, GROUP).await.unwrap();
+    bus.publish(TOPIC, &[delta("a", 2.0, "ev-1"), delta("b", 5.0, "ev-2")]).await.unwrap();
+    let taken = bus.receive(TOPIC, GROUP, "dead", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(taken.len(), 2);
+
+    let board = Board::parse(BOARD, "board").unwrap();
+    let mut watch = built.hub.watch(board, 10).await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, watch.next()).await.unwrap().unwrap();
+    assert_eq!(first.entries, vec![e(1, "a", 1.0)]);
+
+    let applier = tokio::spawn(built.applier.run(shutdown.clone()));
+    let s = scores.clone();
+    eventually(|| {
+        let s = s.clone();
+        async move { s.top(BOARD, 0, 10).await.unwrap() == vec![e(1, "b", 5.0), e(2, "a", 3.0)] }
+    })
+    .await;
+    let b = bus.clone();
+    eventually(|| {
+        let b = b.clone();
+        async move { b.pending(TOPIC, GROUP).await.unwrap() == 0 }
+    })
+    .await;
+    let latest = loop {
+        let s = tokio::time::timeout(PATIENCE, watch.next()).await.unwrap().unwrap();
+        if s.total_members == 2 {
+            break s;
+        }
+    };
+    assert_eq!(latest.entries, vec![e(1, "b", 5.0), e(2, "a", 3.0)]);
+
+    shutdown.cancel();
+    assert_eq!(tokio::time::timeout(PATIENCE, watch.next()).await.unwrap(), None);
+    tokio::time::timeout(PATIENCE, applier).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_of_a_board_without_an_owner_are_kept_when_it_first_appears() {
+    let scores: Arc<dyn ScoreStore> = Arc::new(MemoryScores::new());
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let shutdown = CancellationToken::new();
+    let settings = Settings::default();
+    let built = app::build(
+        scores.clone(),
+        bus.clone(),
+        Arc::new(MemoryNotices::new()),
+        Owners::new(),
+        &settings.leaderboard,
+        &settings.grpc,
+        shutdown.clone(),
+    );
+    let quiz = |member: &str, event_id: &str| {
+        ScoreDelta {
+            board: "quiz:s1".into(),
+            member: member.into(),
+            delta: 1.0,
+            event_id: event_id.into(),
+            committed_unix_ms: 0,
+        }
+        .encode_to_vec()
+    };
+    bus.publish(TOPIC, &[quiz("a", "ans-1"), quiz("a", "ans-2"), quiz("b", "ans-3")])
+        .await
+        .unwrap();
+    let applier = tokio::spawn(built.applier.run(shutdown.clone()));
+    let s = scores.clone();
+    eventually(|| {
+        let s = s.clone();
+        async move { s.top("quiz:s1", 0, 10).await.unwrap() == vec![e(1, "a", 2.0), e(2, "b", 1.0)] }
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, applier).await.unwrap().unwrap().unwrap();
+}

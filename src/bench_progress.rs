@@ -1,0 +1,711 @@
+//! `ewpm bench progress` and `ewpm bench leaderboard`: load over gRPC against the whole score
+//! pipeline (challenge, progress with its batch writers, leaderboard with its applier).
+//!
+//! The stack runs in this process on a port-0 server — embedded backends (SQLite, the
+//! in-process bus and score store) by default, PostgreSQL + Redis with `--postgres` and
+//! `--redis` — or is an already running `ewpm dev` / mesh given with `--target`. Every run
+//! also measures a bare unary RPC (`grpc.health.v1.Health/Check`, no auth, no I/O) at the
+//! same concurrency over the same connections, so each figure comes with its ratio to this
+//! machine's limit. Figures are printed (or emitted as JSON), never asserted.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Args;
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Authenticator, Role, TokenKeys},
+    bus::{Bus, MemoryBus, RedisBus},
+    clock::{SharedClock, SystemClock},
+    db,
+    server::{self, Mount},
+    settings::{ServiceAddrs, Settings},
+};
+use ewpm_leaderboard::{
+    notices::{MemoryNotices, Notices, RedisNotices},
+    scores::{MemoryScores, RedisScores, ScoreStore},
+};
+use ewpm_proto::{
+    challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
+    leaderboard::v1::{
+        GetLeaderboardRequest, WatchLeaderboardRequest,
+        leaderboard_service_client::LeaderboardServiceClient,
+    },
+    progress::v1::{SubmitProgressRequest, progress_service_client::ProgressServiceClient},
+};
+use serde_json::json;
+use tonic::{Request, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::bench::{BenchDb, percentile};
+
+/// Options shared by both benches.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Concurrent clients (over 4 connections).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Distinct users submitting.
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Challenges (boards) the load spreads over.
+    #[arg(long, default_value_t = 10)]
+    challenges: usize,
+    /// Seconds of each measured phase.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// A running gRPC endpoint serving challenge, progress and leaderboard (`ewpm dev`'s
+    /// port, or one address per service with --progress-target / --leaderboard-target).
+    /// Without it the stack runs in this process.
+    #[arg(long)]
+    target: Option<String>,
+    /// The progress service, when it is not at --target.
+    #[arg(long)]
+    progress_target: Option<String>,
+    /// The leaderboard service, when it is not at --target.
+    #[arg(long)]
+    leaderboard_target: Option<String>,
+    /// HS256 secret of the target's tokens; default: the embedded key in ./data (what
+    /// `ewpm dev` in this directory uses).
+    #[arg(long)]
+    secret: Option<String>,
+    /// In-process stack on PostgreSQL (an admin URL; a throwaway database is created and
+    /// dropped). Needs --redis.
+    #[arg(long, requires = "redis")]
+    postgres: Option<String>,
+    /// In-process stack on Redis (bus and score store, under a throwaway key prefix).
+    #[arg(long, requires = "postgres")]
+    redis: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `ewpm bench leaderboard` options.
+#[derive(Debug, Args)]
+pub struct LeaderboardArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Watchers of one board for the fan-out phase.
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+}
+
+/// The in-process stack's database and the bus, score store and notices beside it.
+type Backends = (BenchDb, Arc<dyn Bus>, Arc<dyn ScoreStore>, Arc<dyn Notices>, &'static str);
+
+/// What a run talks to.
+struct Target {
+    challenge: Vec<Channel>,
+    progress: Vec<Channel>,
+    leaderboard: Vec<Channel>,
+    leaderboard_uri: String,
+    keys: TokenKeys,
+    backend: String,
+    /// The in-process stack, stopped at the end.
+    local: Option<(CancellationToken, tokio::task::JoinHandle<()>, Option<BenchDb>)>,
+}
+
+async fn channels(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(
+            Channel::from_shared(uri.to_string())?
+                .connect()
+                .await
+                .with_context(|| format!("connect to {uri}"))?,
+        );
+    }
+    Ok(v)
+}
+
+impl Target {
+    async fn open(args: &PipelineArgs) -> anyhow::Result<Self> {
+        if let Some(target) = &args.target {
+            let settings = Settings::load()?;
+            let keys = match &args.secret {
+                Some(secret) => TokenKeys::new(secret, &settings.auth),
+                None => TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?,
+            };
+            let p = args.progress_target.as_deref().unwrap_or(target);
+            let l = args.leaderboard_target.as_deref().unwrap_or(target);
+            return Ok(Self {
+                challenge: channels(target, 1).await?,
+                progress: channels(p, 4).await?,
+                leaderboard: channels(l, 4).await?,
+                leaderboard_uri: l.to_string(),
+                keys,
+                backend: format!("target {target}"),
+                local: None,
+            });
+        }
+        let mut settings = Settings::default();
+        settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let keys = TokenKeys::new(&uuid::Uuid::new_v4().to_string(), &settings.auth);
+        let (bench_db, bus, scores, notices, backend): Backends =
+            match (&args.postgres, &args.redis) {
+                (Some(pg), Some(redis)) => {
+                    let prefix = format!("bench{}:", uuid::Uuid::new_v4().simple());
+                    (
+                        BenchDb::create(Some(pg)).await?,
+                        Arc::new(RedisBus::connect(redis, &prefix).await?),
+                        Arc::new(RedisScores::connect(redis, &prefix).await?),
+                        Arc::new(RedisNotices::connect(redis, &prefix).await?),
+                        "postgres+redis",
+                    )
+                }
+                _ => (
+                    BenchDb::create(None).await?,
+                    MemoryBus::new(),
+                    Arc::new(MemoryScores::new()),
+                    Arc::new(MemoryNotices::new()),
+                    "embedded (sqlite + in-process bus and score store)",
+                ),
+            };
+        let conn = db::connect(&bench_db.url).await?;
+        db::migrate_all(&conn).await?;
+        let listener = server::bind(settings.grpc.addr).await?;
+        let uri = format!("http://{}", listener.local_addr()?);
+        settings.services = ServiceAddrs {
+            challenge: uri.clone(),
+            scan: uri.clone(),
+            progress: uri.clone(),
+            leaderboard: uri.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let mut mount = Mount::new(Authenticator::new(keys.clone()));
+        crate::mount_challenge(&mut mount, &settings, &keys, conn.clone(), clock.clone())?;
+        let mut background = crate::mount_progress(
+            &mut mount,
+            &settings,
+            &keys,
+            conn,
+            bus.clone(),
+            clock,
+            true,
+            &shutdown,
+        )?;
+        background.extend(crate::mount_leaderboard(
+            &mut mount, &settings, &keys, scores, bus, notices, &shutdown,
+        )?);
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            let grpc = settings.grpc.clone();
+            async move {
+                if let Err(err) = server::serve(listener, mount, &grpc, shutdown).await {
+                    eprintln!("bench server failed: {err:#}");
+                }
+                background.join(Duration::from_secs(5)).await;
+            }
+        });
+        Ok(Self {
+            challenge: channels(&uri, 1).await?,
+            progress: channels(&uri, 4).await?,
+            leaderboard: channels(&uri, 4).await?,
+            leaderboard_uri: uri.clone(),
+            keys,
+            backend: backend.to_string(),
+            local: Some((shutdown, server, Some(bench_db))),
+        })
+    }
+
+    async fn close(self) {
+        if let Some((shutdown, server, bench_db)) = self.local {
+            shutdown.cancel();
+            drop(server.await);
+            if let Some(d) = bench_db {
+                d.drop_database().await;
+            }
+        }
+    }
+
+    fn bearer(
+        &self,
+        sub: &str,
+        role: Role,
+    ) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        format!("Bearer {}", self.keys.mint(sub, role, None)).parse().expect("a token is ASCII")
+    }
+
+    /// Creates `n` open challenges running from yesterday for a year.
+    async fn challenges(&self, n: usize) -> anyhow::Result<Vec<String>> {
+        let mut client = ChallengeServiceClient::new(self.challenge[0].clone());
+        let now = chrono::Utc::now();
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut request = Request::new(cpb::CreateChallengeRequest {
+                name: format!("bench challenge {i}"),
+                description: String::new(),
+                start_time: Some(ewpm_kit::timestamp::to_proto(now - chrono::TimeDelta::days(1))),
+                end_time: Some(ewpm_kit::timestamp::to_proto(now + chrono::TimeDelta::days(365))),
+                goal: Some(cpb::Goal { target: 1e9, unit: "points".into() }),
+                employer_id: String::new(),
+                idempotency_key: String::new(),
+            });
+            request.metadata_mut().insert("authorization", self.bearer("bench-admin", Role::Admin));
+            let c = client.create_challenge(request).await.context("create bench challenge")?;
+            ids.push(c.into_inner().challenge.context("challenge")?.id);
+        }
+        Ok(ids)
+    }
+}
+
+/// Rate and latency of one closed-loop phase.
+struct Phase {
+    ops: u64,
+    errors: u64,
+    secs: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+
+    fn json(&self, echo: f64) -> serde_json::Value {
+        json!({
+            "per_sec": self.rate().round(),
+            "ratio_to_echo": (self.rate() / echo * 100.0).round() / 100.0,
+            "errors": self.errors,
+            "latency_ms": {
+                "p50": percentile(&self.latencies, 0.5),
+                "p99": percentile(&self.latencies, 0.99),
+                "max": percentile(&self.latencies, 1.0),
+            },
+        })
+    }
+
+    fn line(&self, what: &str, echo: f64) -> String {
+        format!(
+            "  {what:<22} {:>8.0}/s  ({:>3.0} % of echo)  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms{}",
+            self.rate(),
+            self.rate() / echo * 100.0,
+            percentile(&self.latencies, 0.5),
+            percentile(&self.latencies, 0.99),
+            percentile(&self.latencies, 1.0),
+            if self.errors > 0 { format!("  ({} errors)", self.errors) } else { String::new() },
+        )
+    }
+}
+
+/// Runs `call(worker, i)` from `concurrency` workers for `duration`.
+async fn closed_loop<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Phase
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let counter = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (call, counter) = (call.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                if call(w, i).await {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Phase { ops: latencies.len() as u64, errors, secs, latencies }
+}
+
+/// The bare RPC: health checks at `concurrency` over `channels`.
+async fn echo(channels: &[Channel], concurrency: usize, duration: Duration) -> Phase {
+    let clients: Vec<_> = channels.iter().map(|c| HealthClient::new(c.clone())).collect();
+    closed_loop(concurrency, duration, move |w, _| {
+        let mut client = clients[w % clients.len()].clone();
+        async move { client.check(HealthCheckRequest { service: String::new() }).await.is_ok() }
+    })
+    .await
+}
+
+/// Resident memory of this process, in MiB (Linux).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Submission-to-visible probes: a probe user far ahead of everyone submits 1 point at a
+/// time to board 0 while the load runs; a watcher of that board's top 1 reports when the
+/// probe's new total shows. Returns the lags.
+async fn probe_visibility(
+    target: &Target,
+    challenge: &str,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut progress = ProgressServiceClient::new(target.progress[0].clone());
+    let token = target.bearer("bench-probe", Role::Employee);
+    let submit = |value: f64| {
+        let mut request = Request::new(SubmitProgressRequest {
+            challenge_id: challenge.to_string(),
+            value,
+            occurred_at: None,
+            idempotency_key: String::new(),
+        });
+        request.metadata_mut().insert("authorization", token.clone());
+        request
+    };
+    // Far ahead of the load, so the probe is always the top entry.
+    progress.submit_progress(submit(1e6)).await.context("probe submit")?;
+    let mut watcher = LeaderboardServiceClient::new(target.leaderboard[0].clone());
+    let mut request =
+        Request::new(WatchLeaderboardRequest { board: format!("challenge:{challenge}"), top_n: 1 });
+    request.metadata_mut().insert("authorization", token.clone());
+    let mut stream = watcher.watch_leaderboard(request).await.context("watch")?.into_inner();
+    // Wait for the probe's first points to show.
+    let mut expected = 1e6;
+    while let Some(s) = stream.message().await? {
+        if s.entries.first().is_some_and(|e| e.member == "bench-probe" && e.score >= expected) {
+            break;
+        }
+    }
+    let mut lags = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        progress.submit_progress(submit(1.0)).await.context("probe submit")?;
+        expected += 1.0;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+            match next {
+                Ok(Ok(Some(s))) => {
+                    if s.entries.first().is_some_and(|e| e.score >= expected) {
+                        lags.push(sent.elapsed());
+                        break;
+                    }
+                }
+                _ => anyhow::bail!("the watch stream stalled"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lags.sort();
+    Ok(lags)
+}
+
+/// The submit load: `concurrency` clients, random users and challenges.
+async fn submit_phase(target: &Target, args: &PipelineArgs, challenges: &[String]) -> Phase {
+    let tokens: Arc<Vec<_>> = Arc::new(
+        (0..args.users.max(1))
+            .map(|u| target.bearer(&format!("user-{u}"), Role::Employee))
+            .collect(),
+    );
+    let clients: Vec<_> =
+        target.progress.iter().map(|c| ProgressServiceClient::new(c.clone())).collect();
+    let challenges: Arc<Vec<String>> = Arc::new(challenges.to_vec());
+    closed_loop(args.concurrency, Duration::from_secs(args.duration), move |w, i| {
+        let mut client = clients[w % clients.len()].clone();
+        let mut request = Request::new(SubmitProgressRequest {
+            challenge_id: challenges[(i as usize * 31) % challenges.len()].clone(),
+            value: (i % 100 + 1) as f64,
+            occurred_at: None,
+            idempotency_key: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", tokens[(i as usize * 7919) % tokens.len()].clone());
+        async move { client.submit_progress(request).await.is_ok() }
+    })
+    .await
+}
+
+/// Top-10 reads of the boards.
+async fn read_phase(target: &Target, args: &PipelineArgs, challenges: &[String]) -> Phase {
+    let token = target.bearer("bench-reader", Role::Employee);
+    let clients: Vec<_> =
+        target.leaderboard.iter().map(|c| LeaderboardServiceClient::new(c.clone())).collect();
+    let boards: Arc<Vec<String>> =
+        Arc::new(challenges.iter().map(|c| format!("challenge:{c}")).collect());
+    closed_loop(args.concurrency, Duration::from_secs(args.duration), move |w, i| {
+        let mut client = clients[w % clients.len()].clone();
+        let mut request = Request::new(GetLeaderboardRequest {
+            board: boards[i as usize % boards.len()].clone(),
+            page_size: 10,
+            page_token: String::new(),
+        });
+        request.metadata_mut().insert("authorization", token.clone());
+        async move { client.get_leaderboard(request).await.is_ok() }
+    })
+    .await
+}
+
+/// `ewpm bench progress`.
+pub async fn progress(args: PipelineArgs) -> anyhow::Result<()> {
+    let target = Target::open(&args).await?;
+    let result = progress_on(&target, &args).await;
+    target.close().await;
+    result
+}
+
+async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<()> {
+    let challenges = target.challenges(args.challenges.max(1)).await?;
+    let idle_rss = rss_mib();
+    let duration = Duration::from_secs(args.duration);
+    let echo = echo(&target.progress, args.concurrency, duration).await;
+    let peak_rss = Arc::new(Mutex::new(idle_rss));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak_rss.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                {
+                    let mut p = peak.lock().unwrap_or_else(|p| p.into_inner());
+                    *p = p.max(rss_mib());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    // The probe runs beside the load; it stops when the load does.
+    let (lags, submits) =
+        tokio::join!(probe_visibility(target, &challenges[0], stop.clone()), async {
+            let p = submit_phase(target, args, &challenges).await;
+            stop.store(true, Ordering::Relaxed);
+            p
+        });
+    let lags = lags.unwrap_or_else(|err| {
+        eprintln!("visibility probe failed: {err:#}");
+        Vec::new()
+    });
+    sampler.await.ok();
+    let reads = read_phase(target, args, &challenges).await;
+    let peak = *peak_rss.lock().unwrap_or_else(|p| p.into_inner());
+    let echo_rate = echo.rate();
+    let local = target.local.is_some();
+    if args.json {
+        let mut report = json!({
+            "bench": "progress",
+            "backend": target.backend,
+            "concurrency": args.concurrency,
+            "users": args.users,
+            "challenges": args.challenges,
+            "duration_secs": args.duration,
+            "echo": echo.json(echo_rate),
+            "submit": submits.json(echo_rate),
+            "visible_in_watch_ms": {"samples": lags.len(), "p50": percentile(&lags, 0.5), "p99": percentile(&lags, 0.99), "max": percentile(&lags, 1.0)},
+            "leaderboard_top10_reads": reads.json(echo_rate),
+        });
+        if local {
+            report["rss_mib"] = json!({"idle": idle_rss.round(), "peak_under_load": peak.round()});
+        }
+        println!("{report}");
+    } else {
+        println!(
+            "progress bench on {} — {} clients, {} users, {} challenges, {} s phases",
+            target.backend, args.concurrency, args.users, args.challenges, args.duration
+        );
+        println!("{}", echo.line("bare echo (health)", echo_rate));
+        println!("{}", submits.line("SubmitProgress", echo_rate));
+        println!(
+            "  visible in Watch       p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} probes under load)",
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            percentile(&lags, 1.0),
+            lags.len()
+        );
+        println!("{}", reads.line("GetLeaderboard top 10", echo_rate));
+        if local {
+            println!(
+                "  resident memory        {idle_rss:.0} MiB idle, {peak:.0} MiB peak under load (server and client in this process)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ewpm bench leaderboard`: reads, then `watchers` streams of one board while submissions
+/// keep changing its top 10; lag from submission to each watcher's snapshot.
+pub async fn leaderboard(args: LeaderboardArgs) -> anyhow::Result<()> {
+    let target = Target::open(&args.pipeline).await?;
+    let result = leaderboard_on(&target, &args).await;
+    target.close().await;
+    result
+}
+
+async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Result<()> {
+    let p = &args.pipeline;
+    let challenges = target.challenges(p.challenges.max(1)).await?;
+    let duration = Duration::from_secs(p.duration);
+    // Fill the boards a little so reads return full pages.
+    let fill = PipelineArgs { duration: 2, ..clone_args(p) };
+    submit_phase(target, &fill, &challenges).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let echo = echo(&target.leaderboard, p.concurrency, duration).await;
+    let reads = read_phase(target, p, &challenges).await;
+
+    // Fan-out: watchers of board 0 over one connection per 100 streams.
+    let board = format!("challenge:{}", challenges[0]);
+    let uri = target_uri(target);
+    let connections = args.watchers.div_ceil(100).max(1);
+    let mut watch_channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        watch_channels.push(Channel::from_shared(uri.clone())?.connect().await?);
+    }
+    let token = target.bearer("bench-watcher", Role::Employee);
+    // sent[score] = when the probe submission that produced that probe score was sent.
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let lags: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let ready = Arc::new(AtomicU64::new(0));
+    let mut watchers = Vec::with_capacity(args.watchers);
+    for w in 0..args.watchers {
+        let mut client = LeaderboardServiceClient::new(watch_channels[w % connections].clone());
+        let mut request = Request::new(WatchLeaderboardRequest { board: board.clone(), top_n: 10 });
+        request.metadata_mut().insert("authorization", token.clone());
+        let (sent, lags, stop, ready) = (sent.clone(), lags.clone(), stop.clone(), ready.clone());
+        watchers.push(tokio::spawn(async move {
+            let Ok(response) = client.watch_leaderboard(request).await else { return };
+            let mut stream = response.into_inner();
+            ready.fetch_add(1, Ordering::Relaxed);
+            let mut last = 0u64;
+            loop {
+                let message = tokio::select! {
+                    m = stream.message() => m,
+                    () = stop.cancelled() => return,
+                };
+                let Ok(Some(snapshot)) = message else { return };
+                let probe = snapshot
+                    .entries
+                    .iter()
+                    .find(|e| e.member == "bench-probe")
+                    .map_or(0, |e| e.score as u64);
+                if probe > last {
+                    last = probe;
+                    let at = sent.lock().unwrap_or_else(|p| p.into_inner()).get(&probe).copied();
+                    if let Some(at) = at {
+                        lags.lock().unwrap_or_else(|p| p.into_inner()).push(at.elapsed());
+                    }
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (ready.load(Ordering::Relaxed) as usize) < args.watchers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = ready.load(Ordering::Relaxed);
+    // Probes: the probe user (far ahead) gains 1 point every 250 ms while background load
+    // keeps the board changing.
+    let mut progress = ProgressServiceClient::new(target.progress[0].clone());
+    let probe_token = target.bearer("bench-probe", Role::Employee);
+    let mut score = 1_000_000u64;
+    let load = {
+        let bg = PipelineArgs { duration: p.duration, concurrency: 8, ..clone_args(p) };
+        let challenges = vec![challenges[0].clone()];
+        async move { submit_phase(target, &bg, &challenges).await }
+    };
+    let probes = async {
+        let end = Instant::now() + duration;
+        let mut first = true;
+        while Instant::now() < end {
+            let value = if first { 1_000_000.0 } else { 1.0 };
+            if !first {
+                score += 1;
+            }
+            first = false;
+            sent.lock().unwrap_or_else(|p| p.into_inner()).insert(score, Instant::now());
+            let mut request = Request::new(SubmitProgressRequest {
+                challenge_id: challenges[0].clone(),
+                value,
+                occurred_at: None,
+                idempotency_key: String::new(),
+            });
+            request.metadata_mut().insert("authorization", probe_token.clone());
+            progress.submit_progress(request).await.ok();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let (background, ()) = tokio::join!(load, probes);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    for w in watchers {
+        w.await.ok();
+    }
+    let mut lags = std::mem::take(&mut *lags.lock().unwrap_or_else(|p| p.into_inner()));
+    lags.sort();
+    let echo_rate = echo.rate();
+    if p.json {
+        println!(
+            "{}",
+            json!({
+                "bench": "leaderboard",
+                "backend": target.backend,
+                "concurrency": p.concurrency,
+                "echo": echo.json(echo_rate),
+                "leaderboard_top10_reads": reads.json(echo_rate),
+                "watchers": {"requested": args.watchers, "connected": connected, "lag_samples": lags.len(),
+                    "update_lag_ms": {"p50": percentile(&lags, 0.5), "p99": percentile(&lags, 0.99), "max": percentile(&lags, 1.0)},
+                    "background_submits_per_sec": background.rate().round()},
+            })
+        );
+    } else {
+        println!(
+            "leaderboard bench on {} — {} clients, {} s phases",
+            target.backend, p.concurrency, p.duration
+        );
+        println!("{}", echo.line("bare echo (health)", echo_rate));
+        println!("{}", reads.line("GetLeaderboard top 10", echo_rate));
+        println!(
+            "  {connected} watchers of one board: update lag p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} samples; {:.0} submits/s beside)",
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            percentile(&lags, 1.0),
+            lags.len(),
+            background.rate()
+        );
+    }
+    Ok(())
+}
+
+fn target_uri(target: &Target) -> String {
+    target.leaderboard_uri.clone()
+}
+
+fn clone_args(p: &PipelineArgs) -> PipelineArgs {
+    PipelineArgs {
+        concurrency: p.concurrency,
+        users: p.users,
+        challenges: p.challenges,
+        duration: p.duration,
+        target: p.target.clone(),
+        progress_target: p.progress_target.clone(),
+        leaderboard_target: p.leaderboard_target.clone(),
+        secret: p.secret.clone(),
+        postgres: p.postgres.clone(),
+        redis: p.redis.clone(),
+        json: p.json,
+    }
+}
