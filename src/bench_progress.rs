@@ -195,7 +195,7 @@ impl Target {
             &shutdown,
         )?;
         background.extend(crate::mount_leaderboard(
-            &mut mount, &settings, &keys, scores, bus, notices, &shutdown,
+            &mut mount, &settings, &keys, scores, bus, notices, &shutdown, &shutdown,
         )?);
         let server = tokio::spawn({
             let shutdown = shutdown.clone();

@@ -132,6 +132,9 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
+    // Background work (writers, applier, projector) stops only after the servers drained, so
+    // what the last calls queued is still written.
+    let tasks = CancellationToken::new();
     let keys = TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?;
     let url = settings.database_url_or_embedded();
     let db = db::connect(&url).await?;
@@ -154,7 +157,7 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     let mut mount = Mount::new(Authenticator::new(keys.clone()));
     mount_challenge(&mut mount, &settings, &keys, db.clone(), clock.clone())?;
     let mut background =
-        mount_scan(&mut mount, &settings, db.clone(), &url, clock.clone(), true, &shutdown)?;
+        mount_scan(&mut mount, &settings, db.clone(), &url, clock.clone(), true, &tasks)?;
     background.extend(mount_progress(
         &mut mount,
         &settings,
@@ -163,21 +166,24 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         bus.clone(),
         clock,
         true,
-        &shutdown,
+        &tasks,
     )?);
     let scores = Arc::new(ewpm_leaderboard::scores::MemoryScores::new());
     let notices = Arc::new(ewpm_leaderboard::notices::MemoryNotices::new());
-    background
-        .extend(mount_leaderboard(&mut mount, &settings, &keys, scores, bus, notices, &shutdown)?);
+    background.extend(mount_leaderboard(
+        &mut mount, &settings, &keys, scores, bus, notices, &tasks, &shutdown,
+    )?);
     let state = ewpm_gateway::AppState::connect(&settings.services)?;
 
     print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &db::redact(&url));
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
-    tokio::try_join!(
+    let served = tokio::try_join!(
         server::serve(grpc_listener, mount, &settings.grpc, shutdown.clone()),
         bounded(ewpm_gateway::serve(http_listener, state, shutdown.clone()), &shutdown, grace),
-    )?;
+    );
+    tasks.cancel();
     background.join(grace).await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -232,7 +238,9 @@ fn mount_progress(
     Ok(background)
 }
 
-/// Mounts the leaderboard service and starts its delta applier (when enabled).
+/// Mounts the leaderboard service (its watch streams end with `streams`) and starts its
+/// delta applier (when enabled; it ends with `tasks`).
+#[allow(clippy::too_many_arguments)]
 fn mount_leaderboard(
     mount: &mut Mount,
     settings: &Settings,
@@ -240,7 +248,8 @@ fn mount_leaderboard(
     scores: Arc<dyn ScoreStore>,
     bus: Arc<dyn Bus>,
     notices: Arc<dyn Notices>,
-    shutdown: &CancellationToken,
+    tasks: &CancellationToken,
+    streams: &CancellationToken,
 ) -> anyhow::Result<Background> {
     let owner = ChallengeOwner::new(&settings.services.progress, keys.clone())?;
     let owners = Owners::new().with("challenge", Arc::new(owner));
@@ -251,15 +260,15 @@ fn mount_leaderboard(
         owners,
         &settings.leaderboard,
         &settings.grpc,
-        shutdown.clone(),
+        streams.clone(),
     );
     mount.add(built.service);
     let mut background = Background::default();
     if settings.leaderboard.applier_enabled {
         let applier = built.applier;
-        let shutdown = shutdown.clone();
+        let tasks = tasks.clone();
         background.0.push(tokio::spawn(async move {
-            if let Err(err) = applier.run(shutdown).await {
+            if let Err(err) = applier.run(tasks).await {
                 tracing::error!(error = format!("{err:#}"), "score delta applier stopped");
             }
         }));
@@ -286,7 +295,7 @@ async fn serve_progress(settings: Settings, with_service: bool) -> anyhow::Resul
         let bus: Arc<dyn Bus> =
             Arc::new(RedisBus::connect(&redis, &m.settings.redis_prefix).await?);
         let clock: SharedClock = Arc::new(SystemClock);
-        mount_progress(m.mount, m.settings, m.keys, db, bus, clock, with_service, m.shutdown)
+        mount_progress(m.mount, m.settings, m.keys, db, bus, clock, with_service, m.tasks)
     })
     .await
 }
@@ -299,7 +308,7 @@ async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
         let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
         let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
         let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
-        mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.shutdown)
+        mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.tasks, m.shutdown)
     })
     .await
 }
@@ -310,7 +319,7 @@ async fn serve_scan(settings: Settings, with_service: bool) -> anyhow::Result<()
     serve_mesh(settings, name, async |m: Ctx<'_>| {
         let db = m.db()?;
         let url = m.settings.require_database_url()?;
-        mount_scan(m.mount, m.settings, db, &url, Arc::new(SystemClock), with_service, m.shutdown)
+        mount_scan(m.mount, m.settings, db, &url, Arc::new(SystemClock), with_service, m.tasks)
     })
     .await
 }
@@ -320,7 +329,10 @@ struct Ctx<'a> {
     mount: &'a mut Mount,
     settings: &'a Settings,
     keys: &'a TokenKeys,
+    /// Ends streams and servers (SIGTERM).
     shutdown: &'a CancellationToken,
+    /// Ends background tasks, once the servers have drained.
+    tasks: &'a CancellationToken,
     db: Option<DatabaseConnection>,
 }
 
@@ -344,6 +356,7 @@ async fn serve_mesh(
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
+    let tasks = CancellationToken::new();
     let keys = TokenKeys::required(&settings.auth)?;
     let db = match &settings.database_url {
         Some(url) => Some(db::connect(url).await?),
@@ -357,6 +370,7 @@ async fn serve_mesh(
         settings: &settings,
         keys: &keys,
         shutdown: &shutdown,
+        tasks: &tasks,
         db,
     })
     .await?;
@@ -366,11 +380,13 @@ async fn serve_mesh(
         metrics = %metrics_listener.local_addr()?,
         "listening"
     );
-    tokio::try_join!(
+    let served = tokio::try_join!(
         server::serve(grpc_listener, services, &settings.grpc, shutdown.clone()),
         server::serve_metrics(metrics_listener, shutdown.clone()),
-    )?;
+    );
+    tasks.cancel();
     background.join(Duration::from_secs(settings.grpc.shutdown_grace_secs)).await;
+    served?;
     Ok(())
 }
 

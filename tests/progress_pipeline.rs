@@ -542,3 +542,115 @@ async fn scan_keys(client: &fred::clients::Client, pattern: &str) -> Vec<String>
         cursor = next;
     }
 }
+
+/// `ewpm dev` in `dir` on fresh ports; returns the process, the REST base URL and the
+/// printed admin token.
+async fn start_dev(dir: &std::path::Path) -> (Proc, String, String) {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let stdout = std::fs::File::create(dir.join("stdout")).unwrap();
+    let dev = Proc(
+        Command::new(env!("CARGO_BIN_EXE_ewpm"))
+            .current_dir(dir)
+            .env("EWPM_LOG__FORMAT", "json")
+            .env("EWPM_LOG__LEVEL", "warn")
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
+            .stdout(Stdio::from(stdout))
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    let client = ewpm_testkit::http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status() == 200
+            && r.json::<Value>().await.is_ok_and(|b| b["status"] == "ok")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ewpm dev did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let banner = std::fs::read_to_string(dir.join("stdout")).unwrap();
+    let admin = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ADMIN=").map(str::to_string))
+        .expect("admin token printed");
+    (dev, base, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ewpm_dev_keeps_every_accepted_entry_across_a_sigterm_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dev, base, admin) = start_dev(dir.path()).await;
+    let http = ewpm_testkit::http_client();
+    let created: Value = http
+        .post(format!("{base}/api/challenges"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "steps", "startTime": "2020-01-01T00:00:00Z", "endTime": "2099-01-01T00:00:00Z",
+            "goal": {"target": 1000, "unit": "steps"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let challenge = created["id"].as_str().unwrap().to_string();
+    // Tokens for three users from `ewpm token` (the dev key in ./data).
+    let token = |sub: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ewpm"))
+            .current_dir(dir.path())
+            .args(["token", "--sub", sub, "--role", "employee"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let users = [("ann", token("ann")), ("ben", token("ben")), ("cid", token("cid"))];
+    // 301 submissions (not a multiple of the batch size of 50, so at least one partial batch
+    // is waiting for its 2 s timer), then SIGTERM at once: a clean stop writes every one.
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    let mut calls = Vec::new();
+    for i in 0..301u32 {
+        let (user, token) = &users[i as usize % 3];
+        *expected.entry(user.to_string()).or_default() += f64::from(i % 10 + 1);
+        let request = http
+            .post(format!("{base}/api/challenges/{challenge}/progress"))
+            .bearer_auth(token)
+            .json(&json!({"value": i % 10 + 1}));
+        calls.push(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    let status = Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = dev.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "ewpm dev did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+
+    // A new process: the in-process score store starts empty and the board is rebuilt from
+    // SQLite on first read.
+    let (_dev, base, _) = start_dev(dir.path()).await;
+    let board: Value = http
+        .get(format!("{base}/api/challenges/{challenge}/leaderboard"))
+        .bearer_auth(&users[0].1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: BTreeMap<String, f64> = board["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["userId"].as_str().unwrap().to_string(), e["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+}
