@@ -7,8 +7,8 @@ checks what ties them together:
 - every EWPM_* name set in the ConfigMap or a container's env is a real setting (parsed from
   services/kit/src/settings.rs; the binary rejects unknown ones);
 - every configMapRef / secretKeyRef names the ConfigMap / a key of base/secret.example.yaml;
-- each `ewpm serve <x>` container gets the Secret keys that command needs, and leaderboard
-  and gateway get no DATABASE_URL;
+- each `ewpm serve <x>` container sets the variables (from the Secret) that command needs,
+  and leaderboard and gateway get no DATABASE_URL;
 - pods set enableServiceLinks: false; probe and prometheus.io/port ports are container ports;
 - every Service selects pods of some Deployment, its targetPorts are named container ports;
 - every EWPM_SERVICES__* URL points at a Service port; every HPA and PDB targets a
@@ -112,7 +112,7 @@ def check(overlay, docs, allowed, secret_keys, problems):
                     if ref["name"] != "ewpm-secrets" or ref["key"] not in secret_keys:
                         bad(f"{wname}: secretKeyRef {ref['name']}/{ref['key']} not in "
                             "secret.example.yaml")
-                    got.add(ref["key"])
+                got.add(e["name"])
             args = c.get("args", [])
             if args[:1] == ["serve"]:
                 cmd = args[1]

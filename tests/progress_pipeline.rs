@@ -26,7 +26,7 @@ use ewpm_proto::{
     },
     progress::v1::{SubmitProgressRequest, progress_service_client::ProgressServiceClient},
 };
-use ewpm_testkit::{Proc, TEST_SECRET, TestDb, bearer, free_port, key_prefix, servers};
+use ewpm_testkit::{Proc, TEST_SECRET, TestDb, bearer, free_port, get_json, key_prefix, servers};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tonic::{Request, transport::Channel};
@@ -385,15 +385,8 @@ async fn progress_flows_from_rest_to_the_leaderboard_and_its_stream() {
     }
     assert!(buffer.starts_with("event: snapshot\ndata: "), "{buffer}");
 
-    let board: Value = http
-        .get(format!("{base}/api/challenges/{challenge}/leaderboard"))
-        .header("authorization", &alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let board: Value =
+        get_json(&format!("{base}/api/challenges/{challenge}/leaderboard"), &alice).await;
     assert_eq!(
         board,
         json!({"challengeId": challenge, "totalMembers": 2, "entries": [
@@ -401,26 +394,13 @@ async fn progress_flows_from_rest_to_the_leaderboard_and_its_stream() {
             {"rank": 2, "userId": "alice", "score": 40.0},
         ]})
     );
-    let me: Value = http
-        .get(format!("{base}/api/challenges/{challenge}/leaderboard/me?neighbours=1"))
-        .header("authorization", &alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value =
+        get_json(&format!("{base}/api/challenges/{challenge}/leaderboard/me?neighbours=1"), &alice)
+            .await;
     assert_eq!(me["me"], json!({"rank": 2, "userId": "alice", "score": 40.0}));
     assert_eq!(me["window"].as_array().unwrap().len(), 2);
-    let active: Value = http
-        .get(format!("{base}/api/users/alice/challenges/active"))
-        .header("authorization", &alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let active: Value =
+        get_json(&format!("{base}/api/users/alice/challenges/active"), &alice).await;
     assert_eq!(active["challenges"][0]["id"], challenge.as_str());
     assert_eq!(
         active["challenges"][0]["standing"],
@@ -637,15 +617,11 @@ async fn ewpm_dev_keeps_every_accepted_entry_across_a_sigterm_and_restart() {
     // A new process: the in-process score store starts empty and the board is rebuilt from
     // SQLite on first read.
     let (_dev, base, _) = start_dev(dir.path()).await;
-    let board: Value = http
-        .get(format!("{base}/api/challenges/{challenge}/leaderboard"))
-        .bearer_auth(&users[0].1)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let board: Value = get_json(
+        &format!("{base}/api/challenges/{challenge}/leaderboard"),
+        &format!("Bearer {}", users[0].1),
+    )
+    .await;
     let got: BTreeMap<String, f64> = board["entries"]
         .as_array()
         .unwrap()

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::Context;
 use async_trait::async_trait;
-use ewpm_kit::auth::{Role, TokenKeys};
+use ewpm_kit::auth::{ServiceToken, TokenKeys};
 use ewpm_proto::progress::v1::{
     GetChallengeTotalsRequest, progress_service_client::ProgressServiceClient,
 };
@@ -77,16 +77,11 @@ impl Owners {
     }
 }
 
-/// How long a service token is reused before a fresh one is minted (tokens live a day by
-/// default; an hour leaves ample margin).
-const TOKEN_REFRESH: Duration = Duration::from_secs(3600);
-
 /// Challenge boards (`challenge:<uuid>`): the progress service's per-member entries, through
 /// `GetChallengeTotals` with `include_entries`, as `service:leaderboard` with the admin role.
 pub struct ChallengeOwner {
     client: ProgressServiceClient<Channel>,
-    keys: TokenKeys,
-    token: Mutex<Option<(String, Instant)>>,
+    token: ServiceToken,
 }
 
 impl ChallengeOwner {
@@ -97,19 +92,10 @@ impl ChallengeOwner {
             .with_context(|| format!("progress service address {uri:?}"))?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
-        Ok(Self { client: ProgressServiceClient::new(channel), keys, token: Mutex::new(None) })
-    }
-
-    fn bearer(&self) -> String {
-        let mut token = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        match &*token {
-            Some((t, minted)) if minted.elapsed() < TOKEN_REFRESH => format!("Bearer {t}"),
-            _ => {
-                let t = self.keys.mint("service:leaderboard", Role::Admin, None);
-                *token = Some((t.clone(), Instant::now()));
-                format!("Bearer {t}")
-            }
-        }
+        Ok(Self {
+            client: ProgressServiceClient::new(channel),
+            token: ServiceToken::new(keys, "leaderboard"),
+        })
     }
 }
 
@@ -120,13 +106,10 @@ impl BoardOwner for ChallengeOwner {
         if uuid::Uuid::parse_str(board.id()).is_err() {
             return Ok(futures::stream::empty().boxed());
         }
-        let mut request = tonic::Request::new(GetChallengeTotalsRequest {
+        let request = self.token.authorize(tonic::Request::new(GetChallengeTotalsRequest {
             challenge_id: board.id().to_string(),
             include_entries: true,
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", self.bearer().parse().context("service token header")?);
+        }));
         let stream = match self.client.clone().get_challenge_totals(request).await {
             Ok(response) => response.into_inner(),
             // No such challenge: nothing was ever committed for it.

@@ -48,6 +48,18 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// `GET url` with `authorization` (a full `Bearer …` value), answered 200 with JSON.
+pub async fn get_json(url: &str, authorization: &str) -> serde_json::Value {
+    let r = http_client()
+        .get(url)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(r.status(), 200, "GET {url}");
+    r.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// A signed `authorization` value whose token expired an hour ago.
 pub fn expired_bearer(sub: &str, role: Role) -> String {
     let now = chrono::Utc::now().timestamp();
