@@ -63,7 +63,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()>;
 
     /// Up to `max` messages no consumer of `group` has received yet, for `consumer`; waits up
-    /// to `block` when there are none. They stay pending until acknowledged.
+    /// to `block` when there are none (zero: does not wait). They stay pending until
+    /// acknowledged.
     async fn receive(
         &self,
         topic: &str,
@@ -89,13 +90,18 @@ pub trait Bus: Send + Sync + 'static {
 
     /// How many messages of `group` are pending (received, not acknowledged).
     async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
+
+    /// Whether other processes can consume this bus (false for the in-process bus, whose
+    /// consumers must drain it before their process ends).
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// The embedded bus: topics in memory.
 #[derive(Debug, Default)]
 pub struct MemoryBus {
     topics: Mutex<HashMap<String, Topic>>,
-    notify: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +111,8 @@ struct Topic {
     groups: HashMap<String, Group>,
     /// Keys of `publish_once`: key → (record, expiry).
     once: HashMap<String, (Vec<u8>, Instant)>,
+    /// Wakes this topic's blocked receivers (and only them) on publish.
+    notify: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -132,19 +140,24 @@ fn seq_of(id: &str) -> anyhow::Result<u64> {
 
 #[async_trait]
 impl Bus for MemoryBus {
+    fn shared(&self) -> bool {
+        false
+    }
+
     async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
-        let ids = self.with(|topics| {
+        let (ids, notify) = self.with(|topics| {
             let t = topics.entry(topic.to_string()).or_default();
-            payloads
+            let ids = payloads
                 .iter()
                 .map(|p| {
                     t.next_seq += 1;
                     t.log.insert(t.next_seq, p.clone());
                     t.next_seq.to_string()
                 })
-                .collect()
+                .collect();
+            (ids, t.notify.clone())
         });
-        self.notify.notify_waiters();
+        notify.notify_waiters();
         Ok(ids)
     }
 
@@ -156,8 +169,9 @@ impl Bus for MemoryBus {
         payload: &[u8],
         ttl: Duration,
     ) -> anyhow::Result<Once> {
-        let once = self.with(|topics| {
+        let (once, notify) = self.with(|topics| {
             let t = topics.entry(topic.to_string()).or_default();
+            let notify = t.notify.clone();
             let now = Instant::now();
             if t.once.len() > 10_000 {
                 t.once.retain(|_, (_, expires)| *expires > now);
@@ -165,15 +179,15 @@ impl Bus for MemoryBus {
             if let Some((record, expires)) = t.once.get(key)
                 && *expires > now
             {
-                return Once::Existing(record.clone());
+                return (Once::Existing(record.clone()), notify);
             }
             t.once.insert(key.to_string(), (record.to_vec(), now + ttl));
             t.next_seq += 1;
             t.log.insert(t.next_seq, payload.to_vec());
-            Once::Published(t.next_seq.to_string())
+            (Once::Published(t.next_seq.to_string()), notify)
         });
         if matches!(once, Once::Published(_)) {
-            self.notify.notify_waiters();
+            notify.notify_waiters();
         }
         Ok(once)
     }
@@ -198,8 +212,10 @@ impl Bus for MemoryBus {
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
         let deadline = tokio::time::Instant::now() + block;
+        let notify =
+            self.with(|topics| topics.entry(topic.to_string()).or_default().notify.clone());
         loop {
-            let notified = self.notify.notified();
+            let notified = notify.notified();
             let got = self.with(|topics| -> anyhow::Result<Vec<Message>> {
                 let t = topics.get_mut(topic).with_context(|| format!("no topic {topic}"))?;
                 let g = t
@@ -414,7 +430,9 @@ impl Bus for RedisBus {
                 group,
                 consumer,
                 Some(max as u64),
-                Some(block.as_millis() as u64),
+                // Redis reads BLOCK 0 as "forever": a zero wait is no BLOCK at all, and a
+                // sub-millisecond one rounds up rather than down to 0.
+                (!block.is_zero()).then(|| block.as_micros().div_ceil(1000) as u64),
                 false,
                 self.key(topic),
                 ">",

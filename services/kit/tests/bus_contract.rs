@@ -121,6 +121,18 @@ async fn a_publish_once_key_expires_after_its_ttl(bus: Arc<dyn Bus>, topic: Stri
     ));
 }
 
+async fn a_receive_with_no_wait_returns_at_once_when_empty(bus: Arc<dyn Bus>, topic: String) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    for wait in [Duration::ZERO, Duration::from_micros(300)] {
+        // Bounded only to fail instead of hanging: a zero wait must not block.
+        let got =
+            tokio::time::timeout(Duration::from_secs(10), bus.receive(&topic, "g", "c", 10, wait))
+                .await
+                .expect("a receive with no wait returned");
+        assert_eq!(got.unwrap(), vec![]);
+    }
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -132,6 +144,7 @@ macro_rules! contract {
                 a_blocked_receive_wakes_on_publish,
                 publish_once_queues_a_key_once_and_returns_the_first_record,
                 a_publish_once_key_expires_after_its_ttl,
+                a_receive_with_no_wait_returns_at_once_when_empty,
             );
         }
     };

@@ -123,24 +123,30 @@ impl Writer {
                 failures = self.flush_until_done(due, failures, &shutdown).await;
             }
         }
-        // Drain: what was received is written now rather than left for a reclaim, and so is
-        // what is still queued (bounded by the grace period the caller allows): on the
-        // in-process bus of `ewpm dev` nothing else would ever write it.
+        // Drain: what was received is written now rather than left for a reclaim. On the
+        // in-process bus of `ewpm dev` so is what is still queued (the servers have drained,
+        // so the queue no longer grows): nothing else would ever write it. On a shared bus
+        // the other writers read it; draining there would chase a queue that keeps growing.
         let mut rest = batch.take();
+        let drain_queue = !self.bus.shared();
         loop {
-            let more = match self
-                .bus
-                .receive(
-                    PROGRESS_TOPIC,
-                    WRITER_GROUP,
-                    &self.config.consumer,
-                    self.config.rule.size,
-                    Duration::ZERO,
-                )
-                .await
-            {
-                Ok(messages) => self.decode(messages).await,
-                Err(_) => Vec::new(),
+            let more = if !drain_queue {
+                Vec::new()
+            } else {
+                match self
+                    .bus
+                    .receive(
+                        PROGRESS_TOPIC,
+                        WRITER_GROUP,
+                        &self.config.consumer,
+                        self.config.rule.size,
+                        Duration::ZERO,
+                    )
+                    .await
+                {
+                    Ok(messages) => self.decode(messages).await,
+                    Err(_) => Vec::new(),
+                }
             };
             let last = more.is_empty();
             rest.extend(more);
