@@ -290,19 +290,29 @@ async fn submit_load(
                     return;
                 }
                 let value = (i % 97 + 1) as f64;
-                let mut request = Request::new(SubmitProgressRequest {
-                    challenge_id: challenges[(i as usize) % challenges.len()].clone(),
-                    value,
-                    occurred_at: None,
-                    idempotency_key: String::new(),
-                });
                 let token = &tokens[(i as usize * 7919) % tokens.len()];
-                request.metadata_mut().insert("authorization", token.parse().unwrap());
-                // An entry counts once the service acknowledged it; a failed call may be
-                // retried by a real client, here it is simply not counted.
-                if client.submit_progress(request).await.is_ok() {
-                    acked.fetch_add(1, Ordering::Relaxed);
-                    acked_sum.fetch_add(value as u64, Ordering::Relaxed);
+                // An entry counts once the service acknowledged it. A push-back (queue full)
+                // is retried as a real client would; any other failure is simply not counted.
+                loop {
+                    let mut request = Request::new(SubmitProgressRequest {
+                        challenge_id: challenges[(i as usize) % challenges.len()].clone(),
+                        value,
+                        occurred_at: None,
+                        idempotency_key: String::new(),
+                    });
+                    request.metadata_mut().insert("authorization", token.parse().unwrap());
+                    match client.submit_progress(request).await {
+                        Ok(_) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                            acked_sum.fetch_add(value as u64, Ordering::Relaxed);
+                        }
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        Err(_) => {}
+                    }
+                    break;
                 }
                 if i == total / 3 && !triggered.swap(true, Ordering::SeqCst) {
                     let during = during.lock().await.take();

@@ -91,6 +91,10 @@ pub trait Bus: Send + Sync + 'static {
     /// How many messages of `group` are pending (received, not acknowledged).
     async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
 
+    /// How many messages of `group` are not done: never received plus pending. What a
+    /// producer checks to push back before a backlog outgrows its consumers.
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
+
     /// Whether other processes can consume this bus (false for the in-process bus, whose
     /// consumers must drain it before their process ends).
     fn shared(&self) -> bool {
@@ -142,6 +146,18 @@ fn seq_of(id: &str) -> anyhow::Result<u64> {
 impl Bus for MemoryBus {
     fn shared(&self) -> bool {
         false
+    }
+
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        Ok(self.with(|topics| {
+            topics.get(topic).and_then(|t| t.groups.get(group).map(|g| (t, g))).map_or(
+                0,
+                |(t, g)| {
+                    // Sequence numbers are contiguous: everything from `next` on is undelivered.
+                    (t.next_seq + 1).saturating_sub(g.next) + g.pending.len() as u64
+                },
+            )
+        }))
     }
 
     async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
@@ -481,6 +497,31 @@ impl Bus for RedisBus {
         let _: u64 =
             self.client.xack(self.key(topic), group, ids.to_vec()).await.context("XACK")?;
         Ok(())
+    }
+
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        // XINFO GROUPS: one map per group with `name`, `pending` and (Redis 7) `lag`, the
+        // entries not yet delivered to the group.
+        let reply: Value = match self.client.xinfo_groups(self.key(topic)).await {
+            Ok(v) => v,
+            Err(e) if e.details().contains("no such key") => return Ok(0),
+            Err(e) => return Err(anyhow::Error::new(e).context("XINFO GROUPS")),
+        };
+        for info in reply.into_array() {
+            let fields = info.into_array();
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0].as_string().as_deref() == Some(name))
+                    .and_then(|kv| kv.get(1).cloned())
+            };
+            if field("name").and_then(|v| v.as_string()).as_deref() == Some(group) {
+                let pending = field("pending").and_then(|v| v.as_u64()).unwrap_or(0);
+                let lag = field("lag").and_then(|v| v.as_u64()).unwrap_or(0);
+                return Ok(pending + lag);
+            }
+        }
+        Ok(0)
     }
 
     async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {

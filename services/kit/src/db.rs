@@ -26,18 +26,17 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    let db = Database::connect(options)
-        .await
-        .with_context(|| format!("connect to database {}", redact(url)))?;
-    if sqlite {
-        db.execute_unprepared(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
-        )
-        .await
-        .context("configure SQLite")?;
-    }
-    Ok(db)
+        .sqlx_logging(false)
+        // Per connection, not once per pool: `synchronous` and `busy_timeout` belong to a
+        // connection, and a pool connection left at `synchronous=FULL` syncs the WAL on every
+        // commit (the batch writers' commits were waiting on it).
+        .map_sqlx_sqlite_opts(|o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+        });
+    Database::connect(options).await.with_context(|| format!("connect to database {}", redact(url)))
 }
 
 /// Applies every service's pending migrations.

@@ -65,6 +65,9 @@ pub struct ProgressSettings {
     pub reclaim_idle_ms: u64,
     /// How long a challenge's window is cached by the submit path, in seconds.
     pub challenge_cache_secs: u64,
+    /// Entries queued but not yet written beyond which SubmitProgress pushes back with
+    /// RESOURCE_EXHAUSTED (HTTP 429) instead of letting the leaderboards fall behind.
+    pub max_backlog: u64,
 }
 
 /// Leaderboard service settings.
@@ -185,6 +188,12 @@ pub struct ServiceAddrs {
     pub leaderboard: String,
 }
 
+impl Default for ProgressSettings {
+    fn default() -> Self {
+        Settings::default().progress
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -229,6 +238,7 @@ impl Default for Settings {
                 flush_interval_ms: 2000,
                 reclaim_idle_ms: 30_000,
                 challenge_cache_secs: 30,
+                max_backlog: 10_000,
             },
             leaderboard: LeaderboardSettings {
                 applier_enabled: true,

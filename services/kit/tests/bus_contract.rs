@@ -133,6 +133,17 @@ async fn a_receive_with_no_wait_returns_at_once_when_empty(bus: Arc<dyn Bus>, to
     }
 }
 
+async fn the_backlog_counts_undelivered_and_pending_messages(bus: Arc<dyn Bus>, topic: String) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    assert_eq!(bus.backlog(&topic, "g").await.unwrap(), 0);
+    bus.publish(&topic, &payloads(0..5)).await.unwrap();
+    assert_eq!(bus.backlog(&topic, "g").await.unwrap(), 5);
+    let got = bus.receive(&topic, "g", "c", 2, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(bus.backlog(&topic, "g").await.unwrap(), 5, "received but pending still counts");
+    bus.ack(&topic, "g", &got.iter().map(|m| m.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(bus.backlog(&topic, "g").await.unwrap(), 3);
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -145,6 +156,7 @@ macro_rules! contract {
                 publish_once_queues_a_key_once_and_returns_the_first_record,
                 a_publish_once_key_expires_after_its_ttl,
                 a_receive_with_no_wait_returns_at_once_when_empty,
+                the_backlog_counts_undelivered_and_pending_messages,
             );
         }
     };

@@ -39,7 +39,7 @@ pub fn build(
         token,
         Duration::from_secs(settings.challenge_cache_secs),
     )?;
-    let progress = Progress::new(bus, windows, clock, visitors);
+    let progress = Progress::new(bus, windows, clock, visitors, settings.max_backlog);
     Ok(ProgressServiceServer::new(ProgressGrpc::new(progress, ProgressStore::new(db)))
         .max_decoding_message_size(grpc.max_message_bytes))
 }

@@ -34,6 +34,12 @@ pub enum ProgressError {
     /// The idempotency key was used before for a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
+    /// The queue holds more unwritten entries than allowed: retry shortly.
+    #[error("too many entries are waiting to be written")]
+    Overloaded {
+        /// Entries waiting.
+        backlog: u64,
+    },
     /// A service this one depends on did not answer.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -84,6 +90,11 @@ impl From<ProgressError> for Status {
                     "idempotency_key",
                     "was already used for a different request",
                 )],
+            ),
+            ProgressError::Overloaded { backlog } => error::status(
+                Code::ResourceExhausted,
+                "PROGRESS_QUEUE_FULL",
+                format!("{backlog} entries are waiting to be written; retry in a moment"),
             ),
             ProgressError::Unavailable(what) => error::status(
                 Code::Unavailable,

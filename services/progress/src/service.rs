@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    PROGRESS_TOPIC,
+    PROGRESS_TOPIC, WRITER_GROUP,
     challenges::ChallengeWindows,
     domain::{self, Entry, IdempotencyKey, ProgressValue},
     error::ProgressError,
@@ -66,6 +66,40 @@ struct Remembered {
     entry: Entry,
 }
 
+/// The writers' backlog as last sampled, shared with a sampling task.
+#[derive(Debug, Default)]
+pub struct Backlog(std::sync::atomic::AtomicU64);
+
+impl Backlog {
+    /// Samples the backlog of the writers' group every `every` while `backlog` is alive (the
+    /// task ends once the service is dropped).
+    pub fn watch(bus: Arc<dyn Bus>, every: Duration) -> Arc<Self> {
+        let backlog = Arc::new(Self::default());
+        let weak = Arc::downgrade(&backlog);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(backlog) = weak.upgrade() else { return };
+                match bus.backlog(PROGRESS_TOPIC, WRITER_GROUP).await {
+                    Ok(n) => {
+                        backlog.0.store(n, std::sync::atomic::Ordering::Relaxed);
+                        metrics::gauge!("ewpm_progress_queue_backlog").set(n as f64);
+                    }
+                    Err(err) => tracing::debug!(error = format!("{err:#}"), "sample queue backlog"),
+                }
+            }
+        });
+        backlog
+    }
+
+    /// The last sample.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The submit path.
 #[derive(Clone)]
 pub struct Progress {
@@ -73,17 +107,22 @@ pub struct Progress {
     windows: ChallengeWindows,
     clock: SharedClock,
     visitors: Visitors,
+    backlog: Arc<Backlog>,
+    max_backlog: u64,
 }
 
 impl Progress {
-    /// Accepts onto `bus`, checking windows from `windows`, passing activity to `visitors`.
+    /// Accepts onto `bus`, checking windows from `windows`, passing activity to `visitors`,
+    /// pushing back while the writers' backlog exceeds `max_backlog`.
     pub fn new(
         bus: Arc<dyn Bus>,
         windows: ChallengeWindows,
         clock: SharedClock,
         visitors: Visitors,
+        max_backlog: u64,
     ) -> Self {
-        Self { bus, windows, clock, visitors }
+        let backlog = Backlog::watch(bus.clone(), Duration::from_millis(50));
+        Self { bus, windows, clock, visitors, backlog, max_backlog }
     }
 
     /// Accepts one entry for `caller`.
@@ -92,6 +131,10 @@ impl Progress {
         caller: &Caller,
         submission: Submission,
     ) -> Result<Accepted, ProgressError> {
+        let backlog = self.backlog.get();
+        if backlog > self.max_backlog {
+            return Err(ProgressError::Overloaded { backlog });
+        }
         let now = self.clock.now();
         let occurred_at = domain::occurred_at(submission.occurred_at, now)?;
         let id = submission.challenge_id;

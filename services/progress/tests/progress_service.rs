@@ -67,6 +67,10 @@ fn now() -> DateTime<Utc> {
 }
 
 async fn harness(backend: Backend) -> Harness {
+    harness_with(backend, ewpm_kit::settings::Settings::default().progress).await
+}
+
+async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSettings) -> Harness {
     let (db, bus): (TestDb, Arc<dyn Bus>) = match backend {
         Backend::Embedded => (TestDb::sqlite().await.unwrap(), MemoryBus::new()),
         Backend::Mesh => (
@@ -85,7 +89,6 @@ async fn harness(backend: Backend) -> Harness {
     let seen = Arc::new(Recorder::default());
     let mut visitors = Visitors::new();
     visitors.register(seen.clone());
-    let settings = ewpm_kit::settings::Settings::default().progress;
     let service = {
         let (conn, bus, clock) = (db.db.clone(), bus.clone(), clock.clone());
         let uri = challenge_server.uri();
@@ -421,6 +424,35 @@ async fn challenge_totals_are_for_admins_and_sum_each_user(mut h: Harness) {
     }
 }
 
+async fn a_full_queue_pushes_back_and_queues_nothing(backend: Backend) {
+    let settings = ewpm_kit::settings::ProgressSettings { max_backlog: 3, ..Default::default() };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    // No writer: whatever is accepted stays queued.
+    h.stop_writer().await;
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..200 {
+        match h.submit(&challenge, 1.0, "", &alice()).await {
+            Ok(_) => accepted += 1,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("the service pushed back");
+    assert_eq!(
+        (refused.code(), reason(&refused)),
+        (Code::ResourceExhausted, "PROGRESS_QUEUE_FULL".into())
+    );
+    assert!(accepted > 3, "{accepted} entries were accepted before the backlog was seen");
+    // The refused entry was not queued.
+    let backlog = h.bus.backlog(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP);
+    assert_eq!(backlog.await.unwrap(), accepted);
+}
+
 macro_rules! suite {
     ($backend:ident, $which:expr) => {
         mod $backend {
@@ -441,6 +473,10 @@ macro_rules! suite {
                 super::$name(harness($which).await).await;
             }
         )+
+        #[tokio::test]
+        async fn a_full_queue_pushes_back_and_queues_nothing() {
+            super::a_full_queue_pushes_back_and_queues_nothing($which).await;
+        }
     };
 }
 
