@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ewpm_migrations::MigratorTrait;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 /// Opens a connection pool for `url` (`sqlite://path?mode=rwc` or `postgres://…`). For
 /// SQLite the parent directory is created and the file runs in WAL mode.
@@ -87,6 +87,7 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm::ConnectionTrait;
 
     #[test]
     fn a_database_name_is_replaced_keeping_the_rest() {
@@ -121,5 +122,38 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(row.try_get::<i64>("", "n").unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_pooled_sqlite_connection_runs_wal_with_normal_sync() {
+        use sea_orm::TransactionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            connect(&format!("sqlite://{}/x.db?mode=rwc", dir.path().display())).await.unwrap();
+        // Four open transactions hold all four connections of the pool at once.
+        let mut txs = Vec::new();
+        for _ in 0..4 {
+            txs.push(db.begin().await.unwrap());
+        }
+        for tx in &txs {
+            let pragma = |sql: &'static str| async move {
+                let row = tx
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DatabaseBackend::Sqlite,
+                        sql,
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.try_get_by_index::<String>(0)
+                    .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+                    .unwrap()
+            };
+            // synchronous: 1 = NORMAL.
+            assert_eq!(
+                (pragma("PRAGMA journal_mode").await, pragma("PRAGMA synchronous").await),
+                ("wal".to_string(), "1".to_string())
+            );
+        }
     }
 }
