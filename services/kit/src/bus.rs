@@ -326,8 +326,11 @@ impl Bus for MemoryBus {
 /// keys of `publish_once` are `bus:{topic}:once:<key>`, in the stream's hash slot.
 pub struct RedisBus {
     client: Client,
-    /// Blocking reads hold a connection; they get one of their own.
-    blocking: Client,
+    /// A blocked XREADGROUP holds its connection, and every command queued behind it on that
+    /// connection waits too: each consumer gets a connection of its own for its reads, so
+    /// one consumer idling on an empty topic never stalls another.
+    blocking: Mutex<HashMap<String, Client>>,
+    config: Config,
     prefix: String,
 }
 
@@ -343,14 +346,25 @@ return {1, id}
 impl RedisBus {
     /// Connects to `url` (`redis://host:port/db`); every key starts with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let connect = || async {
-            let client = fred::types::Builder::from_config(Config::from_url(url)?).build()?;
-            client.init().await?;
-            Ok::<_, fred::error::Error>(client)
-        };
-        let client = connect().await.context("connect to Redis")?;
-        let blocking = connect().await.context("connect to Redis")?;
-        Ok(Self { client, blocking, prefix: prefix.to_string() })
+        let config = Config::from_url(url).context("Redis URL")?;
+        let client = Self::open(&config).await?;
+        Ok(Self { client, blocking: Mutex::default(), config, prefix: prefix.to_string() })
+    }
+
+    async fn open(config: &Config) -> anyhow::Result<Client> {
+        let client = fred::types::Builder::from_config(config.clone()).build()?;
+        client.init().await.context("connect to Redis")?;
+        Ok(client)
+    }
+
+    /// The read connection of `consumer`, opened on its first read.
+    async fn reader(&self, consumer: &str) -> anyhow::Result<Client> {
+        let lock = || self.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = lock().get(consumer) {
+            return Ok(client.clone());
+        }
+        let client = Self::open(&self.config).await?;
+        Ok(lock().entry(consumer.to_string()).or_insert(client).clone())
     }
 
     fn key(&self, topic: &str) -> String {
@@ -441,7 +455,8 @@ impl Bus for RedisBus {
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
         let reply: Value = self
-            .blocking
+            .reader(consumer)
+            .await?
             .xreadgroup(
                 group,
                 consumer,

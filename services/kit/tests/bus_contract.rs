@@ -144,6 +144,27 @@ async fn the_backlog_counts_undelivered_and_pending_messages(bus: Arc<dyn Bus>, 
     assert_eq!(bus.backlog(&topic, "g").await.unwrap(), 3);
 }
 
+async fn a_consumer_idling_on_an_empty_topic_does_not_stall_another(
+    bus: Arc<dyn Bus>,
+    topic: String,
+) {
+    let idle_topic = format!("{topic}-idle");
+    bus.ensure_group(&idle_topic, "g").await.unwrap();
+    bus.ensure_group(&topic, "g").await.unwrap();
+    let idle = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            bus.receive(&idle_topic, "g", "idler", 10, Duration::from_secs(20)).await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bus.publish(&topic, &payloads(0..1)).await.unwrap();
+    let got = bus.receive(&topic, "g", "worker", 10, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(bodies(&got), ["m0"]);
+    assert!(!idle.is_finished(), "the worker's read waited for the idler's");
+    idle.abort();
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -157,6 +178,7 @@ macro_rules! contract {
                 a_publish_once_key_expires_after_its_ttl,
                 a_receive_with_no_wait_returns_at_once_when_empty,
                 the_backlog_counts_undelivered_and_pending_messages,
+                a_consumer_idling_on_an_empty_topic_does_not_stall_another,
             );
         }
     };

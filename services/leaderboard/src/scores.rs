@@ -155,6 +155,20 @@ pub trait ScoreStore: Send + Sync + 'static {
 
     /// Whether `board` is ready (a board that is not must be rebuilt from its owner).
     async fn exists(&self, board: &str) -> anyhow::Result<bool>;
+
+    /// `limit` entries from `offset` and the number of members, as one consistent read;
+    /// `None` when the board is not ready. The read path's one round trip.
+    async fn page(
+        &self,
+        board: &str,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
+        if !self.exists(board).await? {
+            return Ok(None);
+        }
+        Ok(Some((self.top(board, offset, limit).await?, self.len(board).await?)))
+    }
 }
 
 /// Board order key: score descending, then member descending.
@@ -375,6 +389,16 @@ impl ScoreStore for MemoryScores {
     async fn exists(&self, board: &str) -> anyhow::Result<bool> {
         Ok(self.with_live(board, |_| ()).is_some())
     }
+
+    async fn page(
+        &self,
+        board: &str,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
+        let (offset, limit) = (to_usize(offset), to_usize(limit));
+        Ok(self.with_live(board, |b| (b.entries_from(offset, limit), b.scores.len() as u64)))
+    }
 }
 
 fn to_usize(n: u64) -> usize {
@@ -464,6 +488,20 @@ local r = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')
 local above = 0
 if #r > 0 then above = redis.call('ZCOUNT', KEYS[1], '(' .. r[2], '+inf') end
 return {above, r}
+"#;
+
+/// A page in one step: nil when the board is not ready, else {members, members above the
+/// first entry, entries ARGV[1]..=ARGV[2] with scores}. KEYS: live, ready.
+const PAGE_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+local card = redis.call('ZCARD', KEYS[1])
+local r = {}
+if tonumber(ARGV[2]) >= tonumber(ARGV[1]) then
+  r = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')
+end
+local above = 0
+if #r > 0 then above = redis.call('ZCOUNT', KEYS[1], '(' .. r[2], '+inf') end
+return {card, above, r}
 "#;
 
 /// A member's window: nil when it is not on the board, else {first position, members above
@@ -747,5 +785,33 @@ impl ScoreStore for RedisScores {
     async fn exists(&self, board: &str) -> anyhow::Result<bool> {
         let n: u64 = self.client.exists(self.keys(board).ready).await.context("EXISTS")?;
         Ok(n == 1)
+    }
+
+    async fn page(
+        &self,
+        board: &str,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
+        let k = self.keys(board);
+        // An empty page asks for positions offset..=offset-1, which the script skips.
+        let stop = if limit == 0 { None } else { Some(offset.saturating_add(limit - 1)) };
+        let (start, stop) = match stop {
+            Some(stop) => (index(offset), index(stop)),
+            None => ("1".to_string(), "0".to_string()),
+        };
+        let reply: Value = self
+            .client
+            .eval(PAGE_SCRIPT, vec![k.live, k.ready], vec![start, stop])
+            .await
+            .context("read board page")?;
+        if reply.is_null() {
+            return Ok(None);
+        }
+        let mut parts = reply.into_array().into_iter();
+        let card = parts.next().and_then(|v| v.as_u64()).context("page reply")?;
+        let above = parts.next().and_then(|v| v.as_u64()).context("page reply")?;
+        let raw = parts.next().context("page reply")?.into_array();
+        Ok(Some((ranked(offset, above, pairs(raw)?), card)))
     }
 }

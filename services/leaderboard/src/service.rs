@@ -54,10 +54,15 @@ impl Leaderboards {
         offset: u64,
         size: u32,
     ) -> Result<Page, LeaderboardError> {
-        self.rebuilder.ensure_ready(board).await?;
-        let entries =
-            self.scores.top(board.as_str(), offset, u64::from(size)).await.context("read page")?;
-        let total_members = self.scores.len(board.as_str()).await.context("count members")?;
+        let read = || self.scores.page(board.as_str(), offset, u64::from(size));
+        let (entries, total_members) = match read().await.context("read page")? {
+            Some(page) => page,
+            None => {
+                self.rebuilder.ensure_ready(board).await?;
+                // Ready now; a board lost again at once reads as empty until the next read.
+                read().await.context("read page")?.unwrap_or_default()
+            }
+        };
         let end = offset.saturating_add(entries.len() as u64);
         let next_offset = (!entries.is_empty() && end < total_members).then_some(end);
         Ok(Page { entries, next_offset, total_members })

@@ -257,8 +257,7 @@ impl Drop for Guard {
 }
 
 async fn read(scores: &dyn ScoreStore, board: &Board, limit: u64) -> anyhow::Result<Snapshot> {
-    let entries = scores.top(board.as_str(), 0, limit).await?;
-    let total_members = scores.len(board.as_str()).await?;
+    let (entries, total_members) = scores.page(board.as_str(), 0, limit).await?.unwrap_or_default();
     Ok(Snapshot { board: board.to_string(), entries, total_members, taken_at: Utc::now() })
 }
 

@@ -220,11 +220,27 @@ async fn around_a_member_clips_at_both_ends(s: Arc<dyn ScoreStore>) {
     assert_eq!(s.around("no-board", "a", 2).await.unwrap(), None);
 }
 
+async fn a_page_is_one_read_of_entries_and_count_or_none_when_not_ready(s: Arc<dyn ScoreStore>) {
+    assert_eq!(s.page("b", 0, 10).await.unwrap(), None);
+    make_ready(s.as_ref(), "b").await;
+    assert_eq!(s.page("b", 0, 10).await.unwrap(), Some((vec![], 0)));
+    for (member, score, id) in
+        [("a", 50.0, "1"), ("b", 40.0, "2"), ("c", 40.0, "3"), ("d", 10.0, "4")]
+    {
+        s.apply("b", member, score, id).await.unwrap();
+    }
+    // A page starting inside a tie keeps the tie's rank; an empty page still counts.
+    assert_eq!(s.page("b", 2, 2).await.unwrap(), Some((vec![e(2, "b", 40.0), e(4, "d", 10.0)], 4)));
+    assert_eq!(s.page("b", 0, 0).await.unwrap(), Some((vec![], 4)));
+    assert_eq!(s.page("b", 9, 5).await.unwrap(), Some((vec![], 4)));
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
             use super::*;
             contract!(@tests $make;
+                a_page_is_one_read_of_entries_and_count_or_none_when_not_ready,
                 a_delta_applies_once_per_board,
                 a_batch_reports_each_delta_in_order,
                 a_delta_for_a_missing_board_is_dropped_as_missing,
