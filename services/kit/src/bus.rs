@@ -410,22 +410,20 @@ impl Bus for RedisBus {
         payload: &[u8],
         ttl: Duration,
     ) -> anyhow::Result<Once> {
-        use fred::prelude::LuaInterface;
         let stream = self.key(topic);
         let once = format!("{stream}:once:{key}");
-        let reply: Value = self
-            .client
-            .eval(
-                PUBLISH_ONCE_SCRIPT,
-                vec![stream, once],
-                vec![
-                    Value::from(payload),
-                    Value::from(record),
-                    Value::from(ttl.as_millis().max(1) as i64),
-                ],
-            )
-            .await
-            .context("publish once")?;
+        let reply: Value = crate::redis::eval(
+            &self.client,
+            PUBLISH_ONCE_SCRIPT,
+            vec![stream, once],
+            vec![
+                Value::from(payload),
+                Value::from(record),
+                Value::from(ttl.as_millis().max(1) as i64),
+            ],
+        )
+        .await
+        .context("publish once")?;
         let mut parts = reply.into_array().into_iter();
         let published = parts.next().and_then(|v| v.as_i64()).context("publish once reply")?;
         let value = parts.next().context("publish once reply")?;

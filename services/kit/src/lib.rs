@@ -16,6 +16,7 @@
 //! - [`shutdown`]: SIGTERM / SIGINT → a cancellation token.
 //! - [`db`]: SeaORM connections (SQLite or PostgreSQL) and migrations.
 //! - [`clock`]: the time source services take, so tests can fix it.
+//! - [`redis`]: Redis helpers (cached Lua scripts).
 //! - [`paging`]: page sizes and opaque page tokens shared by every List RPC.
 
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod db;
 pub mod error;
 pub mod paging;
+pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

@@ -34,7 +34,7 @@ use std::{
 use anyhow::Context;
 use async_trait::async_trait;
 use fred::{
-    prelude::{Client, ClientLike, Config, KeysInterface, LuaInterface, SortedSetsInterface},
+    prelude::{Client, ClientLike, Config, KeysInterface, SortedSetsInterface},
     types::Value,
 };
 
@@ -600,11 +600,14 @@ impl RedisScores {
     /// Entries at positions `start..=stop`, with competition ranks, read in one script so
     /// that a concurrent delta cannot tear the page from its ranks.
     async fn range(&self, key: &str, start: u64, stop: u64) -> anyhow::Result<Vec<Entry>> {
-        let reply: Value = self
-            .client
-            .eval(RANGE_SCRIPT, vec![key.to_string()], vec![index(start), index(stop)])
-            .await
-            .context("read board range")?;
+        let reply: Value = ewpm_kit::redis::eval(
+            &self.client,
+            RANGE_SCRIPT,
+            vec![key.to_string()],
+            vec![index(start), index(stop)],
+        )
+        .await
+        .context("read board range")?;
         let mut parts = reply.into_array().into_iter();
         let above = parts.next().and_then(|v| v.as_u64()).context("range reply")?;
         let raw = parts.next().context("range reply")?.into_array();
@@ -617,15 +620,14 @@ impl RedisScores {
             .iter()
             .flat_map(|d| [d.member.clone(), d.delta.to_string(), d.event_id.clone()])
             .collect();
-        let codes: Vec<i64> = self
-            .client
-            .eval(
-                APPLY_SCRIPT,
-                vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
-                args,
-            )
-            .await
-            .context("apply score deltas")?;
+        let codes: Vec<i64> = ewpm_kit::redis::eval(
+            &self.client,
+            APPLY_SCRIPT,
+            vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
+            args,
+        )
+        .await
+        .context("apply score deltas")?;
         anyhow::ensure!(codes.len() == deltas.len(), "apply script answered {} codes", codes.len());
         Ok(codes
             .into_iter()
@@ -676,15 +678,14 @@ impl ScoreStore for RedisScores {
         lease: Duration,
     ) -> anyhow::Result<bool> {
         let k = self.keys(board);
-        let began: i64 = self
-            .client
-            .eval(
-                BEGIN_SCRIPT,
-                vec![k.ready, k.building, k.next, k.next_seen],
-                vec![token.to_string(), lease_ms(lease)],
-            )
-            .await
-            .context("begin rebuild")?;
+        let began: i64 = ewpm_kit::redis::eval(
+            &self.client,
+            BEGIN_SCRIPT,
+            vec![k.ready, k.building, k.next, k.next_seen],
+            vec![token.to_string(), lease_ms(lease)],
+        )
+        .await
+        .context("begin rebuild")?;
         Ok(began == 1)
     }
 
@@ -704,15 +705,14 @@ impl ScoreStore for RedisScores {
             for e in chunk {
                 args.extend([e.member.clone(), e.event_id.clone(), e.value.to_string()]);
             }
-            let ours: i64 = self
-                .client
-                .eval(
-                    LOAD_SCRIPT,
-                    vec![k.building.clone(), k.next.clone(), k.next_seen.clone()],
-                    args,
-                )
-                .await
-                .context("load rebuild entries")?;
+            let ours: i64 = ewpm_kit::redis::eval(
+                &self.client,
+                LOAD_SCRIPT,
+                vec![k.building.clone(), k.next.clone(), k.next_seen.clone()],
+                args,
+            )
+            .await
+            .context("load rebuild entries")?;
             if ours != 1 {
                 return Ok(false);
             }
@@ -722,25 +722,27 @@ impl ScoreStore for RedisScores {
 
     async fn finish_rebuild(&self, board: &str, token: &str) -> anyhow::Result<bool> {
         let k = self.keys(board);
-        let done: i64 = self
-            .client
-            .eval(
-                FINISH_SCRIPT,
-                vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
-                vec![token.to_string()],
-            )
-            .await
-            .context("finish rebuild")?;
+        let done: i64 = ewpm_kit::redis::eval(
+            &self.client,
+            FINISH_SCRIPT,
+            vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
+            vec![token.to_string()],
+        )
+        .await
+        .context("finish rebuild")?;
         Ok(done == 1)
     }
 
     async fn abort_rebuild(&self, board: &str, token: &str) -> anyhow::Result<()> {
         let k = self.keys(board);
-        let _: i64 = self
-            .client
-            .eval(ABORT_SCRIPT, vec![k.building, k.next, k.next_seen], vec![token.to_string()])
-            .await
-            .context("abort rebuild")?;
+        let _: i64 = ewpm_kit::redis::eval(
+            &self.client,
+            ABORT_SCRIPT,
+            vec![k.building, k.next, k.next_seen],
+            vec![token.to_string()],
+        )
+        .await
+        .context("abort rebuild")?;
         Ok(())
     }
 
@@ -752,15 +754,14 @@ impl ScoreStore for RedisScores {
     }
 
     async fn around(&self, board: &str, member: &str, n: u64) -> anyhow::Result<Option<Around>> {
-        let reply: Value = self
-            .client
-            .eval(
-                AROUND_SCRIPT,
-                vec![self.key(board)],
-                vec![member.to_string(), n.min(1 << 40).to_string()],
-            )
-            .await
-            .context("read around a member")?;
+        let reply: Value = ewpm_kit::redis::eval(
+            &self.client,
+            AROUND_SCRIPT,
+            vec![self.key(board)],
+            vec![member.to_string(), n.min(1 << 40).to_string()],
+        )
+        .await
+        .context("read around a member")?;
         if reply.is_null() {
             return Ok(None);
         }
@@ -800,11 +801,14 @@ impl ScoreStore for RedisScores {
             Some(stop) => (index(offset), index(stop)),
             None => ("1".to_string(), "0".to_string()),
         };
-        let reply: Value = self
-            .client
-            .eval(PAGE_SCRIPT, vec![k.live, k.ready], vec![start, stop])
-            .await
-            .context("read board page")?;
+        let reply: Value = ewpm_kit::redis::eval(
+            &self.client,
+            PAGE_SCRIPT,
+            vec![k.live, k.ready],
+            vec![start, stop],
+        )
+        .await
+        .context("read board page")?;
         if reply.is_null() {
             return Ok(None);
         }
