@@ -81,6 +81,10 @@ pub struct LeaderboardSettings {
     /// Deltas a dead applier left unacknowledged for this long are taken over, in
     /// milliseconds.
     pub reclaim_idle_ms: u64,
+    /// How long a page read is served from this process's memory before the score store is
+    /// read again, in milliseconds (0: always read the store). Boards change by batches
+    /// anyway; this keeps hot top-10 reads off Redis.
+    pub read_cache_ms: u64,
 }
 
 /// Scan service settings.
@@ -244,6 +248,7 @@ impl Default for Settings {
                 applier_enabled: true,
                 watch_interval_ms: 100,
                 reclaim_idle_ms: 30_000,
+                read_cache_ms: 100,
             },
         }
     }

@@ -56,7 +56,12 @@ pub fn build(
         ..WatchConfig::default()
     };
     let hub = WatchHub::new(scores.clone(), notices.clone(), rebuilder.clone(), watch, shutdown);
-    let boards = Leaderboards::new(scores.clone(), rebuilder.clone(), hub.clone());
+    let boards = Leaderboards::new(
+        scores.clone(),
+        rebuilder.clone(),
+        hub.clone(),
+        Duration::from_millis(settings.read_cache_ms),
+    );
     let service = LeaderboardServiceServer::new(LeaderboardGrpc::new(boards))
         .max_decoding_message_size(grpc.max_message_bytes);
     let applier = Applier::new(bus, scores, notices, rebuilder.clone(), settings);

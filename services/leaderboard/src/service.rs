@@ -1,7 +1,11 @@
 //! The reads behind the RPCs: every read first makes the board ready (rebuilding a missing
 //! board from its owner), then reads the score store.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 
@@ -33,18 +37,65 @@ pub struct Rank {
     pub total_members: u64,
 }
 
+/// Pages read recently, served again while younger than `max_age`.
+#[derive(Debug)]
+pub struct PageCache {
+    max_age: Duration,
+    pages: Mutex<HashMap<PageKey, (Instant, Page)>>,
+}
+
+/// (board, offset, size).
+type PageKey = (String, u64, u32);
+
+/// Cached pages beyond which expired ones are swept.
+const CACHE_SWEEP_ABOVE: usize = 10_000;
+
+impl PageCache {
+    /// A cache of pages younger than `max_age` (zero: nothing is cached).
+    pub fn new(max_age: Duration) -> Self {
+        Self { max_age, pages: Mutex::default() }
+    }
+
+    /// The page at (`board`, `offset`, `size`) if one read at most `max_age` before `now`.
+    pub fn get(&self, board: &str, offset: u64, size: u32, now: Instant) -> Option<Page> {
+        let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, page) = pages.get(&(board.to_string(), offset, size))?;
+        (now.saturating_duration_since(*at) <= self.max_age).then(|| page.clone())
+    }
+
+    /// Remembers `page` as read at `now`.
+    pub fn put(&self, board: &str, offset: u64, size: u32, page: &Page, now: Instant) {
+        if self.max_age.is_zero() {
+            return;
+        }
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        if pages.len() > CACHE_SWEEP_ABOVE {
+            let max_age = self.max_age;
+            pages.retain(|_, (at, _)| now.saturating_duration_since(*at) <= max_age);
+        }
+        pages.insert((board.to_string(), offset, size), (now, page.clone()));
+    }
+}
+
 /// Leaderboard reads.
 #[derive(Clone)]
 pub struct Leaderboards {
     scores: Arc<dyn ScoreStore>,
     rebuilder: Rebuilder,
     hub: WatchHub,
+    cache: Arc<PageCache>,
 }
 
 impl Leaderboards {
-    /// Reads of `scores`, made ready by `rebuilder`, watched through `hub`.
-    pub fn new(scores: Arc<dyn ScoreStore>, rebuilder: Rebuilder, hub: WatchHub) -> Self {
-        Self { scores, rebuilder, hub }
+    /// Reads of `scores`, made ready by `rebuilder`, watched through `hub`; pages are served
+    /// from memory for up to `read_cache` after they were read.
+    pub fn new(
+        scores: Arc<dyn ScoreStore>,
+        rebuilder: Rebuilder,
+        hub: WatchHub,
+        read_cache: Duration,
+    ) -> Self {
+        Self { scores, rebuilder, hub, cache: Arc::new(PageCache::new(read_cache)) }
     }
 
     /// `size` entries from position `offset`.
@@ -54,6 +105,9 @@ impl Leaderboards {
         offset: u64,
         size: u32,
     ) -> Result<Page, LeaderboardError> {
+        if let Some(page) = self.cache.get(board.as_str(), offset, size, Instant::now()) {
+            return Ok(page);
+        }
         let read = || self.scores.page(board.as_str(), offset, u64::from(size));
         let (entries, total_members) = match read().await.context("read page")? {
             Some(page) => page,
@@ -65,7 +119,9 @@ impl Leaderboards {
         };
         let end = offset.saturating_add(entries.len() as u64);
         let next_offset = (!entries.is_empty() && end < total_members).then_some(end);
-        Ok(Page { entries, next_offset, total_members })
+        let page = Page { entries, next_offset, total_members };
+        self.cache.put(board.as_str(), offset, size, &page, Instant::now());
+        Ok(page)
     }
 
     /// `member`'s rank and up to `neighbours` entries on each side.
@@ -92,5 +148,35 @@ impl Leaderboards {
     /// Live snapshots of the top `top_n`.
     pub async fn watch(&self, board: Board, top_n: u32) -> Result<WatchStream, LeaderboardError> {
         self.hub.watch(board, top_n).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(total_members: u64) -> Page {
+        Page { entries: Vec::new(), next_offset: None, total_members }
+    }
+
+    #[test]
+    fn a_cached_page_is_served_until_it_is_older_than_the_max_age() {
+        let cache = PageCache::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        assert_eq!(cache.get("b", 0, 10, t0), None);
+        cache.put("b", 0, 10, &page(3), t0);
+        assert_eq!(cache.get("b", 0, 10, t0 + Duration::from_millis(100)), Some(page(3)));
+        assert_eq!(cache.get("b", 0, 10, t0 + Duration::from_millis(101)), None);
+        // Another page of the same board is another entry.
+        assert_eq!(cache.get("b", 10, 10, t0), None);
+        assert_eq!(cache.get("b", 0, 5, t0), None);
+    }
+
+    #[test]
+    fn a_zero_max_age_caches_nothing() {
+        let cache = PageCache::new(Duration::ZERO);
+        let t0 = Instant::now();
+        cache.put("b", 0, 10, &page(3), t0);
+        assert_eq!(cache.get("b", 0, 10, t0), None);
     }
 }

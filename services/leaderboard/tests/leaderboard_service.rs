@@ -46,7 +46,12 @@ struct Harness {
 }
 
 fn settings() -> LeaderboardSettings {
-    LeaderboardSettings { watch_interval_ms: 20, ..Settings::default().leaderboard }
+    // Reads straight from the store: these tests read right after each write.
+    LeaderboardSettings {
+        watch_interval_ms: 20,
+        read_cache_ms: 0,
+        ..Settings::default().leaderboard
+    }
 }
 
 async fn harness(facts: Vec<ewpm_leaderboard::scores::OwnedEntry>) -> Harness {
