@@ -107,6 +107,11 @@ impl BenchDb {
         }
     }
 
+    /// The temporary directory of a SQLite bench database.
+    pub(crate) fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(tempfile::TempDir::path)
+    }
+
     pub(crate) async fn drop_database(self) {
         if let Some((admin, name)) = self.drop_with
             && let Ok(conn) = db::connect(&admin).await

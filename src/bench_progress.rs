@@ -2,7 +2,7 @@
 //! pipeline (challenge, progress with its batch writers, leaderboard with its applier).
 //!
 //! The stack runs in this process on a port-0 server — embedded backends (SQLite, the
-//! in-process bus and score store) by default, PostgreSQL + Redis with `--postgres` and
+//! SQLite-file bus, the in-process score store) by default, PostgreSQL + Redis with `--postgres` and
 //! `--redis` — or is an already running `ewpm dev` / mesh given with `--target`. Every run
 //! also measures a bare unary RPC (`grpc.health.v1.Health/Check`, no auth, no I/O) at the
 //! same concurrency over the same connections, so each figure comes with its ratio to this
@@ -23,7 +23,7 @@ use clap::Args;
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, TokenKeys},
-    bus::{Bus, MemoryBus, RedisBus},
+    bus::{Bus, RedisBus},
     clock::{SharedClock, SystemClock},
     db,
     server::{self, Mount},
@@ -151,26 +151,33 @@ impl Target {
         let mut settings = Settings::load()?;
         settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let keys = TokenKeys::new(&uuid::Uuid::new_v4().to_string(), &settings.auth);
-        let (bench_db, bus, scores, notices, backend): Backends =
-            match (&args.postgres, &args.redis) {
-                (Some(pg), Some(redis)) => {
-                    let prefix = format!("bench{}:", uuid::Uuid::new_v4().simple());
-                    (
-                        BenchDb::create(Some(pg)).await?,
-                        Arc::new(RedisBus::connect(redis, &prefix).await?),
-                        Arc::new(RedisScores::connect(redis, &prefix).await?),
-                        Arc::new(RedisNotices::connect(redis, &prefix).await?),
-                        "postgres+redis",
-                    )
-                }
-                _ => (
-                    BenchDb::create(None).await?,
-                    MemoryBus::new(),
+        let (bench_db, bus, scores, notices, backend): Backends = match (
+            &args.postgres,
+            &args.redis,
+        ) {
+            (Some(pg), Some(redis)) => {
+                let prefix = format!("bench{}:", uuid::Uuid::new_v4().simple());
+                (
+                    BenchDb::create(Some(pg)).await?,
+                    Arc::new(RedisBus::connect(redis, &prefix).await?),
+                    Arc::new(RedisScores::connect(redis, &prefix).await?),
+                    Arc::new(RedisNotices::connect(redis, &prefix).await?),
+                    "postgres+redis",
+                )
+            }
+            _ => {
+                let bench_db = BenchDb::create(None).await?;
+                let dir = bench_db.sqlite_dir().context("bench directory")?;
+                let bus = crate::embedded_bus(dir).await?;
+                (
+                    bench_db,
+                    bus,
                     Arc::new(MemoryScores::new()),
                     Arc::new(MemoryNotices::new()),
-                    "embedded (sqlite + in-process bus and score store)",
-                ),
-            };
+                    "embedded (sqlite, progress queue in a sqlite file, deltas and scores in memory)",
+                )
+            }
+        };
         let conn = db::connect(&bench_db.url).await?;
         db::migrate_all(&conn).await?;
         let listener = server::bind(settings.grpc.addr).await?;

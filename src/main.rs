@@ -13,7 +13,8 @@ use ewpm_challenge::standings::Standings;
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, ServiceToken, TokenKeys},
-    bus::{Bus, MemoryBus, RedisBus},
+    bus::{Bus, MemoryBus, RedisBus, Routed},
+    bus_sqlite::SqliteBus,
     clock::{SharedClock, SystemClock},
     db,
     server::{self, Mount},
@@ -132,8 +133,8 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-/// Embedded mode: SQLite, the in-process bus and score store, every service on one gRPC
-/// port, the REST edge beside it.
+/// Embedded mode: SQLite (the services' tables and, in a file of its own, the bus), the
+/// in-process score store, every service on one gRPC port, the REST edge beside it.
 async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
@@ -159,7 +160,7 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     };
 
     let clock: SharedClock = Arc::new(SystemClock);
-    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let bus = embedded_bus(&settings.data_dir).await?;
     let mut mount = Mount::new(Authenticator::new(keys.clone()));
     mount_challenge(&mut mount, &settings, &keys, db.clone(), clock.clone())?;
     let mut background =
@@ -192,6 +193,14 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The embedded mode's bus: accepted progress (what a client was answered 202 for) in a
+/// SQLite file of its own, so it is still queued after a crash; score deltas in memory, as
+/// the in-process score store they feed is rebuilt from SQL after a restart anyway.
+async fn embedded_bus(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Bus>> {
+    let durable = SqliteBus::open(&data_dir.join("bus.db")).await?;
+    Ok(Arc::new(Routed::new(MemoryBus::new()).route(ewpm_progress::PROGRESS_TOPIC, durable)))
 }
 
 /// Mounts the challenge service, with standings read from the leaderboard service.

@@ -95,9 +95,10 @@ pub trait Bus: Send + Sync + 'static {
     /// producer checks to push back before a backlog outgrows its consumers.
     async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
 
-    /// Whether other processes can consume this bus (false for the in-process bus, whose
-    /// consumers must drain it before their process ends).
-    fn shared(&self) -> bool {
+    /// Whether what is queued on `topic` outlives this process (false for the in-memory bus,
+    /// whose consumers must drain it before their process ends).
+    fn durable(&self, topic: &str) -> bool {
+        let _ = topic;
         true
     }
 }
@@ -144,7 +145,7 @@ fn seq_of(id: &str) -> anyhow::Result<u64> {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    fn shared(&self) -> bool {
+    fn durable(&self, _topic: &str) -> bool {
         false
     }
 
@@ -541,5 +542,90 @@ impl Bus for RedisBus {
         let reply: Value =
             self.client.xpending(self.key(topic), group, ()).await.context("XPENDING")?;
         Ok(reply.into_array().into_iter().next().and_then(|v| v.as_u64()).unwrap_or(0))
+    }
+}
+
+/// Topics on different buses behind one [`Bus`]: the named topics on their own bus, every
+/// other topic on the default one. `ewpm dev` keeps client-acknowledged work on a durable
+/// bus and derived, rebuildable work in memory.
+pub struct Routed {
+    default: Arc<dyn Bus>,
+    routes: HashMap<String, Arc<dyn Bus>>,
+}
+
+impl Routed {
+    /// Every topic on `default` unless routed.
+    pub fn new(default: Arc<dyn Bus>) -> Self {
+        Self { default, routes: HashMap::new() }
+    }
+
+    /// `topic` on `bus`.
+    pub fn route(mut self, topic: &str, bus: Arc<dyn Bus>) -> Self {
+        self.routes.insert(topic.to_string(), bus);
+        self
+    }
+
+    fn bus(&self, topic: &str) -> &dyn Bus {
+        self.routes.get(topic).unwrap_or(&self.default).as_ref()
+    }
+}
+
+#[async_trait]
+impl Bus for Routed {
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
+        self.bus(topic).publish(topic, payloads).await
+    }
+
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        self.bus(topic).publish_once(topic, key, record, payload, ttl).await
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        self.bus(topic).ensure_group(topic, group).await
+    }
+
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>> {
+        self.bus(topic).receive(topic, group, consumer, max, block).await
+    }
+
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>> {
+        self.bus(topic).reclaim(topic, group, consumer, min_idle, max).await
+    }
+
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()> {
+        self.bus(topic).ack(topic, group, ids).await
+    }
+
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        self.bus(topic).pending(topic, group).await
+    }
+
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        self.bus(topic).backlog(topic, group).await
+    }
+
+    fn durable(&self, topic: &str) -> bool {
+        self.bus(topic).durable(topic)
     }
 }

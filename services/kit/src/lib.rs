@@ -9,7 +9,8 @@
 //! - [`telemetry`]: tracing setup (pretty or JSON) and the Prometheus recorder.
 //! - [`auth`]: JWT claims, token minting, the gRPC interceptor and [`auth::Caller`].
 //! - [`batch`]: batching by size or age (the batch writers' flush rule).
-//! - [`bus`]: durable topics with consumer groups (Redis Streams, or memory when embedded).
+//! - [`bus`]: durable topics with consumer groups (Redis Streams, or memory).
+//! - [`bus_sqlite`]: the embedded mode's durable bus, a SQLite file of its own.
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
 //!   message limits, graceful shutdown).
@@ -22,6 +23,7 @@
 pub mod auth;
 pub mod batch;
 pub mod bus;
+pub mod bus_sqlite;
 pub mod clock;
 pub mod db;
 pub mod error;

@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ewpm_kit::bus::{Bus, MemoryBus, Message, Once, RedisBus};
+use ewpm_kit::{
+    bus::{Bus, MemoryBus, Message, Once, RedisBus},
+    bus_sqlite::SqliteBus,
+};
 use ewpm_testkit::{key_prefix, servers};
 
 fn payloads(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
@@ -194,6 +197,34 @@ macro_rules! contract {
 }
 
 contract!(memory, async { MemoryBus::new() as Arc<dyn Bus> });
+contract!(sqlite, async {
+    let dir = tempfile::tempdir().unwrap().keep();
+    SqliteBus::open(&dir.join("bus.db")).await.unwrap() as Arc<dyn Bus>
+});
 contract!(redis, async {
     Arc::new(RedisBus::connect(&servers().redis_url, "").await.unwrap()) as Arc<dyn Bus>
 });
+
+#[tokio::test]
+async fn the_sqlite_bus_keeps_queued_and_pending_messages_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    {
+        let bus = SqliteBus::open(&path).await.unwrap();
+        bus.ensure_group("t", "g").await.unwrap();
+        bus.publish("t", &payloads(0..3)).await.unwrap();
+        // m0 is received and never acknowledged: its consumer "dies" with the process.
+        let got = bus.receive("t", "g", "dead", 1, Duration::ZERO).await.unwrap();
+        assert_eq!(bodies(&got), ["m0"]);
+    }
+    let bus = SqliteBus::open(&path).await.unwrap();
+    bus.ensure_group("t", "g").await.unwrap();
+    assert_eq!(bus.backlog("t", "g").await.unwrap(), 3);
+    let reclaimed = bus.reclaim("t", "g", "next", Duration::ZERO, 10).await.unwrap();
+    assert_eq!(bodies(&reclaimed), ["m0"]);
+    let rest = bus.receive("t", "g", "next", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&rest), ["m1", "m2"]);
+    let ids: Vec<String> = rest.iter().chain(&reclaimed).map(|m| m.id.clone()).collect();
+    bus.ack("t", "g", &ids).await.unwrap();
+    assert_eq!(bus.backlog("t", "g").await.unwrap(), 0);
+}

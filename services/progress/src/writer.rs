@@ -124,11 +124,12 @@ impl Writer {
             }
         }
         // Drain: what was received is written now rather than left for a reclaim. On the
-        // in-process bus of `ewpm dev` so is what is still queued (the servers have drained,
-        // so the queue no longer grows): nothing else would ever write it. On a shared bus
-        // the other writers read it; draining there would chase a queue that keeps growing.
+        // in-memory bus so is what is still queued (the servers have drained, so the queue no
+        // longer grows): nothing would ever write it otherwise. On a durable bus the queue
+        // outlives this process and other writers may be feeding it: draining there would
+        // chase a queue that keeps growing.
         let mut rest = batch.take();
-        let drain_queue = !self.bus.shared();
+        let drain_queue = !self.bus.durable(PROGRESS_TOPIC);
         loop {
             let more = if !drain_queue {
                 Vec::new()

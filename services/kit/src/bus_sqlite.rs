@@ -1,0 +1,538 @@
+//! The embedded mode's durable bus: topics, consumer groups and pending entries in a SQLite
+//! file of their own (`<data_dir>/bus.db`), so what `ewpm dev` acknowledged to a client is
+//! still queued after the process is killed, and its own write lock never waits on the
+//! services' database.
+//!
+//! One connection does everything (SQLite has one writer anyway; no lock upgrades, no busy
+//! retries). Publishes are group-committed: concurrent publishers hand their messages to one
+//! committer task, which writes whatever has gathered in one transaction and then answers
+//! each of them. Blocked receivers of this process wake on publish; the file is not meant to
+//! be shared with another process.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait, Value,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::bus::{Bus, Message, Once};
+
+/// Publishes gathered into one transaction at most.
+const MAX_GROUP_COMMIT: usize = 512;
+
+/// One publish waiting for the committer.
+struct Publish {
+    topic: String,
+    /// `Some((key, record, ttl))` for `publish_once`.
+    once: Option<(String, Vec<u8>, Duration)>,
+    payloads: Vec<Vec<u8>>,
+    reply: oneshot::Sender<anyhow::Result<PublishResult>>,
+}
+
+enum PublishResult {
+    Ids(Vec<String>),
+    Existing(Vec<u8>),
+}
+
+/// The durable embedded bus.
+pub struct SqliteBus {
+    db: DatabaseConnection,
+    publishes: mpsc::Sender<Publish>,
+    notify: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bus_topics (topic TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bus_messages (
+  topic TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (topic, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bus_groups (
+  topic TEXT NOT NULL, grp TEXT NOT NULL, next_seq INTEGER NOT NULL, PRIMARY KEY (topic, grp)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bus_pending (
+  topic TEXT NOT NULL, grp TEXT NOT NULL, seq INTEGER NOT NULL, consumer TEXT NOT NULL,
+  delivered_ms INTEGER NOT NULL, PRIMARY KEY (topic, grp, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bus_once (
+  topic TEXT NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL, expires_ms INTEGER NOT NULL,
+  PRIMARY KEY (topic, key)
+) WITHOUT ROWID;
+";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+}
+
+fn seq_of(id: &str) -> anyhow::Result<i64> {
+    id.parse().with_context(|| format!("{id:?} is not a message id of this bus"))
+}
+
+impl SqliteBus {
+    /// Opens (creating) the bus file at `path`.
+    pub async fn open(path: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        let mut options = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+        options.max_connections(1).min_connections(1).sqlx_logging(false).map_sqlx_sqlite_opts(
+            |o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                // WAL + NORMAL: a commit is in the OS before it returns, so it survives the
+                // process being killed (not a power cut).
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+            },
+        );
+        let db = Database::connect(options)
+            .await
+            .with_context(|| format!("open the bus file {}", path.display()))?;
+        db.execute_unprepared(SCHEMA).await.context("create the bus tables")?;
+        // The file belongs to one process: whatever was pending when it last stopped belongs
+        // to consumers that are gone, so it may be reclaimed at once rather than after the
+        // idle time.
+        db.execute_unprepared("UPDATE bus_pending SET delivered_ms = 0")
+            .await
+            .context("release pending messages")?;
+        let (tx, rx) = mpsc::channel(4096);
+        let bus = Arc::new(Self { db: db.clone(), publishes: tx, notify: Default::default() });
+        tokio::spawn(committer(db, rx, Arc::downgrade(&bus)));
+        Ok(bus)
+    }
+
+    fn notify(&self, topic: &str) -> Arc<Notify> {
+        self.notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(topic.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn submit(
+        &self,
+        topic: &str,
+        once: Option<(String, Vec<u8>, Duration)>,
+        payloads: Vec<Vec<u8>>,
+    ) -> anyhow::Result<PublishResult> {
+        let (reply, answer) = oneshot::channel();
+        self.publishes
+            .send(Publish { topic: topic.to_string(), once, payloads, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the bus committer stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the bus committer stopped"))?
+    }
+
+    async fn messages(
+        &self,
+        conn: &impl ConnectionTrait,
+        topic: &str,
+        seqs: &[i64],
+    ) -> anyhow::Result<Vec<Message>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut values: Vec<Value> = vec![topic.into()];
+            values.extend(chunk.iter().map(|s| Value::from(*s)));
+            let rows = conn
+                .query_all_raw(stmt(
+                    &format!(
+                        "SELECT seq, payload FROM bus_messages WHERE topic = ? AND seq IN ({marks}) ORDER BY seq"
+                    ),
+                    values,
+                ))
+                .await?;
+            for r in rows {
+                let seq: i64 = r.try_get("", "seq")?;
+                out.push(Message { id: seq.to_string(), payload: r.try_get("", "payload")? });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes gathered publishes, one transaction per gathering, then answers and wakes.
+async fn committer(
+    db: DatabaseConnection,
+    mut rx: mpsc::Receiver<Publish>,
+    bus: std::sync::Weak<SqliteBus>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&db, &batch).await;
+        let topics: Vec<String> = batch.iter().map(|p| p.topic.clone()).collect();
+        match result {
+            Ok(results) => {
+                for (p, r) in batch.into_iter().zip(results) {
+                    p.reply.send(Ok(r)).ok();
+                }
+            }
+            Err(err) => {
+                let message = format!("{err:#}");
+                for p in batch {
+                    p.reply.send(Err(anyhow::anyhow!("publish: {message}"))).ok();
+                }
+            }
+        }
+        if let Some(bus) = bus.upgrade() {
+            for t in topics {
+                bus.notify(&t).notify_waiters();
+            }
+        }
+    }
+}
+
+/// Rows per multi-row INSERT (3 or 4 bound values each, well under SQLite's limit).
+const ROWS_PER_INSERT: usize = 500;
+
+async fn commit(db: &DatabaseConnection, batch: &[Publish]) -> anyhow::Result<Vec<PublishResult>> {
+    let tx = db.begin().await.context("begin publish")?;
+    let now = now_ms();
+    // Keys of `publish_once` already taken, one query per topic; a key taken twice within
+    // this gathering goes to its first publisher.
+    let mut taken: HashMap<(String, String), Vec<u8>> = HashMap::new();
+    let mut once_by_topic: HashMap<&str, Vec<&str>> = HashMap::new();
+    for p in batch {
+        if let Some((key, _, _)) = &p.once {
+            once_by_topic.entry(p.topic.as_str()).or_default().push(key.as_str());
+        }
+    }
+    for (topic, keys) in &once_by_topic {
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut values: Vec<Value> = vec![(*topic).into(), now.into()];
+            values.extend(chunk.iter().map(|k| Value::from(*k)));
+            let rows = tx
+                .query_all_raw(stmt(
+                    &format!(
+                        "SELECT key, record FROM bus_once WHERE topic = ? AND expires_ms > ? AND key IN ({marks})"
+                    ),
+                    values,
+                ))
+                .await?;
+            for r in rows {
+                taken.insert(
+                    ((*topic).to_string(), r.try_get("", "key")?),
+                    r.try_get("", "record")?,
+                );
+            }
+        }
+    }
+    // Decide each publish, count messages per topic.
+    let mut results: Vec<Option<PublishResult>> = Vec::with_capacity(batch.len());
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    let mut new_once: Vec<(&str, &str, &[u8], i64)> = Vec::new();
+    for p in batch {
+        if let Some((key, record, ttl)) = &p.once {
+            let k = (p.topic.clone(), key.clone());
+            if let Some(first) = taken.get(&k) {
+                results.push(Some(PublishResult::Existing(first.clone())));
+                continue;
+            }
+            taken.insert(k, record.clone());
+            let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+            new_once.push((p.topic.as_str(), key.as_str(), record.as_slice(), expires));
+        }
+        *counts.entry(p.topic.as_str()).or_default() += p.payloads.len() as i64;
+        results.push(None);
+    }
+    // Reserve sequence numbers: one counter update per topic.
+    let mut next_seq: HashMap<&str, i64> = HashMap::new();
+    for (topic, n) in &counts {
+        let row = tx
+            .query_one_raw(stmt(
+                "INSERT INTO bus_topics (topic, last_seq) VALUES (?, ?)                  ON CONFLICT (topic) DO UPDATE SET last_seq = last_seq + excluded.last_seq                  RETURNING last_seq",
+                vec![(*topic).into(), (*n).into()],
+            ))
+            .await?
+            .context("topic counter")?;
+        let last: i64 = row.try_get("", "last_seq")?;
+        next_seq.insert(topic, last - n + 1);
+    }
+    let mut rows: Vec<(&str, i64, &[u8])> = Vec::new();
+    for (p, result) in batch.iter().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
+        let seq = next_seq.get_mut(p.topic.as_str()).context("reserved sequence")?;
+        let mut ids = Vec::with_capacity(p.payloads.len());
+        for payload in &p.payloads {
+            rows.push((p.topic.as_str(), *seq, payload.as_slice()));
+            ids.push(seq.to_string());
+            *seq += 1;
+        }
+        *result = Some(PublishResult::Ids(ids));
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let marks = vec!["(?, ?, ?)"; chunk.len()].join(",");
+        let values: Vec<Value> = chunk
+            .iter()
+            .flat_map(|(t, seq, payload)| {
+                [Value::from(*t), Value::from(*seq), Value::from(payload.to_vec())]
+            })
+            .collect();
+        tx.execute_raw(stmt(
+            &format!("INSERT INTO bus_messages (topic, seq, payload) VALUES {marks}"),
+            values,
+        ))
+        .await?;
+    }
+    for chunk in new_once.chunks(ROWS_PER_INSERT) {
+        let marks = vec!["(?, ?, ?, ?)"; chunk.len()].join(",");
+        let values: Vec<Value> = chunk
+            .iter()
+            .flat_map(|(t, k, r, e)| {
+                [Value::from(*t), Value::from(*k), Value::from(r.to_vec()), Value::from(*e)]
+            })
+            .collect();
+        tx.execute_raw(stmt(
+            &format!(
+                "INSERT OR REPLACE INTO bus_once (topic, key, record, expires_ms) VALUES {marks}"
+            ),
+            values,
+        ))
+        .await?;
+    }
+    // Forget expired idempotency keys now and then.
+    if now % 64 == 0 {
+        tx.execute_raw(stmt("DELETE FROM bus_once WHERE expires_ms <= ?", vec![now.into()]))
+            .await?;
+    }
+    tx.commit().await.context("commit publish")?;
+    results.into_iter().map(|r| r.context("every publish decided")).collect()
+}
+
+#[async_trait]
+impl Bus for SqliteBus {
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
+        match self.submit(topic, None, payloads.to_vec()).await? {
+            PublishResult::Ids(ids) => Ok(ids),
+            PublishResult::Existing(_) => anyhow::bail!("a plain publish has no key"),
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        let once = Some((key.to_string(), record.to_vec(), ttl));
+        Ok(match self.submit(topic, once, vec![payload.to_vec()]).await? {
+            PublishResult::Ids(ids) => Once::Published(ids.into_iter().next().unwrap_or_default()),
+            PublishResult::Existing(record) => Once::Existing(record),
+        })
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        // A new group starts at the oldest message kept (or after the last one ever).
+        self.db
+            .execute_raw(stmt(
+                "INSERT INTO bus_groups (topic, grp, next_seq) VALUES (?, ?, \
+                   COALESCE((SELECT MIN(seq) FROM bus_messages WHERE topic = ?), \
+                            (SELECT last_seq + 1 FROM bus_topics WHERE topic = ?), 1)) \
+                 ON CONFLICT (topic, grp) DO NOTHING",
+                vec![topic.into(), group.into(), topic.into(), topic.into()],
+            ))
+            .await
+            .context("create group")?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>> {
+        let deadline = tokio::time::Instant::now() + block;
+        let notify = self.notify(topic);
+        loop {
+            let notified = notify.notified();
+            let tx = self.db.begin().await.context("begin receive")?;
+            let now = now_ms();
+            // Deliver: the next `max` messages become pending for `consumer`, in one statement.
+            let delivered = tx
+                .query_all_raw(stmt(
+                    "INSERT OR REPLACE INTO bus_pending (topic, grp, seq, consumer, delivered_ms) \
+                     SELECT m.topic, g.grp, m.seq, ?, ? FROM bus_groups g \
+                     JOIN bus_messages m ON m.topic = g.topic AND m.seq >= g.next_seq \
+                     WHERE g.topic = ? AND g.grp = ? ORDER BY m.seq LIMIT ? RETURNING seq",
+                    vec![
+                        consumer.into(),
+                        now.into(),
+                        topic.into(),
+                        group.into(),
+                        (max as i64).into(),
+                    ],
+                ))
+                .await?;
+            let mut seqs: Vec<i64> =
+                delivered.iter().map(|r| r.try_get::<i64>("", "seq")).collect::<Result<_, _>>()?;
+            seqs.sort_unstable();
+            let out = match (seqs.first(), seqs.last()) {
+                (Some(first), Some(last)) => {
+                    tx.execute_raw(stmt(
+                        "UPDATE bus_groups SET next_seq = ? WHERE topic = ? AND grp = ?",
+                        vec![(last + 1).into(), topic.into(), group.into()],
+                    ))
+                    .await?;
+                    let rows = tx
+                        .query_all_raw(stmt(
+                            "SELECT seq, payload FROM bus_messages WHERE topic = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                            vec![topic.into(), (*first).into(), (*last).into()],
+                        ))
+                        .await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(Message {
+                                id: r.try_get::<i64>("", "seq")?.to_string(),
+                                payload: r.try_get("", "payload")?,
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?
+                }
+                _ => {
+                    // No group is an error, as on the other buses.
+                    let exists = tx
+                        .query_one_raw(stmt(
+                            "SELECT 1 AS one FROM bus_groups WHERE topic = ? AND grp = ?",
+                            vec![topic.into(), group.into()],
+                        ))
+                        .await?;
+                    anyhow::ensure!(exists.is_some(), "no group {group} on {topic}");
+                    Vec::new()
+                }
+            };
+            tx.commit().await.context("commit receive")?;
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>> {
+        let now = now_ms();
+        let idle_before = now - i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX / 2);
+        let tx = self.db.begin().await.context("begin reclaim")?;
+        let rows = tx
+            .query_all_raw(stmt(
+                "UPDATE bus_pending SET consumer = ?, delivered_ms = ? \
+                 WHERE (topic, grp, seq) IN (SELECT topic, grp, seq FROM bus_pending \
+                   WHERE topic = ? AND grp = ? AND delivered_ms <= ? ORDER BY seq LIMIT ?) \
+                 RETURNING seq",
+                vec![
+                    consumer.into(),
+                    now.into(),
+                    topic.into(),
+                    group.into(),
+                    idle_before.into(),
+                    (max as i64).into(),
+                ],
+            ))
+            .await?;
+        let mut seqs: Vec<i64> =
+            rows.iter().map(|r| r.try_get::<i64>("", "seq")).collect::<Result<_, _>>()?;
+        seqs.sort_unstable();
+        let out = self.messages(&tx, topic, &seqs).await?;
+        tx.commit().await.context("commit reclaim")?;
+        Ok(out)
+    }
+
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let seqs = ids.iter().map(|id| seq_of(id)).collect::<anyhow::Result<Vec<_>>>()?;
+        let tx = self.db.begin().await.context("begin ack")?;
+        for chunk in seqs.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut values: Vec<Value> = vec![topic.into(), group.into()];
+            values.extend(chunk.iter().map(|s| Value::from(*s)));
+            tx.execute_raw(stmt(
+                &format!(
+                    "DELETE FROM bus_pending WHERE topic = ? AND grp = ? AND seq IN ({marks})"
+                ),
+                values,
+            ))
+            .await?;
+        }
+        // Drop what every group of the topic has received and acknowledged.
+        tx.execute_raw(stmt(
+            "DELETE FROM bus_messages WHERE topic = ? AND seq < (SELECT MIN(low) FROM ( \
+               SELECT MIN(COALESCE((SELECT MIN(p.seq) FROM bus_pending p WHERE p.topic = g.topic AND p.grp = g.grp), g.next_seq), g.next_seq) AS low \
+               FROM bus_groups g WHERE g.topic = ? GROUP BY g.grp))",
+            vec![topic.into(), topic.into()],
+        ))
+        .await?;
+        tx.commit().await.context("commit ack")?;
+        Ok(())
+    }
+
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT COUNT(*) AS n FROM bus_pending WHERE topic = ? AND grp = ?",
+                vec![topic.into(), group.into()],
+            ))
+            .await?
+            .context("count")?;
+        Ok(row.try_get::<i64>("", "n")?.max(0) as u64)
+    }
+
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT COALESCE((SELECT last_seq FROM bus_topics WHERE topic = ?), 0) + 1 \
+                   - COALESCE((SELECT next_seq FROM bus_groups WHERE topic = ? AND grp = ?), \
+                              (SELECT last_seq FROM bus_topics WHERE topic = ?) + 1, 1) \
+                   + (SELECT COUNT(*) FROM bus_pending WHERE topic = ? AND grp = ?) AS n",
+                vec![
+                    topic.into(),
+                    topic.into(),
+                    group.into(),
+                    topic.into(),
+                    topic.into(),
+                    group.into(),
+                ],
+            ))
+            .await?
+            .context("backlog")?;
+        Ok(row.try_get::<i64>("", "n")?.max(0) as u64)
+    }
+
+    fn durable(&self, _topic: &str) -> bool {
+        true
+    }
+}
