@@ -40,6 +40,31 @@ pub enum Once {
     Existing(Vec<u8>),
 }
 
+/// A blocking receive: `attempt` until it yields messages or `block` has passed, waiting
+/// between attempts for `notify` (a publish on the topic). The wait is registered before each
+/// attempt, so a publish in between is not missed.
+pub(crate) async fn wait_for_messages<F, Fut>(
+    notify: &Notify,
+    block: Duration,
+    mut attempt: F,
+) -> anyhow::Result<Vec<Message>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Message>>>,
+{
+    let deadline = tokio::time::Instant::now() + block;
+    loop {
+        let notified = notify.notified();
+        let got = attempt().await?;
+        if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(got);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(Vec::new());
+        }
+    }
+}
+
 /// Durable topics with consumer groups.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -228,12 +253,10 @@ impl Bus for MemoryBus {
         max: usize,
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
-        let deadline = tokio::time::Instant::now() + block;
         let notify =
             self.with(|topics| topics.entry(topic.to_string()).or_default().notify.clone());
-        loop {
-            let notified = notify.notified();
-            let got = self.with(|topics| -> anyhow::Result<Vec<Message>> {
+        wait_for_messages(&notify, block, || async {
+            self.with(|topics| -> anyhow::Result<Vec<Message>> {
                 let t = topics.get_mut(topic).with_context(|| format!("no topic {topic}"))?;
                 let g = t
                     .groups
@@ -252,14 +275,9 @@ impl Bus for MemoryBus {
                     g.next = seq_of(&last.id)? + 1;
                 }
                 Ok(out)
-            })?;
-            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(got);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
-            }
-        }
+            })
+        })
+        .await
     }
 
     async fn reclaim(

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::bus::{Bus, Message, Once};
+use crate::bus::{Bus, Message, Once, wait_for_messages};
 
 /// Publishes gathered into one transaction at most.
 const MAX_GROUP_COMMIT: usize = 512;
@@ -364,10 +364,8 @@ impl Bus for SqliteBus {
         max: usize,
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
-        let deadline = tokio::time::Instant::now() + block;
         let notify = self.notify(topic);
-        loop {
-            let notified = notify.notified();
+        wait_for_messages(&notify, block, || async {
             let tx = self.db.begin().await.context("begin receive")?;
             let now = now_ms();
             // Deliver: the next `max` messages become pending for `consumer`, in one statement.
@@ -424,13 +422,9 @@ impl Bus for SqliteBus {
                 }
             };
             tx.commit().await.context("commit receive")?;
-            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(out);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
-            }
-        }
+            Ok(out)
+        })
+        .await
     }
 
     async fn reclaim(
