@@ -7,8 +7,8 @@
 //! messages pending; another consumer of the group takes them over with [`Bus::reclaim`] once
 //! they have been idle long enough.
 //!
-//! Limits: the memory bus lives and dies with its process (embedded mode has one process);
-//! Redis streams are not trimmed here yet.
+//! Limits: the memory bus lives and dies with its process. Redis streams are trimmed (at most
+//! once a second, after an ack) of what every group has acknowledged.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -351,6 +351,53 @@ pub struct RedisBus {
     blocking: Mutex<HashMap<String, Client>>,
     config: Config,
     prefix: String,
+    /// When each stream was last trimmed (at most once a second, after an ack).
+    trimmed: Mutex<HashMap<String, Instant>>,
+}
+
+/// How often a stream is trimmed of what every group has acknowledged.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// A stream id as a comparable pair (`<ms>-<seq>`).
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Removes from stream `key` the entries every group has received and acknowledged: those
+/// below each group's oldest pending entry, or below its last delivered entry when nothing
+/// is pending. A stream without groups is left alone.
+async fn trim_acknowledged(client: &Client, key: &str) -> anyhow::Result<()> {
+    let groups: Value = client.xinfo_groups(key).await.context("XINFO GROUPS")?;
+    let mut floor: Option<((u64, u64), String)> = None;
+    for info in groups.into_array() {
+        let fields = info.into_array();
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|kv| kv[0].as_string().as_deref() == Some(name))
+                .and_then(|kv| kv.get(1).cloned())
+        };
+        let name = field("name").and_then(|v| v.as_string()).context("group name")?;
+        let pending = field("pending").and_then(|v| v.as_u64()).unwrap_or(0);
+        let group_floor = if pending > 0 {
+            // XPENDING summary: [count, smallest id, greatest id, consumers].
+            let summary: Value =
+                client.xpending(key, name.as_str(), ()).await.context("XPENDING")?;
+            summary.into_array().into_iter().nth(1).and_then(|v| v.as_string())
+        } else {
+            field("last-delivered-id").and_then(|v| v.as_string())
+        };
+        let Some(id) = group_floor else { return Ok(()) };
+        let Some(parsed) = stream_id(&id) else { return Ok(()) };
+        if floor.as_ref().is_none_or(|(f, _)| parsed < *f) {
+            floor = Some((parsed, id));
+        }
+    }
+    if let Some((_, id)) = floor {
+        let _: u64 = client.xtrim(key, ("MINID", "=", id)).await.context("XTRIM")?;
+    }
+    Ok(())
 }
 
 /// `publish_once` on Redis: GET the key; if absent, XADD and SET the key with its expiry.
@@ -367,7 +414,13 @@ impl RedisBus {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let config = Config::from_url(url).context("Redis URL")?;
         let client = Self::open(&config).await?;
-        Ok(Self { client, blocking: Mutex::default(), config, prefix: prefix.to_string() })
+        Ok(Self {
+            client,
+            blocking: Mutex::default(),
+            config,
+            prefix: prefix.to_string(),
+            trimmed: Mutex::default(),
+        })
     }
 
     async fn open(config: &Config) -> anyhow::Result<Client> {
@@ -526,8 +579,26 @@ impl Bus for RedisBus {
         if ids.is_empty() {
             return Ok(());
         }
-        let _: u64 =
-            self.client.xack(self.key(topic), group, ids.to_vec()).await.context("XACK")?;
+        let key = self.key(topic);
+        let _: u64 = self.client.xack(&key, group, ids.to_vec()).await.context("XACK")?;
+        let due = {
+            let mut trimmed = self.trimmed.lock().unwrap_or_else(|p| p.into_inner());
+            let last = trimmed.entry(key.clone()).or_insert_with(|| Instant::now() - TRIM_EVERY);
+            let due = last.elapsed() >= TRIM_EVERY;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            // Off the ack's path: a slow trim must not hold up a consumer.
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(err) = trim_acknowledged(&client, &key).await {
+                    tracing::warn!(error = format!("{err:#}"), "trim stream {key}");
+                }
+            });
+        }
         Ok(())
     }
 

@@ -228,3 +228,42 @@ async fn the_sqlite_bus_keeps_queued_and_pending_messages_across_a_restart() {
     bus.ack("t", "g", &ids).await.unwrap();
     assert_eq!(bus.backlog("t", "g").await.unwrap(), 0);
 }
+
+/// Entries in the Redis stream of `topic` under `prefix`.
+async fn stream_len(prefix: &str, topic: &str) -> u64 {
+    use fred::prelude::{ClientLike, StreamsInterface};
+    let config = fred::prelude::Config::from_url(&servers().redis_url).unwrap();
+    let client = fred::types::Builder::from_config(config).build().unwrap();
+    client.init().await.unwrap();
+    client.xlen(format!("{prefix}bus:{{{topic}}}")).await.unwrap()
+}
+
+#[tokio::test]
+async fn redis_streams_are_trimmed_of_what_every_group_acknowledged() {
+    let prefix = key_prefix();
+    let bus = RedisBus::connect(&servers().redis_url, &prefix).await.unwrap();
+    bus.ensure_group("t", "fast").await.unwrap();
+    bus.ensure_group("t", "slow").await.unwrap();
+    bus.publish("t", &payloads(0..100)).await.unwrap();
+    let all = |group: &'static str| {
+        let bus = &bus;
+        async move {
+            let got = bus.receive("t", group, "c", 1000, Duration::from_millis(10)).await.unwrap();
+            let ids: Vec<String> = got.iter().map(|m| m.id.clone()).collect();
+            bus.ack("t", group, &ids).await.unwrap();
+        }
+    };
+    // One group done, the other has not read: nothing may go.
+    all("fast").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stream_len(&prefix, "t").await, 100);
+    // Both done: the stream shrinks to at most the last delivered entry (trims run at most
+    // once a second, after an ack).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    all("slow").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stream_len(&prefix, "t").await > 1 {
+        assert!(std::time::Instant::now() < deadline, "the stream was not trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
