@@ -100,7 +100,7 @@ impl Writer {
             let now = Instant::now();
             let until = batch.deadline().unwrap_or(next_reclaim).min(next_reclaim);
             let wait = until.saturating_duration_since(now).min(Duration::from_secs(1));
-            let room = self.config.rule.size.saturating_sub(batch_len(&batch)).max(1);
+            let room = self.config.rule.size.saturating_sub(batch.len()).max(1);
             let received = tokio::select! {
                 r = self.bus.receive(PROGRESS_TOPIC, WRITER_GROUP, &self.config.consumer, room, wait) => r,
                 () = shutdown.cancelled() => Ok(Vec::new()),
@@ -265,10 +265,6 @@ impl Writer {
         metrics::counter!("ewpm_progress_written_total").increment(inserted);
         Ok(())
     }
-}
-
-fn batch_len<T>(batch: &Batch<T>) -> usize {
-    batch.len()
 }
 
 /// Sleeps `d`; true when shutdown came first.
