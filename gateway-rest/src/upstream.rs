@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use tonic::{
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::metadata::MetadataValue;
 
 /// A gRPC request carrying the HTTP request's `authorization` and `traceparent` headers.
 pub fn request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
@@ -22,14 +19,6 @@ pub fn request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
     request
 }
 
-/// A lazily connecting channel to `uri` (`http://host:port`): the edge starts even when a
-/// service is not up yet, and answers 503 for it until it is.
-pub fn channel(uri: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(uri.to_string())
-        .map_err(|e| anyhow::anyhow!("invalid service address {uri:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
-}
+/// A lazily connecting channel to `uri`: the edge starts even when a service is not up yet,
+/// and answers 503 for it until it is.
+pub use ewpm_kit::client::channel;

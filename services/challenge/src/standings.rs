@@ -33,11 +33,7 @@ impl Standings {
 
     /// Standings from the leaderboard service at `uri` (connected lazily).
     pub fn from_leaderboard(uri: &str, token: Arc<ServiceToken>) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(uri.to_string())
-            .with_context(|| format!("leaderboard service address {uri:?}"))?
-            .connect_timeout(LOOKUP_TIMEOUT)
-            .timeout(LOOKUP_TIMEOUT)
-            .connect_lazy();
+        let channel = ewpm_kit::client::channel(uri).context("leaderboard service")?;
         Ok(Self { source: Some((LeaderboardServiceClient::new(channel), token)) })
     }
 
@@ -55,11 +51,12 @@ impl Standings {
             available: false,
         };
         let Some((client, token)) = &self.source else { return standing };
-        let request = token.authorize(Request::new(GetRankRequest {
+        let mut request = token.authorize(Request::new(GetRankRequest {
             board: format!("challenge:{}", challenge.id),
             member: user.to_string(),
             neighbours: 0,
         }));
+        request.set_timeout(LOOKUP_TIMEOUT);
         match client.clone().get_rank(request).await {
             Ok(r) => {
                 let entry = r.into_inner().entry.unwrap_or_default();

@@ -16,6 +16,7 @@
 //!   message limits, graceful shutdown).
 //! - [`shutdown`]: SIGTERM / SIGINT → a cancellation token.
 //! - [`db`]: SeaORM connections (SQLite or PostgreSQL) and migrations.
+//! - [`client`]: lazily connecting channels to other services.
 //! - [`clock`]: the time source services take, so tests can fix it.
 //! - [`redis`]: Redis helpers (cached Lua scripts).
 //! - [`paging`]: page sizes and opaque page tokens shared by every List RPC.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod batch;
 pub mod bus;
 pub mod bus_sqlite;
+pub mod client;
 pub mod clock;
 pub mod db;
 pub mod error;

@@ -34,10 +34,7 @@ use futures::{
     future::{BoxFuture, Shared},
     stream::BoxStream,
 };
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, transport::Channel};
 
 use crate::{
     domain::Board,
@@ -88,10 +85,7 @@ impl ChallengeOwner {
     /// An owner calling the progress service at `uri` (`http://host:port`); the connection is
     /// made on first use, so the progress service need not be up yet.
     pub fn new(uri: &str, keys: TokenKeys) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(uri.to_string())
-            .with_context(|| format!("progress service address {uri:?}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = ewpm_kit::client::channel(uri).context("progress service")?;
         Ok(Self {
             client: ProgressServiceClient::new(channel),
             token: ServiceToken::new(keys, "leaderboard"),

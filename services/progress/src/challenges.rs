@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 use crate::{domain::ChallengeWindow, error::ProgressError};
 
+/// How long one look-up may take before the submit answers Unavailable.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long "no such challenge" is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// Cache entries beyond which expired ones are swept.
@@ -43,11 +45,7 @@ pub struct ChallengeWindows {
 impl ChallengeWindows {
     /// Windows from the challenge service at `uri` (connected lazily), cached for `ttl`.
     pub fn new(uri: &str, token: Arc<ServiceToken>, ttl: Duration) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(uri.to_string())
-            .with_context(|| format!("challenge service address {uri:?}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = ewpm_kit::client::channel(uri).context("challenge service")?;
         Ok(Self {
             client: ChallengeServiceClient::new(channel),
             token,
@@ -79,8 +77,9 @@ impl ChallengeWindows {
     }
 
     async fn fetch(&self, id: Uuid) -> Result<Option<ChallengeWindow>, ProgressError> {
-        let request =
+        let mut request =
             self.token.authorize(Request::new(GetChallengeRequest { id: id.to_string() }));
+        request.set_timeout(LOOKUP_TIMEOUT);
         match self.client.clone().get_challenge(request).await {
             Ok(response) => {
                 let c =
