@@ -164,7 +164,8 @@ impl MemoryBus {
     }
 }
 
-fn seq_of(id: &str) -> anyhow::Result<u64> {
+/// The sequence number of a message id of the memory and SQLite buses.
+pub(crate) fn seq_of(id: &str) -> anyhow::Result<u64> {
     id.parse().with_context(|| format!("{id:?} is not a message id of this bus"))
 }
 
@@ -364,29 +365,58 @@ fn stream_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// One consumer group of a stream, as XINFO GROUPS reports it.
+struct GroupInfo {
+    name: String,
+    /// Received, not acknowledged.
+    pending: u64,
+    /// Not delivered yet (Redis 7; 0 when unknown).
+    lag: u64,
+    last_delivered: Option<String>,
+}
+
+/// The groups of stream `key` (none when the stream does not exist).
+async fn groups_of(client: &Client, key: &str) -> anyhow::Result<Vec<GroupInfo>> {
+    let reply: Value = match client.xinfo_groups(key).await {
+        Ok(v) => v,
+        Err(e) if e.details().contains("no such key") => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::Error::new(e).context("XINFO GROUPS")),
+    };
+    reply
+        .into_array()
+        .into_iter()
+        .map(|info| {
+            // Each group is a flat [field, value, …] list.
+            let fields = info.into_array();
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0].as_string().as_deref() == Some(name))
+                    .and_then(|kv| kv.get(1).cloned())
+            };
+            Ok(GroupInfo {
+                name: field("name").and_then(|v| v.as_string()).context("group name")?,
+                pending: field("pending").and_then(|v| v.as_u64()).unwrap_or(0),
+                lag: field("lag").and_then(|v| v.as_u64()).unwrap_or(0),
+                last_delivered: field("last-delivered-id").and_then(|v| v.as_string()),
+            })
+        })
+        .collect()
+}
+
 /// Removes from stream `key` the entries every group has received and acknowledged: those
 /// below each group's oldest pending entry, or below its last delivered entry when nothing
 /// is pending. A stream without groups is left alone.
 async fn trim_acknowledged(client: &Client, key: &str) -> anyhow::Result<()> {
-    let groups: Value = client.xinfo_groups(key).await.context("XINFO GROUPS")?;
     let mut floor: Option<((u64, u64), String)> = None;
-    for info in groups.into_array() {
-        let fields = info.into_array();
-        let field = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|kv| kv[0].as_string().as_deref() == Some(name))
-                .and_then(|kv| kv.get(1).cloned())
-        };
-        let name = field("name").and_then(|v| v.as_string()).context("group name")?;
-        let pending = field("pending").and_then(|v| v.as_u64()).unwrap_or(0);
-        let group_floor = if pending > 0 {
+    for group in groups_of(client, key).await? {
+        let group_floor = if group.pending > 0 {
             // XPENDING summary: [count, smallest id, greatest id, consumers].
             let summary: Value =
-                client.xpending(key, name.as_str(), ()).await.context("XPENDING")?;
+                client.xpending(key, group.name.as_str(), ()).await.context("XPENDING")?;
             summary.into_array().into_iter().nth(1).and_then(|v| v.as_string())
         } else {
-            field("last-delivered-id").and_then(|v| v.as_string())
+            group.last_delivered
         };
         let Some(id) = group_floor else { return Ok(()) };
         let Some(parsed) = stream_id(&id) else { return Ok(()) };
@@ -603,28 +633,8 @@ impl Bus for RedisBus {
     }
 
     async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
-        // XINFO GROUPS: one map per group with `name`, `pending` and (Redis 7) `lag`, the
-        // entries not yet delivered to the group.
-        let reply: Value = match self.client.xinfo_groups(self.key(topic)).await {
-            Ok(v) => v,
-            Err(e) if e.details().contains("no such key") => return Ok(0),
-            Err(e) => return Err(anyhow::Error::new(e).context("XINFO GROUPS")),
-        };
-        for info in reply.into_array() {
-            let fields = info.into_array();
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|kv| kv[0].as_string().as_deref() == Some(name))
-                    .and_then(|kv| kv.get(1).cloned())
-            };
-            if field("name").and_then(|v| v.as_string()).as_deref() == Some(group) {
-                let pending = field("pending").and_then(|v| v.as_u64()).unwrap_or(0);
-                let lag = field("lag").and_then(|v| v.as_u64()).unwrap_or(0);
-                return Ok(pending + lag);
-            }
-        }
-        Ok(0)
+        let groups = groups_of(&self.client, &self.key(topic)).await?;
+        Ok(groups.iter().find(|g| g.name == group).map_or(0, |g| g.pending + g.lag))
     }
 
     async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {

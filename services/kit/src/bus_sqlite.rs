@@ -72,7 +72,7 @@ fn stmt(sql: &str, values: Vec<Value>) -> Statement {
 }
 
 fn seq_of(id: &str) -> anyhow::Result<i64> {
-    id.parse().with_context(|| format!("{id:?} is not a message id of this bus"))
+    i64::try_from(crate::bus::seq_of(id)?).context("message id out of range")
 }
 
 impl SqliteBus {
