@@ -417,7 +417,7 @@ async fn progress_flows_from_rest_to_the_leaderboard_and_its_stream() {
         json!({"total": 40.0, "percentOfGoal": 0.004, "rank": 2})
     );
 
-    // Another employer's challenge: its board is as invisible as the challenge.
+    // A challenge the caller cannot see (here: none with that id) has no board either.
     let unknown = uuid::Uuid::now_v7();
     let r = http
         .get(format!("{base}/api/challenges/{unknown}/leaderboard"))

@@ -7,9 +7,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{IdempotencyKey, ProgressValue, parse_challenge_id},
+    domain::{Entry, IdempotencyKey, ProgressValue, parse_challenge_id},
     error::ProgressError,
-    service::{Accepted, Progress, Submission},
+    service::{Progress, Submission},
     store::ProgressStore,
 };
 
@@ -59,8 +59,7 @@ pub fn parse_submit(request: pb::SubmitProgressRequest) -> Result<Submission, Pr
     }
 }
 
-fn to_proto(accepted: &Accepted) -> pb::SubmitProgressResponse {
-    let e = &accepted.entry;
+fn to_proto(e: &Entry) -> pb::SubmitProgressResponse {
     pb::SubmitProgressResponse {
         entry_id: e.id.to_string(),
         challenge_id: e.challenge_id.to_string(),

@@ -49,16 +49,6 @@ impl Submission {
     }
 }
 
-/// The answer to an accepted submission.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Accepted {
-    /// The entry as queued.
-    pub entry: Entry,
-    /// Whether this is the first answer of an earlier request with the same key.
-    #[serde(skip)]
-    pub replayed: bool,
-}
-
 /// What an idempotency key remembers.
 #[derive(Debug, Serialize, Deserialize)]
 struct Remembered {
@@ -125,12 +115,13 @@ impl Progress {
         Self { bus, windows, clock, visitors, backlog, max_backlog }
     }
 
-    /// Accepts one entry for `caller`.
+    /// Accepts one entry for `caller`; answers the entry as queued (for a retry, the first
+    /// request's entry).
     pub async fn submit(
         &self,
         caller: &Caller,
         submission: Submission,
-    ) -> Result<Accepted, ProgressError> {
+    ) -> Result<Entry, ProgressError> {
         let backlog = self.backlog.get();
         if backlog > self.max_backlog {
             return Err(ProgressError::Overloaded { backlog });
@@ -182,7 +173,7 @@ impl Progress {
                     if first.fingerprint != submission.fingerprint() {
                         return Err(ProgressError::IdempotencyKeyReused);
                     }
-                    return Ok(Accepted { entry: first.entry, replayed: true });
+                    return Ok(first.entry);
                 }
             }
         }
@@ -197,6 +188,6 @@ impl Progress {
                 occurred_at,
             })
             .await;
-        Ok(Accepted { entry, replayed: false })
+        Ok(entry)
     }
 }
