@@ -187,6 +187,7 @@ impl Target {
             scan: uri.clone(),
             progress: uri.clone(),
             leaderboard: uri.clone(),
+            incentive: uri.clone(),
         };
         let shutdown = CancellationToken::new();
         let clock: SharedClock = Arc::new(SystemClock);
@@ -196,12 +197,24 @@ impl Target {
             &mut mount,
             &settings,
             &keys,
-            conn,
+            conn.clone(),
             bus.clone(),
-            clock,
+            clock.clone(),
             true,
             &shutdown,
         )?;
+        // The writers show activity to the incentive visitor, which asks this service.
+        background.extend(crate::mount_incentive(
+            &mut mount,
+            &settings,
+            conn,
+            bus.clone(),
+            Arc::new(ewpm_incentive::notices::MemoryNotices::new()),
+            clock,
+            true,
+            &shutdown,
+            &shutdown,
+        ));
         background.extend(crate::mount_leaderboard(
             &mut mount, &settings, &keys, scores, bus, notices, &shutdown, &shutdown,
         )?);

@@ -10,6 +10,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ewpm_challenge::standings::Standings;
+use ewpm_incentive::notices::AwardNotices;
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, ServiceToken, TokenKeys},
@@ -26,6 +27,7 @@ use ewpm_leaderboard::{
     rebuild::{ChallengeOwner, Owners},
     scores::{RedisScores, ScoreStore},
 };
+use ewpm_progress::visitor::Visitors;
 mod bench;
 mod bench_progress;
 
@@ -92,6 +94,11 @@ enum ServiceName {
     /// The leaderboard service (gRPC), with its delta applier unless
     /// EWPM_LEADERBOARD__APPLIER_ENABLED=false.
     Leaderboard,
+    /// The incentive service (gRPC), with its processors unless
+    /// EWPM_INCENTIVE__PROCESSOR_ENABLED=false.
+    Incentive,
+    /// The incentive processors alone (metrics and health only).
+    IncentiveProcessor,
     /// The REST edge.
     Gateway,
 }
@@ -116,6 +123,12 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Serve { service: ServiceName::Leaderboard } => {
                 serve_leaderboard(settings).await
+            }
+            Command::Serve { service: ServiceName::Incentive } => {
+                serve_incentive(settings, true).await
+            }
+            Command::Serve { service: ServiceName::IncentiveProcessor } => {
+                serve_incentive(settings, false).await
             }
             Command::Serve { service: ServiceName::Gateway } => serve_gateway(settings).await,
             Command::Migrate => migrate(settings).await,
@@ -156,7 +169,8 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         challenge: own.clone(),
         scan: own.clone(),
         progress: own.clone(),
-        leaderboard: own,
+        leaderboard: own.clone(),
+        incentive: own,
     };
 
     let clock: SharedClock = Arc::new(SystemClock);
@@ -169,12 +183,24 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         &mut mount,
         &settings,
         &keys,
-        db,
+        db.clone(),
         bus.clone(),
-        clock,
+        clock.clone(),
         true,
         &tasks,
     )?);
+    let awards = Arc::new(ewpm_incentive::notices::MemoryNotices::new());
+    background.extend(mount_incentive(
+        &mut mount,
+        &settings,
+        db,
+        bus.clone(),
+        awards,
+        clock,
+        true,
+        &tasks,
+        &shutdown,
+    ));
     let scores = Arc::new(ewpm_leaderboard::scores::MemoryScores::new());
     let notices = Arc::new(ewpm_leaderboard::notices::MemoryNotices::new());
     background.extend(mount_leaderboard(
@@ -195,12 +221,17 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The embedded mode's bus: accepted progress (what a client was answered 202 for) in a
-/// SQLite file of its own, so it is still queued after a crash; score deltas in memory, as
-/// the in-process score store they feed is rebuilt from SQL after a restart anyway.
+/// The embedded mode's bus: accepted progress and activity (what a client was answered 202
+/// for) and incentive events (what the writer acknowledged activity for) in a SQLite file of
+/// its own, so they are still queued after a crash; score deltas in memory, as the in-process
+/// score store they feed is rebuilt from SQL after a restart anyway.
 async fn embedded_bus(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Bus>> {
     let durable = SqliteBus::open(&data_dir.join("bus.db")).await?;
-    Ok(Arc::new(Routed::new(MemoryBus::new()).route(ewpm_progress::PROGRESS_TOPIC, durable)))
+    Ok(Arc::new(
+        Routed::new(MemoryBus::new())
+            .route(ewpm_progress::PROGRESS_TOPIC, durable.clone())
+            .route(ewpm_incentive::INCENTIVE_TOPIC, durable),
+    ))
 }
 
 /// Mounts the challenge service, with standings read from the leaderboard service.
@@ -230,27 +261,69 @@ fn mount_progress(
     with_service: bool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Background> {
+    let token = Arc::new(ServiceToken::new(keys.clone(), "progress"));
     if with_service {
-        let token = Arc::new(ServiceToken::new(keys.clone(), "progress"));
         mount.add(ewpm_progress::app::build(
             db.clone(),
             bus.clone(),
             &settings.services.challenge,
-            token,
+            token.clone(),
             clock,
-            ewpm_progress::visitor::Visitors::new(),
             &settings.progress,
             &settings.grpc,
         )?);
     }
     let mut background = Background::default();
     if settings.progress.writer_enabled || !with_service {
+        let mut visitors = Visitors::new();
+        visitors.register(Arc::new(ewpm_incentive::app::visitor(
+            bus.clone(),
+            &settings.services.incentive,
+            token,
+            &settings.incentive,
+        )?));
         let name = ewpm_progress::app::process_name();
-        for writer in ewpm_progress::app::writers(db, bus, &settings.progress, &name) {
+        for writer in ewpm_progress::app::writers(db, bus, &visitors, &settings.progress, &name) {
             background.0.push(tokio::spawn(writer.run(shutdown.clone())));
         }
     }
     Ok(background)
+}
+
+/// Mounts the incentive service (when `with_service`; its watch streams end with `streams`)
+/// and starts its processors (when enabled, or always when they run alone; they end with
+/// `tasks`).
+#[allow(clippy::too_many_arguments)]
+fn mount_incentive(
+    mount: &mut Mount,
+    settings: &Settings,
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    awards: Arc<dyn AwardNotices>,
+    clock: SharedClock,
+    with_service: bool,
+    tasks: &CancellationToken,
+    streams: &CancellationToken,
+) -> Background {
+    if with_service {
+        mount.add(ewpm_incentive::app::build(
+            db.clone(),
+            clock.clone(),
+            awards.clone(),
+            &settings.grpc,
+            streams.clone(),
+        ));
+    }
+    let mut background = Background::default();
+    if settings.incentive.processor_enabled || !with_service {
+        let name = ewpm_progress::app::process_name();
+        for processor in
+            ewpm_incentive::app::processors(db, bus, awards, clock, &settings.incentive, &name)
+        {
+            background.0.push(tokio::spawn(processor.run(tasks.clone())));
+        }
+    }
+    background
 }
 
 /// Mounts the leaderboard service (its watch streams end with `streams`) and starts its
@@ -324,6 +397,32 @@ async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
         let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
         let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
         mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.tasks, m.shutdown)
+    })
+    .await
+}
+
+/// The incentive service with its processors (`with_service`), or the processors alone.
+async fn serve_incentive(settings: Settings, with_service: bool) -> anyhow::Result<()> {
+    let name = if with_service { "incentive" } else { "incentive-processor" };
+    serve_mesh(settings, name, async |m: Ctx<'_>| {
+        let db = m.db()?;
+        let redis = m.settings.require_redis_url()?;
+        let prefix = &m.settings.redis_prefix;
+        let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        let awards =
+            Arc::new(ewpm_incentive::notices::RedisNotices::connect(&redis, prefix).await?);
+        let clock: SharedClock = Arc::new(SystemClock);
+        Ok(mount_incentive(
+            m.mount,
+            m.settings,
+            db,
+            bus,
+            awards,
+            clock,
+            with_service,
+            m.tasks,
+            m.shutdown,
+        ))
     })
     .await
 }
@@ -503,7 +602,7 @@ fn print_banner(keys: &TokenKeys, grpc: SocketAddr, http: SocketAddr, database: 
     println!(
         "\
 EWPM dev is running (embedded mode: {database})
-  gRPC      {grpc}   (challenge, progress, leaderboard, scan, health, reflection)
+  gRPC      {grpc}   (challenge, progress, leaderboard, incentive, scan, health, reflection)
   REST      http://{http}   (docs: http://{http}/docs)
 
 Development tokens (valid 24 h; `ewpm token --help` mints more):

@@ -39,13 +39,14 @@ struct Mesh {
     challenge: u16,
     progress: u16,
     leaderboard: u16,
+    incentive: u16,
     http: u16,
     procs: Vec<Proc>,
 }
 
 impl Mesh {
     /// Migrates a fresh database and starts challenge, progress (with its writers when
-    /// `progress_writers`), leaderboard and the gateway.
+    /// `progress_writers`), leaderboard, incentive and the gateway.
     async fn start(progress_writers: bool) -> Self {
         let db = TestDb::postgres_unmigrated().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -56,6 +57,7 @@ impl Mesh {
             challenge: free_port(),
             progress: free_port(),
             leaderboard: free_port(),
+            incentive: free_port(),
             http: free_port(),
             procs: Vec::new(),
         };
@@ -66,6 +68,9 @@ impl Mesh {
         let writers = if progress_writers { "true" } else { "false" };
         mesh.spawn(&["serve", "progress"], p, &[("EWPM_PROGRESS__WRITER_ENABLED", writers)]);
         mesh.spawn(&["serve", "leaderboard"], l, &[]);
+        // The writers show activity to the incentive visitor, which asks this service.
+        let i = mesh.incentive;
+        mesh.spawn(&["serve", "incentive"], i, &[]);
         let gateway = mesh
             .ewpm()
             .args(["serve", "gateway"])
@@ -90,6 +95,7 @@ impl Mesh {
             .env("EWPM_SERVICES__PROGRESS", format!("http://127.0.0.1:{}", self.progress))
             .env("EWPM_SERVICES__LEADERBOARD", format!("http://127.0.0.1:{}", self.leaderboard))
             .env("EWPM_SERVICES__SCAN", format!("http://127.0.0.1:{}", self.challenge))
+            .env("EWPM_SERVICES__INCENTIVE", format!("http://127.0.0.1:{}", self.incentive))
             // Fast flushes and a short reclaim so killed writers are taken over quickly.
             .env("EWPM_PROGRESS__FLUSH_INTERVAL_MS", "200")
             .env("EWPM_PROGRESS__RECLAIM_IDLE_MS", "1000")
@@ -129,7 +135,7 @@ impl Mesh {
         loop {
             if let Ok(r) = client.get(format!("{}/health", self.base())).send().await
                 && let Ok(body) = r.json::<Value>().await
-                && ["challenge", "progress", "leaderboard"]
+                && ["challenge", "progress", "leaderboard", "incentive"]
                     .iter()
                     .all(|s| body["services"][s] == "serving")
             {

@@ -6,11 +6,14 @@
 //!
 //! # Layout
 //! - [`challenge`]: the challenge service's `challenges` table.
-//! - [`progress`]: the progress service's `progress_entries`.
+//! - [`progress`]: the progress service's `progress_entries` and `activity_log`.
+//! - [`incentive`]: the incentive service's `incentives`, `employer_incentives`, `streaks`,
+//!   `awards`.
 //! - [`scan`]: the scan service's `scan_events`, `parcel_states`, `scan_checkpoints`,
 //!   `scan_dead_letters`.
 
 pub mod challenge;
+pub mod incentive;
 pub mod progress;
 pub mod scan;
 

@@ -50,3 +50,14 @@ pub mod leaderboard {
         pub const SERVICE_NAME: &str = "ewpm.leaderboard.v1.LeaderboardService";
     }
 }
+
+/// `ewpm.incentive.v1`: the incentive catalog, employer incentives, the awards ledger.
+pub mod incentive {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.incentive.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.incentive.v1.IncentiveService";
+    }
+}

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_progress_entries;
+mod m20261122_000002_create_activity_log;
 
 /// Migrator of the progress service (history in `seaql_migrations_progress`).
 pub struct Migrator;
@@ -10,7 +11,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_create_progress_entries::Migration)]
+        vec![
+            Box::new(m20261122_000001_create_progress_entries::Migration),
+            Box::new(m20261122_000002_create_activity_log::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

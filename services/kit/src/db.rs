@@ -44,6 +44,7 @@ pub async fn migrate_all(db: &DatabaseConnection) -> anyhow::Result<()> {
     ewpm_migrations::challenge::Migrator::up(db, None).await.context("migrate challenge")?;
     ewpm_migrations::scan::Migrator::up(db, None).await.context("migrate scan")?;
     ewpm_migrations::progress::Migrator::up(db, None).await.context("migrate progress")?;
+    ewpm_migrations::incentive::Migrator::up(db, None).await.context("migrate incentive")?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! - [`auth`]: JWT claims, token minting, the gRPC interceptor and [`auth::Caller`].
 //! - [`batch`]: batching by size or age (the batch writers' flush rule).
 //! - [`bus`]: durable topics with consumer groups (Redis Streams, or memory).
+//! - [`consumer`]: a batch consumer of a topic (receive → batch → handle → acknowledge).
 //! - [`bus_sqlite`]: the embedded mode's durable bus, a SQLite file of its own.
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
@@ -27,6 +28,7 @@ pub mod bus;
 pub mod bus_sqlite;
 pub mod client;
 pub mod clock;
+pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod paging;

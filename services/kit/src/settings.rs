@@ -45,6 +45,32 @@ pub struct Settings {
     pub progress: ProgressSettings,
     /// The leaderboard service and its delta applier.
     pub leaderboard: LeaderboardSettings,
+    /// The incentive service, its processors and the activity visitor's look-ups.
+    pub incentive: IncentiveSettings,
+}
+
+/// Incentive service settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncentiveSettings {
+    /// Run the processors inside `ewpm serve incentive` / `ewpm dev` (they also run alone as
+    /// `ewpm serve incentive-processor`).
+    pub processor_enabled: bool,
+    /// Processor tasks per process (each a consumer of the incentive events).
+    pub processors: usize,
+    /// Events a processor handles in one transaction at most.
+    pub batch_size: usize,
+    /// Longest the oldest received event waits for its batch, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Events a processor received but has not acknowledged for this long are taken over by
+    /// another processor, in milliseconds.
+    pub reclaim_idle_ms: u64,
+    /// How long the activity visitor caches an employer's incentive links, in seconds (and
+    /// the processor a link's definition).
+    pub lookup_cache_secs: u64,
+    /// How many calendar days before a user's latest counted day a late activity still
+    /// lands on its own day of a streak (older ones are ignored): 0 to 31.
+    pub backfill_days: u32,
 }
 
 /// Progress service settings.
@@ -190,6 +216,8 @@ pub struct ServiceAddrs {
     pub progress: String,
     /// The leaderboard service, e.g. `http://leaderboard:50051`.
     pub leaderboard: String,
+    /// The incentive service, e.g. `http://incentive:50051`.
+    pub incentive: String,
 }
 
 impl Default for ProgressSettings {
@@ -224,6 +252,7 @@ impl Default for Settings {
                 scan: "http://127.0.0.1:50051".into(),
                 progress: "http://127.0.0.1:50051".into(),
                 leaderboard: "http://127.0.0.1:50051".into(),
+                incentive: "http://127.0.0.1:50051".into(),
             },
             scan: ScanSettings {
                 projector: ProjectorSettings {
@@ -249,6 +278,15 @@ impl Default for Settings {
                 watch_interval_ms: 100,
                 reclaim_idle_ms: 30_000,
                 read_cache_ms: 100,
+            },
+            incentive: IncentiveSettings {
+                processor_enabled: true,
+                processors: 2,
+                batch_size: 500,
+                flush_interval_ms: 100,
+                reclaim_idle_ms: 30_000,
+                lookup_cache_secs: 10,
+                backfill_days: 7,
             },
         }
     }

@@ -7,30 +7,25 @@ use ewpm_kit::{
     batch::BatchRule,
     bus::Bus,
     clock::SharedClock,
+    consumer::{Consumer, ConsumerConfig},
     settings::{GrpcSettings, ProgressSettings},
 };
 use ewpm_proto::progress::v1::progress_service_server::ProgressServiceServer;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    challenges::ChallengeWindows,
-    grpc::ProgressGrpc,
-    service::Progress,
-    store::ProgressStore,
-    visitor::Visitors,
-    writer::{Writer, WriterConfig},
+    PROGRESS_TOPIC, WRITER_GROUP, challenges::ChallengeWindows, grpc::ProgressGrpc,
+    service::Progress, store::ProgressStore, visitor::Visitors, writer::Writer,
 };
 
 /// The tonic service: accepts onto `bus`, learns challenge windows from the challenge service
 /// at `challenge_uri` with `token`, reads totals from `db`.
-#[allow(clippy::too_many_arguments)]
 pub fn build(
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
     challenge_uri: &str,
     token: Arc<ServiceToken>,
     clock: SharedClock,
-    visitors: Visitors,
     settings: &ProgressSettings,
     grpc: &GrpcSettings,
 ) -> anyhow::Result<ProgressServiceServer<ProgressGrpc>> {
@@ -39,31 +34,35 @@ pub fn build(
         token,
         Duration::from_secs(settings.challenge_cache_secs),
     )?;
-    let progress = Progress::new(bus, windows, clock, visitors, settings.max_backlog);
+    let progress = Progress::new(bus, windows, clock, settings.max_backlog);
     Ok(ProgressServiceServer::new(ProgressGrpc::new(progress, ProgressStore::new(db)))
         .max_decoding_message_size(grpc.max_message_bytes))
 }
 
-/// `settings.writers` batch writers from `bus` into `db`, consumers named after `process`.
+/// `settings.writers` batch writers from `bus` into `db`, showing activity to `visitors`,
+/// consumers named after `process`.
 pub fn writers(
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
+    visitors: &Visitors,
     settings: &ProgressSettings,
     process: &str,
-) -> Vec<Writer> {
+) -> Vec<Consumer<Writer>> {
     let store = ProgressStore::new(db);
     (0..settings.writers.max(1))
         .map(|i| {
-            Writer::new(
+            Consumer::new(
                 bus.clone(),
-                store.clone(),
-                WriterConfig {
+                Writer::new(bus.clone(), store.clone(), visitors.clone()),
+                ConsumerConfig {
+                    topic: PROGRESS_TOPIC,
+                    group: WRITER_GROUP,
+                    consumer: format!("{process}-w{i}"),
                     rule: BatchRule {
                         size: settings.batch_size.max(1),
                         max_wait: Duration::from_millis(settings.flush_interval_ms),
                     },
                     reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
-                    consumer: format!("{process}-w{i}"),
                 },
             )
         })

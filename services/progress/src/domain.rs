@@ -6,6 +6,8 @@ use ewpm_kit::{auth::Caller, error::FieldViolation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::visitor::{Activity, ActivityKind};
+
 /// Largest value one entry may carry (a sanity cap against typos and abuse).
 pub const MAX_ENTRY_VALUE: f64 = 1_000_000.0;
 
@@ -155,6 +157,129 @@ pub struct Entry {
     pub accepted_at: DateTime<Utc>,
 }
 
+/// Longest note of a logged activity, in characters.
+pub const MAX_NOTE_CHARS: usize = 1000;
+
+/// How far back a logged activity may have happened.
+pub const MAX_ACTIVITY_AGE: TimeDelta = TimeDelta::days(366);
+
+/// The measurement of a logged activity: absent, or finite and 0 to [`MAX_ENTRY_VALUE`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivityValue(Option<f64>);
+
+impl ActivityValue {
+    /// Parses the request's optional `value`.
+    pub fn parse(raw: Option<f64>) -> Result<Self, FieldViolation> {
+        match raw {
+            None => Ok(Self(None)),
+            Some(v) if !v.is_finite() => {
+                Err(FieldViolation::new("value", "must be a finite number"))
+            }
+            Some(v) if !(0.0..=MAX_ENTRY_VALUE).contains(&v) => {
+                Err(FieldViolation::new("value", "must be between 0 and 1000000"))
+            }
+            Some(v) => Ok(Self(Some(v))),
+        }
+    }
+
+    /// The number, if any.
+    pub fn get(self) -> Option<f64> {
+        self.0
+    }
+}
+
+/// A logged activity's note: at most [`MAX_NOTE_CHARS`] characters, no control characters
+/// but line breaks and tabs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note(String);
+
+impl Note {
+    /// Parses the request's `note` (empty is no note).
+    pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
+        if raw.chars().count() > MAX_NOTE_CHARS {
+            return Err(FieldViolation::new("note", "must be at most 1000 characters"));
+        }
+        if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+            return Err(FieldViolation::new("note", "must not contain control characters"));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    /// The text.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// When a logged activity happened: default now, not in the future (beyond
+/// [`FUTURE_SKEW`]), at most [`MAX_ACTIVITY_AGE`] ago.
+pub fn activity_occurred_at(
+    raw: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, FieldViolation> {
+    let at = occurred_at(raw, now)?;
+    if at < now - MAX_ACTIVITY_AGE {
+        return Err(FieldViolation::new("occurred_at", "must be at most 366 days ago"));
+    }
+    Ok(at)
+}
+
+/// A logged health activity, as it travels through the queue to the activity log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedActivity {
+    /// Minted on acceptance (UUID v7); the activity log's primary key.
+    pub id: Uuid,
+    /// What was logged (never challenge progress: that is an [`Entry`]).
+    pub kind: ActivityKind,
+    /// The user (token subject).
+    pub user_id: String,
+    /// The user's employer, from the token.
+    pub employer_id: Option<String>,
+    /// The measurement, if any.
+    pub value: Option<f64>,
+    /// The note (may be empty).
+    pub note: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the service accepted it.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// What the progress queue carries: challenge progress or a logged activity (one queue, one
+/// set of writers, one transaction per batch for both).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Queued {
+    /// A logged activity (has `kind`).
+    Activity(LoggedActivity),
+    /// A progress entry.
+    Progress(Entry),
+}
+
+impl Queued {
+    /// The activity the visitors see.
+    pub fn activity(&self) -> Activity {
+        match self {
+            Self::Activity(a) => Activity {
+                id: a.id,
+                kind: a.kind,
+                user_id: a.user_id.clone(),
+                employer_id: a.employer_id.clone(),
+                value: a.value,
+                occurred_at: a.occurred_at,
+            },
+            Self::Progress(e) => Activity {
+                id: e.id,
+                kind: ActivityKind::ChallengeProgress,
+                user_id: e.user_id.clone(),
+                employer_id: e.employer_id.clone(),
+                value: Some(e.value),
+                occurred_at: e.occurred_at,
+            },
+        }
+    }
+}
+
 impl Entry {
     /// The leaderboard this entry counts on.
     pub fn board(&self) -> String {
@@ -241,5 +366,66 @@ mod tests {
             occurred_at(Some(at("2026-11-22T10:01:00Z")), now).unwrap_err().field,
             "occurred_at"
         );
+    }
+
+    #[test]
+    fn an_activity_value_is_optional_finite_and_within_bounds() {
+        assert_eq!(ActivityValue::parse(None).map(ActivityValue::get), Ok(None));
+        assert_eq!(ActivityValue::parse(Some(0.0)).map(ActivityValue::get), Ok(Some(0.0)));
+        for bad in [-0.5, f64::NAN, 1e6 + 1.0] {
+            assert_eq!(ActivityValue::parse(Some(bad)).unwrap_err().field, "value", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_note_is_bounded_and_may_hold_line_breaks_but_no_other_control_characters() {
+        assert_eq!(
+            Note::parse("slept badly\nwoke at 3").map(Note::into_string),
+            Ok("slept badly\nwoke at 3".into())
+        );
+        assert!(Note::parse(&"n".repeat(1001)).is_err());
+        assert!(Note::parse("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn an_activity_may_be_up_to_366_days_old_but_not_in_the_future() {
+        let now = at("2026-11-22T10:00:00Z");
+        assert_eq!(activity_occurred_at(None, now), Ok(now));
+        assert_eq!(
+            activity_occurred_at(Some(now - MAX_ACTIVITY_AGE), now),
+            Ok(now - MAX_ACTIVITY_AGE)
+        );
+        assert!(
+            activity_occurred_at(Some(now - MAX_ACTIVITY_AGE - TimeDelta::seconds(1)), now)
+                .is_err()
+        );
+        assert!(activity_occurred_at(Some(now + TimeDelta::minutes(1)), now).is_err());
+    }
+
+    #[test]
+    fn the_queue_tells_activities_from_progress_entries() {
+        let entry = Entry {
+            id: Uuid::now_v7(),
+            challenge_id: Uuid::now_v7(),
+            user_id: "u".into(),
+            employer_id: Some("acme".into()),
+            value: 3.0,
+            occurred_at: at("2026-11-22T10:00:00Z"),
+            accepted_at: at("2026-11-22T10:00:01Z"),
+        };
+        let activity = LoggedActivity {
+            id: Uuid::now_v7(),
+            kind: ActivityKind::Birth,
+            user_id: "u".into(),
+            employer_id: Some("acme".into()),
+            value: None,
+            note: String::new(),
+            occurred_at: at("2026-11-22T10:00:00Z"),
+            accepted_at: at("2026-11-22T10:00:01Z"),
+        };
+        for queued in [Queued::Progress(entry), Queued::Activity(activity)] {
+            let json = serde_json::to_vec(&queued).unwrap();
+            assert_eq!(serde_json::from_slice::<Queued>(&json).unwrap(), queued);
+        }
     }
 }

@@ -1,16 +1,24 @@
 //! `ewpm.progress.v1.ProgressService`: converts requests to domain values, calls
 //! [`Progress`] or the store, converts the result back. Proto types stop here.
 
-use ewpm_kit::{auth::Caller, error::Violations, timestamp};
+use ewpm_kit::{
+    auth::Caller,
+    error::{FieldViolation, Violations},
+    timestamp,
+};
 use ewpm_proto::progress::v1::{self as pb, progress_service_server::ProgressService};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Entry, IdempotencyKey, ProgressValue, parse_challenge_id},
+    domain::{
+        ActivityValue, Entry, IdempotencyKey, LoggedActivity, Note, ProgressValue,
+        parse_challenge_id,
+    },
     error::ProgressError,
-    service::{Progress, Submission},
+    service::{ActivityLog, Progress, Submission},
     store::ProgressStore,
+    visitor::ActivityKind,
 };
 
 /// Rows per chunk of `GetChallengeTotals`.
@@ -36,19 +44,7 @@ pub fn parse_submit(request: pb::SubmitProgressRequest) -> Result<Submission, Pr
     let mut v = Violations::new();
     let challenge_id = v.check(parse_challenge_id(&challenge_id));
     let value = v.check(ProgressValue::parse(value));
-    let occurred_at = match occurred_at {
-        None => Some(None),
-        Some(ts) => match timestamp::from_proto(&ts) {
-            Some(at) => Some(Some(at)),
-            None => {
-                v.push(ewpm_kit::error::FieldViolation::new(
-                    "occurred_at",
-                    "must be a valid time between 1970 and 9999",
-                ));
-                None
-            }
-        },
-    };
+    let occurred_at = v.check(parse_occurred_at(occurred_at));
     let idempotency_key = v.check(IdempotencyKey::parse_optional(&idempotency_key));
     v.finish()?;
     match (challenge_id, value, occurred_at, idempotency_key) {
@@ -56,6 +52,57 @@ pub fn parse_submit(request: pb::SubmitProgressRequest) -> Result<Submission, Pr
             Ok(Submission { challenge_id, value, occurred_at, idempotency_key })
         }
         _ => Err(anyhow::anyhow!("violations were reported above").into()),
+    }
+}
+
+/// Parses a `LogActivityRequest`, reporting every bad field at once.
+pub fn parse_log(request: pb::LogActivityRequest) -> Result<ActivityLog, ProgressError> {
+    let pb::LogActivityRequest { kind, value, note, occurred_at, idempotency_key } = request;
+    let mut v = Violations::new();
+    let kind = v.check(match ActivityKind::from_proto(kind) {
+        None => Err(FieldViolation::new(
+            "kind",
+            "is required: one of mood, symptom, steps, sleep, weight, birth",
+        )),
+        Some(ActivityKind::ChallengeProgress) => {
+            Err(FieldViolation::new("kind", "challenge progress is submitted with SubmitProgress"))
+        }
+        Some(kind) => Ok(kind),
+    });
+    let value = v.check(ActivityValue::parse(value));
+    let note = v.check(Note::parse(&note));
+    let occurred_at = v.check(parse_occurred_at(occurred_at));
+    let idempotency_key = v.check(IdempotencyKey::parse_optional(&idempotency_key));
+    v.finish()?;
+    match (kind, value, note, occurred_at, idempotency_key) {
+        (Some(kind), Some(value), Some(note), Some(occurred_at), Some(idempotency_key)) => {
+            Ok(ActivityLog { kind, value, note, occurred_at, idempotency_key })
+        }
+        _ => Err(anyhow::anyhow!("violations were reported above").into()),
+    }
+}
+
+/// An optional `occurred_at`.
+fn parse_occurred_at(
+    raw: Option<prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, FieldViolation> {
+    match raw {
+        None => Ok(None),
+        Some(ts) => timestamp::from_proto(&ts).map(Some).ok_or_else(|| {
+            FieldViolation::new("occurred_at", "must be a valid time between 1970 and 9999")
+        }),
+    }
+}
+
+fn activity_to_proto(a: &LoggedActivity) -> pb::LogActivityResponse {
+    pb::LogActivityResponse {
+        activity_id: a.id.to_string(),
+        kind: a.kind.to_proto(),
+        user_id: a.user_id.clone(),
+        value: a.value,
+        note: a.note.clone(),
+        occurred_at: Some(timestamp::to_proto(a.occurred_at)),
+        accept_time: Some(timestamp::to_proto(a.accepted_at)),
     }
 }
 
@@ -80,6 +127,16 @@ impl ProgressService for ProgressGrpc {
         let submission = parse_submit(request.into_inner())?;
         let accepted = self.progress.submit(&caller, submission).await?;
         Ok(Response::new(to_proto(&accepted)))
+    }
+
+    async fn log_activity(
+        &self,
+        request: Request<pb::LogActivityRequest>,
+    ) -> Result<Response<pb::LogActivityResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let log = parse_log(request.into_inner())?;
+        let logged = self.progress.log(&caller, log).await?;
+        Ok(Response::new(activity_to_proto(&logged)))
     }
 
     type GetChallengeTotalsStream = ReceiverStream<Result<pb::GetChallengeTotalsResponse, Status>>;

@@ -1,7 +1,10 @@
-//! The progress service: a user's challenge progress travels client → [`service`] (checked
+//! The progress service: challenge progress and logged health activity (mood, symptom,
+//! steps, sleep, weight, birth). A user's challenge progress travels client → [`service`] (checked
 //! against the challenge's window, learned over gRPC and cached) → the durable queue (bus
 //! topic `progress`) → the [`writer`] (batches of `batch_size` or `flush_interval`, one
-//! transaction each) → SQL → score deltas (bus topic `score-deltas`) → the leaderboard.
+//! transaction each) → SQL → score deltas (bus topic `score-deltas`) → the leaderboard. Logged
+//! activity takes the same queue into `activity_log`; both are then shown to the activity
+//! visitors.
 //!
 //! Exactly once in effect: an entry's id is minted when it is accepted and is both its
 //! primary key and its score delta's event id, so a batch written again inserts nothing and
@@ -10,9 +13,9 @@
 //! # Layout
 //! - [`domain`]: progress values, idempotency keys, challenge windows, entries (no I/O).
 //! - [`challenges`]: challenge windows from the challenge service, cached.
-//! - [`service`]: accept an entry: check, queue (idempotently), pass it to the visitors.
+//! - [`service`]: accept an entry or a logged activity: check, queue (idempotently).
 //! - [`visitor`]: the activity visitor hook (the incentive service plugs in here).
-//! - [`writer`]: the batch writer: queue → SQL → score deltas → acknowledge.
+//! - [`writer`]: the batch writer: queue → SQL → score deltas → visitors → acknowledge.
 //! - [`store`]: the `progress_entries` table.
 //! - [`grpc`]: the gRPC service `ewpm.progress.v1.ProgressService`.
 //! - [`error`]: [`error::ProgressError`] and its one mapping to `tonic::Status`.

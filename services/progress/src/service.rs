@@ -1,5 +1,6 @@
-//! Accepting progress: check the entry against its challenge, queue it durably (once per
-//! idempotency key), then pass it to the activity visitors.
+//! Accepting progress and logged activity: check it (an entry against its challenge), then
+//! queue it durably, once per idempotency key. The batch writers take it from there (and show
+//! it to the activity visitors).
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,15 +11,17 @@ use ewpm_kit::{
     bus::{Bus, Once},
     clock::SharedClock,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::{
     PROGRESS_TOPIC, WRITER_GROUP,
     challenges::ChallengeWindows,
-    domain::{self, Entry, IdempotencyKey, ProgressValue},
+    domain::{
+        self, ActivityValue, Entry, IdempotencyKey, LoggedActivity, Note, ProgressValue, Queued,
+    },
     error::ProgressError,
-    visitor::{Activity, ActivityKind, Visitors},
+    visitor::ActivityKind,
 };
 
 /// How long an idempotency key is remembered.
@@ -49,11 +52,39 @@ impl Submission {
     }
 }
 
-/// What an idempotency key remembers.
+/// A parsed activity log request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityLog {
+    /// What was logged (never challenge progress).
+    pub kind: ActivityKind,
+    /// The measurement.
+    pub value: ActivityValue,
+    /// The note.
+    pub note: Note,
+    /// When it happened, if the client said.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The client's retry key.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl ActivityLog {
+    /// What tells a retry from a different request under the same key.
+    fn fingerprint(&self) -> String {
+        format!(
+            "activity|{}|{:?}|{}|{}",
+            self.kind.as_str(),
+            self.value.get(),
+            self.note.clone().into_string(),
+            self.occurred_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+        )
+    }
+}
+
+/// What an idempotency key remembers: the first request's fingerprint and answer.
 #[derive(Debug, Serialize, Deserialize)]
-struct Remembered {
-    fingerprint: String,
-    entry: Entry,
+struct Remembered<F, T> {
+    fingerprint: F,
+    answer: T,
 }
 
 /// The writers' backlog as last sampled, shared with a sampling task.
@@ -96,23 +127,21 @@ pub struct Progress {
     bus: Arc<dyn Bus>,
     windows: ChallengeWindows,
     clock: SharedClock,
-    visitors: Visitors,
     backlog: Arc<Backlog>,
     max_backlog: u64,
 }
 
 impl Progress {
-    /// Accepts onto `bus`, checking windows from `windows`, passing activity to `visitors`,
-    /// pushing back while the writers' backlog exceeds `max_backlog`.
+    /// Accepts onto `bus`, checking windows from `windows`, pushing back while the writers'
+    /// backlog exceeds `max_backlog`.
     pub fn new(
         bus: Arc<dyn Bus>,
         windows: ChallengeWindows,
         clock: SharedClock,
-        visitors: Visitors,
         max_backlog: u64,
     ) -> Self {
         let backlog = Backlog::watch(bus.clone(), Duration::from_millis(50));
-        Self { bus, windows, clock, visitors, backlog, max_backlog }
+        Self { bus, windows, clock, backlog, max_backlog }
     }
 
     /// Accepts one entry for `caller`; answers the entry as queued (for a retry, the first
@@ -149,45 +178,80 @@ impl Progress {
             occurred_at,
             accepted_at: now,
         };
-        let payload = serde_json::to_vec(&entry).context("encode entry")?;
-        match &submission.idempotency_key {
+        let queued = Queued::Progress(entry.clone());
+        let fingerprint = submission.fingerprint();
+        self.queue(caller, submission.idempotency_key.as_ref(), &fingerprint, entry, &queued).await
+    }
+
+    /// Accepts one logged activity for `caller`; answers it as queued (for a retry, the first
+    /// request's activity).
+    pub async fn log(
+        &self,
+        caller: &Caller,
+        log: ActivityLog,
+    ) -> Result<LoggedActivity, ProgressError> {
+        let backlog = self.backlog.get();
+        if backlog > self.max_backlog {
+            return Err(ProgressError::Overloaded { backlog });
+        }
+        let now = self.clock.now();
+        let occurred_at = domain::activity_occurred_at(log.occurred_at, now)?;
+        let fingerprint = log.fingerprint();
+        let activity = LoggedActivity {
+            id: Uuid::now_v7(),
+            kind: log.kind,
+            user_id: caller.user_id.clone(),
+            employer_id: caller.employer_id.clone(),
+            value: log.value.get(),
+            note: log.note.into_string(),
+            occurred_at,
+            accepted_at: now,
+        };
+        let queued = Queued::Activity(activity.clone());
+        self.queue(caller, log.idempotency_key.as_ref(), &fingerprint, activity, &queued).await
+    }
+
+    /// Queues `queued` durably, once per idempotency key: the first request under a key
+    /// queues and is answered `answer`; a retry (same fingerprint) gets the first answer and
+    /// queues nothing; another request under the key is rejected.
+    async fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        key: Option<&IdempotencyKey>,
+        fingerprint: &str,
+        answer: T,
+        queued: &Queued,
+    ) -> Result<T, ProgressError> {
+        let payload = serde_json::to_vec(queued).context("encode queued item")?;
+        match key {
             None => {
-                self.bus.publish(PROGRESS_TOPIC, &[payload]).await.context("queue entry")?;
+                self.bus.publish(PROGRESS_TOPIC, &[payload]).await.context("queue item")?;
             }
             Some(key) => {
-                let record = serde_json::to_vec(&Remembered {
-                    fingerprint: submission.fingerprint(),
-                    entry: entry.clone(),
-                })
-                .context("encode idempotency record")?;
+                let record = serde_json::to_vec(&Remembered { fingerprint, answer: &answer })
+                    .context("encode idempotency record")?;
                 // The key is scoped to the user: one user's key never answers another's request.
                 let scoped = format!("{}\u{1f}{}", caller.user_id, key.as_str());
                 let once = self
                     .bus
                     .publish_once(PROGRESS_TOPIC, &scoped, &record, &payload, IDEMPOTENCY_TTL)
                     .await
-                    .context("queue entry")?;
+                    .context("queue item")?;
                 if let Once::Existing(first) = once {
-                    let first: Remembered =
+                    let first: Remembered<String, T> =
                         serde_json::from_slice(&first).context("decode idempotency record")?;
-                    if first.fingerprint != submission.fingerprint() {
+                    if first.fingerprint != fingerprint {
                         return Err(ProgressError::IdempotencyKeyReused);
                     }
-                    return Ok(first.entry);
+                    return Ok(first.answer);
                 }
             }
         }
-        metrics::counter!("ewpm_progress_accepted_total").increment(1);
-        self.visitors
-            .visit(&Activity {
-                id: entry.id,
-                kind: ActivityKind::ChallengeProgress { challenge_id: id },
-                user_id: entry.user_id.clone(),
-                employer_id: entry.employer_id.clone(),
-                value: entry.value,
-                occurred_at,
-            })
-            .await;
-        Ok(entry)
+        metrics::counter!("ewpm_progress_accepted_total", "kind" => match queued {
+            Queued::Progress(_) => "challenge_progress",
+            Queued::Activity(a) => a.kind.as_str(),
+        })
+        .increment(1);
+        Ok(answer)
     }
 }

@@ -1,4 +1,4 @@
-//! The `progress_entries` table: SeaORM entity and queries. Works on SQLite and PostgreSQL.
+//! The `progress_entries` and `activity_log` tables: SeaORM entities and queries. Works on SQLite and PostgreSQL.
 
 use anyhow::Context;
 use chrono::Utc;
@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::domain::Entry;
+use crate::domain::{Entry, LoggedActivity};
 
 /// SeaORM entity of `progress_entries`.
 pub mod progress_entries {
@@ -24,6 +24,32 @@ pub mod progress_entries {
         pub user_id: String,
         pub employer_id: Option<String>,
         pub value: f64,
+        pub occurred_at: DateTimeUtc,
+        pub accepted_at: DateTimeUtc,
+        pub written_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// SeaORM entity of `activity_log`.
+pub mod activity_log {
+    use sea_orm::entity::prelude::*;
+
+    /// One logged activity.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "activity_log")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub kind: String,
+        pub user_id: String,
+        pub employer_id: Option<String>,
+        pub value: Option<f64>,
+        pub note: String,
         pub occurred_at: DateTimeUtc,
         pub accepted_at: DateTimeUtc,
         pub written_at: DateTimeUtc,
@@ -80,31 +106,71 @@ impl ProgressStore {
         Self { db }
     }
 
-    /// Writes a batch in one transaction; entries already written are skipped. Returns how
-    /// many rows were new.
-    pub async fn write_batch(&self, entries: &[Entry]) -> anyhow::Result<u64> {
-        if entries.is_empty() {
+    /// Writes a batch of entries and logged activities in one transaction; rows already
+    /// written are skipped. Returns how many rows were new.
+    pub async fn write_batch(
+        &self,
+        entries: &[&Entry],
+        activities: &[&LoggedActivity],
+    ) -> anyhow::Result<u64> {
+        if entries.is_empty() && activities.is_empty() {
             return Ok(0);
         }
         let now = Utc::now();
-        let rows = entries.iter().map(|e| progress_entries::ActiveModel {
-            id: Set(e.id),
-            challenge_id: Set(e.challenge_id),
-            user_id: Set(e.user_id.clone()),
-            employer_id: Set(e.employer_id.clone()),
-            value: Set(e.value),
-            occurred_at: Set(e.occurred_at),
-            accepted_at: Set(e.accepted_at),
-            written_at: Set(now),
-        });
         let tx = self.db.begin().await.context("begin progress batch")?;
-        let inserted = Entity::insert_many(rows)
-            .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
-            .exec_without_returning(&tx)
-            .await
-            .context("insert progress batch")?;
+        let mut inserted = 0;
+        if !entries.is_empty() {
+            let rows = entries.iter().map(|e| progress_entries::ActiveModel {
+                id: Set(e.id),
+                challenge_id: Set(e.challenge_id),
+                user_id: Set(e.user_id.clone()),
+                employer_id: Set(e.employer_id.clone()),
+                value: Set(e.value),
+                occurred_at: Set(e.occurred_at),
+                accepted_at: Set(e.accepted_at),
+                written_at: Set(now),
+            });
+            inserted += Entity::insert_many(rows)
+                .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+                .exec_without_returning(&tx)
+                .await
+                .context("insert progress batch")?;
+        }
+        if !activities.is_empty() {
+            let rows = activities.iter().map(|a| activity_log::ActiveModel {
+                id: Set(a.id),
+                kind: Set(a.kind.as_str().to_string()),
+                user_id: Set(a.user_id.clone()),
+                employer_id: Set(a.employer_id.clone()),
+                value: Set(a.value),
+                note: Set(a.note.clone()),
+                occurred_at: Set(a.occurred_at),
+                accepted_at: Set(a.accepted_at),
+                written_at: Set(now),
+            });
+            inserted += activity_log::Entity::insert_many(rows)
+                .on_conflict(OnConflict::column(activity_log::Column::Id).do_nothing().to_owned())
+                .exec_without_returning(&tx)
+                .await
+                .context("insert activity batch")?;
+        }
         tx.commit().await.context("commit progress batch")?;
         Ok(inserted)
+    }
+
+    /// A user's logged activities, newest first, at most `limit` (for checks and tests).
+    pub async fn activities_of(
+        &self,
+        user_id: &str,
+        limit: u64,
+    ) -> anyhow::Result<Vec<activity_log::Model>> {
+        activity_log::Entity::find()
+            .filter(activity_log::Column::UserId.eq(user_id))
+            .order_by_desc(activity_log::Column::OccurredAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .context("read activity log")
     }
 
     /// Entries of `challenge_id` by (user, id), after `after`, at most `limit`.

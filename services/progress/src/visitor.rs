@@ -1,24 +1,98 @@
 //! The activity visitor hook ("don't call us, we'll call you"): every accepted activity is
-//! passed to each registered [`ActivityVisitor`]. The incentive service registers one that
-//! turns activity some employer rewards into incentive events; none is registered yet.
+//! shown to each registered [`ActivityVisitor`]. The incentive service registers one that
+//! turns activity some employer rewards into incentive events.
 //!
-//! A visitor runs after the activity is durably queued, so a visitor's failure cannot lose
-//! the activity: it is logged and counted, and the caller still gets its answer.
+//! Visitors run in the batch writer, once the activities of a batch are committed to SQL and
+//! before they are acknowledged on the queue: a crash anywhere shows the batch to the visitors
+//! again, never loses it. So a visitor sees each activity at least once and must be
+//! idempotent (the incentive visitor derives its event ids from the activity's id). A failing
+//! visitor fails the batch, which is retried with backoff.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What a user did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ActivityKind {
-    /// Progress on a challenge.
-    ChallengeProgress {
-        /// The challenge.
-        challenge_id: Uuid,
-    },
+    /// A mood entry.
+    Mood,
+    /// A symptom entry.
+    Symptom,
+    /// A step count.
+    Steps,
+    /// Hours of sleep.
+    Sleep,
+    /// A weight measurement.
+    Weight,
+    /// A reported birth.
+    Birth,
+    /// Accepted challenge progress.
+    ChallengeProgress,
+}
+
+impl ActivityKind {
+    /// Every kind.
+    pub const ALL: [ActivityKind; 7] = [
+        Self::Mood,
+        Self::Symptom,
+        Self::Steps,
+        Self::Sleep,
+        Self::Weight,
+        Self::Birth,
+        Self::ChallengeProgress,
+    ];
+
+    /// The kind's name as stored and shown (`mood`, `challenge_progress`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mood => "mood",
+            Self::Symptom => "symptom",
+            Self::Steps => "steps",
+            Self::Sleep => "sleep",
+            Self::Weight => "weight",
+            Self::Birth => "birth",
+            Self::ChallengeProgress => "challenge_progress",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The proto enum value.
+    pub fn to_proto(self) -> i32 {
+        use ewpm_proto::progress::v1::ActivityKind as P;
+        (match self {
+            Self::Mood => P::Mood,
+            Self::Symptom => P::Symptom,
+            Self::Steps => P::Steps,
+            Self::Sleep => P::Sleep,
+            Self::Weight => P::Weight,
+            Self::Birth => P::Birth,
+            Self::ChallengeProgress => P::ChallengeProgress,
+        }) as i32
+    }
+
+    /// The kind of a proto enum value; `None` for unspecified or unknown values.
+    pub fn from_proto(raw: i32) -> Option<Self> {
+        use ewpm_proto::progress::v1::ActivityKind as P;
+        Some(match P::try_from(raw).ok()? {
+            P::Unspecified => return None,
+            P::Mood => Self::Mood,
+            P::Symptom => Self::Symptom,
+            P::Steps => Self::Steps,
+            P::Sleep => Self::Sleep,
+            P::Weight => Self::Weight,
+            P::Birth => Self::Birth,
+            P::ChallengeProgress => Self::ChallengeProgress,
+        })
+    }
 }
 
 /// An accepted activity.
@@ -32,8 +106,8 @@ pub struct Activity {
     pub user_id: String,
     /// Their employer.
     pub employer_id: Option<String>,
-    /// How much.
-    pub value: f64,
+    /// How much, where the kind has a measure.
+    pub value: Option<f64>,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
 }
@@ -44,8 +118,8 @@ pub trait ActivityVisitor: Send + Sync + 'static {
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;
 
-    /// Sees one accepted activity.
-    async fn visit(&self, activity: &Activity) -> anyhow::Result<()>;
+    /// Sees a batch of accepted activities (each at least once over retries: be idempotent).
+    async fn visit(&self, activities: &[Activity]) -> anyhow::Result<()>;
 }
 
 /// The registered visitors.
@@ -64,14 +138,35 @@ impl Visitors {
         self
     }
 
-    /// Passes `activity` to every visitor; a failing visitor is logged, not fatal.
-    pub async fn visit(&self, activity: &Activity) {
+    /// Shows `activities` to every visitor in order; the first failure ends the visit (the
+    /// caller retries the batch).
+    pub async fn visit(&self, activities: &[Activity]) -> anyhow::Result<()> {
+        if activities.is_empty() {
+            return Ok(());
+        }
         for visitor in &self.0 {
-            if let Err(err) = visitor.visit(activity).await {
+            if let Err(err) = visitor.visit(activities).await {
                 metrics::counter!("ewpm_activity_visitor_failures_total", "visitor" => visitor.name())
                     .increment(1);
-                tracing::error!(visitor = visitor.name(), activity = %activity.id, error = format!("{err:#}"), "activity visitor failed");
+                return Err(err.context(format!("activity visitor {}", visitor.name())));
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_name_and_the_proto_enum() {
+        for kind in ActivityKind::ALL {
+            assert_eq!(ActivityKind::from_name(kind.as_str()), Some(kind));
+            assert_eq!(ActivityKind::from_proto(kind.to_proto()), Some(kind));
+        }
+        assert_eq!(ActivityKind::from_proto(0), None);
+        assert_eq!(ActivityKind::from_proto(99), None);
+        assert_eq!(ActivityKind::from_name("Mood"), None);
     }
 }

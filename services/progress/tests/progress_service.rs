@@ -11,13 +11,14 @@ use ewpm_kit::{
     batch::BatchRule,
     bus::{Bus, MemoryBus, RedisBus},
     clock::{FixedClock, SharedClock},
+    consumer::{Consumer, ConsumerConfig},
     timestamp::to_proto,
 };
 use ewpm_progress::{
-    SCORE_DELTAS_TOPIC, app,
+    PROGRESS_TOPIC, SCORE_DELTAS_TOPIC, WRITER_GROUP, app,
     store::{ProgressStore, Summary},
     visitor::{Activity, ActivityKind, ActivityVisitor, Visitors},
-    writer::{Writer, WriterConfig},
+    writer::Writer,
 };
 use ewpm_proto::{
     challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
@@ -56,8 +57,8 @@ impl ActivityVisitor for Recorder {
     fn name(&self) -> &'static str {
         "recorder"
     }
-    async fn visit(&self, activity: &Activity) -> anyhow::Result<()> {
-        self.0.lock().unwrap().push(activity.clone());
+    async fn visit(&self, activities: &[Activity]) -> anyhow::Result<()> {
+        self.0.lock().unwrap().extend(activities.iter().cloned());
         Ok(())
     }
 }
@@ -94,20 +95,21 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
         let uri = challenge_server.uri();
         let token = Arc::new(ServiceToken::new(keys(), "progress"));
         move |mount: &mut ewpm_kit::server::Mount, grpc: &ewpm_kit::settings::GrpcSettings| {
-            mount
-                .add(app::build(conn, bus, &uri, token, clock, visitors, &settings, grpc).unwrap());
+            mount.add(app::build(conn, bus, &uri, token, clock, &settings, grpc).unwrap());
         }
     };
     let progress_server = spawn_grpc(service).await.unwrap();
     let store = ProgressStore::new(db.db.clone());
     let writer_stop = CancellationToken::new();
-    let writer = Writer::new(
+    let writer = Consumer::new(
         bus.clone(),
-        store.clone(),
-        WriterConfig {
+        Writer::new(bus.clone(), store.clone(), visitors),
+        ConsumerConfig {
+            topic: PROGRESS_TOPIC,
+            group: WRITER_GROUP,
+            consumer: "test-writer".into(),
             rule: BatchRule { size: 50, max_wait: Duration::from_millis(100) },
             reclaim_idle: Duration::from_secs(30),
-            consumer: "test-writer".into(),
         },
     );
     bus.ensure_group(SCORE_DELTAS_TOPIC, "test-deltas").await.unwrap();
@@ -248,10 +250,16 @@ async fn an_accepted_entry_reaches_sql_and_emits_its_score_delta(mut h: Harness)
     let seen = h.seen.0.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(
-        seen[0].kind,
-        ActivityKind::ChallengeProgress { challenge_id: challenge.parse().unwrap() }
+        seen[0],
+        Activity {
+            id: accepted.entry_id.parse().unwrap(),
+            kind: ActivityKind::ChallengeProgress,
+            user_id: "alice".into(),
+            employer_id: Some("acme".into()),
+            value: Some(120.0),
+            occurred_at: now(),
+        }
     );
-    assert_eq!(seen[0].id.to_string(), accepted.entry_id);
 }
 
 async fn bad_submissions_get_clear_errors_and_queue_nothing(mut h: Harness) {
@@ -383,6 +391,98 @@ async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(
     );
 }
 
+impl Harness {
+    async fn log(
+        &mut self,
+        kind: pb::ActivityKind,
+        value: Option<f64>,
+        note: &str,
+        key: &str,
+        auth: &str,
+    ) -> Result<pb::LogActivityResponse, Status> {
+        self.progress
+            .log_activity(req(
+                pb::LogActivityRequest {
+                    kind: kind as i32,
+                    value,
+                    note: note.into(),
+                    occurred_at: None,
+                    idempotency_key: key.into(),
+                },
+                auth,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Waits until the visitors saw `n` activities.
+    async fn seen(&self, n: usize) -> Vec<Activity> {
+        for _ in 0..200 {
+            let seen = self.seen.0.lock().unwrap().clone();
+            if seen.len() >= n {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the visitors saw fewer than {n} activities");
+    }
+}
+
+async fn a_logged_activity_reaches_the_activity_log_and_the_visitors(mut h: Harness) {
+    let logged = h.log(pb::ActivityKind::Mood, Some(4.0), "rested", "", &alice()).await.unwrap();
+    assert_eq!(
+        (logged.kind, logged.user_id.as_str(), logged.value, logged.note.as_str()),
+        (pb::ActivityKind::Mood as i32, "alice", Some(4.0), "rested")
+    );
+    assert_eq!(logged.occurred_at, Some(to_proto(now())));
+    let seen = h.seen(1).await;
+    assert_eq!(
+        seen,
+        vec![Activity {
+            id: logged.activity_id.parse().unwrap(),
+            kind: ActivityKind::Mood,
+            user_id: "alice".into(),
+            employer_id: Some("acme".into()),
+            value: Some(4.0),
+            occurred_at: now(),
+        }]
+    );
+    let rows = h.store.activities_of("alice", 10).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.id.to_string(), r.kind.clone(), r.value, r.note.clone()))
+            .collect::<Vec<_>>(),
+        vec![(logged.activity_id, "mood".to_string(), Some(4.0), "rested".to_string())]
+    );
+    // Logged activity moves no leaderboard.
+    assert_eq!(h.deltas().await, Vec::<ScoreDelta>::new());
+}
+
+async fn bad_activity_logs_get_field_errors_and_retries_get_the_first_answer(mut h: Harness) {
+    let err = h
+        .log(pb::ActivityKind::Unspecified, Some(-1.0), "a\u{7}b", &"k".repeat(129), &alice())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), ["kind", "value", "note", "idempotency_key"]);
+    let err = h.log(pb::ActivityKind::ChallengeProgress, None, "", "", &alice()).await.unwrap_err();
+    assert_eq!(violations(&err), ["kind"]);
+    let first = h.log(pb::ActivityKind::Birth, None, "", "birth-1", &alice()).await.unwrap();
+    let again = h.log(pb::ActivityKind::Birth, None, "", "birth-1", &alice()).await.unwrap();
+    assert_eq!(again, first);
+    let err = h.log(pb::ActivityKind::Mood, None, "", "birth-1", &alice()).await.unwrap_err();
+    assert_eq!(reason(&err), "IDEMPOTENCY_KEY_REUSED");
+    // Only the one birth was queued: the visitors see it once, and nothing else.
+    let seen = h.seen(1).await;
+    h.stop_writer().await;
+    let seen_after = h.seen.0.lock().unwrap().clone();
+    assert_eq!(seen_after, seen);
+    assert_eq!(
+        seen.iter().map(|a| (a.id.to_string(), a.kind)).collect::<Vec<_>>(),
+        vec![(first.activity_id, ActivityKind::Birth)]
+    );
+}
+
 async fn challenge_totals_are_for_admins_and_sum_each_user(mut h: Harness) {
     let challenge = h.challenge("").await;
     for (user, value) in [("alice", 3.0), ("bob", 10.0), ("alice", 4.0)] {
@@ -463,6 +563,8 @@ macro_rules! suite {
                 fifty_concurrent_retries_with_one_key_make_one_entry,
                 a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id,
                 challenge_totals_are_for_admins_and_sum_each_user,
+                a_logged_activity_reaches_the_activity_log_and_the_visitors,
+                bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
             );
         }
     };

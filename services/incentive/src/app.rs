@@ -1,0 +1,88 @@
+//! Builds the incentive service, its processors and its activity visitor from settings.
+
+use std::{sync::Arc, time::Duration};
+
+use ewpm_kit::{
+    CancellationToken,
+    auth::ServiceToken,
+    batch::BatchRule,
+    bus::Bus,
+    clock::SharedClock,
+    consumer::{Consumer, ConsumerConfig},
+    settings::{GrpcSettings, IncentiveSettings},
+};
+use ewpm_proto::incentive::v1::incentive_service_server::IncentiveServiceServer;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    INCENTIVE_TOPIC, PROCESSOR_GROUP,
+    domain::MAX_BACKFILL_DAYS,
+    grpc::IncentiveGrpc,
+    notices::AwardNotices,
+    processor::Processor,
+    service::Incentives,
+    store::IncentiveStore,
+    visitor::{GrpcLinks, IncentiveVisitor},
+};
+
+/// The tonic service over `db`; WatchAwards streams from `notices` and end with `streams`.
+pub fn build(
+    db: DatabaseConnection,
+    clock: SharedClock,
+    notices: Arc<dyn AwardNotices>,
+    grpc: &GrpcSettings,
+    streams: CancellationToken,
+) -> IncentiveServiceServer<IncentiveGrpc> {
+    let incentives = Incentives::new(IncentiveStore::new(db), clock);
+    IncentiveServiceServer::new(IncentiveGrpc::new(incentives, notices, streams))
+        .max_decoding_message_size(grpc.max_message_bytes)
+}
+
+/// `settings.processors` processors of the incentive events on `bus`, consumers named after
+/// `process`.
+pub fn processors(
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    notices: Arc<dyn AwardNotices>,
+    clock: SharedClock,
+    settings: &IncentiveSettings,
+    process: &str,
+) -> Vec<Consumer<Processor>> {
+    let store = IncentiveStore::new(db);
+    (0..settings.processors.max(1))
+        .map(|i| {
+            Consumer::new(
+                bus.clone(),
+                Processor::new(
+                    store.clone(),
+                    notices.clone(),
+                    clock.clone(),
+                    Duration::from_secs(settings.lookup_cache_secs),
+                    settings.backfill_days.min(MAX_BACKFILL_DAYS),
+                ),
+                ConsumerConfig {
+                    topic: INCENTIVE_TOPIC,
+                    group: PROCESSOR_GROUP,
+                    consumer: format!("{process}-p{i}"),
+                    rule: BatchRule {
+                        size: settings.batch_size.max(1),
+                        max_wait: Duration::from_millis(settings.flush_interval_ms),
+                    },
+                    reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The activity visitor the progress service registers: publishes on `bus`, learns links
+/// from the incentive service at `incentive_uri` with `token`.
+pub fn visitor(
+    bus: Arc<dyn Bus>,
+    incentive_uri: &str,
+    token: Arc<ServiceToken>,
+    settings: &IncentiveSettings,
+) -> anyhow::Result<IncentiveVisitor> {
+    let links = GrpcLinks::new(incentive_uri, token)?;
+    Ok(IncentiveVisitor::new(Arc::new(links), bus, Duration::from_secs(settings.lookup_cache_secs)))
+}

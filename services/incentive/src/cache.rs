@@ -1,0 +1,62 @@
+//! A small time-to-live cache for look-ups that may be a little stale (incentive links
+//! change rarely; activity arrives all the time).
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Values by key, each fresh for `ttl` after it was put.
+#[derive(Debug)]
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
+    /// An empty cache.
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::default() }
+    }
+
+    /// The value of `key` if it is fresh.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().expect("cache lock");
+        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+    }
+
+    /// The value of `key` however old (for when a refresh failed).
+    pub fn get_stale(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().expect("cache lock");
+        entries.get(key).map(|(_, v)| v.clone())
+    }
+
+    /// Stores `value` for `key` (dropping stale entries when the cache grows).
+    pub fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= 10_000 {
+            // Keep what a failed refresh could still fall back on for a while.
+            let keep = self.ttl * 60;
+            entries.retain(|_, (at, _)| at.elapsed() < keep);
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_served_until_its_time_to_live_ends() {
+        let cache = TtlCache::new(Duration::from_millis(50));
+        cache.put("acme", 1);
+        assert_eq!(cache.get(&"acme"), Some(1));
+        assert_eq!(cache.get(&"globex"), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&"acme"), None);
+        assert_eq!(cache.get_stale(&"acme"), Some(1));
+    }
+}

@@ -1,0 +1,210 @@
+//! The incentive processor: incentive events → each link's rule → its stacked actions →
+//! awards, exactly once.
+//!
+//! A [`ewpm_kit::consumer::Handler`]: any number of processors (tasks and processes) consume
+//! the `incentive-events` topic as one group. One transaction per batch:
+//!
+//! 1. the streaks the batch touches are locked (created empty when new) in sorted key order,
+//!    so processors working on the same users wait for each other instead of racing, and
+//!    cannot deadlock;
+//! 2. each event's day (the employer's calendar) is recorded in its streak
+//!    ([`crate::streak`]); recording a day twice changes nothing, so a redelivered event is
+//!    harmless;
+//! 3. for every firing the link's actions run in order; the award's unique key (link, user,
+//!    period) makes a second award for the same period impossible whatever races;
+//! 4. commit, then the notifications.
+//!
+//! Events for links that are unknown, inactive, outside their active window, or whose kind
+//! no longer triggers the incentive are dropped (counted in
+//! `ewpm_incentive_events_skipped_total`).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use ewpm_kit::{clock::SharedClock, consumer::Handler};
+use sea_orm::TransactionTrait;
+use uuid::Uuid;
+
+use crate::{
+    actions::{Fired, Outcome, action},
+    cache::TtlCache,
+    domain::{EmployerIncentive, IncentiveEvent, Rule, day_number, day_of_number},
+    notices::AwardNotices,
+    store::{IncentiveStore, StreakKey},
+    streak::{Recorded, Streak},
+};
+
+/// Employer incentives by id, cached.
+pub struct Links {
+    store: IncentiveStore,
+    cache: TtlCache<Uuid, Option<Arc<EmployerIncentive>>>,
+}
+
+impl Links {
+    /// Reads links from `store`, caching each for `ttl`.
+    pub fn new(store: IncentiveStore, ttl: Duration) -> Self {
+        Self { store, cache: TtlCache::new(ttl) }
+    }
+
+    /// The links of `ids` (unknown ids are absent).
+    pub async fn get(&self, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, Arc<EmployerIncentive>>> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.cache.get(id) {
+                Some(Some(link)) => {
+                    found.insert(*id, link);
+                }
+                Some(None) => {}
+                None => missing.push(*id),
+            }
+        }
+        if !missing.is_empty() {
+            let loaded = self.store.employer_incentives(&missing).await?;
+            let mut loaded: HashMap<Uuid, Arc<EmployerIncentive>> =
+                loaded.into_iter().map(|l| (l.id, Arc::new(l))).collect();
+            for id in missing {
+                let link = loaded.remove(&id);
+                self.cache.put(id, link.clone());
+                if let Some(link) = link {
+                    found.insert(id, link);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What a processor does with a due batch of incentive events.
+pub struct Processor {
+    store: IncentiveStore,
+    links: Links,
+    notices: Arc<dyn AwardNotices>,
+    clock: SharedClock,
+    backfill_days: u32,
+}
+
+impl Processor {
+    /// A processor over `store`, announcing awards on `notices`.
+    pub fn new(
+        store: IncentiveStore,
+        notices: Arc<dyn AwardNotices>,
+        clock: SharedClock,
+        link_ttl: Duration,
+        backfill_days: u32,
+    ) -> Self {
+        let links = Links::new(store.clone(), link_ttl);
+        Self { store, links, notices, clock, backfill_days }
+    }
+
+    /// Processes one batch (what [`Handler::handle`] does); returns the awards recorded.
+    pub async fn process(
+        &self,
+        events: &[IncentiveEvent],
+    ) -> anyhow::Result<Vec<crate::domain::Award>> {
+        let now = self.clock.now();
+        let mut ids: Vec<Uuid> = events.iter().map(|e| e.employer_incentive_id).collect();
+        ids.sort();
+        ids.dedup();
+        let links = self.links.get(&ids).await?;
+
+        // Each event that counts, with its link and its day on the employer's calendar.
+        let mut counted = Vec::with_capacity(events.len());
+        for e in events {
+            match links.get(&e.employer_incentive_id) {
+                Some(link)
+                    if link.counts(e.kind, e.occurred_at) && link.employer_id == e.employer_id =>
+                {
+                    counted.push((e, link.clone(), link.zone.day_of(e.occurred_at)));
+                }
+                _ => metrics::counter!("ewpm_incentive_events_skipped_total").increment(1),
+            }
+        }
+        let keys: Vec<StreakKey> = counted
+            .iter()
+            .filter(|(_, link, _)| matches!(link.incentive.rule, Rule::ConsecutiveDays(_)))
+            .map(|(e, link, _)| (link.id, e.user_id.clone()))
+            .collect();
+
+        let tx = self.store.db().begin().await.context("begin incentive batch")?;
+        let mut streaks = IncentiveStore::lock_streaks(&tx, &keys, now).await?;
+        let mut changed: HashMap<StreakKey, Streak> = HashMap::new();
+        let mut fired = Vec::new();
+        for (e, link, day) in &counted {
+            let days = match link.incentive.rule {
+                Rule::EachOccurrence => vec![day_number(*day)],
+                Rule::ConsecutiveDays(target) => {
+                    let key = (link.id, e.user_id.clone());
+                    let streak = streaks.entry(key.clone()).or_default();
+                    match streak.record(day_number(*day), target, self.backfill_days) {
+                        Recorded::Counted { fired } => {
+                            changed.insert(key, *streak);
+                            fired
+                        }
+                        Recorded::Duplicate => Vec::new(),
+                        Recorded::OutsideWindow => {
+                            metrics::counter!("ewpm_incentive_days_outside_backfill_total")
+                                .increment(1);
+                            Vec::new()
+                        }
+                    }
+                }
+            };
+            fired.extend(days.into_iter().map(|d| Fired {
+                link: link.clone(),
+                user_id: e.user_id.clone(),
+                day: day_of_number(d),
+                activity_id: e.activity_id,
+                at: now,
+            }));
+        }
+        // One order for every processor, so award inserts cannot deadlock either.
+        fired.sort_by(|a, b| (a.link.id, &a.user_id, a.day).cmp(&(b.link.id, &b.user_id, b.day)));
+        let mut changed: Vec<(StreakKey, Streak)> = changed.into_iter().collect();
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        IncentiveStore::save_streaks(&tx, &changed, now).await?;
+        let mut awarded = Vec::new();
+        let mut notify = Vec::new();
+        for f in &fired {
+            let mut outcome = Outcome::default();
+            for kind in f.link.actions.kinds() {
+                action(*kind)
+                    .run(f, &tx, &mut outcome)
+                    .await
+                    .with_context(|| format!("action {} of link {}", kind.as_str(), f.link.id))?;
+            }
+            awarded.extend(outcome.award);
+            notify.extend(outcome.notify);
+        }
+        tx.commit().await.context("commit incentive batch")?;
+        metrics::counter!("ewpm_incentive_events_processed_total").increment(events.len() as u64);
+        if !notify.is_empty()
+            && let Err(err) = self.notices.publish(&notify).await
+        {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                awards = notify.len(),
+                "award notification failed (the awards are recorded)"
+            );
+        }
+        Ok(awarded)
+    }
+}
+
+#[async_trait]
+impl Handler for Processor {
+    type Item = IncentiveEvent;
+
+    fn decode(&self, payload: &[u8]) -> anyhow::Result<IncentiveEvent> {
+        serde_json::from_slice(payload).context("not an incentive event")
+    }
+
+    async fn handle(&self, events: &[IncentiveEvent]) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        self.process(events).await?;
+        metrics::histogram!("ewpm_incentive_batch_events").record(events.len() as f64);
+        metrics::histogram!("ewpm_incentive_batch_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! A batch consumer of one bus topic: receive → batch (by size or age) → handle → acknowledge.
+//!
+//! What the progress writer and the incentive processor share. A batch is due when it holds
+//! `rule.size` messages or when its oldest has waited `rule.max_wait` (a real timer: the read
+//! blocks no longer than the deadline). Only after the handler succeeded are the messages
+//! acknowledged, so a crash at any point leads to redelivery, never to loss; handlers make
+//! redelivery harmless (ids as primary keys, unique constraints, idempotent state updates).
+//!
+//! Several consumers (tasks and processes) may run at once, each a consumer of one group.
+//! Messages a dead consumer received and never acknowledged are taken over by another after
+//! `reclaim_idle`. A failing batch is retried with backoff until it succeeds or shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    batch::{Batch, BatchRule},
+    bus::{Bus, Message},
+};
+
+/// What a consumer does with its messages.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// A decoded message.
+    type Item: Send + Sync + 'static;
+
+    /// Decodes one payload; an error marks a poison message (logged and acknowledged, so it
+    /// cannot block the queue).
+    fn decode(&self, payload: &[u8]) -> anyhow::Result<Self::Item>;
+
+    /// Handles a due batch; an error retries the whole batch.
+    async fn handle(&self, items: &[Self::Item]) -> anyhow::Result<()>;
+}
+
+/// Where and how a consumer reads.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The topic.
+    pub topic: &'static str,
+    /// The consumer group.
+    pub group: &'static str,
+    /// This consumer's name (unique per task and process).
+    pub consumer: String,
+    /// The flush rule.
+    pub rule: BatchRule,
+    /// Idle time after which another consumer's unacknowledged messages are taken over.
+    pub reclaim_idle: Duration,
+}
+
+/// One batch consumer.
+pub struct Consumer<H: Handler> {
+    bus: Arc<dyn Bus>,
+    handler: H,
+    config: ConsumerConfig,
+}
+
+/// A received item and its message id.
+struct Received<T> {
+    message_id: String,
+    item: T,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// A consumer of `config.topic` on `bus`, feeding `handler`.
+    pub fn new(bus: Arc<dyn Bus>, handler: H, config: ConsumerConfig) -> Self {
+        Self { bus, handler, config }
+    }
+
+    /// Runs until `shutdown`; what was received by then is handled before it returns (and on
+    /// a non-durable bus, what is still queued too: nothing would handle it otherwise).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (topic, group) = (self.config.topic, self.config.group);
+        while let Err(err) = self.bus.ensure_group(topic, group).await {
+            tracing::warn!(topic, group, error = format!("{err:#}"), "queue not ready; retrying");
+            if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                return;
+            }
+        }
+        tracing::info!(topic, group, consumer = %self.config.consumer, "consumer started");
+        let mut batch = Batch::new(self.config.rule);
+        let mut next_reclaim = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if Instant::now() >= next_reclaim {
+                next_reclaim =
+                    Instant::now() + self.config.reclaim_idle.max(Duration::from_millis(100)) / 2;
+                match self
+                    .bus
+                    .reclaim(
+                        topic,
+                        group,
+                        &self.config.consumer,
+                        self.config.reclaim_idle,
+                        self.config.rule.size,
+                    )
+                    .await
+                {
+                    Ok(messages) => {
+                        if !messages.is_empty() {
+                            tracing::info!(
+                                topic,
+                                group,
+                                messages = messages.len(),
+                                "took over unacknowledged messages"
+                            );
+                        }
+                        for r in self.decode(messages).await {
+                            if let Some(full) = batch.push(r, Instant::now()) {
+                                self.flush_until_done(full, &shutdown).await;
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(topic, error = format!("{err:#}"), "reclaim failed"),
+                }
+            }
+            // Wait for messages no longer than the batch's deadline (or the next reclaim).
+            let until = batch.deadline().unwrap_or(next_reclaim).min(next_reclaim);
+            let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+            let room = self.config.rule.size.saturating_sub(batch.len()).max(1);
+            let received = tokio::select! {
+                r = self.bus.receive(topic, group, &self.config.consumer, room, wait) => r,
+                () = shutdown.cancelled() => Ok(Vec::new()),
+            };
+            match received {
+                Ok(messages) => {
+                    for r in self.decode(messages).await {
+                        if let Some(full) = batch.push(r, Instant::now()) {
+                            self.flush_until_done(full, &shutdown).await;
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(topic, error = format!("{err:#}"), "queue read failed");
+                    sleep_or_shutdown(Duration::from_millis(500), &shutdown).await;
+                }
+            }
+            if batch.deadline().is_some_and(|d| d <= Instant::now()) {
+                let due = batch.take();
+                self.flush_until_done(due, &shutdown).await;
+            }
+        }
+        // Drain: what was received is handled now rather than left for a reclaim. On a
+        // durable bus the queue outlives this process and other consumers may be feeding
+        // it: draining there would chase a queue that keeps growing.
+        let mut rest: Vec<Received<H::Item>> = batch.take();
+        let drain_queue = !self.bus.durable(topic);
+        loop {
+            let more = if drain_queue {
+                match self
+                    .bus
+                    .receive(
+                        topic,
+                        group,
+                        &self.config.consumer,
+                        self.config.rule.size,
+                        Duration::ZERO,
+                    )
+                    .await
+                {
+                    Ok(messages) => self.decode(messages).await,
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
+            let last = more.is_empty();
+            rest.extend(more);
+            if !rest.is_empty() {
+                let (ids, items) = split(std::mem::take(&mut rest));
+                if let Err(err) = self.flush(&ids, &items).await {
+                    tracing::warn!(
+                        topic,
+                        error = format!("{err:#}"),
+                        messages = ids.len(),
+                        "final flush failed; messages stay queued for another consumer"
+                    );
+                    break;
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        tracing::info!(topic, group, consumer = %self.config.consumer, "consumer stopped");
+    }
+
+    /// Decodes messages; a poison message is logged and acknowledged.
+    async fn decode(&self, messages: Vec<Message>) -> Vec<Received<H::Item>> {
+        let mut out = Vec::with_capacity(messages.len());
+        let mut poison = Vec::new();
+        for m in messages {
+            match self.handler.decode(&m.payload) {
+                Ok(item) => out.push(Received { message_id: m.id, item }),
+                Err(err) => {
+                    tracing::error!(topic = self.config.topic, message = %m.id, error = format!("{err:#}"), "dropping an undecodable message");
+                    poison.push(m.id);
+                }
+            }
+        }
+        if !poison.is_empty()
+            && let Err(err) = self.bus.ack(self.config.topic, self.config.group, &poison).await
+        {
+            tracing::warn!(error = format!("{err:#}"), "ack of poison messages failed");
+        }
+        out
+    }
+
+    /// Flushes `batch`, retrying with backoff until it succeeds or shutdown (then its
+    /// messages stay pending for another consumer).
+    async fn flush_until_done(&self, batch: Vec<Received<H::Item>>, shutdown: &CancellationToken) {
+        let (ids, items) = split(batch);
+        let mut failures = 0u32;
+        loop {
+            match self.flush(&ids, &items).await {
+                Ok(()) => return,
+                Err(err) => {
+                    failures += 1;
+                    tracing::warn!(
+                        topic = self.config.topic,
+                        error = format!("{err:#}"),
+                        messages = ids.len(),
+                        failures,
+                        "batch failed; retrying"
+                    );
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    if sleep_or_shutdown(backoff, shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles, then acknowledges.
+    async fn flush(&self, ids: &[String], items: &[H::Item]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.handler.handle(items).await?;
+        self.bus.ack(self.config.topic, self.config.group, ids).await
+    }
+}
+
+/// Message ids and items, in order.
+fn split<T>(batch: Vec<Received<T>>) -> (Vec<String>, Vec<T>) {
+    batch.into_iter().map(|r| (r.message_id, r.item)).unzip()
+}
+
+/// Sleeps `d`; true when shutdown came first.
+async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
