@@ -247,7 +247,7 @@ pub async fn list(
     let request = pb::ListChallengesRequest {
         state: state_filter as i32,
         employer_id: employer_id.unwrap_or_default(),
-        page_size: parse_page_size(page_size.as_deref())?,
+        page_size: parse_page_size(page_size.as_deref(), "page_size")?,
         page_token: page_token.unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
@@ -350,7 +350,7 @@ pub async fn active_for_user(
     let request = pb::ListActiveChallengesRequest {
         user_id,
         employer_id: employer_id.unwrap_or_default(),
-        page_size: parse_page_size(page_size.as_deref())?,
+        page_size: parse_page_size(page_size.as_deref(), "page_size")?,
         page_token: page_token.unwrap_or_default(),
     };
     let mut client = state.challenge.clone();
@@ -438,12 +438,14 @@ pub(crate) fn parse_time(
     }
 }
 
-fn parse_page_size(raw: Option<&str>) -> Result<i32, ApiError> {
+/// A page size query parameter named `field`; absent is 0 (the service's default). The
+/// service checks the range.
+pub(crate) fn parse_page_size(raw: Option<&str>, field: &str) -> Result<i32, ApiError> {
     match raw {
         None | Some("") => Ok(0),
         Some(raw) => raw
             .parse::<i32>()
-            .map_err(|_| Problem::bad_request("page_size", "must be a whole number").into()),
+            .map_err(|_| Problem::bad_request(field, "must be a whole number").into()),
     }
 }
 

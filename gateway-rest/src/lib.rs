@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`challenges`]: challenge routes and their JSON shapes.
 //! - [`leaderboards`]: progress submission, leaderboard pages, "me", and the SSE stream.
+//! - [`incentives`]: activity logging, the incentive catalog, employer incentives, awards
+//!   and their SSE stream.
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
@@ -12,6 +14,7 @@
 //!   spans and metrics.
 
 pub mod challenges;
+pub mod incentives;
 pub mod leaderboards;
 pub mod problem;
 pub mod scans;
@@ -26,11 +29,12 @@ use axum::{
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
 };
 use ewpm_kit::{CancellationToken, settings::ServiceAddrs};
 use ewpm_proto::{
     challenge::v1::challenge_service_client::ChallengeServiceClient,
+    incentive::v1::incentive_service_client::IncentiveServiceClient,
     leaderboard::v1::leaderboard_service_client::LeaderboardServiceClient,
     progress::v1::progress_service_client::ProgressServiceClient,
     scan::v1::scan_service_client::ScanServiceClient,
@@ -57,10 +61,13 @@ pub struct AppState {
     pub progress: ProgressServiceClient<Channel>,
     /// The leaderboard service.
     pub leaderboard: LeaderboardServiceClient<Channel>,
+    /// The incentive service.
+    pub incentive: IncentiveServiceClient<Channel>,
     challenge_channel: Channel,
     scan_channel: Channel,
     progress_channel: Channel,
     leaderboard_channel: Channel,
+    incentive_channel: Channel,
 }
 
 impl AppState {
@@ -71,15 +78,18 @@ impl AppState {
         let progress_channel = upstream::channel(&addrs.progress).context("progress service")?;
         let leaderboard_channel =
             upstream::channel(&addrs.leaderboard).context("leaderboard service")?;
+        let incentive_channel = upstream::channel(&addrs.incentive).context("incentive service")?;
         Ok(Self {
             challenge: ChallengeServiceClient::new(challenge_channel.clone()),
             scan: ScanServiceClient::new(scan_channel.clone()),
             progress: ProgressServiceClient::new(progress_channel.clone()),
             leaderboard: LeaderboardServiceClient::new(leaderboard_channel.clone()),
+            incentive: IncentiveServiceClient::new(incentive_channel.clone()),
             challenge_channel,
             scan_channel,
             progress_channel,
             leaderboard_channel,
+            incentive_channel,
         })
     }
 }
@@ -98,6 +108,18 @@ impl AppState {
         leaderboards::leaderboard,
         leaderboards::me,
         leaderboards::stream,
+        incentives::log_activity,
+        incentives::report_birth,
+        incentives::user_awards,
+        incentives::employer_awards,
+        incentives::award_stream,
+        incentives::create_incentive,
+        incentives::list_incentives,
+        incentives::update_incentive,
+        incentives::deactivate_incentive,
+        incentives::create_employer_incentive,
+        incentives::list_employer_incentives,
+        incentives::deactivate_employer_incentive,
         scans::feed,
         scans::upload,
         scans::parcel,
@@ -109,6 +131,7 @@ impl AppState {
     tags(
         (name = "challenges", description = "Wellness challenges"),
         (name = "progress", description = "Challenge progress and live leaderboards"),
+        (name = "incentives", description = "Health activity logging, the incentive catalog, employer incentives and awards"),
         (name = "scans", description = "Parcel scan events and parcel states")
     )
 )]
@@ -138,6 +161,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/challenges/{id}/leaderboard", get(leaderboards::leaderboard))
         .route("/api/challenges/{id}/leaderboard/me", get(leaderboards::me))
         .route("/api/challenges/{id}/leaderboard/stream", get(leaderboards::stream))
+        .route("/api/activities", post(incentives::log_activity))
+        .route("/api/births", post(incentives::report_birth))
+        .route("/api/users/{userId}/awards", get(incentives::user_awards))
+        .route("/api/employers/{employerId}/awards", get(incentives::employer_awards))
+        .route("/api/me/awards/stream", get(incentives::award_stream))
+        .route(
+            "/api/incentives",
+            get(incentives::list_incentives).post(incentives::create_incentive),
+        )
+        .route("/api/incentives/{id}", patch(incentives::update_incentive))
+        .route("/api/incentives/{id}/deactivate", post(incentives::deactivate_incentive))
+        .route(
+            "/api/employers/{employerId}/incentives",
+            get(incentives::list_employer_incentives).post(incentives::create_employer_incentive),
+        )
+        .route(
+            "/api/employer-incentives/{id}/deactivate",
+            post(incentives::deactivate_employer_incentive),
+        )
         .route("/v1/scans/scanevents", get(scans::feed).post(scans::upload))
         .route("/api/parcels", get(scans::parcels))
         .route("/api/parcels/{parcelId}", get(scans::parcel))
@@ -203,17 +245,19 @@ pub async fn serve(
 /// down, so one service's outage does not take the whole edge out of rotation), 503 when no
 /// upstream serves.
 async fn health(State(state): State<AppState>) -> Response {
-    let (challenge, scan, progress, leaderboard) = tokio::join!(
+    let (challenge, scan, progress, leaderboard, incentive) = tokio::join!(
         upstream_health(&state.challenge_channel, ewpm_proto::challenge::v1::SERVICE_NAME),
         upstream_health(&state.scan_channel, ewpm_proto::scan::v1::SERVICE_NAME),
         upstream_health(&state.progress_channel, ewpm_proto::progress::v1::SERVICE_NAME),
         upstream_health(&state.leaderboard_channel, ewpm_proto::leaderboard::v1::SERVICE_NAME),
+        upstream_health(&state.incentive_channel, ewpm_proto::incentive::v1::SERVICE_NAME),
     );
     let services = [
         ("challenge", challenge),
         ("scan", scan),
         ("progress", progress),
         ("leaderboard", leaderboard),
+        ("incentive", incentive),
     ];
     let serving = services.iter().filter(|(_, s)| s == "serving").count();
     let map: serde_json::Map<String, serde_json::Value> = services

@@ -11,10 +11,12 @@
 //!   (the next award needs N more days).
 //!
 //! Days are calendar days of the employer's time zone, computed before they get here, so a
-//! daylight-saving change (a 23- or 25-hour day) cannot split or double a day. Within the
-//! window the outcome depends on the set of days recorded, not on the order they arrived in
-//! (which is what lets redelivered and out-of-order events land safely), with one limit:
-//! days older than an award's consumed run are recorded but never earn retroactively.
+//! daylight-saving change (a 23- or 25-hour day) cannot split or double a day. Recording a
+//! day twice changes nothing, which is what lets redelivered events land safely. N days that
+//! arrive in any order fire once, on the last of them. A fired run is consumed, so where more
+//! than N consecutive days arrive out of order the award may fire on a later day of the run
+//! than it would have in order (never twice, never not at all), and days older than a
+//! consumed run never earn retroactively.
 //!
 //! Bounds: with N ≤ 32 and a backfill of at most 31 days, every run that a new day can join
 //! lies inside the 64-day window (an unconsumed run is always shorter than N).
@@ -191,33 +193,52 @@ mod tests {
         assert_eq!(fired_on(&mut s, &["2026-11-10"]), vec![d("2026-11-10")]);
     }
 
+    /// Every ordering of `items`.
+    fn permutations(items: &[i32]) -> Vec<Vec<i32>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for (i, first) in items.iter().enumerate() {
+            let mut rest = items.to_vec();
+            rest.remove(i);
+            for mut p in permutations(&rest) {
+                p.insert(0, *first);
+                out.push(p);
+            }
+        }
+        out
+    }
+
     #[test]
-    fn the_outcome_does_not_depend_on_arrival_order_within_the_window() {
-        let days =
-            ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"];
-        let in_order = {
+    fn five_days_arriving_in_any_order_fire_once_on_the_last_of_them() {
+        let days: Vec<i32> = (1..=5).map(|i| d(&format!("2026-11-{i:02}"))).collect();
+        let orders = permutations(&days);
+        assert_eq!(orders.len(), 120);
+        for order in orders {
             let mut s = Streak::default();
-            (fired_on(&mut s, &days), s)
-        };
-        let shuffled = {
-            let mut s = Streak::default();
-            (
-                fired_on(
-                    &mut s,
-                    &[
-                        "2026-11-06",
-                        "2026-11-02",
-                        "2026-11-04",
-                        "2026-11-01",
-                        "2026-11-05",
-                        "2026-11-03",
-                    ],
-                ),
-                s,
-            )
-        };
-        assert_eq!(in_order, shuffled);
-        assert_eq!(in_order.0, vec![d("2026-11-05")]);
+            let fired: Vec<i32> = order
+                .iter()
+                .flat_map(|day| match s.record(*day, FIVE, BACKFILL) {
+                    Recorded::Counted { fired } => fired,
+                    _ => Vec::new(),
+                })
+                .collect();
+            assert_eq!(fired, vec![d("2026-11-05")], "order {order:?}");
+        }
+    }
+
+    #[test]
+    fn a_longer_run_arriving_late_fires_once_where_it_first_reached_five() {
+        let mut s = Streak::default();
+        let fired = fired_on(
+            &mut s,
+            &["2026-11-11", "2026-11-12", "2026-11-13", "2026-11-14", "2026-11-15"],
+        );
+        assert_eq!(fired, vec![d("2026-11-15")]);
+        // The 10th arrives late: in order the award would have fired on the 14th; it fired
+        // on the 15th already and does not fire again.
+        assert_eq!(s.record(d("2026-11-10"), FIVE, BACKFILL), Recorded::Counted { fired: vec![] });
     }
 
     #[test]

@@ -1,0 +1,621 @@
+//! The incentive service over real gRPC, with the real activity visitor (learning links from
+//! that service) and real processors, on SQLite + the in-process bus and notices and on
+//! PostgreSQL + Redis: one suite, two backends.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use ewpm_incentive::{
+    INCENTIVE_TOPIC, PROCESSOR_GROUP, app,
+    domain::{Award, IncentiveEvent},
+    notices::{AwardNotices, MemoryNotices, RedisNotices},
+    store::IncentiveStore,
+    visitor::IncentiveVisitor,
+};
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Role, ServiceToken},
+    bus::{Bus, MemoryBus, RedisBus},
+    clock::{FixedClock, SharedClock},
+    settings::{IncentiveSettings, Settings},
+    timestamp::to_proto,
+};
+use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
+use ewpm_proto::{
+    incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
+    progress::v1::ActivityKind as PbKind,
+};
+use ewpm_testkit::{Spawned, TestDb, bearer, key_prefix, keys, servers, spawn_grpc};
+use tokio_stream::StreamExt;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Embedded,
+    Mesh,
+}
+
+struct Harness {
+    client: IncentiveServiceClient<Channel>,
+    visitor: IncentiveVisitor,
+    bus: Arc<dyn Bus>,
+    store: IncentiveStore,
+    stop: CancellationToken,
+    processors: Vec<tokio::task::JoinHandle<()>>,
+    _server: Spawned,
+    _db: TestDb,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap()
+}
+
+fn settings(processors: usize) -> IncentiveSettings {
+    IncentiveSettings {
+        processors,
+        batch_size: 50,
+        flush_interval_ms: 20,
+        ..Settings::default().incentive
+    }
+}
+
+async fn harness(backend: Backend) -> Harness {
+    harness_with(backend, 2).await
+}
+
+async fn harness_with(backend: Backend, processors: usize) -> Harness {
+    let (db, bus, notices): (TestDb, Arc<dyn Bus>, Arc<dyn AwardNotices>) = match backend {
+        Backend::Embedded => {
+            (TestDb::sqlite().await.unwrap(), MemoryBus::new(), Arc::new(MemoryNotices::new()))
+        }
+        Backend::Mesh => {
+            let prefix = key_prefix();
+            let url = &servers().redis_url;
+            (
+                TestDb::postgres().await.unwrap(),
+                Arc::new(RedisBus::connect(url, &prefix).await.unwrap()),
+                Arc::new(RedisNotices::connect(url, &prefix).await.unwrap()),
+            )
+        }
+    };
+    let clock: SharedClock = FixedClock::new(now());
+    let stop = CancellationToken::new();
+    let server = {
+        let (conn, clock, notices, stop) =
+            (db.db.clone(), clock.clone(), notices.clone(), stop.clone());
+        spawn_grpc(move |mount, grpc| {
+            mount.add(app::build(conn, clock, notices, grpc, stop));
+        })
+        .await
+        .unwrap()
+    };
+    let settings = settings(processors);
+    let processors = app::processors(db.db.clone(), bus.clone(), notices, clock, &settings, "test")
+        .into_iter()
+        .map(|p| tokio::spawn(p.run(stop.clone())))
+        .collect();
+    let token = Arc::new(ServiceToken::new(keys(), "progress"));
+    let visitor = app::visitor(bus.clone(), &server.uri(), token, &settings).unwrap();
+    Harness {
+        client: IncentiveServiceClient::connect(server.uri()).await.unwrap(),
+        visitor,
+        bus,
+        store: IncentiveStore::new(db.db.clone()),
+        stop,
+        processors,
+        _server: server,
+        _db: db,
+    }
+}
+
+fn req<T>(message: T, auth: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("authorization", auth.parse().unwrap());
+    r
+}
+
+fn admin() -> String {
+    bearer("admin-1", Role::Admin, None)
+}
+fn acme_admin() -> String {
+    bearer("ann", Role::EmployerAdmin, Some("acme"))
+}
+fn globex_admin() -> String {
+    bearer("gus", Role::EmployerAdmin, Some("globex"))
+}
+fn alice() -> String {
+    bearer("alice", Role::Employee, Some("acme"))
+}
+fn bob() -> String {
+    bearer("bob", Role::Employee, Some("acme"))
+}
+
+fn reason(status: &Status) -> String {
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+fn violations(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn streak_rule(days: i32) -> pb::Rule {
+    pb::Rule { kind: Some(pb::rule::Kind::ConsecutiveDays(pb::ConsecutiveDays { days })) }
+}
+
+fn each_rule() -> pb::Rule {
+    pb::Rule { kind: Some(pb::rule::Kind::EachOccurrence(pb::EachOccurrence {})) }
+}
+
+/// An activity of `user` (of acme) at `at`.
+fn activity(user: &str, kind: ActivityKind, at: DateTime<Utc>) -> Activity {
+    Activity {
+        id: Uuid::now_v7(),
+        kind,
+        user_id: user.into(),
+        employer_id: Some("acme".into()),
+        value: None,
+        occurred_at: at,
+    }
+}
+
+impl Harness {
+    async fn create_incentive(
+        &mut self,
+        slug: &str,
+        rule: pb::Rule,
+        kinds: &[PbKind],
+        auth: &str,
+    ) -> Result<pb::Incentive, Status> {
+        let r = self
+            .client
+            .create_incentive(req(
+                pb::CreateIncentiveRequest {
+                    slug: slug.into(),
+                    description: format!("{slug} for people"),
+                    rule: Some(rule),
+                    trigger_kinds: kinds.iter().map(|k| *k as i32).collect(),
+                },
+                auth,
+            ))
+            .await?;
+        Ok(r.into_inner().incentive.unwrap())
+    }
+
+    async fn link(
+        &mut self,
+        employer: &str,
+        slug: &str,
+        zone: &str,
+        auth: &str,
+    ) -> Result<pb::EmployerIncentive, Status> {
+        let r = self
+            .client
+            .create_employer_incentive(req(
+                pb::CreateEmployerIncentiveRequest {
+                    employer_id: employer.into(),
+                    program_id: "maternity-2026".into(),
+                    incentive_slug: slug.into(),
+                    reward: format!("{slug} reward"),
+                    time_zone: zone.into(),
+                    start_time: Some(to_proto(now() - TimeDelta::days(30))),
+                    ..Default::default()
+                },
+                auth,
+            ))
+            .await?;
+        Ok(r.into_inner().employer_incentive.unwrap())
+    }
+
+    /// The two incentives of the note, linked by acme (days counted in Berlin).
+    async fn note_incentives(&mut self) -> (pb::EmployerIncentive, pb::EmployerIncentive) {
+        self.create_incentive(
+            "data-logged-5-sequential-days",
+            streak_rule(5),
+            &[PbKind::Mood, PbKind::Symptom],
+            &admin(),
+        )
+        .await
+        .unwrap();
+        self.create_incentive("user-birth", each_rule(), &[PbKind::Birth], &admin()).await.unwrap();
+        let five = self
+            .link("acme", "data-logged-5-sequential-days", "Europe/Berlin", &acme_admin())
+            .await
+            .unwrap();
+        let birth = self.link("acme", "user-birth", "Europe/Berlin", &acme_admin()).await.unwrap();
+        (five, birth)
+    }
+
+    async fn awards_of(&mut self, user: &str, auth: &str) -> Result<Vec<pb::Award>, Status> {
+        let r = self
+            .client
+            .list_awards(req(
+                pb::ListAwardsRequest { user_id: user.into(), ..Default::default() },
+                auth,
+            ))
+            .await?;
+        Ok(r.into_inner().awards)
+    }
+
+    /// Shows `activities` to the visitor and waits until the processors have acknowledged
+    /// everything queued.
+    async fn process(&self, activities: &[Activity]) {
+        self.visitor.visit(activities).await.unwrap();
+        self.drained().await;
+    }
+
+    async fn drained(&self) {
+        for _ in 0..400 {
+            if self.bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the processors did not drain the incentive events");
+    }
+
+    async fn stop(mut self) -> IncentiveStore {
+        self.stop.cancel();
+        for p in self.processors.drain(..) {
+            p.await.unwrap();
+        }
+        self.store.clone()
+    }
+}
+
+/// (user, slug, award day, period key) of each award, sorted.
+fn summary(awards: &[Award]) -> Vec<(String, String, String, String)> {
+    let mut out: Vec<_> = awards
+        .iter()
+        .map(|a| {
+            (
+                a.user_id.clone(),
+                a.incentive_slug.clone(),
+                a.award_day.to_string(),
+                a.period_key.clone(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn berlin(day: u32, hour: u32) -> DateTime<Utc> {
+    // Berlin is UTC+1 in November.
+    Utc.with_ymd_and_hms(2026, 11, day, hour, 30, 0).unwrap() - TimeDelta::hours(1)
+}
+
+async fn the_notes_two_events_award_exactly_as_a_user_expects(mut h: Harness) {
+    h.note_incentives().await;
+    // Alice logs a mood on five consecutive Berlin days at 23:30 local time (22:30 UTC).
+    let alice: Vec<Activity> =
+        (10..=14).map(|d| activity("alice", ActivityKind::Mood, berlin(d, 23))).collect();
+    // Bob logs five times on one day, and a symptom the day after: two days, no award.
+    let mut bob: Vec<Activity> =
+        (0..5).map(|i| activity("bob", ActivityKind::Mood, berlin(10, 8 + i))).collect();
+    bob.push(activity("bob", ActivityKind::Symptom, berlin(11, 9)));
+    // Carol reports a birth twice; steps count for nothing.
+    let carol = [
+        activity("carol", ActivityKind::Birth, berlin(12, 10)),
+        activity("carol", ActivityKind::Birth, berlin(13, 10)),
+        activity("carol", ActivityKind::Steps, berlin(13, 11)),
+    ];
+    for batch in [&alice[..3], &bob[..], &alice[3..], &carol[..]] {
+        h.process(batch).await;
+    }
+    let store = h.stop().await;
+    assert_eq!(
+        summary(&store.all_awards().await.unwrap()),
+        vec![
+            (
+                "alice".into(),
+                "data-logged-5-sequential-days".into(),
+                "2026-11-14".into(),
+                "once".into()
+            ),
+            ("carol".into(), "user-birth".into(), "2026-11-12".into(), "once".into()),
+        ]
+    );
+}
+
+async fn redelivered_and_duplicated_events_award_nothing_more(mut h: Harness) {
+    let (five, _) = h.note_incentives().await;
+    let days: Vec<Activity> =
+        (10..=14).map(|d| activity("alice", ActivityKind::Mood, berlin(d, 9))).collect();
+    h.process(&days).await;
+    // A writer that died before its ack shows the same batch again; the events repeat.
+    h.process(&days).await;
+    let events = h.visitor.events(&days).await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.employer_incentive_id.to_string() == five.id));
+    let raw: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    h.bus.publish(INCENTIVE_TOPIC, &raw).await.unwrap();
+    h.drained().await;
+    let awards = h.stop().await.all_awards().await.unwrap();
+    assert_eq!(awards.len(), 1, "{awards:?}");
+    assert_eq!(awards[0].award_day.to_string(), "2026-11-14");
+}
+
+async fn parallel_processors_award_every_user_exactly_once(backend: Backend) {
+    let mut h = harness_with(backend, 4).await;
+    h.note_incentives().await;
+    // 60 users, each logging five days and a birth, each event twice, all at once: four
+    // processors race over the same streaks, and days reach a streak in any order (five days
+    // in any order fire once, on the last of them).
+    let mut all = Vec::new();
+    for u in 0..60 {
+        let user = format!("user-{u:02}");
+        for d in 10..=14 {
+            all.push(activity(&user, ActivityKind::Mood, berlin(d, 7)));
+        }
+        all.push(activity(&user, ActivityKind::Birth, berlin(12, 7)));
+    }
+    let events = h.visitor.events(&all).await.unwrap();
+    let mut raw: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    raw.extend(raw.clone());
+    for chunk in raw.chunks(37) {
+        h.bus.publish(INCENTIVE_TOPIC, chunk).await.unwrap();
+    }
+    h.drained().await;
+    let store = h.stop().await;
+    let awards = summary(&store.all_awards().await.unwrap());
+    let mut expected = Vec::new();
+    for u in 0..60 {
+        let user = format!("user-{u:02}");
+        expected.push((
+            user.clone(),
+            "data-logged-5-sequential-days".into(),
+            "2026-11-14".into(),
+            "once".into(),
+        ));
+        expected.push((user, "user-birth".into(), "2026-11-12".into(), "once".into()));
+    }
+    expected.sort();
+    assert_eq!(awards, expected);
+}
+
+async fn a_weekly_incentive_awards_once_per_iso_week(mut h: Harness) {
+    h.create_incentive("weekly-steps", each_rule(), &[PbKind::Steps], &admin()).await.unwrap();
+    let link = h
+        .client
+        .create_employer_incentive(req(
+            pb::CreateEmployerIncentiveRequest {
+                program_id: "move".into(),
+                incentive_slug: "weekly-steps".into(),
+                reward: "a smoothie".into(),
+                time_zone: "America/New_York".into(),
+                start_time: Some(to_proto(now() - TimeDelta::days(30))),
+                repeat_policy: pb::RepeatPolicy::OncePerPeriod as i32,
+                period: pb::Period::Week as i32,
+                ..Default::default()
+            },
+            &acme_admin(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .employer_incentive
+        .unwrap();
+    assert_eq!((link.employer_id.as_str(), link.time_zone.as_str()), ("acme", "America/New_York"));
+    // Mon 9 Nov, Sat 14 Nov, and Sun 15 Nov 23:00 in New York (Monday 04:00 UTC): one ISO week.
+    // Mon 16 Nov: the next.
+    let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap();
+    let steps = [at(9, 15), at(14, 15), at(16, 4), at(16, 15)];
+    let activities: Vec<Activity> =
+        steps.iter().map(|t| activity("alice", ActivityKind::Steps, *t)).collect();
+    h.process(&activities).await;
+    let awards = summary(&h.stop().await.all_awards().await.unwrap());
+    assert_eq!(
+        awards,
+        vec![
+            ("alice".into(), "weekly-steps".into(), "2026-11-09".into(), "2026-W46".into()),
+            ("alice".into(), "weekly-steps".into(), "2026-11-16".into(), "2026-W47".into()),
+        ]
+    );
+}
+
+async fn the_catalog_is_for_admins_and_links_for_their_own_employer(mut h: Harness) {
+    for auth in [acme_admin(), alice()] {
+        let err =
+            h.create_incentive("sneaky", each_rule(), &[PbKind::Mood], &auth).await.unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::PermissionDenied, "PERMISSION_DENIED".into())
+        );
+    }
+    let created =
+        h.create_incentive("user-birth", each_rule(), &[PbKind::Birth], &admin()).await.unwrap();
+    let err = h
+        .create_incentive("user-birth", each_rule(), &[PbKind::Birth], &admin())
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::AlreadyExists, "INCENTIVE_SLUG_TAKEN".into()));
+    let err = h.create_incentive("X", streak_rule(1), &[], &admin()).await.unwrap_err();
+    assert_eq!(violations(&err), ["slug", "rule.consecutive_days.days", "trigger_kinds"]);
+    // An employer admin links for their own employer only; employees not at all.
+    let err = h.link("globex", "user-birth", "", &acme_admin()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = h.link("acme", "user-birth", "", &alice()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = h.link("acme", "user-birth", "Mars/Olympus", &acme_admin()).await.unwrap_err();
+    assert_eq!(violations(&err), ["time_zone"]);
+    let link = h.link("acme", "user-birth", "", &acme_admin()).await.unwrap();
+    assert_eq!(link.incentive.as_ref().map(|i| i.id.clone()), Some(created.id.clone()));
+    assert_eq!(link.time_zone, "UTC");
+    assert_eq!(link.actions, vec![pb::ActionKind::Award as i32, pb::ActionKind::Notify as i32]);
+    // Another employer's admin can neither deactivate it nor see it; nothing changed.
+    let err = h
+        .client
+        .deactivate_employer_incentive(req(
+            pb::DeactivateEmployerIncentiveRequest { id: link.id.clone() },
+            &globex_admin(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
+    let client = h.client.clone();
+    let list = |auth: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_employer_incentives(req(
+                    pb::ListEmployerIncentivesRequest {
+                        employer_id: "acme".into(),
+                        ..Default::default()
+                    },
+                    &auth,
+                ))
+                .await
+                .map(|r| r.into_inner().employer_incentives)
+        }
+    };
+    assert_eq!(list(globex_admin()).await.unwrap_err().code(), Code::PermissionDenied);
+    let seen = list(alice()).await.unwrap();
+    assert_eq!(seen, vec![link.clone()]);
+    // Its own admin deactivates it; later activity no longer counts.
+    let off = h
+        .client
+        .deactivate_employer_incentive(req(
+            pb::DeactivateEmployerIncentiveRequest { id: link.id.clone() },
+            &acme_admin(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .employer_incentive
+        .unwrap();
+    assert!(!off.active);
+    assert_eq!(list(acme_admin()).await.unwrap(), Vec::<pb::EmployerIncentive>::new());
+    // The visitor (which never looked acme up before) turns a birth into no event now.
+    let events = h.visitor.events(&[activity("alice", ActivityKind::Birth, now())]).await;
+    assert_eq!(events.unwrap(), Vec::<IncentiveEvent>::new());
+    let store = h.stop().await;
+    assert_eq!(store.all_awards().await.unwrap(), Vec::<Award>::new());
+}
+
+async fn awards_are_for_the_user_their_employer_admins_and_admins(mut h: Harness) {
+    h.note_incentives().await;
+    h.process(&[activity("alice", ActivityKind::Birth, now())]).await;
+    let own = h.awards_of("alice", &alice()).await.unwrap();
+    assert_eq!(
+        own.iter()
+            .map(|a| (a.user_id.as_str(), a.incentive_slug.as_str(), a.reward.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("alice", "user-birth", "user-birth reward")]
+    );
+    assert_eq!(h.awards_of("alice", &acme_admin()).await.unwrap(), own);
+    assert_eq!(h.awards_of("alice", &admin()).await.unwrap(), own);
+    let err = h.awards_of("alice", &bob()).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
+    // Another employer's admin sees none of what alice earned at acme.
+    assert_eq!(h.awards_of("alice", &globex_admin()).await.unwrap(), Vec::<pb::Award>::new());
+    let client = h.client.clone();
+    let by_employer = |auth: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_awards(req(
+                    pb::ListAwardsRequest { employer_id: "acme".into(), ..Default::default() },
+                    &auth,
+                ))
+                .await
+                .map(|r| r.into_inner().awards)
+        }
+    };
+    assert_eq!(by_employer(acme_admin()).await.unwrap(), own);
+    assert_eq!(by_employer(globex_admin()).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(by_employer(alice()).await.unwrap_err().code(), Code::PermissionDenied);
+    h.stop().await;
+}
+
+async fn watch_awards_streams_the_callers_new_awards(mut h: Harness) {
+    h.note_incentives().await;
+    let mut stream =
+        h.client.watch_awards(req(pb::WatchAwardsRequest {}, &alice())).await.unwrap().into_inner();
+    // Give the subscription a moment to be in place upstream (Redis pub/sub).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.process(&[activity("bob", ActivityKind::Birth, now())]).await;
+    h.process(&[activity("alice", ActivityKind::Birth, now())]).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an award within 10 s")
+        .unwrap()
+        .unwrap();
+    let award = first.award.unwrap();
+    assert_eq!((award.user_id.as_str(), award.incentive_slug.as_str()), ("alice", "user-birth"));
+    h.stop().await;
+}
+
+/// Pages of 2 through an employer's awards list every award once, newest first.
+async fn award_pages_walk_the_ledger_newest_first(mut h: Harness) {
+    h.note_incentives().await;
+    let births: Vec<Activity> =
+        (0..5).map(|i| activity(&format!("u{i}"), ActivityKind::Birth, now())).collect();
+    h.process(&births).await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .client
+            .list_awards(req(
+                pb::ListAwardsRequest {
+                    employer_id: "acme".into(),
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &acme_admin(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.awards.len() <= 2);
+        seen.extend(page.awards.into_iter().map(|a| a.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut newest_first: Vec<String> =
+        h.stop().await.all_awards().await.unwrap().iter().map(|a| a.id.to_string()).collect();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    assert_eq!(seen.len(), 5);
+}
+
+macro_rules! suite {
+    ($backend:ident, $which:expr) => {
+        mod $backend {
+            use super::*;
+            suite!(@tests $which;
+                the_notes_two_events_award_exactly_as_a_user_expects,
+                redelivered_and_duplicated_events_award_nothing_more,
+                a_weekly_incentive_awards_once_per_iso_week,
+                the_catalog_is_for_admins_and_links_for_their_own_employer,
+                awards_are_for_the_user_their_employer_admins_and_admins,
+                watch_awards_streams_the_callers_new_awards,
+                award_pages_walk_the_ledger_newest_first,
+            );
+        }
+    };
+    (@tests $which:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(harness($which).await).await;
+            }
+        )+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn parallel_processors_award_every_user_exactly_once() {
+            super::parallel_processors_award_every_user_exactly_once($which).await;
+        }
+    };
+}
+
+suite!(embedded, Backend::Embedded);
+suite!(mesh, Backend::Mesh);
