@@ -119,7 +119,11 @@ async fn deliver(
                 Some(Ok(award)) => drop(local.send(award)),
                 _ => tracing::warn!(channel = %m.channel, "ignoring a malformed award notice"),
             },
-            Err(RecvError::Lagged(n)) => tracing::warn!(skipped = n, "award notices lagged"),
+            // Only worth a warning when somebody was watching.
+            Err(RecvError::Lagged(n)) if local.receiver_count() > 0 => {
+                tracing::warn!(skipped = n, "award notices lagged; watchers missed some")
+            }
+            Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
         }
     }

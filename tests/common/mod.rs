@@ -1,0 +1,258 @@
+//! The mesh as separate processes on PostgreSQL + Redis, shared by the end-to-end suites.
+// Each test crate uses its own part of this module.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use ewpm_kit::{
+    auth::Role,
+    bus::{Bus, RedisBus},
+};
+use ewpm_proto::{
+    challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
+    leaderboard::v1::{
+        GetLeaderboardRequest, leaderboard_service_client::LeaderboardServiceClient,
+    },
+};
+use ewpm_testkit::{Proc, TEST_SECRET, TestDb, bearer, free_port, key_prefix, servers};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::Value;
+use tonic::{Request, transport::Channel};
+
+/// The mesh under test: one process per service, sharing a database and a Redis prefix.
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    pub db: TestDb,
+    pub prefix: String,
+    pub challenge: u16,
+    pub progress: u16,
+    pub leaderboard: u16,
+    pub incentive: u16,
+    pub http: u16,
+    pub procs: Vec<Proc>,
+}
+
+impl Mesh {
+    /// Migrates a fresh database and starts challenge, progress (with its writers when
+    /// `progress_writers`), leaderboard, incentive and the gateway.
+    pub async fn start(progress_writers: bool) -> Self {
+        Self::start_with(progress_writers, true).await
+    }
+
+    /// As [`Mesh::start`], with the incentive service's processors only when
+    /// `incentive_processors`.
+    pub async fn start_with(progress_writers: bool, incentive_processors: bool) -> Self {
+        let db = TestDb::postgres_unmigrated().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut mesh = Mesh {
+            dir,
+            db,
+            prefix: key_prefix(),
+            challenge: free_port(),
+            progress: free_port(),
+            leaderboard: free_port(),
+            incentive: free_port(),
+            http: free_port(),
+            procs: Vec::new(),
+        };
+        let status = mesh.ewpm().arg("migrate").status().unwrap();
+        assert!(status.success(), "ewpm migrate failed");
+        let (c, p, l) = (mesh.challenge, mesh.progress, mesh.leaderboard);
+        mesh.spawn(&["serve", "challenge"], c, &[]);
+        let writers = if progress_writers { "true" } else { "false" };
+        mesh.spawn(&["serve", "progress"], p, &[("EWPM_PROGRESS__WRITER_ENABLED", writers)]);
+        mesh.spawn(&["serve", "leaderboard"], l, &[]);
+        // The writers show activity to the incentive visitor, which asks this service.
+        let i = mesh.incentive;
+        let processors = if incentive_processors { "true" } else { "false" };
+        mesh.spawn(
+            &["serve", "incentive"],
+            i,
+            &[("EWPM_INCENTIVE__PROCESSOR_ENABLED", processors)],
+        );
+        let gateway = mesh
+            .ewpm()
+            .args(["serve", "gateway"])
+            .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{}", mesh.http))
+            .spawn()
+            .unwrap();
+        mesh.procs.push(Proc(gateway));
+        mesh.wait_ready().await;
+        mesh
+    }
+
+    pub fn ewpm(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ewpm"));
+        cmd.current_dir(self.dir.path())
+            .env("EWPM_LOG__FORMAT", "json")
+            .env("EWPM_LOG__LEVEL", "warn")
+            .env("DATABASE_URL", &self.db.url)
+            .env("REDIS_URL", &servers().redis_url)
+            .env("EWPM_REDIS_PREFIX", &self.prefix)
+            .env("EWPM_AUTH__SECRET", TEST_SECRET)
+            .env("EWPM_SERVICES__CHALLENGE", format!("http://127.0.0.1:{}", self.challenge))
+            .env("EWPM_SERVICES__PROGRESS", format!("http://127.0.0.1:{}", self.progress))
+            .env("EWPM_SERVICES__LEADERBOARD", format!("http://127.0.0.1:{}", self.leaderboard))
+            .env("EWPM_SERVICES__SCAN", format!("http://127.0.0.1:{}", self.challenge))
+            .env("EWPM_SERVICES__INCENTIVE", format!("http://127.0.0.1:{}", self.incentive))
+            // Fast flushes and a short reclaim so killed writers are taken over quickly.
+            .env("EWPM_PROGRESS__FLUSH_INTERVAL_MS", "200")
+            .env("EWPM_PROGRESS__RECLAIM_IDLE_MS", "1000")
+            .env("EWPM_LEADERBOARD__RECLAIM_IDLE_MS", "1000");
+        cmd
+    }
+
+    pub fn spawn(&mut self, args: &[&str], grpc_port: u16, env: &[(&str, &str)]) {
+        let child = self.spawn_child(args, grpc_port, env);
+        self.procs.push(Proc(child));
+    }
+
+    pub fn spawn_child(
+        &self,
+        args: &[&str],
+        grpc_port: u16,
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
+        let mut cmd = self.ewpm();
+        cmd.args(args)
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("EWPM_METRICS__ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = ewpm_testkit::http_client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.base())).send().await
+                && let Ok(body) = r.json::<Value>().await
+                && ["challenge", "progress", "leaderboard", "incentive"]
+                    .iter()
+                    .all(|s| body["services"][s] == "serving")
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the mesh did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn channel(port: u16) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap()
+    }
+
+    /// Creates an open challenge active from 2020 to 2099; returns its id.
+    pub async fn challenge(&self) -> String {
+        let mut client = ChallengeServiceClient::new(Self::channel(self.challenge).await);
+        let mut request = Request::new(cpb::CreateChallengeRequest {
+            name: "steps".into(),
+            description: String::new(),
+            start_time: Some(prost_types::Timestamp { seconds: 1_577_836_800, nanos: 0 }),
+            end_time: Some(prost_types::Timestamp { seconds: 4_070_908_800, nanos: 0 }),
+            goal: Some(cpb::Goal { target: 1_000_000.0, unit: "steps".into() }),
+            employer_id: String::new(),
+            idempotency_key: String::new(),
+        });
+        request.metadata_mut().insert("authorization", admin().parse().unwrap());
+        client.create_challenge(request).await.unwrap().into_inner().challenge.unwrap().id
+    }
+
+    /// SQL totals per (challenge, user), and the overall count and sum.
+    pub async fn sql_totals(&self) -> (BTreeMap<(String, String), f64>, i64, f64) {
+        let rows = self
+            .db
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.db.get_database_backend(),
+                "SELECT challenge_id::text AS c, user_id AS u, SUM(value) AS t, COUNT(*) AS n \
+                 FROM progress_entries GROUP BY 1, 2",
+            ))
+            .await
+            .unwrap();
+        let mut totals = BTreeMap::new();
+        let (mut count, mut sum) = (0, 0.0);
+        for r in rows {
+            let t: f64 = r.try_get("", "t").unwrap();
+            let n: i64 = r.try_get("", "n").unwrap();
+            totals.insert((r.try_get("", "c").unwrap(), r.try_get("", "u").unwrap()), t);
+            count += n;
+            sum += t;
+        }
+        (totals, count, sum)
+    }
+
+    /// Every board of `challenges`, read through the leaderboard service.
+    pub async fn board_totals(&self, challenges: &[String]) -> BTreeMap<(String, String), f64> {
+        let mut client = LeaderboardServiceClient::new(Self::channel(self.leaderboard).await);
+        let mut totals = BTreeMap::new();
+        for c in challenges {
+            let mut token = String::new();
+            loop {
+                let mut request = Request::new(GetLeaderboardRequest {
+                    board: format!("challenge:{c}"),
+                    page_size: 100,
+                    page_token: token.clone(),
+                });
+                request.metadata_mut().insert("authorization", admin().parse().unwrap());
+                let page = client.get_leaderboard(request).await.unwrap().into_inner();
+                for e in page.entries {
+                    totals.insert((c.clone(), e.member), e.score);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        totals
+    }
+
+    /// Waits until SQL holds `accepted` entries, both queues have nothing pending, and every
+    /// board equals the SQL totals; fails with the last difference after two minutes.
+    pub async fn drained(&self, challenges: &[String], accepted: u64, accepted_sum: f64) {
+        let bus = RedisBus::connect(&servers().redis_url, &self.prefix).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (sql, count, sum) = self.sql_totals().await;
+            let pending_writes = bus.pending("progress", "progress-writer").await.unwrap();
+            let pending_deltas = bus.pending("score-deltas", "leaderboard-applier").await.unwrap();
+            let boards = self.board_totals(challenges).await;
+            let done = count as u64 == accepted
+                && pending_writes == 0
+                && pending_deltas == 0
+                && boards == sql;
+            if done {
+                assert_eq!(sum, accepted_sum, "SQL sum equals the acknowledged sum");
+                return;
+            }
+            if Instant::now() > deadline {
+                let differing: Vec<_> =
+                    sql.iter().filter(|(k, v)| boards.get(*k) != Some(*v)).take(5).collect();
+                panic!(
+                    "not drained: sql {count} of {accepted} acknowledged, pending writes {pending_writes}, \
+                     pending deltas {pending_deltas}, {} board entries vs {} SQL totals, e.g. {differing:?}",
+                    boards.len(),
+                    sql.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// An admin token.
+pub fn admin() -> String {
+    bearer("admin-1", Role::Admin, None)
+}

@@ -1,0 +1,253 @@
+//! The activity pipeline end to end, as separate processes on PostgreSQL + Redis: REST edge →
+//! progress service (LogActivity) → Redis Streams → batch writers → activity log and the
+//! incentive visitor → incentive events → processor processes → streaks and awards → REST.
+
+use std::{
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Days, TimeDelta, Utc};
+use ewpm_incentive::{
+    INCENTIVE_TOPIC, PROCESSOR_GROUP,
+    store::IncentiveStore,
+    visitor::{GrpcLinks, IncentiveVisitor},
+};
+use ewpm_kit::{
+    auth::{Role, ServiceToken},
+    bus::{Bus, RedisBus},
+};
+use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
+use ewpm_testkit::{Proc, bearer, free_port, get_json, http_client, keys, servers};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+mod common;
+use common::{Mesh, admin};
+
+fn acme_admin() -> String {
+    bearer("ann", Role::EmployerAdmin, Some("acme"))
+}
+
+fn employee(user: &str) -> String {
+    bearer(user, Role::Employee, Some("acme"))
+}
+
+/// `POST url` with a JSON body; the status and the JSON answer.
+async fn post(url: &str, auth: &str, body: Value) -> (u16, Value) {
+    let r = http_client()
+        .post(url)
+        .header("authorization", auth)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Noon UTC `days_ago` days before today (a past instant on that Berlin day too).
+fn noon(days_ago: u64) -> DateTime<Utc> {
+    let day = Utc::now().date_naive() - Days::new(days_ago);
+    day.and_hms_opt(12, 0, 0).unwrap().and_utc()
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The catalog of the note, linked by acme (days counted in Berlin) through the REST edge.
+async fn note_incentives(base: &str) {
+    for (slug, rule, kinds) in [
+        (
+            "data-logged-5-sequential-days",
+            json!({"consecutiveDays": {"days": 5}}),
+            json!(["mood", "symptom"]),
+        ),
+        ("user-birth", json!({"eachOccurrence": {}}), json!(["birth"])),
+    ] {
+        let body = json!({"slug": slug, "description": format!("{slug}, for people"), "rule": rule, "triggerKinds": kinds});
+        let (status, created) = post(&format!("{base}/api/incentives"), &admin(), body).await;
+        assert_eq!(status, 201, "{created}");
+        let link = json!({
+            "programId": "maternity-2026",
+            "incentiveSlug": slug,
+            "reward": "pregnancy pillow",
+            "timeZone": "Europe/Berlin",
+            "startTime": rfc3339(Utc::now() - TimeDelta::days(30)),
+        });
+        let (status, linked) =
+            post(&format!("{base}/api/employers/acme/incentives"), &acme_admin(), link).await;
+        assert_eq!(status, 201, "{linked}");
+        assert_eq!(linked["incentive"]["slug"], slug);
+    }
+}
+
+/// Polls until the progress queue and the incentive events are fully processed.
+async fn drained(mesh: &Mesh) {
+    let bus = RedisBus::connect(&servers().redis_url, &mesh.prefix).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let writes = bus.backlog("progress", "progress-writer").await.unwrap();
+        let events = bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await.unwrap();
+        if writes == 0 && events == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not drained: {writes} writes, {events} events left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (slug, award day) of a user's awards, read through the REST edge as the user.
+async fn awards_of(base: &str, user: &str) -> Vec<(String, String)> {
+    let page = get_json(&format!("{base}/api/users/{user}/awards"), &employee(user)).await;
+    let mut awards: Vec<(String, String)> = page["awards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (a["incentiveSlug"].as_str().unwrap().into(), a["awardDay"].as_str().unwrap().into())
+        })
+        .collect();
+    awards.sort();
+    awards
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_notes_demo_through_the_rest_edge() {
+    let mesh = Mesh::start(true).await;
+    let base = mesh.base();
+    note_incentives(&base).await;
+    // Another employer's admin cannot link to acme's programs.
+    let foreign = bearer("gus", Role::EmployerAdmin, Some("globex"));
+    let link = json!({"programId": "p", "incentiveSlug": "user-birth", "reward": "r"});
+    let (status, problem) =
+        post(&format!("{base}/api/employers/acme/incentives"), &foreign, link).await;
+    assert_eq!((status, problem["reason"].as_str()), (403, Some("PERMISSION_DENIED")));
+
+    // Alice logs her mood on five consecutive days.
+    for days_ago in (1..=5).rev() {
+        let body = json!({"kind": "mood", "value": 4, "occurredAt": rfc3339(noon(days_ago))});
+        let (status, logged) =
+            post(&format!("{base}/api/activities"), &employee("alice"), body).await;
+        assert_eq!(status, 202, "{logged}");
+        assert_eq!(
+            (logged["kind"].as_str(), logged["userId"].as_str()),
+            (Some("mood"), Some("alice"))
+        );
+    }
+    // Bob logs five times on one day.
+    for hour in 0..5 {
+        let at = noon(2) - TimeDelta::hours(hour);
+        let body = json!({"kind": "symptom", "note": "nausea", "occurredAt": rfc3339(at)});
+        let (status, _) = post(&format!("{base}/api/activities"), &employee("bob"), body).await;
+        assert_eq!(status, 202);
+    }
+    // Carol reports a birth, and reports it again.
+    for _ in 0..2 {
+        let body = json!({"occurredAt": rfc3339(noon(1))});
+        let (status, logged) = post(&format!("{base}/api/births"), &employee("carol"), body).await;
+        assert_eq!((status, logged["kind"].as_str()), (202, Some("birth")));
+    }
+    drained(&mesh).await;
+
+    let yesterday = (Utc::now().date_naive() - Days::new(1)).to_string();
+    assert_eq!(
+        awards_of(&base, "alice").await,
+        vec![("data-logged-5-sequential-days".into(), yesterday.clone())]
+    );
+    assert_eq!(awards_of(&base, "bob").await, Vec::<(String, String)>::new());
+    assert_eq!(awards_of(&base, "carol").await, vec![("user-birth".into(), yesterday)]);
+    // Bob may not read alice's awards; acme's admin may.
+    let r = http_client()
+        .get(format!("{base}/api/users/alice/awards"))
+        .header("authorization", employee("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let page = get_json(&format!("{base}/api/employers/acme/awards"), &acme_admin()).await;
+    assert_eq!(page["awards"].as_array().unwrap().len(), 2);
+    assert_eq!(page["awards"][0]["reward"], "pregnancy pillow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processor_processes_one_killed_with_sigkill_award_every_user_exactly_once() {
+    let mesh = Mesh::start_with(true, false).await;
+    note_incentives(&mesh.base()).await;
+    // 1,500 users each log five consecutive days and a birth: 9,000 events, produced by the
+    // real visitor (learning acme's links from the incentive service) onto Redis.
+    let bus: Arc<dyn Bus> =
+        Arc::new(RedisBus::connect(&servers().redis_url, &mesh.prefix).await.unwrap());
+    let links = GrpcLinks::new(
+        &format!("http://127.0.0.1:{}", mesh.incentive),
+        Arc::new(ServiceToken::new(keys(), "progress")),
+    )
+    .unwrap();
+    let visitor = IncentiveVisitor::new(Arc::new(links), bus.clone(), Duration::from_secs(60));
+    let users: Vec<String> = (0..1500).map(|u| format!("user-{u:04}")).collect();
+    let activity = |user: &str, kind, days_ago| Activity {
+        id: Uuid::now_v7(),
+        kind,
+        user_id: user.to_string(),
+        employer_id: Some("acme".into()),
+        value: None,
+        occurred_at: noon(days_ago),
+    };
+    let mut activities = Vec::new();
+    for days_ago in (1..=5).rev() {
+        for u in &users {
+            activities.push(activity(u, ActivityKind::Mood, days_ago));
+        }
+    }
+    for u in &users {
+        activities.push(activity(u, ActivityKind::Birth, 3));
+    }
+    for chunk in activities.chunks(500) {
+        visitor.visit(chunk).await.unwrap();
+    }
+    let spawn_processor = || -> Proc {
+        let mut cmd: Command = mesh.ewpm();
+        cmd.args(["serve", "incentive-processor"])
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("EWPM_METRICS__ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("EWPM_INCENTIVE__BATCH_SIZE", "100")
+            .env("EWPM_INCENTIVE__RECLAIM_IDLE_MS", "1000")
+            .stdout(Stdio::null());
+        Proc(cmd.spawn().unwrap())
+    };
+    let mut doomed = spawn_processor();
+    let _survivor = spawn_processor();
+    let store = IncentiveStore::new(mesh.db.db.clone());
+    // Kill one processor with SIGKILL once some awards are recorded: mid-run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.all_awards().await.unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "no awards were recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.0.kill().unwrap();
+    doomed.0.wait().unwrap();
+    let at_kill = store.all_awards().await.unwrap().len();
+    assert!(at_kill < 3000, "the run was over before the kill ({at_kill} awards)");
+    drained(&mesh).await;
+
+    let awards = store.all_awards().await.unwrap();
+    let mut got: Vec<(String, String, String)> = awards
+        .iter()
+        .map(|a| (a.user_id.clone(), a.incentive_slug.clone(), a.award_day.to_string()))
+        .collect();
+    got.sort();
+    let fifth = (Utc::now().date_naive() - Days::new(1)).to_string();
+    let birth = (Utc::now().date_naive() - Days::new(3)).to_string();
+    let mut expected = Vec::new();
+    for u in &users {
+        expected.push((u.clone(), "data-logged-5-sequential-days".to_string(), fifth.clone()));
+        expected.push((u.clone(), "user-birth".to_string(), birth.clone()));
+    }
+    expected.sort();
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected);
+    assert_eq!(bus.pending(INCENTIVE_TOPIC, PROCESSOR_GROUP).await.unwrap(), 0);
+}
