@@ -36,6 +36,9 @@ pub enum Bench {
     Progress(crate::bench_progress::PipelineArgs),
     /// Leaderboard top-10 reads and the update lag of many watchers of one board.
     Leaderboard(crate::bench_progress::LeaderboardArgs),
+    /// Activity events through the incentive visitor and the processors into awards, with
+    /// an exactly-once check.
+    Incentives(crate::bench_incentives::IncentiveArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -71,6 +74,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Scan(args) => scan(args).await,
         Bench::Progress(args) => crate::bench_progress::progress(args).await,
         Bench::Leaderboard(args) => crate::bench_progress::leaderboard(args).await,
+        Bench::Incentives(args) => crate::bench_incentives::incentives(args).await,
     }
 }
 

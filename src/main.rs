@@ -29,6 +29,7 @@ use ewpm_leaderboard::{
 };
 use ewpm_progress::visitor::Visitors;
 mod bench;
+mod bench_incentives;
 mod bench_progress;
 
 /// mimalloc instead of glibc's allocator: under load the request path is allocation-heavy

@@ -1,0 +1,315 @@
+//! `ewpm bench incentives`: activity through the real incentive visitor (cached look-ups of
+//! the employer's links over gRPC) onto the bus, and through the processors into streaks and
+//! awards; then a check that every expected award exists exactly once.
+//!
+//! With `--postgres` and `--redis` the processors run as separate `ewpm serve
+//! incentive-processor` processes (`--processes`, two by default), as in the mesh; without,
+//! in this process on SQLite with the embedded bus.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use chrono::{Days, TimeDelta, Utc};
+use clap::Args;
+use ewpm_incentive::{
+    INCENTIVE_TOPIC, PROCESSOR_GROUP,
+    notices::MemoryNotices,
+    store::IncentiveStore,
+    visitor::{GrpcLinks, IncentiveVisitor},
+};
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Authenticator, Role, ServiceToken, TokenKeys},
+    bus::{Bus, RedisBus},
+    clock::{SharedClock, SystemClock},
+    db,
+    server::{self, Mount},
+    settings::Settings,
+    timestamp,
+};
+use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
+use ewpm_proto::{
+    incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
+    progress::v1::ActivityKind as PbKind,
+};
+use serde_json::json;
+use tonic::Request;
+use uuid::Uuid;
+
+use crate::bench::BenchDb;
+
+/// `ewpm bench incentives` options.
+#[derive(Debug, Args)]
+pub struct IncentiveArgs {
+    /// Users; each logs a mood on `--days` consecutive days and reports a birth.
+    #[arg(long, default_value_t = 20_000)]
+    users: usize,
+    /// Consecutive days each user logs (the streak incentive asks for 5).
+    #[arg(long, default_value_t = 9)]
+    days: u64,
+    /// Processor processes (with --postgres and --redis).
+    #[arg(long, default_value_t = 2)]
+    processes: usize,
+    /// Processor tasks per process.
+    #[arg(long, default_value_t = 2)]
+    processors: usize,
+    /// Events a processor handles in one transaction at most.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// PostgreSQL server (an admin URL; a throwaway database is created and dropped). Needs
+    /// --redis.
+    #[arg(long, requires = "redis")]
+    postgres: Option<String>,
+    /// Redis for the bus and award notices (under a throwaway key prefix).
+    #[arg(long, requires = "postgres")]
+    redis: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the bench.
+pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::load()?;
+    settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.incentive.processors = args.processors.max(1);
+    settings.incentive.batch_size = args.batch_size.max(1);
+    let secret = Uuid::new_v4().to_string();
+    let keys = TokenKeys::new(&secret, &settings.auth);
+    let prefix = format!("bench{}:", Uuid::new_v4().simple());
+    let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
+    let conn = db::connect(&bench_db.url).await?;
+    db::migrate_all(&conn).await?;
+    let (bus, backend): (Arc<dyn Bus>, String) = match &args.redis {
+        Some(redis) => (
+            Arc::new(RedisBus::connect(redis, &prefix).await?),
+            format!(
+                "postgres+redis, {} processor processes × {} tasks",
+                args.processes, args.processors
+            ),
+        ),
+        None => (
+            crate::embedded_bus(bench_db.sqlite_dir().context("bench directory")?).await?,
+            format!(
+                "embedded (sqlite, events in a sqlite file), {} processor tasks",
+                args.processors
+            ),
+        ),
+    };
+
+    // The incentive service, for the visitor's look-ups (and, embedded, the processors).
+    let stop = CancellationToken::new();
+    let listener = server::bind(settings.grpc.addr).await?;
+    let uri = format!("http://{}", listener.local_addr()?);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut mount = Mount::new(Authenticator::new(keys.clone()));
+    let in_process = args.redis.is_none();
+    settings.incentive.processor_enabled = in_process;
+    let background = crate::mount_incentive(
+        &mut mount,
+        &settings,
+        conn.clone(),
+        bus.clone(),
+        Arc::new(MemoryNotices::new()),
+        clock,
+        true,
+        &stop,
+        &stop,
+    );
+    let server = tokio::spawn({
+        let (stop, grpc) = (stop.clone(), settings.grpc.clone());
+        async move { server::serve(listener, mount, &grpc, stop).await }
+    });
+    seed(&uri, &keys).await?;
+
+    // Processor processes, started and idle before any event is published.
+    let mut children = Vec::new();
+    if let (Some(_), Some(redis)) = (&args.postgres, &args.redis) {
+        for _ in 0..args.processes.max(1) {
+            let child = Command::new(std::env::current_exe()?)
+                .args(["serve", "incentive-processor"])
+                .env("DATABASE_URL", &bench_db.url)
+                .env("REDIS_URL", redis)
+                .env("EWPM_REDIS_PREFIX", &prefix)
+                .env("EWPM_AUTH__SECRET", &secret)
+                .env("EWPM_GRPC__ADDR", "127.0.0.1:0")
+                .env("EWPM_METRICS__ADDR", "127.0.0.1:0")
+                .env("EWPM_LOG__LEVEL", "warn")
+                .env("EWPM_INCENTIVE__PROCESSORS", args.processors.to_string())
+                .env("EWPM_INCENTIVE__BATCH_SIZE", args.batch_size.to_string())
+                .stdout(Stdio::null())
+                .spawn()
+                .context("start a processor process")?;
+            children.push(ChildGuard(child));
+        }
+    }
+    bus.ensure_group(INCENTIVE_TOPIC, PROCESSOR_GROUP).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Activity, day by day as it would arrive, through the real visitor.
+    let links = GrpcLinks::new(&uri, Arc::new(ServiceToken::new(keys.clone(), "progress")))?;
+    let visitor = IncentiveVisitor::new(Arc::new(links), bus.clone(), Duration::from_secs(60));
+    let users: Vec<String> = (0..args.users).map(|u| format!("user-{u:06}")).collect();
+    let today = Utc::now().date_naive();
+    let noon =
+        |days_ago: u64| (today - Days::new(days_ago)).and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let activity = |user: &String, kind, days_ago| Activity {
+        id: Uuid::now_v7(),
+        kind,
+        user_id: user.clone(),
+        employer_id: Some("acme".into()),
+        value: None,
+        occurred_at: noon(days_ago),
+    };
+    let mut activities = Vec::with_capacity(args.users * (args.days as usize + 1));
+    for days_ago in (1..=args.days).rev() {
+        activities.extend(users.iter().map(|u| activity(u, ActivityKind::Mood, days_ago)));
+    }
+    activities.extend(users.iter().map(|u| activity(u, ActivityKind::Birth, 1)));
+    let total = activities.len() as u64;
+    let started = Instant::now();
+    for chunk in activities.chunks(1000) {
+        visitor.visit(chunk).await?;
+    }
+    let published = started.elapsed();
+    let mut peak_backlog = 0;
+    loop {
+        let backlog = bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await?;
+        peak_backlog = peak_backlog.max(backlog);
+        if backlog == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "processors did not drain in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let processed = started.elapsed();
+
+    // Exactly once: every user one streak award (once per user) and one birth award.
+    let awards = IncentiveStore::new(conn.clone()).all_awards().await?;
+    let mut keys_seen: Vec<(String, String)> =
+        awards.iter().map(|a| (a.user_id.clone(), a.incentive_slug.clone())).collect();
+    keys_seen.sort();
+    keys_seen.dedup();
+    let expected = if args.days >= 5 { 2 * args.users } else { args.users };
+    let exact = awards.len() == expected && keys_seen.len() == expected;
+    let rate = total as f64 / processed.as_secs_f64();
+    let publish_rate = total as f64 / published.as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "backend": backend,
+                "events": total,
+                "published_per_sec": publish_rate.round(),
+                "processed_per_sec": rate.round(),
+                "seconds": processed.as_secs_f64(),
+                "peak_backlog": peak_backlog,
+                "awards": awards.len(),
+                "expected_awards": expected,
+                "exactly_once": exact,
+            })
+        );
+    } else {
+        println!("ewpm bench incentives: {backend}");
+        println!(
+            "  {total} activity events ({} users × {} mood days + a birth)",
+            args.users, args.days
+        );
+        println!(
+            "  visitor → bus          {publish_rate:>9.0} events/s  ({:.2} s)",
+            published.as_secs_f64()
+        );
+        println!(
+            "  visitor → awards       {rate:>9.0} events/s  ({:.2} s until the processors drained)",
+            processed.as_secs_f64()
+        );
+        println!(
+            "  awards                 {} of {expected} expected, each exactly once: {}",
+            awards.len(),
+            if exact { "yes" } else { "NO" }
+        );
+    }
+    drop(children);
+    stop.cancel();
+    drop(server.await);
+    if in_process {
+        background.join(Duration::from_secs(5)).await;
+    }
+    bench_db.drop_database().await;
+    anyhow::ensure!(
+        exact,
+        "awards were not exactly once: {} for {expected} expected",
+        awards.len()
+    );
+    Ok(())
+}
+
+/// A child process killed when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
+/// The note's two incentives, linked by acme (days in Berlin, open-ended).
+async fn seed(uri: &str, keys: &TokenKeys) -> anyhow::Result<()> {
+    let channel = ewpm_kit::client::channel(uri)?;
+    let mut client = IncentiveServiceClient::new(channel);
+    let admin = format!("Bearer {}", keys.mint("bench-admin", Role::Admin, None));
+    fn with<T>(auth: &str, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut().insert("authorization", auth.parse().expect("header"));
+        r
+    }
+    let streak =
+        pb::Rule { kind: Some(pb::rule::Kind::ConsecutiveDays(pb::ConsecutiveDays { days: 5 })) };
+    let each = pb::Rule { kind: Some(pb::rule::Kind::EachOccurrence(pb::EachOccurrence {})) };
+    for (slug, rule, kinds) in [
+        (
+            "data-logged-5-sequential-days",
+            streak,
+            vec![PbKind::Mood as i32, PbKind::Symptom as i32],
+        ),
+        ("user-birth", each, vec![PbKind::Birth as i32]),
+    ] {
+        client
+            .create_incentive(with(
+                &admin,
+                pb::CreateIncentiveRequest {
+                    slug: slug.into(),
+                    description: slug.into(),
+                    rule: Some(rule),
+                    trigger_kinds: kinds,
+                },
+            ))
+            .await
+            .with_context(|| format!("create {slug}"))?;
+        client
+            .create_employer_incentive(with(
+                &admin,
+                pb::CreateEmployerIncentiveRequest {
+                    employer_id: "acme".into(),
+                    program_id: "bench".into(),
+                    incentive_slug: slug.into(),
+                    reward: "pregnancy pillow".into(),
+                    time_zone: "Europe/Berlin".into(),
+                    start_time: Some(timestamp::to_proto(Utc::now() - TimeDelta::days(400))),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .with_context(|| format!("link {slug}"))?;
+    }
+    Ok(())
+}
