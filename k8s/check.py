@@ -11,8 +11,9 @@ checks what ties them together:
   and leaderboard and gateway get no DATABASE_URL;
 - pods set enableServiceLinks: false; probe and prometheus.io/port ports are container ports;
 - every Service selects pods of some Deployment, its targetPorts are named container ports;
-- every EWPM_SERVICES__* URL points at a Service port; every HPA and PDB targets a
-  Deployment; a Deployment with an HPA leaves `replicas` to it (outside dev).
+- every EWPM_SERVICES__* setting is set in the ConfigMap and points at a Service port;
+  every HPA and PDB targets a Deployment; a Deployment with an HPA leaves `replicas` to it
+  (outside dev).
 
 Usage: python3 k8s/check.py  (from the repository root; needs kubectl and PyYAML).
 Exits non-zero with one line per problem.
@@ -38,6 +39,8 @@ NEEDS = {
     "progress": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "progress-writer": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "leaderboard": {"REDIS_URL", "EWPM_AUTH__SECRET"},
+    "incentive": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
+    "incentive-processor": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "gateway": set(),
 }
 FORBIDDEN = {"leaderboard": {"DATABASE_URL"}, "gateway": {"DATABASE_URL"}}
@@ -87,6 +90,12 @@ def check(overlay, docs, allowed, secret_keys, problems):
         for key in cm.get("data", {}):
             if key.startswith("EWPM_") and key not in allowed:
                 bad(f"ConfigMap {name}: unknown setting {key}")
+    # Every service address defaults to 127.0.0.1 (the embedded mode), which in a pod is the
+    # pod itself: a missing one fails only when first called.
+    set_in_configmaps = {k for cm in configmaps.values() for k in cm.get("data", {})}
+    for key in sorted(k for k in allowed if k.startswith("EWPM_SERVICES__")):
+        if key not in set_in_configmaps:
+            bad(f"ConfigMap: {key} is not set (its default is the embedded mode's loopback)")
 
     workloads = dict(deployments)
     workloads.update({f"job/{n}": j for n, j in by_kind.get("Job", {}).items()})

@@ -429,9 +429,11 @@ pub struct AwardPage {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Page size (1 to 100, default 50).
+    /// Page size (1 to 100, default 20).
+    #[serde(alias = "page_size")]
     pub page_size: Option<String>,
     /// `nextPageToken` of the previous page.
+    #[serde(alias = "page_token")]
     pub page_token: Option<String>,
 }
 
@@ -631,11 +633,14 @@ pub struct IncentivePage {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct IncentiveQuery {
-    /// Page size (default 50).
+    /// Page size (1 to 100, default 20).
+    #[serde(alias = "page_size")]
     pub page_size: Option<String>,
     /// `nextPageToken` of the previous page.
+    #[serde(alias = "page_token")]
     pub page_token: Option<String>,
     /// `true` to list deactivated ones too.
+    #[serde(alias = "include_inactive")]
     pub include_inactive: Option<String>,
 }
 

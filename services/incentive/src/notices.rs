@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use ewpm_kit::CancellationToken;
 use fred::{
     clients::SubscriberClient,
-    prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy},
+    prelude::{Client, EventInterface, PubsubInterface},
 };
 use tokio::sync::broadcast;
 
@@ -74,16 +74,7 @@ pub struct RedisNotices {
 impl RedisNotices {
     /// Connects a publisher and a subscriber (re-subscribed after reconnects) to `url`.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = Config::from_url(url).context("Redis URL")?;
-        let publisher =
-            fred::types::Builder::from_config(config.clone()).build().context("Redis client")?;
-        publisher.init().await.context("connect to Redis")?;
-        let subscriber = fred::types::Builder::from_config(config)
-            // Keep reconnecting forever, backing off to 5 s: watchers depend on it.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build_subscriber_client()
-            .context("Redis subscriber client")?;
-        subscriber.init().await.context("connect the Redis subscriber")?;
+        let (publisher, subscriber) = ewpm_kit::redis::pubsub(url).await?;
         // Re-subscribes after a reconnect.
         let _resubscriber = subscriber.manage_subscriptions();
         let channel = format!("{prefix}incentive:awards");

@@ -5,10 +5,28 @@ use std::{
     sync::{LazyLock, Mutex},
 };
 
+use anyhow::Context;
 use fred::{
-    prelude::Client,
+    clients::SubscriberClient,
+    prelude::{Client, ClientLike, Config, ReconnectPolicy},
     types::{FromValue, MultipleKeys, MultipleValues, scripts::Script},
 };
+
+/// A connected publisher and a connected subscriber for pub/sub at `url`. The subscriber
+/// keeps reconnecting forever (backing off to 5 s): live streams depend on it; restoring its
+/// subscriptions after a reconnect is the caller's part.
+pub async fn pubsub(url: &str) -> anyhow::Result<(Client, SubscriberClient)> {
+    let config = Config::from_url(url).context("Redis URL")?;
+    let publisher =
+        fred::types::Builder::from_config(config.clone()).build().context("Redis client")?;
+    publisher.init().await.context("connect to Redis")?;
+    let subscriber = fred::types::Builder::from_config(config)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build_subscriber_client()
+        .context("Redis subscriber client")?;
+    subscriber.init().await.context("connect the Redis subscriber")?;
+    Ok((publisher, subscriber))
+}
 
 /// Runs a Lua script by its SHA1 (`EVALSHA`), loading it once per server when the server does
 /// not know it yet: a hot script is not re-sent and re-hashed on every call as `EVAL` would.

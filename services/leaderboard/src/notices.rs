@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use ewpm_kit::CancellationToken;
 use fred::{
     clients::SubscriberClient,
-    prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy},
+    prelude::{Client, ClientLike, EventInterface, PubsubInterface},
     types::Value,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -177,16 +177,7 @@ impl RedisNotices {
     /// Connects a publisher and a subscriber connection to `url`; channel names start with
     /// `prefix` (empty in production; per test in tests).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = Config::from_url(url).context("Redis URL")?;
-        let publisher =
-            fred::types::Builder::from_config(config.clone()).build().context("Redis client")?;
-        publisher.init().await.context("connect to Redis")?;
-        let subscriber = fred::types::Builder::from_config(config)
-            // Keep reconnecting forever, backing off to 5 s: watchers depend on it.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build_subscriber_client()
-            .context("Redis subscriber client")?;
-        subscriber.init().await.context("connect the Redis subscriber")?;
+        let (publisher, subscriber) = ewpm_kit::redis::pubsub(url).await?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let local = Arc::new(Local { boards: Mutex::default(), on_last: Some(tx.clone()) });
