@@ -58,9 +58,10 @@ pub struct IncentiveArgs {
     /// Processor tasks per process.
     #[arg(long, default_value_t = 2)]
     processors: usize,
-    /// Events a processor handles in one transaction at most.
-    #[arg(long, default_value_t = 500)]
-    batch_size: usize,
+    /// Events a processor handles in one transaction at most (default: the setting,
+    /// EWPM_INCENTIVE__BATCH_SIZE).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// PostgreSQL server (an admin URL; a throwaway database is created and dropped). Needs
     /// --redis.
     #[arg(long, requires = "redis")]
@@ -78,7 +79,9 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
     let mut settings = Settings::load()?;
     settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.incentive.processors = args.processors.max(1);
-    settings.incentive.batch_size = args.batch_size.max(1);
+    if let Some(size) = args.batch_size {
+        settings.incentive.batch_size = size.max(1);
+    }
     let secret = Uuid::new_v4().to_string();
     let keys = TokenKeys::new(&secret, &settings.auth);
     let prefix = format!("bench{}:", Uuid::new_v4().simple());
@@ -141,7 +144,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
                 .env("EWPM_METRICS__ADDR", "127.0.0.1:0")
                 .env("EWPM_LOG__LEVEL", "warn")
                 .env("EWPM_INCENTIVE__PROCESSORS", args.processors.to_string())
-                .env("EWPM_INCENTIVE__BATCH_SIZE", args.batch_size.to_string())
+                .env("EWPM_INCENTIVE__BATCH_SIZE", settings.incentive.batch_size.to_string())
                 .stdout(Stdio::null())
                 .spawn()
                 .context("start a processor process")?;

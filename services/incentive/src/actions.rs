@@ -3,7 +3,9 @@
 //!
 //! An action runs inside the processor's transaction and may leave work for after the commit
 //! (a notification must not announce an award that then rolls back). Each is a small struct
-//! behind [`IncentiveAction`], testable alone and swappable per link.
+//! behind [`IncentiveAction`], testable alone and swappable per link. Actions run over a
+//! batch's firings at once ([`run_stacks`]), so a batch that completes a thousand streaks
+//! records its awards with one statement, not a thousand.
 //!
 //! - [`RecordAward`]: writes the award to the ledger, at most once per user, link and period
 //!   (a unique key, so concurrent processors and redelivered events cannot award twice).
@@ -12,6 +14,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::DatabaseTransaction;
@@ -46,19 +49,24 @@ pub struct Outcome {
     pub notify: Vec<Award>,
 }
 
-/// One step run when a rule fires.
+/// One firing at one step of its link's action stack, and what its earlier steps produced.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// The firing.
+    pub fired: &'a Fired,
+    /// What the stack produced so far.
+    pub outcome: Outcome,
+}
+
+/// One step run when a rule fires. A processor batch runs each action once over all the
+/// firings at the same step of their stacks (one statement for many awards), in stack order.
 #[async_trait]
 pub trait IncentiveAction: Send + Sync + 'static {
     /// Which action this is.
     fn kind(&self) -> ActionKind;
 
-    /// Runs for `fired` inside `tx`, adding to `outcome`.
-    async fn run(
-        &self,
-        fired: &Fired,
-        tx: &DatabaseTransaction,
-        outcome: &mut Outcome,
-    ) -> anyhow::Result<()>;
+    /// Runs for every step inside `tx`, adding to each step's outcome.
+    async fn run(&self, steps: &mut [Step<'_>], tx: &DatabaseTransaction) -> anyhow::Result<()>;
 }
 
 /// Records the award in the ledger.
@@ -91,16 +99,14 @@ impl IncentiveAction for RecordAward {
         ActionKind::Award
     }
 
-    async fn run(
-        &self,
-        fired: &Fired,
-        tx: &DatabaseTransaction,
-        outcome: &mut Outcome,
-    ) -> anyhow::Result<()> {
-        let award = Self::award_of(fired);
-        if IncentiveStore::insert_award(tx, &award).await? {
-            metrics::counter!("ewpm_incentive_awards_total").increment(1);
-            outcome.award = Some(award);
+    async fn run(&self, steps: &mut [Step<'_>], tx: &DatabaseTransaction) -> anyhow::Result<()> {
+        let awards: Vec<Award> = steps.iter().map(|s| Self::award_of(s.fired)).collect();
+        let new = IncentiveStore::insert_awards(tx, &awards).await?;
+        metrics::counter!("ewpm_incentive_awards_total").increment(new.len() as u64);
+        for (step, award) in steps.iter_mut().zip(awards) {
+            if new.contains(&award.id) {
+                step.outcome.award = Some(award);
+            }
         }
         Ok(())
     }
@@ -116,14 +122,12 @@ impl IncentiveAction for Notify {
         ActionKind::Notify
     }
 
-    async fn run(
-        &self,
-        _fired: &Fired,
-        _tx: &DatabaseTransaction,
-        outcome: &mut Outcome,
-    ) -> anyhow::Result<()> {
-        if let Some(award) = &outcome.award {
-            outcome.notify.push(award.clone());
+    async fn run(&self, steps: &mut [Step<'_>], _tx: &DatabaseTransaction) -> anyhow::Result<()> {
+        for step in steps {
+            if let Some(award) = &step.outcome.award {
+                let award = award.clone();
+                step.outcome.notify.push(award);
+            }
         }
         Ok(())
     }
@@ -135,4 +139,32 @@ pub fn action(kind: ActionKind) -> Arc<dyn IncentiveAction> {
         ActionKind::Award => Arc::new(RecordAward),
         ActionKind::Notify => Arc::new(Notify),
     }
+}
+
+/// Runs every firing's action stack in order inside `tx`; the outcomes, by firing.
+pub async fn run_stacks(fired: &[Fired], tx: &DatabaseTransaction) -> anyhow::Result<Vec<Outcome>> {
+    let mut outcomes: Vec<Outcome> = fired.iter().map(|_| Outcome::default()).collect();
+    let depth = fired.iter().map(|f| f.link.actions.kinds().len()).max().unwrap_or(0);
+    for at in 0..depth {
+        for kind in [ActionKind::Award, ActionKind::Notify] {
+            let here: Vec<usize> = (0..fired.len())
+                .filter(|&i| fired[i].link.actions.kinds().get(at) == Some(&kind))
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            let mut steps: Vec<Step<'_>> = here
+                .iter()
+                .map(|&i| Step { fired: &fired[i], outcome: std::mem::take(&mut outcomes[i]) })
+                .collect();
+            action(kind)
+                .run(&mut steps, tx)
+                .await
+                .with_context(|| format!("action {}", kind.as_str()))?;
+            for (step, &i) in steps.into_iter().zip(&here) {
+                outcomes[i] = step.outcome;
+            }
+        }
+    }
+    Ok(outcomes)
 }

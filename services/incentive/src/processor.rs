@@ -27,7 +27,7 @@ use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
 use crate::{
-    actions::{Fired, Outcome, action},
+    actions::{Fired, run_stacks},
     cache::TtlCache,
     domain::{EmployerIncentive, IncentiveEvent, Rule, day_number, day_of_number},
     notices::AwardNotices,
@@ -164,18 +164,12 @@ impl Processor {
         let mut changed: Vec<(StreakKey, Streak)> = changed.into_iter().collect();
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         IncentiveStore::save_streaks(&tx, &changed, now).await?;
+        let outcomes = run_stacks(&fired, &tx).await?;
         let mut awarded = Vec::new();
         let mut notify = Vec::new();
-        for f in &fired {
-            let mut outcome = Outcome::default();
-            for kind in f.link.actions.kinds() {
-                action(*kind)
-                    .run(f, &tx, &mut outcome)
-                    .await
-                    .with_context(|| format!("action {} of link {}", kind.as_str(), f.link.id))?;
-            }
-            awarded.extend(outcome.award);
-            notify.extend(outcome.notify);
+        for o in outcomes {
+            awarded.extend(o.award);
+            notify.extend(o.notify);
         }
         tx.commit().await.context("commit incentive batch")?;
         metrics::counter!("ewpm_incentive_events_processed_total").increment(events.len() as u64);

@@ -1,13 +1,13 @@
 //! The incentive service's tables: `incentives`, `employer_incentives`, `streaks`, `awards`
 //! (SeaORM entities and queries; SQLite and PostgreSQL).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, sea_query::OnConflict,
 };
 use uuid::Uuid;
 
@@ -358,6 +358,9 @@ impl IncentiveStore {
         let mut sorted = keys.to_vec();
         sorted.sort();
         sorted.dedup();
+        if tx.get_database_backend() == DbBackend::Postgres {
+            return lock_streaks_pg(tx, &sorted, now).await;
+        }
         let rows = sorted.iter().map(|(ei, user)| streaks::ActiveModel {
             employer_incentive_id: Set(*ei),
             user_id: Set(user.clone()),
@@ -366,27 +369,32 @@ impl IncentiveStore {
             consumed_through: Set(None),
             updated_at: Set(now),
         });
-        // The no-op update takes each existing row's lock (a bare DO NOTHING would not).
+        // Missing rows are created (and so locked by this transaction); existing ones are
+        // then locked in key order by the read (FOR UPDATE; SQLite has one writer at a time,
+        // which the insert made this transaction).
         streaks::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([
                     streaks::Column::EmployerIncentiveId,
                     streaks::Column::UserId,
                 ])
-                .update_column(streaks::Column::UpdatedAt)
+                .do_nothing()
                 .to_owned(),
             )
             .exec_without_returning(tx)
             .await
-            .context("lock streaks")?;
+            .context("create streaks")?;
         let eis: Vec<Uuid> = sorted.iter().map(|(e, _)| *e).collect();
         let users: Vec<String> = sorted.iter().map(|(_, u)| u.clone()).collect();
         let rows = streaks::Entity::find()
             .filter(streaks::Column::EmployerIncentiveId.is_in(eis))
             .filter(streaks::Column::UserId.is_in(users))
+            .order_by_asc(streaks::Column::EmployerIncentiveId)
+            .order_by_asc(streaks::Column::UserId)
+            .lock_exclusive()
             .all(tx)
             .await
-            .context("read streaks")?;
+            .context("lock streaks")?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -409,6 +417,9 @@ impl IncentiveStore {
     ) -> anyhow::Result<()> {
         if streaks.is_empty() {
             return Ok(());
+        }
+        if tx.get_database_backend() == DbBackend::Postgres {
+            return save_streaks_pg(tx, streaks, now).await;
         }
         let rows = streaks.iter().map(|((ei, user), s)| streaks::ActiveModel {
             employer_incentive_id: Set(*ei),
@@ -438,10 +449,16 @@ impl IncentiveStore {
         Ok(())
     }
 
-    /// Records `award` unless the user has this link's award for its period already; whether
-    /// it was new.
-    pub async fn insert_award<C: ConnectionTrait>(tx: &C, award: &Award) -> anyhow::Result<bool> {
-        let inserted = awards::Entity::insert(awards::ActiveModel {
+    /// Records `awards`, each unless the user has that link's award for its period already
+    /// (within `awards` too: the first wins); the ids of those recorded now.
+    pub async fn insert_awards<C: ConnectionTrait>(
+        tx: &C,
+        awards: &[Award],
+    ) -> anyhow::Result<HashSet<Uuid>> {
+        if awards.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows = awards.iter().map(|award| awards::ActiveModel {
             id: Set(award.id),
             employer_incentive_id: Set(award.employer_incentive_id),
             user_id: Set(award.user_id.clone()),
@@ -453,20 +470,25 @@ impl IncentiveStore {
             period_key: Set(award.period_key.clone()),
             activity_id: Set(award.activity_id),
             awarded_at: Set(award.awarded_at),
-        })
-        .on_conflict(
-            OnConflict::columns([
-                awards::Column::EmployerIncentiveId,
-                awards::Column::UserId,
-                awards::Column::PeriodKey,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(tx)
-        .await
-        .context("insert award")?;
-        Ok(inserted == 1)
+        });
+        let inserted = awards::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    awards::Column::EmployerIncentiveId,
+                    awards::Column::UserId,
+                    awards::Column::PeriodKey,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_with_returning_keys(tx)
+            .await;
+        match inserted {
+            Ok(ids) => Ok(ids.into_iter().collect()),
+            // Every row conflicted: nothing new.
+            Err(DbErr::RecordNotInserted) => Ok(HashSet::new()),
+            Err(e) => Err(anyhow::Error::new(e).context("insert awards")),
+        }
     }
 
     /// Awards, newest first, before `before`, at most `limit`.
@@ -508,6 +530,87 @@ impl IncentiveStore {
             .context("read awards")?;
         rows.into_iter().map(award_of).collect()
     }
+}
+
+// PostgreSQL: the same statements over arrays (`UNNEST`), so their text does not depend on
+// the batch and each is parsed and planned once per connection; with one bind parameter per
+// value a 500-row batch spent most of its time being planned.
+
+/// The day number that stands for "no day" in an array of nullable days.
+const NO_DAY: i32 = i32::MIN;
+
+async fn lock_streaks_pg<C: ConnectionTrait>(
+    tx: &C,
+    sorted: &[StreakKey],
+    now: DateTime<Utc>,
+) -> anyhow::Result<HashMap<StreakKey, Streak>> {
+    let eis: Vec<Uuid> = sorted.iter().map(|(e, _)| *e).collect();
+    let users: Vec<String> = sorted.iter().map(|(_, u)| u.clone()).collect();
+    tx.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO streaks (employer_incentive_id, user_id, last_day, days, consumed_through, updated_at) \
+         SELECT k.e, k.u, 0, 0, NULL, $3 FROM UNNEST($1::uuid[], $2::text[]) AS k(e, u) \
+         ON CONFLICT DO NOTHING",
+        [eis.clone().into(), users.clone().into(), now.into()],
+    ))
+    .await
+    .context("create streaks")?;
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT s.employer_incentive_id, s.user_id, s.last_day, s.days, s.consumed_through \
+             FROM streaks s JOIN UNNEST($1::uuid[], $2::text[]) AS k(e, u) \
+               ON s.employer_incentive_id = k.e AND s.user_id = k.u \
+             ORDER BY s.employer_incentive_id, s.user_id FOR UPDATE OF s",
+            [eis.into(), users.into()],
+        ))
+        .await
+        .context("lock streaks")?;
+    rows.into_iter()
+        .map(|r| {
+            let key = (r.try_get("", "employer_incentive_id")?, r.try_get("", "user_id")?);
+            let days: i64 = r.try_get("", "days")?;
+            let streak = Streak {
+                last_day: r.try_get("", "last_day")?,
+                days: days as u64,
+                consumed_through: r.try_get("", "consumed_through")?,
+            };
+            Ok((key, streak))
+        })
+        .collect::<Result<_, DbErr>>()
+        .context("read streaks")
+}
+
+async fn save_streaks_pg<C: ConnectionTrait>(
+    tx: &C,
+    streaks: &[(StreakKey, Streak)],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let eis: Vec<Uuid> = streaks.iter().map(|((e, _), _)| *e).collect();
+    let users: Vec<String> = streaks.iter().map(|((_, u), _)| u.clone()).collect();
+    let last: Vec<i32> = streaks.iter().map(|(_, s)| s.last_day).collect();
+    let days: Vec<i64> = streaks.iter().map(|(_, s)| s.days as i64).collect();
+    let consumed: Vec<i32> =
+        streaks.iter().map(|(_, s)| s.consumed_through.unwrap_or(NO_DAY)).collect();
+    tx.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE streaks AS s SET last_day = v.l, days = v.d, \
+           consumed_through = NULLIF(v.c, $6), updated_at = $7 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::int[]) AS v(e, u, l, d, c) \
+         WHERE s.employer_incentive_id = v.e AND s.user_id = v.u",
+        [
+            eis.into(),
+            users.into(),
+            last.into(),
+            days.into(),
+            consumed.into(),
+            NO_DAY.into(),
+            now.into(),
+        ],
+    ))
+    .await
+    .context("save streaks")?;
+    Ok(())
 }
 
 fn incentive_of(r: incentives::Model) -> anyhow::Result<Incentive> {

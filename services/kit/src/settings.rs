@@ -58,7 +58,8 @@ pub struct IncentiveSettings {
     pub processor_enabled: bool,
     /// Processor tasks per process (each a consumer of the incentive events).
     pub processors: usize,
-    /// Events a processor handles in one transaction at most.
+    /// Events a processor handles in one transaction at most. Large batches pay: a batch
+    /// costs a handful of statements whatever its size.
     pub batch_size: usize,
     /// Longest the oldest received event waits for its batch, in milliseconds.
     pub flush_interval_ms: u64,
@@ -282,7 +283,7 @@ impl Default for Settings {
             incentive: IncentiveSettings {
                 processor_enabled: true,
                 processors: 2,
-                batch_size: 500,
+                batch_size: 2000,
                 flush_interval_ms: 100,
                 reclaim_idle_ms: 30_000,
                 lookup_cache_secs: 10,
