@@ -92,15 +92,15 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         Some(redis) => (
             Arc::new(RedisBus::connect(redis, &prefix).await?),
             format!(
-                "postgres+redis, {} processor processes × {} tasks",
-                args.processes, args.processors
+                "postgres+redis, {} processor processes × {} tasks, batches of {}",
+                args.processes, args.processors, settings.incentive.batch_size
             ),
         ),
         None => (
             crate::embedded_bus(bench_db.sqlite_dir().context("bench directory")?).await?,
             format!(
-                "embedded (sqlite, events in a sqlite file), {} processor tasks",
-                args.processors
+                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {}",
+                args.processors, settings.incentive.batch_size
             ),
         ),
     };

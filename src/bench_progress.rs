@@ -193,12 +193,14 @@ impl Target {
         let clock: SharedClock = Arc::new(SystemClock);
         let mut mount = Mount::new(Authenticator::new(keys.clone()));
         crate::mount_challenge(&mut mount, &settings, &keys, conn.clone(), clock.clone())?;
+        let incentive_notices = Arc::new(ewpm_incentive::notices::MemoryNotices::new());
         let mut background = crate::mount_progress(
             &mut mount,
             &settings,
             &keys,
             conn.clone(),
             bus.clone(),
+            incentive_notices.clone(),
             clock.clone(),
             true,
             &shutdown,
@@ -209,7 +211,7 @@ impl Target {
             &settings,
             conn,
             bus.clone(),
-            Arc::new(ewpm_incentive::notices::MemoryNotices::new()),
+            incentive_notices,
             clock,
             true,
             &shutdown,

@@ -10,7 +10,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ewpm_challenge::standings::Standings;
-use ewpm_incentive::notices::AwardNotices;
+use ewpm_incentive::notices::IncentiveNotices;
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, ServiceToken, TokenKeys},
@@ -180,23 +180,24 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     mount_challenge(&mut mount, &settings, &keys, db.clone(), clock.clone())?;
     let mut background =
         mount_scan(&mut mount, &settings, db.clone(), &url, clock.clone(), true, &tasks)?;
+    let incentive_notices = Arc::new(ewpm_incentive::notices::MemoryNotices::new());
     background.extend(mount_progress(
         &mut mount,
         &settings,
         &keys,
         db.clone(),
         bus.clone(),
+        incentive_notices.clone(),
         clock.clone(),
         true,
         &tasks,
     )?);
-    let awards = Arc::new(ewpm_incentive::notices::MemoryNotices::new());
     background.extend(mount_incentive(
         &mut mount,
         &settings,
         db,
         bus.clone(),
-        awards,
+        incentive_notices,
         clock,
         true,
         &tasks,
@@ -258,6 +259,7 @@ fn mount_progress(
     keys: &TokenKeys,
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
+    incentive_notices: Arc<dyn IncentiveNotices>,
     clock: SharedClock,
     with_service: bool,
     shutdown: &CancellationToken,
@@ -281,6 +283,7 @@ fn mount_progress(
             bus.clone(),
             &settings.services.incentive,
             token,
+            incentive_notices.as_ref(),
             &settings.incentive,
         )?));
         let name = ewpm_progress::app::process_name();
@@ -300,7 +303,7 @@ fn mount_incentive(
     settings: &Settings,
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
-    awards: Arc<dyn AwardNotices>,
+    awards: Arc<dyn IncentiveNotices>,
     clock: SharedClock,
     with_service: bool,
     tasks: &CancellationToken,
@@ -381,10 +384,13 @@ async fn serve_progress(settings: Settings, with_service: bool) -> anyhow::Resul
     serve_mesh(settings, name, async |m: Ctx<'_>| {
         let db = m.db()?;
         let redis = m.settings.require_redis_url()?;
-        let bus: Arc<dyn Bus> =
-            Arc::new(RedisBus::connect(&redis, &m.settings.redis_prefix).await?);
+        let prefix = &m.settings.redis_prefix;
+        let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        // The incentive visitor hears of link changes.
+        let notices =
+            Arc::new(ewpm_incentive::notices::RedisNotices::connect(&redis, prefix).await?);
         let clock: SharedClock = Arc::new(SystemClock);
-        mount_progress(m.mount, m.settings, m.keys, db, bus, clock, with_service, m.tasks)
+        mount_progress(m.mount, m.settings, m.keys, db, bus, notices, clock, with_service, m.tasks)
     })
     .await
 }

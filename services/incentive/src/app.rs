@@ -18,7 +18,7 @@ use crate::{
     INCENTIVE_TOPIC, PROCESSOR_GROUP,
     domain::MAX_BACKFILL_DAYS,
     grpc::IncentiveGrpc,
-    notices::AwardNotices,
+    notices::IncentiveNotices,
     processor::Processor,
     service::Incentives,
     store::IncentiveStore,
@@ -29,11 +29,11 @@ use crate::{
 pub fn build(
     db: DatabaseConnection,
     clock: SharedClock,
-    notices: Arc<dyn AwardNotices>,
+    notices: Arc<dyn IncentiveNotices>,
     grpc: &GrpcSettings,
     streams: CancellationToken,
 ) -> IncentiveServiceServer<IncentiveGrpc> {
-    let incentives = Incentives::new(IncentiveStore::new(db), clock);
+    let incentives = Incentives::new(IncentiveStore::new(db), clock, notices.clone());
     IncentiveServiceServer::new(IncentiveGrpc::new(incentives, notices, streams))
         .max_decoding_message_size(grpc.max_message_bytes)
 }
@@ -43,7 +43,7 @@ pub fn build(
 pub fn processors(
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
-    notices: Arc<dyn AwardNotices>,
+    notices: Arc<dyn IncentiveNotices>,
     clock: SharedClock,
     settings: &IncentiveSettings,
     process: &str,
@@ -76,13 +76,18 @@ pub fn processors(
 }
 
 /// The activity visitor the progress service registers: publishes on `bus`, learns links
-/// from the incentive service at `incentive_uri` with `token`.
+/// from the incentive service at `incentive_uri` with `token`, forgets them when `notices`
+/// announce a change.
 pub fn visitor(
     bus: Arc<dyn Bus>,
     incentive_uri: &str,
     token: Arc<ServiceToken>,
+    notices: &dyn IncentiveNotices,
     settings: &IncentiveSettings,
 ) -> anyhow::Result<IncentiveVisitor> {
     let links = GrpcLinks::new(incentive_uri, token)?;
-    Ok(IncentiveVisitor::new(Arc::new(links), bus, Duration::from_secs(settings.lookup_cache_secs)))
+    let ttl = Duration::from_secs(settings.lookup_cache_secs);
+    let visitor = IncentiveVisitor::new(Arc::new(links), bus, ttl);
+    visitor.follow(notices.subscribe_links());
+    Ok(visitor)
 }

@@ -33,6 +33,16 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         entries.get(key).map(|(_, v)| v.clone())
     }
 
+    /// Forgets `key`.
+    pub fn remove(&self, key: &K) {
+        self.entries.lock().expect("cache lock").remove(key);
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        self.entries.lock().expect("cache lock").clear();
+    }
+
     /// Stores `value` for `key` (dropping stale entries when the cache grows).
     pub fn put(&self, key: K, value: V) {
         let mut entries = self.entries.lock().expect("cache lock");
@@ -58,5 +68,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get(&"acme"), None);
         assert_eq!(cache.get_stale(&"acme"), Some(1));
+        cache.put("globex", 2);
+        cache.remove(&"acme");
+        assert_eq!((cache.get_stale(&"acme"), cache.get(&"globex")), (None, Some(2)));
+        cache.clear();
+        assert_eq!(cache.get_stale(&"globex"), None);
     }
 }

@@ -21,7 +21,7 @@ use crate::{
         TriggerKinds, Zone, text,
     },
     error::IncentiveError,
-    notices::AwardNotices,
+    notices::IncentiveNotices,
     service::{
         AwardsRequest, Before, IncentiveChange, IncentiveRef, Incentives, NewIncentive, NewLink,
     },
@@ -31,7 +31,7 @@ use crate::{
 #[derive(Clone)]
 pub struct IncentiveGrpc {
     incentives: Incentives,
-    notices: Arc<dyn AwardNotices>,
+    notices: Arc<dyn IncentiveNotices>,
     streams: CancellationToken,
 }
 
@@ -39,7 +39,7 @@ impl IncentiveGrpc {
     /// Serves `incentives`; WatchAwards streams from `notices` and ends with `streams`.
     pub fn new(
         incentives: Incentives,
-        notices: Arc<dyn AwardNotices>,
+        notices: Arc<dyn IncentiveNotices>,
         streams: CancellationToken,
     ) -> Self {
         Self { incentives, notices, streams }

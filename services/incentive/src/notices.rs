@@ -1,10 +1,18 @@
-//! Award notices: newly recorded awards, from the processors to every process serving
-//! WatchAwards.
+//! Incentive notices, between processes:
 //!
+//! - newly recorded awards, from the processors to every process serving WatchAwards;
+//! - "an employer's links changed", from the incentive service to every activity visitor, so
+//!   a new or deactivated link counts from the next activity rather than from the next cache
+//!   refresh.
+//!
+//! Implementations:
 //! - [`MemoryNotices`]: in-process (embedded mode).
-//! - [`RedisNotices`]: Redis pub/sub on channel `<prefix>incentive:awards`; one subscriber
-//!   connection per process, fanned out locally. Pub/sub is fire-and-forget: a watcher that
-//!   is not connected when an award is recorded finds it with ListAwards.
+//! - [`RedisNotices`]: Redis pub/sub on channels `<prefix>incentive:awards` and
+//!   `<prefix>incentive:links`; one subscriber connection per process, fanned out locally.
+//!
+//! Pub/sub is fire-and-forget: a watcher that is not connected when an award is recorded
+//! finds it with ListAwards, and a visitor that misses a link change sees it when its cache
+//! entry expires (`lookup_cache_secs`).
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -17,27 +25,39 @@ use tokio::sync::broadcast;
 
 use crate::domain::Award;
 
-/// Awards a slow watcher may fall behind by before it skips some (it is told how many).
+/// Notices a slow receiver may fall behind by before it skips some (it is told how many).
 const FAN_OUT: usize = 1024;
 
-/// Publishes and delivers award notices.
+/// What "every employer's links changed" is announced as (a catalog incentive changed).
+pub const ALL_EMPLOYERS: &str = "*";
+
+/// Publishes and delivers incentive notices.
 #[async_trait]
-pub trait AwardNotices: Send + Sync + 'static {
+pub trait IncentiveNotices: Send + Sync + 'static {
     /// Announces `awards` to every watcher, in any process.
     async fn publish(&self, awards: &[Award]) -> anyhow::Result<()>;
 
     /// Every award announced from now on (filter by user yourself).
     fn subscribe(&self) -> broadcast::Receiver<Award>;
+
+    /// Announces that `employer_id`'s links changed ([`ALL_EMPLOYERS`]: everybody's).
+    async fn links_changed(&self, employer_id: &str) -> anyhow::Result<()>;
+
+    /// Every link change announced from now on (employer ids).
+    fn subscribe_links(&self) -> broadcast::Receiver<String>;
 }
 
 /// In-process notices.
 #[derive(Debug, Clone)]
-pub struct MemoryNotices(broadcast::Sender<Award>);
+pub struct MemoryNotices {
+    awards: broadcast::Sender<Award>,
+    links: broadcast::Sender<String>,
+}
 
 impl MemoryNotices {
-    /// No watchers yet.
+    /// No receivers yet.
     pub fn new() -> Self {
-        Self(broadcast::channel(FAN_OUT).0)
+        Self { awards: broadcast::channel(FAN_OUT).0, links: broadcast::channel(FAN_OUT).0 }
     }
 }
 
@@ -48,17 +68,26 @@ impl Default for MemoryNotices {
 }
 
 #[async_trait]
-impl AwardNotices for MemoryNotices {
+impl IncentiveNotices for MemoryNotices {
     async fn publish(&self, awards: &[Award]) -> anyhow::Result<()> {
         for a in awards {
             // No receiver is not an error: nobody watches.
-            drop(self.0.send(a.clone()));
+            drop(self.awards.send(a.clone()));
         }
         Ok(())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Award> {
-        self.0.subscribe()
+        self.awards.subscribe()
+    }
+
+    async fn links_changed(&self, employer_id: &str) -> anyhow::Result<()> {
+        drop(self.links.send(employer_id.to_string()));
+        Ok(())
+    }
+
+    fn subscribe_links(&self) -> broadcast::Receiver<String> {
+        self.links.subscribe()
     }
 }
 
@@ -66,8 +95,9 @@ impl AwardNotices for MemoryNotices {
 pub struct RedisNotices {
     publisher: Client,
     _subscriber: SubscriberClient,
-    channel: String,
-    local: broadcast::Sender<Award>,
+    awards_channel: String,
+    links_channel: String,
+    local: MemoryNotices,
     stop: CancellationToken,
 }
 
@@ -77,12 +107,23 @@ impl RedisNotices {
         let (publisher, subscriber) = ewpm_kit::redis::pubsub(url).await?;
         // Re-subscribes after a reconnect.
         let _resubscriber = subscriber.manage_subscriptions();
-        let channel = format!("{prefix}incentive:awards");
-        let local = broadcast::channel(FAN_OUT).0;
+        let awards_channel = format!("{prefix}incentive:awards");
+        let links_channel = format!("{prefix}incentive:links");
+        let local = MemoryNotices::new();
         let stop = CancellationToken::new();
-        tokio::spawn(deliver(subscriber.clone(), local.clone(), stop.clone()));
-        subscriber.subscribe(channel.clone()).await.context("subscribe to award notices")?;
-        Ok(Self { publisher, _subscriber: subscriber, channel, local, stop })
+        tokio::spawn(deliver(
+            subscriber.clone(),
+            local.clone(),
+            awards_channel.clone(),
+            stop.clone(),
+        ));
+        for channel in [&awards_channel, &links_channel] {
+            subscriber
+                .subscribe(channel.clone())
+                .await
+                .context("subscribe to incentive notices")?;
+        }
+        Ok(Self { publisher, _subscriber: subscriber, awards_channel, links_channel, local, stop })
     }
 }
 
@@ -92,10 +133,11 @@ impl Drop for RedisNotices {
     }
 }
 
-/// Hands every award notice received to the local watchers.
+/// Hands every notice received to the local receivers.
 async fn deliver(
     subscriber: SubscriberClient,
-    local: broadcast::Sender<Award>,
+    local: MemoryNotices,
+    awards_channel: String,
     stop: CancellationToken,
 ) {
     use tokio::sync::broadcast::error::RecvError;
@@ -106,28 +148,37 @@ async fn deliver(
             m = messages.recv() => m,
         };
         match message {
-            Ok(m) => match m.value.as_bytes().map(serde_json::from_slice::<Award>) {
-                Some(Ok(award)) => drop(local.send(award)),
-                _ => tracing::warn!(channel = %m.channel, "ignoring a malformed award notice"),
-            },
-            // Only worth a warning when somebody was watching.
-            Err(RecvError::Lagged(n)) if local.receiver_count() > 0 => {
-                tracing::warn!(skipped = n, "award notices lagged; watchers missed some")
+            Ok(m) if m.channel == awards_channel => {
+                match m.value.as_bytes().map(serde_json::from_slice::<Award>) {
+                    Some(Ok(award)) => drop(local.awards.send(award)),
+                    _ => tracing::warn!(channel = %m.channel, "ignoring a malformed award notice"),
+                }
             }
-            Err(RecvError::Lagged(_)) => {}
+            Ok(m) => match m.value.as_str() {
+                Some(employer) => drop(local.links.send(employer.to_string())),
+                None => tracing::warn!(channel = %m.channel, "ignoring a malformed link notice"),
+            },
+            // Only worth a warning when somebody was watching; a visitor that missed link
+            // changes is told everything changed.
+            Err(RecvError::Lagged(n)) => {
+                drop(local.links.send(ALL_EMPLOYERS.to_string()));
+                if local.awards.receiver_count() > 0 {
+                    tracing::warn!(skipped = n, "incentive notices lagged; watchers missed some");
+                }
+            }
             Err(RecvError::Closed) => return,
         }
     }
 }
 
 #[async_trait]
-impl AwardNotices for RedisNotices {
+impl IncentiveNotices for RedisNotices {
     async fn publish(&self, awards: &[Award]) -> anyhow::Result<()> {
         for a in awards {
             let json = serde_json::to_string(a).context("encode award notice")?;
             let _: i64 = self
                 .publisher
-                .publish(self.channel.as_str(), json)
+                .publish(self.awards_channel.as_str(), json)
                 .await
                 .context("publish award notice")?;
         }
@@ -136,5 +187,18 @@ impl AwardNotices for RedisNotices {
 
     fn subscribe(&self) -> broadcast::Receiver<Award> {
         self.local.subscribe()
+    }
+
+    async fn links_changed(&self, employer_id: &str) -> anyhow::Result<()> {
+        let _: i64 = self
+            .publisher
+            .publish(self.links_channel.as_str(), employer_id)
+            .await
+            .context("publish link notice")?;
+        Ok(())
+    }
+
+    fn subscribe_links(&self) -> broadcast::Receiver<String> {
+        self.local.subscribe_links()
     }
 }

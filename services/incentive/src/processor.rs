@@ -30,7 +30,7 @@ use crate::{
     actions::{Fired, run_stacks},
     cache::TtlCache,
     domain::{EmployerIncentive, IncentiveEvent, Rule, day_number, day_of_number},
-    notices::AwardNotices,
+    notices::IncentiveNotices,
     store::{IncentiveStore, StreakKey},
     streak::{Recorded, Streak},
 };
@@ -80,7 +80,7 @@ impl Links {
 pub struct Processor {
     store: IncentiveStore,
     links: Links,
-    notices: Arc<dyn AwardNotices>,
+    notices: Arc<dyn IncentiveNotices>,
     clock: SharedClock,
     backfill_days: u32,
 }
@@ -89,7 +89,7 @@ impl Processor {
     /// A processor over `store`, announcing awards on `notices`.
     pub fn new(
         store: IncentiveStore,
-        notices: Arc<dyn AwardNotices>,
+        notices: Arc<dyn IncentiveNotices>,
         clock: SharedClock,
         link_ttl: Duration,
         backfill_days: u32,

@@ -2,6 +2,8 @@
 //! employer's links (its admins and admins; its employees may read them), the awards ledger
 //! (the user, their employer's admins, admins).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use ewpm_kit::{
     auth::{Caller, Role},
@@ -16,6 +18,7 @@ use crate::{
         TriggerKinds, Zone,
     },
     error::IncentiveError,
+    notices::{ALL_EMPLOYERS, IncentiveNotices},
     store::{AwardsOf, IncentiveStore},
 };
 
@@ -95,12 +98,29 @@ pub struct Before(pub Uuid);
 pub struct Incentives {
     store: IncentiveStore,
     clock: SharedClock,
+    notices: Arc<dyn IncentiveNotices>,
 }
 
 impl Incentives {
-    /// Over `store`.
-    pub fn new(store: IncentiveStore, clock: SharedClock) -> Self {
-        Self { store, clock }
+    /// Over `store`, announcing link changes on `notices`.
+    pub fn new(
+        store: IncentiveStore,
+        clock: SharedClock,
+        notices: Arc<dyn IncentiveNotices>,
+    ) -> Self {
+        Self { store, clock, notices }
+    }
+
+    /// Tells the activity visitors that `employer_id`'s links changed. Best effort: a lost
+    /// announcement costs at most one cache period.
+    async fn announce(&self, employer_id: &str) {
+        if let Err(err) = self.notices.links_changed(employer_id).await {
+            tracing::warn!(
+                employer = employer_id,
+                error = format!("{err:#}"),
+                "announce a link change"
+            );
+        }
     }
 
     /// The store.
@@ -145,6 +165,7 @@ impl Incentives {
         incentive.trigger_kinds = change.trigger_kinds;
         incentive.updated_at = self.clock.now();
         self.store.update_incentive(&incentive).await?;
+        self.announce(ALL_EMPLOYERS).await;
         Ok(incentive)
     }
 
@@ -160,6 +181,7 @@ impl Incentives {
             incentive.active = false;
             incentive.updated_at = self.clock.now();
             self.store.update_incentive(&incentive).await?;
+            self.announce(ALL_EMPLOYERS).await;
         }
         Ok(incentive)
     }
@@ -227,6 +249,7 @@ impl Incentives {
             created_at: now,
         };
         self.store.insert_employer_incentive(&link).await?;
+        self.announce(&link.employer_id).await;
         Ok(link)
     }
 
@@ -275,6 +298,7 @@ impl Incentives {
         if link.active {
             self.store.deactivate_employer_incentive(id).await?;
             link.active = false;
+            self.announce(&link.employer_id).await;
         }
         Ok(link)
     }

@@ -4,7 +4,9 @@
 //!
 //! An employer's active links are learned from the incentive service over gRPC (with the
 //! progress service's own token) and cached for `lookup_cache_secs`, so a busy employer costs
-//! one call per cache period, not one per activity. While the incentive service cannot be
+//! one call per cache period, not one per activity. The incentive service announces link
+//! changes ([`crate::notices`]); the cached links of that employer are then forgotten, so a
+//! new link counts from the next activity (a missed announcement: from the next refresh). While the incentive service cannot be
 //! reached the last known links are used; an employer never looked up fails the writer's
 //! batch, which is retried. A link created a moment ago counts from
 //! the next refresh; the processor re-checks every event against the link as it is then.
@@ -19,6 +21,7 @@ use async_trait::async_trait;
 use ewpm_kit::{auth::ServiceToken, bus::Bus, timestamp};
 use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
 use ewpm_proto::incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient};
+use tokio::sync::broadcast;
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
@@ -26,6 +29,7 @@ use crate::{
     INCENTIVE_TOPIC,
     cache::TtlCache,
     domain::{ActiveWindow, IncentiveEvent},
+    notices::ALL_EMPLOYERS,
 };
 
 /// How long one look-up may take.
@@ -111,14 +115,33 @@ fn visitor_link(l: pb::EmployerIncentive) -> Option<VisitorLink> {
 /// The activity visitor of the incentive service.
 pub struct IncentiveVisitor {
     source: Arc<dyn LinkSource>,
-    cache: TtlCache<String, Arc<Vec<VisitorLink>>>,
+    cache: Arc<TtlCache<String, Arc<Vec<VisitorLink>>>>,
     bus: Arc<dyn Bus>,
 }
 
 impl IncentiveVisitor {
     /// Publishes on `bus`, learning links from `source`, cached for `ttl`.
     pub fn new(source: Arc<dyn LinkSource>, bus: Arc<dyn Bus>, ttl: Duration) -> Self {
-        Self { source, cache: TtlCache::new(ttl), bus }
+        Self { source, cache: Arc::new(TtlCache::new(ttl)), bus }
+    }
+
+    /// Forgets an employer's cached links as soon as `changes` says they changed
+    /// ([`ALL_EMPLOYERS`]: everybody's), until the visitor is dropped or `changes` closes.
+    pub fn follow(&self, mut changes: broadcast::Receiver<String>) {
+        let cache = Arc::downgrade(&self.cache);
+        tokio::spawn(async move {
+            use broadcast::error::RecvError;
+            loop {
+                let changed = changes.recv().await;
+                let Some(cache) = cache.upgrade() else { return };
+                match changed {
+                    Ok(employer) if employer == ALL_EMPLOYERS => cache.clear(),
+                    Ok(employer) => cache.remove(&employer),
+                    Err(RecvError::Lagged(_)) => cache.clear(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     async fn links(&self, employer_id: &str) -> anyhow::Result<Arc<Vec<VisitorLink>>> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use ewpm_incentive::{
     INCENTIVE_TOPIC, PROCESSOR_GROUP, app,
     domain::{Award, IncentiveEvent},
-    notices::{AwardNotices, MemoryNotices, RedisNotices},
+    notices::{IncentiveNotices, MemoryNotices, RedisNotices},
     store::IncentiveStore,
     visitor::IncentiveVisitor,
 };
@@ -57,6 +57,8 @@ fn settings(processors: usize) -> IncentiveSettings {
         processors,
         batch_size: 50,
         flush_interval_ms: 20,
+        // Long enough that only an announced link change can refresh a visitor in a test.
+        lookup_cache_secs: 60,
         ..Settings::default().incentive
     }
 }
@@ -66,7 +68,7 @@ async fn harness(backend: Backend) -> Harness {
 }
 
 async fn harness_with(backend: Backend, processors: usize) -> Harness {
-    let (db, bus, notices): (TestDb, Arc<dyn Bus>, Arc<dyn AwardNotices>) = match backend {
+    let (db, bus, notices): (TestDb, Arc<dyn Bus>, Arc<dyn IncentiveNotices>) = match backend {
         Backend::Embedded => {
             (TestDb::sqlite().await.unwrap(), MemoryBus::new(), Arc::new(MemoryNotices::new()))
         }
@@ -92,12 +94,14 @@ async fn harness_with(backend: Backend, processors: usize) -> Harness {
         .unwrap()
     };
     let settings = settings(processors);
-    let processors = app::processors(db.db.clone(), bus.clone(), notices, clock, &settings, "test")
-        .into_iter()
-        .map(|p| tokio::spawn(p.run(stop.clone())))
-        .collect();
+    let processors =
+        app::processors(db.db.clone(), bus.clone(), notices.clone(), clock, &settings, "test")
+            .into_iter()
+            .map(|p| tokio::spawn(p.run(stop.clone())))
+            .collect();
     let token = Arc::new(ServiceToken::new(keys(), "progress"));
-    let visitor = app::visitor(bus.clone(), &server.uri(), token, &settings).unwrap();
+    let visitor =
+        app::visitor(bus.clone(), &server.uri(), token, notices.as_ref(), &settings).unwrap();
     Harness {
         client: IncentiveServiceClient::connect(server.uri()).await.unwrap(),
         visitor,
@@ -555,6 +559,44 @@ async fn watch_awards_streams_the_callers_new_awards(mut h: Harness) {
     h.stop().await;
 }
 
+async fn a_new_link_counts_from_the_next_activity(mut h: Harness) {
+    h.create_incentive("user-birth", each_rule(), &[PbKind::Birth], &admin()).await.unwrap();
+    // The visitor has looked acme up (no links) and cached that for a minute.
+    let birth = activity("alice", ActivityKind::Birth, now());
+    assert_eq!(h.visitor.events(std::slice::from_ref(&birth)).await.unwrap(), Vec::new());
+    let link = h.link("acme", "user-birth", "", &acme_admin()).await.unwrap();
+    // The link's announcement reaches the visitor (over Redis pub/sub in the mesh) at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let events = loop {
+        let events = h.visitor.events(std::slice::from_ref(&birth)).await.unwrap();
+        if !events.is_empty() || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        events.iter().map(|e| e.employer_incentive_id.to_string()).collect::<Vec<_>>(),
+        vec![link.id.clone()]
+    );
+    // And so does its deactivation.
+    h.client
+        .deactivate_employer_incentive(req(
+            pb::DeactivateEmployerIncentiveRequest { id: link.id },
+            &acme_admin(),
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !h.visitor.events(std::slice::from_ref(&birth)).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the visitor still counts a deactivated link"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop().await;
+}
+
 /// Pages of 2 through an employer's awards list every award once, newest first.
 async fn award_pages_walk_the_ledger_newest_first(mut h: Harness) {
     h.note_incentives().await;
@@ -604,6 +646,7 @@ macro_rules! suite {
                 awards_are_for_the_user_their_employer_admins_and_admins,
                 watch_awards_streams_the_callers_new_awards,
                 award_pages_walk_the_ledger_newest_first,
+                a_new_link_counts_from_the_next_activity,
             );
         }
     };
