@@ -87,11 +87,21 @@ impl Drop for Proc {
 
 /// A port free right now on 127.0.0.1 (for processes a test starts, which cannot be handed
 /// a listener).
+///
+/// Picked below the kernel's ephemeral range (32768 and up on Linux): a port from that range
+/// that is free now can be taken as the source port of any outgoing connection (a database
+/// pool opening, a Redis client) before the process it was meant for binds it, which failed
+/// whole meshes with "address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+    const LOW: u128 = 20_000;
+    const SPAN: u128 = 12_000;
+    for _ in 0..1000 {
+        let port = (LOW + uuid::Uuid::new_v4().as_u128() % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000 on 127.0.0.1");
 }
 
 /// A fresh, migrated database for one test.
