@@ -69,6 +69,13 @@ pub struct IncentiveArgs {
     /// Redis for the bus and award notices (under a throwaway key prefix).
     #[arg(long, requires = "postgres")]
     redis: Option<String>,
+    /// Drive the client-facing path instead of the visitor: LogActivity over gRPC from
+    /// `--concurrency` clients → progress queue → batch writers → visitor → processors.
+    #[arg(long)]
+    log_activity: bool,
+    /// Concurrent LogActivity clients (with --log-activity), over 4 connections.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -113,17 +120,35 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
     let mut mount = Mount::new(Authenticator::new(keys.clone()));
     let in_process = args.redis.is_none();
     settings.incentive.processor_enabled = in_process;
-    let background = crate::mount_incentive(
+    let notices = Arc::new(MemoryNotices::new());
+    let mut background = crate::mount_incentive(
         &mut mount,
         &settings,
         conn.clone(),
         bus.clone(),
-        Arc::new(MemoryNotices::new()),
-        clock,
+        notices.clone(),
+        clock.clone(),
         true,
         &stop,
         &stop,
     );
+    if args.log_activity {
+        // The progress service and its writers (whose visitor asks the incentive service
+        // mounted beside it).
+        settings.services.challenge = uri.clone();
+        settings.services.incentive = uri.clone();
+        background.extend(crate::mount_progress(
+            &mut mount,
+            &settings,
+            &keys,
+            conn.clone(),
+            bus.clone(),
+            notices,
+            clock,
+            true,
+            &stop,
+        )?);
+    }
     let server = tokio::spawn({
         let (stop, grpc) = (stop.clone(), settings.grpc.clone());
         async move { server::serve(listener, mount, &grpc, stop).await }
@@ -176,13 +201,22 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
     activities.extend(users.iter().map(|u| activity(u, ActivityKind::Birth, 1)));
     let total = activities.len() as u64;
     let started = Instant::now();
-    for chunk in activities.chunks(1000) {
-        visitor.visit(chunk).await?;
+    if args.log_activity {
+        log_activities(&uri, &keys, activities, args.concurrency).await?;
+    } else {
+        for chunk in activities.chunks(1000) {
+            visitor.visit(chunk).await?;
+        }
     }
     let published = started.elapsed();
     let mut peak_backlog = 0;
     loop {
-        let backlog = bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await?;
+        let writes = if args.log_activity {
+            bus.backlog(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP).await?
+        } else {
+            0
+        };
+        let backlog = bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await? + writes;
         peak_backlog = peak_backlog.max(backlog);
         if backlog == 0 {
             break;
@@ -211,6 +245,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
             json!({
                 "backend": backend,
                 "events": total,
+                "path": if args.log_activity { "LogActivity" } else { "visitor" },
                 "published_per_sec": publish_rate.round(),
                 "processed_per_sec": rate.round(),
                 "seconds": processed.as_secs_f64(),
@@ -226,12 +261,16 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
             "  {total} activity events ({} users × {} mood days + a birth)",
             args.users, args.days
         );
+        let (from, to) =
+            if args.log_activity { ("LogActivity", "accepted") } else { ("visitor", "bus") };
         println!(
-            "  visitor → bus          {publish_rate:>9.0} events/s  ({:.2} s)",
+            "  {:<22} {publish_rate:>9.0} events/s  ({:.2} s)",
+            format!("{from} → {to}"),
             published.as_secs_f64()
         );
         println!(
-            "  visitor → awards       {rate:>9.0} events/s  ({:.2} s until the processors drained)",
+            "  {:<22} {rate:>9.0} events/s  ({:.2} s until everything drained)",
+            format!("{from} → awards"),
             processed.as_secs_f64()
         );
         println!(
@@ -252,6 +291,65 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         "awards were not exactly once: {} for {expected} expected",
         awards.len()
     );
+    Ok(())
+}
+
+/// Sends every activity with LogActivity as its user, from `concurrency` clients; fails on
+/// any refusal but push-back (which is retried, as a client would).
+async fn log_activities(
+    uri: &str,
+    keys: &TokenKeys,
+    activities: Vec<Activity>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use ewpm_proto::progress::v1::{
+        LogActivityRequest, progress_service_client::ProgressServiceClient,
+    };
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(tonic::transport::Channel::from_shared(uri.to_string())?.connect().await?);
+    }
+    let mut tokens = std::collections::HashMap::new();
+    for a in &activities {
+        tokens.entry(a.user_id.clone()).or_insert_with(|| {
+            format!("Bearer {}", keys.mint(&a.user_id, Role::Employee, Some("acme")))
+        });
+    }
+    let tokens = Arc::new(tokens);
+    let queue = Arc::new(std::sync::Mutex::new(activities.into_iter()));
+    let mut tasks = Vec::new();
+    for i in 0..concurrency.max(1) {
+        let mut client = ProgressServiceClient::new(channels[i % channels.len()].clone());
+        let (queue, tokens) = (queue.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().expect("queue").next();
+                let Some(a) = next else { return Ok::<(), anyhow::Error>(()) };
+                loop {
+                    let mut request = Request::new(LogActivityRequest {
+                        kind: a.kind.to_proto(),
+                        value: a.value,
+                        note: String::new(),
+                        occurred_at: Some(timestamp::to_proto(a.occurred_at)),
+                        idempotency_key: String::new(),
+                    });
+                    request
+                        .metadata_mut()
+                        .insert("authorization", tokens[&a.user_id].parse().expect("header"));
+                    match client.log_activity(request).await {
+                        Ok(_) => break,
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(s) => anyhow::bail!("LogActivity refused: {s:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
     Ok(())
 }
 

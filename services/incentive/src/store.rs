@@ -127,6 +127,9 @@ pub mod awards {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Rows per multi-row statement: within SQLite's 32,766 bound values at 11 columns.
+const SQLITE_ROWS: usize = 2_000;
+
 /// A streak's key: employer incentive and user.
 pub type StreakKey = (Uuid, String);
 
@@ -361,40 +364,42 @@ impl IncentiveStore {
         if tx.get_database_backend() == DbBackend::Postgres {
             return lock_streaks_pg(tx, &sorted, now).await;
         }
-        let rows = sorted.iter().map(|(ei, user)| streaks::ActiveModel {
-            employer_incentive_id: Set(*ei),
-            user_id: Set(user.clone()),
-            last_day: Set(0),
-            days: Set(0),
-            consumed_through: Set(None),
-            updated_at: Set(now),
-        });
-        // Missing rows are created (and so locked by this transaction); existing ones are
-        // then locked in key order by the read (FOR UPDATE; SQLite has one writer at a time,
-        // which the insert made this transaction).
-        streaks::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([
-                    streaks::Column::EmployerIncentiveId,
-                    streaks::Column::UserId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(tx)
-            .await
-            .context("create streaks")?;
-        let eis: Vec<Uuid> = sorted.iter().map(|(e, _)| *e).collect();
-        let users: Vec<String> = sorted.iter().map(|(_, u)| u.clone()).collect();
-        let rows = streaks::Entity::find()
-            .filter(streaks::Column::EmployerIncentiveId.is_in(eis))
-            .filter(streaks::Column::UserId.is_in(users))
-            .order_by_asc(streaks::Column::EmployerIncentiveId)
-            .order_by_asc(streaks::Column::UserId)
-            .lock_exclusive()
-            .all(tx)
-            .await
-            .context("lock streaks")?;
+        // SQLite: the first insert makes this transaction the one writer, so the rows read
+        // below cannot change under it. Statements in chunks: SQLite binds at most 32,766
+        // values.
+        let mut rows = Vec::with_capacity(sorted.len());
+        for chunk in sorted.chunks(SQLITE_ROWS) {
+            let new = chunk.iter().map(|(ei, user)| streaks::ActiveModel {
+                employer_incentive_id: Set(*ei),
+                user_id: Set(user.clone()),
+                last_day: Set(0),
+                days: Set(0),
+                consumed_through: Set(None),
+                updated_at: Set(now),
+            });
+            streaks::Entity::insert_many(new)
+                .on_conflict(
+                    OnConflict::columns([
+                        streaks::Column::EmployerIncentiveId,
+                        streaks::Column::UserId,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(tx)
+                .await
+                .context("create streaks")?;
+            let eis: Vec<Uuid> = chunk.iter().map(|(e, _)| *e).collect();
+            let users: Vec<String> = chunk.iter().map(|(_, u)| u.clone()).collect();
+            rows.extend(
+                streaks::Entity::find()
+                    .filter(streaks::Column::EmployerIncentiveId.is_in(eis))
+                    .filter(streaks::Column::UserId.is_in(users))
+                    .all(tx)
+                    .await
+                    .context("read streaks")?,
+            );
+        }
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -421,31 +426,33 @@ impl IncentiveStore {
         if tx.get_database_backend() == DbBackend::Postgres {
             return save_streaks_pg(tx, streaks, now).await;
         }
-        let rows = streaks.iter().map(|((ei, user), s)| streaks::ActiveModel {
-            employer_incentive_id: Set(*ei),
-            user_id: Set(user.clone()),
-            last_day: Set(s.last_day),
-            days: Set(s.days as i64),
-            consumed_through: Set(s.consumed_through),
-            updated_at: Set(now),
-        });
-        streaks::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([
-                    streaks::Column::EmployerIncentiveId,
-                    streaks::Column::UserId,
-                ])
-                .update_columns([
-                    streaks::Column::LastDay,
-                    streaks::Column::Days,
-                    streaks::Column::ConsumedThrough,
-                    streaks::Column::UpdatedAt,
-                ])
-                .to_owned(),
-            )
-            .exec_without_returning(tx)
-            .await
-            .context("save streaks")?;
+        for chunk in streaks.chunks(SQLITE_ROWS) {
+            let rows = chunk.iter().map(|((ei, user), s)| streaks::ActiveModel {
+                employer_incentive_id: Set(*ei),
+                user_id: Set(user.clone()),
+                last_day: Set(s.last_day),
+                days: Set(s.days as i64),
+                consumed_through: Set(s.consumed_through),
+                updated_at: Set(now),
+            });
+            streaks::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([
+                        streaks::Column::EmployerIncentiveId,
+                        streaks::Column::UserId,
+                    ])
+                    .update_columns([
+                        streaks::Column::LastDay,
+                        streaks::Column::Days,
+                        streaks::Column::ConsumedThrough,
+                        streaks::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+                )
+                .exec_without_returning(tx)
+                .await
+                .context("save streaks")?;
+        }
         Ok(())
     }
 
@@ -458,37 +465,42 @@ impl IncentiveStore {
         if awards.is_empty() {
             return Ok(HashSet::new());
         }
-        let rows = awards.iter().map(|award| awards::ActiveModel {
-            id: Set(award.id),
-            employer_incentive_id: Set(award.employer_incentive_id),
-            user_id: Set(award.user_id.clone()),
-            employer_id: Set(award.employer_id.clone()),
-            program_id: Set(award.program_id.clone()),
-            incentive_slug: Set(award.incentive_slug.clone()),
-            reward: Set(award.reward.clone()),
-            award_day: Set(award.award_day.to_string()),
-            period_key: Set(award.period_key.clone()),
-            activity_id: Set(award.activity_id),
-            awarded_at: Set(award.awarded_at),
-        });
-        let inserted = awards::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([
-                    awards::Column::EmployerIncentiveId,
-                    awards::Column::UserId,
-                    awards::Column::PeriodKey,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_with_returning_keys(tx)
-            .await;
-        match inserted {
-            Ok(ids) => Ok(ids.into_iter().collect()),
-            // Every row conflicted: nothing new.
-            Err(DbErr::RecordNotInserted) => Ok(HashSet::new()),
-            Err(e) => Err(anyhow::Error::new(e).context("insert awards")),
+        let mut new = HashSet::new();
+        // In chunks: SQLite binds at most 32,766 values (11 an award).
+        for chunk in awards.chunks(SQLITE_ROWS) {
+            let rows = chunk.iter().map(|award| awards::ActiveModel {
+                id: Set(award.id),
+                employer_incentive_id: Set(award.employer_incentive_id),
+                user_id: Set(award.user_id.clone()),
+                employer_id: Set(award.employer_id.clone()),
+                program_id: Set(award.program_id.clone()),
+                incentive_slug: Set(award.incentive_slug.clone()),
+                reward: Set(award.reward.clone()),
+                award_day: Set(award.award_day.to_string()),
+                period_key: Set(award.period_key.clone()),
+                activity_id: Set(award.activity_id),
+                awarded_at: Set(award.awarded_at),
+            });
+            let inserted = awards::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([
+                        awards::Column::EmployerIncentiveId,
+                        awards::Column::UserId,
+                        awards::Column::PeriodKey,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_with_returning_keys(tx)
+                .await;
+            match inserted {
+                Ok(ids) => new.extend(ids),
+                // Every row conflicted: nothing new.
+                Err(DbErr::RecordNotInserted) => {}
+                Err(e) => return Err(anyhow::Error::new(e).context("insert awards")),
+            }
         }
+        Ok(new)
     }
 
     /// Awards, newest first, before `before`, at most `limit`.
