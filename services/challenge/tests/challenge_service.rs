@@ -10,9 +10,8 @@ use ewpm_kit::{
     timestamp::to_proto,
 };
 use ewpm_proto::challenge::v1::{self as pb, challenge_service_client::ChallengeServiceClient};
-use ewpm_testkit::{Spawned, TestDb, bearer, spawn_grpc};
-use tonic::{Code, Request, Status, transport::Channel};
-use tonic_types::StatusExt;
+use ewpm_testkit::{Spawned, TestDb, bearer, reason, request as req, spawn_grpc, violations};
+use tonic::{Code, Request, transport::Channel};
 
 struct Harness {
     client: ChallengeServiceClient<Channel>,
@@ -51,12 +50,6 @@ fn globex_employee() -> String {
     bearer("bob", Role::Employee, Some("globex"))
 }
 
-fn req<T>(message: T, auth: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert("authorization", auth.parse().unwrap());
-    r
-}
-
 fn create_req(name: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> pb::CreateChallengeRequest {
     pb::CreateChallengeRequest {
         name: name.into(),
@@ -67,18 +60,6 @@ fn create_req(name: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> pb::Creat
         employer_id: String::new(),
         idempotency_key: String::new(),
     }
-}
-
-fn violations(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
-fn reason(status: &Status) -> String {
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
 
 async fn create(h: &mut Harness, request: pb::CreateChallengeRequest, auth: &str) -> pb::Challenge {

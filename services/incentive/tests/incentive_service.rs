@@ -25,10 +25,12 @@ use ewpm_proto::{
     incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
     progress::v1::ActivityKind as PbKind,
 };
-use ewpm_testkit::{Spawned, TestDb, bearer, key_prefix, keys, servers, spawn_grpc};
+use ewpm_testkit::{
+    Spawned, TestDb, bearer, key_prefix, keys, reason, request as req, servers, spawn_grpc,
+    violations,
+};
 use tokio_stream::StreamExt;
-use tonic::{Code, Request, Status, transport::Channel};
-use tonic_types::StatusExt;
+use tonic::{Code, Status, transport::Channel};
 use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug)]
@@ -114,12 +116,6 @@ async fn harness_with(backend: Backend, processors: usize) -> Harness {
     }
 }
 
-fn req<T>(message: T, auth: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert("authorization", auth.parse().unwrap());
-    r
-}
-
 fn admin() -> String {
     bearer("admin-1", Role::Admin, None)
 }
@@ -134,18 +130,6 @@ fn alice() -> String {
 }
 fn bob() -> String {
     bearer("bob", Role::Employee, Some("acme"))
-}
-
-fn reason(status: &Status) -> String {
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
-}
-
-fn violations(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 fn streak_rule(days: i32) -> pb::Rule {

@@ -24,12 +24,11 @@ use ewpm_leaderboard::{
 use ewpm_proto::leaderboard::v1::{
     self as pb, ScoreDelta, leaderboard_service_client::LeaderboardServiceClient,
 };
-use ewpm_testkit::{Spawned, bearer, key_prefix, servers, spawn_grpc};
+use ewpm_testkit::{Spawned, bearer, key_prefix, reason, servers, spawn_grpc, violations};
 use fred::prelude::PubsubInterface;
 use futures::StreamExt;
 use prost::Message;
-use tonic::{Code, Request, Status, transport::Channel};
-use tonic_types::StatusExt;
+use tonic::{Code, Request, transport::Channel};
 
 const BOARD: &str = "challenge:0194d3c2-5b1e-7c4f-9a51-2d3e4f5a6b7c";
 
@@ -101,18 +100,6 @@ fn page(board: &str, page_size: i32, page_token: &str) -> pb::GetLeaderboardRequ
 
 fn rank(member: &str, neighbours: i32) -> pb::GetRankRequest {
     pb::GetRankRequest { board: BOARD.into(), member: member.into(), neighbours }
-}
-
-fn violations(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
-fn reason(status: &Status) -> String {
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
 
 /// a 50, b 40, c 40, d 30, e 10 — as the owner has them.

@@ -25,10 +25,12 @@ use ewpm_proto::{
     leaderboard::v1::ScoreDelta,
     progress::v1::{self as pb, progress_service_client::ProgressServiceClient},
 };
-use ewpm_testkit::{Spawned, TestDb, bearer, key_prefix, keys, servers, spawn_grpc};
+use ewpm_testkit::{
+    Spawned, TestDb, bearer, key_prefix, keys, reason, request as req, servers, spawn_grpc,
+    violations,
+};
 use prost::Message;
 use tonic::{Code, Request, Status, transport::Channel};
-use tonic_types::StatusExt;
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -127,12 +129,6 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
     }
 }
 
-fn req<T>(message: T, auth: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert("authorization", auth.parse().unwrap());
-    r
-}
-
 fn admin() -> String {
     bearer("admin-1", Role::Admin, None)
 }
@@ -141,18 +137,6 @@ fn alice() -> String {
 }
 fn bob_of_globex() -> String {
     bearer("bob", Role::Employee, Some("globex"))
-}
-
-fn reason(status: &Status) -> String {
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
-}
-
-fn violations(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 impl Harness {

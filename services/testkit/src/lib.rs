@@ -42,6 +42,29 @@ pub fn bearer(sub: &str, role: Role, employer: Option<&str>) -> String {
     format!("Bearer {}", keys().mint(sub, role, employer))
 }
 
+/// A gRPC request carrying `authorization` (a full `Bearer …` value).
+pub fn request<T>(message: T, authorization: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", authorization.parse().expect("header value"));
+    r
+}
+
+/// The `ErrorInfo` reason of a status (empty when it has none).
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+/// The fields a status's `BadRequest` names, in order.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// An HTTP client for tests (HTTPS-capable, with the process's TLS provider installed).
 pub fn http_client() -> reqwest::Client {
     ewpm_kit::install_tls_provider();
