@@ -19,7 +19,7 @@ use crate::{
     domain::MAX_BACKFILL_DAYS,
     grpc::IncentiveGrpc,
     notices::IncentiveNotices,
-    processor::Processor,
+    processor::{Links, Processor},
     service::Incentives,
     store::IncentiveStore,
     visitor::{GrpcLinks, IncentiveVisitor},
@@ -49,15 +49,17 @@ pub fn processors(
     process: &str,
 ) -> Vec<Consumer<Processor>> {
     let store = IncentiveStore::new(db);
+    let ttl = Duration::from_secs(settings.lookup_cache_secs);
+    let links = Arc::new(Links::new(store.clone(), ttl, notices.subscribe_links()));
     (0..settings.processors.max(1))
         .map(|i| {
             Consumer::new(
                 bus.clone(),
                 Processor::new(
                     store.clone(),
+                    links.clone(),
                     notices.clone(),
                     clock.clone(),
-                    Duration::from_secs(settings.lookup_cache_secs),
                     settings.backfill_days.min(MAX_BACKFILL_DAYS),
                 ),
                 ConsumerConfig {

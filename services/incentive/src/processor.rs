@@ -38,13 +38,31 @@ use crate::{
 /// Employer incentives by id, cached.
 pub struct Links {
     store: IncentiveStore,
-    cache: TtlCache<Uuid, Option<Arc<EmployerIncentive>>>,
+    cache: Arc<TtlCache<Uuid, Option<Arc<EmployerIncentive>>>>,
 }
 
 impl Links {
-    /// Reads links from `store`, caching each for `ttl`.
-    pub fn new(store: IncentiveStore, ttl: Duration) -> Self {
-        Self { store, cache: TtlCache::new(ttl) }
+    /// Reads links from `store`, caching each for `ttl`; any announced link change empties
+    /// the cache (it is keyed by link, the announcement names an employer).
+    pub fn new(
+        store: IncentiveStore,
+        ttl: Duration,
+        mut changes: tokio::sync::broadcast::Receiver<String>,
+    ) -> Self {
+        let cache = Arc::new(TtlCache::new(ttl));
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let changed = changes.recv().await;
+                let Some(cache) = weak.upgrade() else { return };
+                match changed {
+                    Ok(_) | Err(RecvError::Lagged(_)) => cache.clear(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Self { store, cache }
     }
 
     /// The links of `ids` (unknown ids are absent).
@@ -79,22 +97,22 @@ impl Links {
 /// What a processor does with a due batch of incentive events.
 pub struct Processor {
     store: IncentiveStore,
-    links: Links,
+    links: Arc<Links>,
     notices: Arc<dyn IncentiveNotices>,
     clock: SharedClock,
     backfill_days: u32,
 }
 
 impl Processor {
-    /// A processor over `store`, announcing awards on `notices`.
+    /// A processor over `store` reading links through `links` (one cache for every processor
+    /// of a process), announcing awards on `notices`.
     pub fn new(
         store: IncentiveStore,
+        links: Arc<Links>,
         notices: Arc<dyn IncentiveNotices>,
         clock: SharedClock,
-        link_ttl: Duration,
         backfill_days: u32,
     ) -> Self {
-        let links = Links::new(store.clone(), link_ttl);
         Self { store, links, notices, clock, backfill_days }
     }
 

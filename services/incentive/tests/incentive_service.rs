@@ -562,7 +562,9 @@ async fn a_new_link_counts_from_the_next_activity(mut h: Harness) {
         events.iter().map(|e| e.employer_incentive_id.to_string()).collect::<Vec<_>>(),
         vec![link.id.clone()]
     );
-    // And so does its deactivation.
+    // Bob's birth earns the award (and the processors now hold the link, for a minute).
+    h.process(&[activity("bob", ActivityKind::Birth, now())]).await;
+    // And the deactivation reaches the visitor and the processors too.
     h.client
         .deactivate_employer_incentive(req(
             pb::DeactivateEmployerIncentiveRequest { id: link.id },
@@ -578,7 +580,23 @@ async fn a_new_link_counts_from_the_next_activity(mut h: Harness) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    h.stop().await;
+    // An event a visitor published before it heard of the deactivation earns nothing.
+    let late = serde_json::to_vec(&IncentiveEvent {
+        activity_id: Uuid::now_v7(),
+        employer_incentive_id: events[0].employer_incentive_id,
+        user_id: "alice".into(),
+        employer_id: "acme".into(),
+        kind: ActivityKind::Birth,
+        occurred_at: now(),
+    })
+    .unwrap();
+    h.bus.publish(INCENTIVE_TOPIC, &[late]).await.unwrap();
+    h.drained().await;
+    let awards = summary(&h.stop().await.all_awards().await.unwrap());
+    assert_eq!(
+        awards,
+        vec![("bob".into(), "user-birth".into(), "2026-11-20".into(), "once".into())]
+    );
 }
 
 /// Pages of 2 through an employer's awards list every award once, newest first.
