@@ -180,8 +180,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     } = body;
     let start_time = parse_time(start_time.as_deref(), "startTime")?;
     let end_time = parse_time(end_time.as_deref(), "endTime")?;
-    let header_key =
-        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_key = upstream::idempotency_key(&headers);
     let request = pb::CreateChallengeRequest {
         name,
         description,

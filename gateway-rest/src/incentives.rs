@@ -7,23 +7,17 @@
 //! rule is `{"consecutiveDays": {"days": 5}}` or `{"eachOccurrence": {}}`. A name the edge
 //! does not know is a 400 naming the field; everything else is the services' to judge.
 
-use std::{convert::Infallible, time::Duration};
-
 use axum::{
     Json,
     body::Bytes,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{
-        IntoResponse,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::IntoResponse,
 };
 use ewpm_proto::{
     incentive::v1::{self as ipb, rule},
     progress::v1::{self as ppb, ActivityKind},
 };
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -202,11 +196,6 @@ fn bad(field: &str, description: impl Into<String>) -> ApiError {
     Problem::bad_request(field, description).into()
 }
 
-/// The `Idempotency-Key` header, used when the body names no key.
-fn header_key(headers: &HeaderMap) -> Option<String> {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string)
-}
-
 // ---------------------------------------------------------------------------------------
 // Activity
 
@@ -314,7 +303,9 @@ pub async fn log_activity(
         value,
         note: note.unwrap_or_default(),
         occurred_at: parse_time(occurred_at.as_deref(), "occurredAt")?,
-        idempotency_key: idempotency_key.or_else(|| header_key(&headers)).unwrap_or_default(),
+        idempotency_key: idempotency_key
+            .or_else(|| upstream::idempotency_key(&headers))
+            .unwrap_or_default(),
     };
     send_activity(&state, &headers, request).await
 }
@@ -348,7 +339,9 @@ pub async fn report_birth(
         value: None,
         note: note.unwrap_or_default(),
         occurred_at: parse_time(occurred_at.as_deref(), "occurredAt")?,
-        idempotency_key: idempotency_key.or_else(|| header_key(&headers)).unwrap_or_default(),
+        idempotency_key: idempotency_key
+            .or_else(|| upstream::idempotency_key(&headers))
+            .unwrap_or_default(),
     };
     send_activity(&state, &headers, request).await
 }
@@ -509,31 +502,9 @@ pub async fn employer_awards(
     security(("bearer" = []))
 )]
 pub async fn award_stream(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let mut request = upstream::request(&headers, ipb::WatchAwardsRequest {});
-    // A stream lives as long as the browser keeps it open.
-    request.set_timeout(Duration::from_secs(24 * 3600));
-    let upstream = state.incentive.clone().watch_awards(request).await?.into_inner();
-    let events = upstream.map(|message| -> Result<Event, Infallible> {
-        Ok(match message {
-            Ok(ipb::WatchAwardsResponse { award: Some(award) }) => Event::default()
-                .event("award")
-                .json_data(award_dto(award))
-                .unwrap_or_else(|_| Event::default().comment("unserializable award")),
-            Ok(ipb::WatchAwardsResponse { award: None }) => {
-                Event::default().comment("empty message")
-            }
-            Err(status) => {
-                let problem = Problem::from_status(&status, "");
-                Event::default()
-                    .event("error")
-                    .json_data(&problem)
-                    .unwrap_or_else(|_| Event::default().comment("stream failed"))
-            }
-        })
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let request = upstream::stream_request(&headers, ipb::WatchAwardsRequest {});
+    let awards = state.incentive.clone().watch_awards(request).await?.into_inner();
+    Ok(upstream::sse(awards, "award", |m: ipb::WatchAwardsResponse| m.award.map(award_dto)))
 }
 
 // ---------------------------------------------------------------------------------------

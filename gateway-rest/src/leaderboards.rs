@@ -5,21 +5,15 @@
 //! a challenge the caller may not see answers 404 here exactly as `GET /api/challenges/{id}`
 //! does, and an unknown id is a 404 rather than an empty board.
 
-use std::{convert::Infallible, time::Duration};
-
 use axum::{
     Json,
     body::Bytes,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
-    response::{
-        IntoResponse,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::IntoResponse,
 };
 use base64::Engine;
 use ewpm_proto::{challenge::v1 as cpb, leaderboard::v1 as lpb, progress::v1 as ppb};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -81,8 +75,7 @@ pub async fn submit(
 ) -> ApiResult {
     let ProgressBody { value, occurred_at, idempotency_key } = parse_body(&body)?;
     let occurred_at = parse_time(occurred_at.as_deref(), "occurredAt")?;
-    let header_key =
-        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_key = upstream::idempotency_key(&headers);
     let request = ppb::SubmitProgressRequest {
         challenge_id: id,
         value,
@@ -314,34 +307,14 @@ pub async fn stream(
 ) -> ApiResult {
     let top_n = parse_limit(q.limit.as_deref(), "limit")?;
     let board = board_of(&state, &headers, &id).await?;
-    let mut request = upstream::request(&headers, lpb::WatchLeaderboardRequest { board, top_n });
-    // A stream lives as long as the browser keeps it open.
-    request.set_timeout(Duration::from_secs(24 * 3600));
-    let upstream = state.leaderboard.clone().watch_leaderboard(request).await?.into_inner();
-    let events = upstream.map(move |snapshot| -> Result<Event, Infallible> {
-        Ok(match snapshot {
-            Ok(s) => {
-                let dto = LeaderboardDto {
-                    challenge_id: id.clone(),
-                    entries: entries(s.entries),
-                    total_members: s.total_members,
-                    next_page_token: String::new(),
-                };
-                Event::default()
-                    .event("snapshot")
-                    .json_data(&dto)
-                    .unwrap_or_else(|_| Event::default().comment("unserializable snapshot"))
-            }
-            Err(status) => {
-                let problem = Problem::from_status(&status, "");
-                Event::default()
-                    .event("error")
-                    .json_data(&problem)
-                    .unwrap_or_else(|_| Event::default().comment("stream failed"))
-            }
+    let request = upstream::stream_request(&headers, lpb::WatchLeaderboardRequest { board, top_n });
+    let snapshots = state.leaderboard.clone().watch_leaderboard(request).await?.into_inner();
+    Ok(upstream::sse(snapshots, "snapshot", move |s: lpb::WatchLeaderboardResponse| {
+        Some(LeaderboardDto {
+            challenge_id: id.clone(),
+            entries: entries(s.entries),
+            total_members: s.total_members,
+            next_page_token: String::new(),
         })
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    }))
 }

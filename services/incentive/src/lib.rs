@@ -20,12 +20,10 @@
 //! - [`service`]: the operations and who may call them.
 //! - [`grpc`]: the gRPC service `ewpm.incentive.v1.IncentiveService`.
 //! - [`error`]: [`error::IncentiveError`] and its one mapping to `tonic::Status`.
-//! - [`cache`]: a small time-to-live cache.
 //! - [`app`]: builds the service and the processors from settings.
 
 pub mod actions;
 pub mod app;
-pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -22,13 +22,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use ewpm_kit::{clock::SharedClock, consumer::Handler};
+use ewpm_kit::{cache::TtlCache, clock::SharedClock, consumer::Handler};
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
 use crate::{
     actions::{Fired, run_stacks},
-    cache::TtlCache,
     domain::{EmployerIncentive, IncentiveEvent, Rule, day_number, day_of_number},
     notices::IncentiveNotices,
     store::{IncentiveStore, StreakKey},

@@ -18,7 +18,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use ewpm_kit::{auth::ServiceToken, bus::Bus, timestamp};
+use ewpm_kit::{auth::ServiceToken, bus::Bus, cache::TtlCache, timestamp};
 use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
 use ewpm_proto::incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient};
 use tokio::sync::broadcast;
@@ -27,7 +27,6 @@ use uuid::Uuid;
 
 use crate::{
     INCENTIVE_TOPIC,
-    cache::TtlCache,
     domain::{ActiveWindow, IncentiveEvent},
     notices::ALL_EMPLOYERS,
 };

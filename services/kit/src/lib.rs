@@ -17,6 +17,7 @@
 //!   message limits, graceful shutdown).
 //! - [`shutdown`]: SIGTERM / SIGINT → a cancellation token.
 //! - [`db`]: SeaORM connections (SQLite or PostgreSQL) and migrations.
+//! - [`cache`]: a time-to-live cache for look-ups from other services.
 //! - [`client`]: lazily connecting channels to other services.
 //! - [`clock`]: the time source services take, so tests can fix it.
 //! - [`redis`]: Redis helpers (cached Lua scripts).
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod batch;
 pub mod bus;
 pub mod bus_sqlite;
+pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod consumer;

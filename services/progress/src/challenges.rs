@@ -7,14 +7,10 @@
 //! calls), but for less time than a found one, so a challenge created a moment ago is seen
 //! soon.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use ewpm_kit::{auth::ServiceToken, timestamp};
+use ewpm_kit::{auth::ServiceToken, cache::TtlCache, timestamp};
 use ewpm_proto::challenge::v1::{
     GetChallengeRequest, challenge_service_client::ChallengeServiceClient,
 };
@@ -27,19 +23,14 @@ use crate::{domain::ChallengeWindow, error::ProgressError};
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long "no such challenge" is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(1);
-/// Cache entries beyond which expired ones are swept.
-const SWEEP_ABOVE: usize = 50_000;
-
-/// Challenge id → (window or "no such challenge", expiry).
-type Cache = HashMap<Uuid, (Option<ChallengeWindow>, Instant)>;
 
 /// Cached challenge windows.
 #[derive(Clone)]
 pub struct ChallengeWindows {
     client: ChallengeServiceClient<Channel>,
     token: Arc<ServiceToken>,
-    ttl: Duration,
-    cache: Arc<Mutex<Cache>>,
+    /// Challenge id → window, or `None`: no such challenge.
+    cache: Arc<TtlCache<Uuid, Option<ChallengeWindow>>>,
 }
 
 impl ChallengeWindows {
@@ -49,31 +40,21 @@ impl ChallengeWindows {
         Ok(Self {
             client: ChallengeServiceClient::new(channel),
             token,
-            ttl,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(TtlCache::new(ttl)),
         })
     }
 
     /// The window of challenge `id`, or `None` when it does not exist.
     pub async fn get(&self, id: Uuid) -> Result<Option<ChallengeWindow>, ProgressError> {
-        let now = Instant::now();
-        if let Some((window, expires)) = self.lock().get(&id)
-            && *expires > now
-        {
-            return Ok(window.clone());
+        if let Some(window) = self.cache.get(&id) {
+            return Ok(window);
         }
         let window = self.fetch(id).await?;
-        let ttl = if window.is_some() { self.ttl } else { NEGATIVE_TTL };
-        let mut cache = self.lock();
-        if cache.len() > SWEEP_ABOVE {
-            cache.retain(|_, (_, expires)| *expires > now);
+        match &window {
+            Some(_) => self.cache.put(id, window.clone()),
+            None => self.cache.put_for(id, None, NEGATIVE_TTL),
         }
-        cache.insert(id, (window.clone(), now + ttl));
         Ok(window)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn fetch(&self, id: Uuid) -> Result<Option<ChallengeWindow>, ProgressError> {

@@ -1,5 +1,5 @@
-//! A small time-to-live cache for look-ups that may be a little stale (incentive links
-//! change rarely; activity arrives all the time).
+//! A small time-to-live cache for look-ups from another service that may be a little stale
+//! (challenge windows, incentive links: they change rarely, requests arrive all the time).
 
 use std::{
     collections::HashMap,
@@ -8,10 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Values by key, each fresh for `ttl` after it was put.
+/// Values by key, each fresh for `ttl` after it was put (or for the time given with
+/// [`TtlCache::put_for`]).
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
+    /// Expiry and value.
     entries: Mutex<HashMap<K, (Instant, V)>>,
 }
 
@@ -24,7 +26,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     /// The value of `key` if it is fresh.
     pub fn get(&self, key: &K) -> Option<V> {
         let entries = self.entries.lock().expect("cache lock");
-        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+        entries.get(key).filter(|(expires, _)| *expires > Instant::now()).map(|(_, v)| v.clone())
     }
 
     /// The value of `key` however old (for when a refresh failed).
@@ -43,15 +45,22 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         self.entries.lock().expect("cache lock").clear();
     }
 
-    /// Stores `value` for `key` (dropping stale entries when the cache grows).
+    /// Stores `value` for `key`, fresh for the cache's time to live.
     pub fn put(&self, key: K, value: V) {
+        self.put_for(key, value, self.ttl);
+    }
+
+    /// Stores `value` for `key`, fresh for `ttl` (dropping long-expired entries when the
+    /// cache grows).
+    pub fn put_for(&self, key: K, value: V, ttl: Duration) {
+        let now = Instant::now();
         let mut entries = self.entries.lock().expect("cache lock");
         if entries.len() >= 10_000 {
             // Keep what a failed refresh could still fall back on for a while.
             let keep = self.ttl * 60;
-            entries.retain(|_, (at, _)| at.elapsed() < keep);
+            entries.retain(|_, (expires, _)| *expires + keep > now);
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.insert(key, (now + ttl, value));
     }
 }
 
@@ -73,5 +82,7 @@ mod tests {
         assert_eq!((cache.get_stale(&"acme"), cache.get(&"globex")), (None, Some(2)));
         cache.clear();
         assert_eq!(cache.get_stale(&"globex"), None);
+        cache.put_for("initech", 3, Duration::ZERO);
+        assert_eq!((cache.get(&"initech"), cache.get_stale(&"initech")), (None, Some(3)));
     }
 }
