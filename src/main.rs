@@ -18,6 +18,7 @@ use ewpm_kit::{
     bus_sqlite::SqliteBus,
     clock::{SharedClock, SystemClock},
     db,
+    health::Dependency,
     server::{self, Mount},
     settings::{ServiceAddrs, Settings},
     shutdown, telemetry,
@@ -176,7 +177,9 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
 
     let clock: SharedClock = Arc::new(SystemClock);
     let bus = embedded_bus(&settings.data_dir).await?;
-    let mut mount = Mount::new(Authenticator::new(keys.clone()));
+    let mut mount =
+        Mount::configured(Authenticator::with_limits(keys.clone(), &settings.limits), &settings);
+    mount.depend_on(Dependency::Database(db.clone()));
     mount_challenge(&mut mount, &settings, &keys, db.clone(), clock.clone())?;
     let mut background =
         mount_scan(&mut mount, &settings, db.clone(), &url, clock.clone(), true, &tasks)?;
@@ -386,6 +389,7 @@ async fn serve_progress(settings: Settings, with_service: bool) -> anyhow::Resul
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
         let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
         // The incentive visitor hears of link changes.
         let notices =
             Arc::new(ewpm_incentive::notices::RedisNotices::connect(&redis, prefix).await?);
@@ -401,6 +405,7 @@ async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
         let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
         let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
         let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
         mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.tasks, m.shutdown)
@@ -416,6 +421,7 @@ async fn serve_incentive(settings: Settings, with_service: bool) -> anyhow::Resu
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
         let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
         let awards =
             Arc::new(ewpm_incentive::notices::RedisNotices::connect(&redis, prefix).await?);
         let clock: SharedClock = Arc::new(SystemClock);
@@ -485,7 +491,11 @@ async fn serve_mesh(
     };
     let grpc_listener = server::bind(settings.grpc.addr).await?;
     let metrics_listener = server::bind(settings.metrics.addr).await?;
-    let mut services = Mount::new(Authenticator::new(keys.clone()));
+    let mut services =
+        Mount::configured(Authenticator::with_limits(keys.clone(), &settings.limits), &settings);
+    if let Some(db) = &db {
+        services.depend_on(Dependency::Database(db.clone()));
+    }
     let background = mount(Ctx {
         mount: &mut services,
         settings: &settings,

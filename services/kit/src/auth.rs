@@ -12,7 +12,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Request, Status, service::Interceptor};
 
-use crate::{error, settings::AuthSettings};
+use crate::{
+    error,
+    settings::{AuthSettings, LimitSettings},
+};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,23 +290,86 @@ impl TokenKeys {
 }
 
 /// The gRPC interceptor: verifies the bearer token and stores the [`Caller`] in the request
-/// extensions; answers Unauthenticated otherwise.
+/// extensions; answers Unauthenticated otherwise. With a [`RateLimit`] it also holds each
+/// caller to its rate.
 #[derive(Clone, Debug)]
-pub struct Authenticator(Arc<TokenKeys>);
+pub struct Authenticator {
+    keys: Arc<TokenKeys>,
+    limit: Option<Arc<RateLimit>>,
+}
 
 impl Authenticator {
-    /// An interceptor verifying with `keys`.
+    /// An interceptor verifying with `keys`, with no rate limit.
     pub fn new(keys: TokenKeys) -> Self {
-        Self(Arc::new(keys))
+        Self { keys: Arc::new(keys), limit: None }
+    }
+
+    /// The same, holding every caller to `limits` (none when its rate is 0).
+    pub fn with_limits(keys: TokenKeys, limits: &LimitSettings) -> Self {
+        Self { keys: Arc::new(keys), limit: RateLimit::new(limits).map(Arc::new) }
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let caller = self.0.verify_header(header)?;
+        let caller = self.keys.verify_header(header)?;
+        if let Some(limit) = &self.limit {
+            limit.check(&caller)?;
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
+    }
+}
+
+/// Callers whose rate state is kept at most before idle ones are forgotten: an idle caller's
+/// state is full again anyway, so forgetting it changes no answer.
+const MAX_TRACKED_CALLERS: usize = 100_000;
+
+/// A per-caller rate limit (GCRA, `governor`): `rate_per_sec` sustained with `burst` on top,
+/// keyed by the verified subject. Service-to-service callers (`service:*`) are not limited.
+/// State is bounded: past [`MAX_TRACKED_CALLERS`] subjects, those whose bucket is full again
+/// are dropped.
+pub struct RateLimit {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit").field("callers", &self.limiter.len()).finish()
+    }
+}
+
+impl RateLimit {
+    /// The limit of `limits`, or none when its rate is 0.
+    pub fn new(limits: &LimitSettings) -> Option<Self> {
+        let rate = std::num::NonZeroU32::new(limits.rate_per_sec)?;
+        let burst =
+            std::num::NonZeroU32::new(limits.burst.max(limits.rate_per_sec)).unwrap_or(rate);
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Some(Self { limiter: governor::RateLimiter::keyed(quota) })
+    }
+
+    /// Counts one call of `caller`; RESOURCE_EXHAUSTED (reason `RATE_LIMITED`, with the wait in
+    /// `RetryInfo`) when it is over its rate.
+    pub fn check(&self, caller: &Caller) -> Result<(), Status> {
+        if caller.user_id.starts_with("service:") {
+            return Ok(());
+        }
+        if self.limiter.len() > MAX_TRACKED_CALLERS {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&caller.user_id).map_err(|not_until| {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            metrics::counter!("ewpm_rate_limited_total").increment(1);
+            error::retry_after(
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+                format!("too many requests; retry in {} ms", wait.as_millis().max(1)),
+                wait.max(std::time::Duration::from_millis(1)),
+            )
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::Context;
 use async_trait::async_trait;
-use fred::prelude::{Client, ClientLike, Config, StreamsInterface};
+use fred::prelude::{Client, ClientLike, StreamsInterface};
 use fred::types::Value;
 use tokio::sync::Notify;
 
@@ -350,7 +350,7 @@ pub struct RedisBus {
     /// connection waits too: each consumer gets a connection of its own for its reads, so
     /// one consumer idling on an empty topic never stalls another.
     blocking: Mutex<HashMap<String, Client>>,
-    config: Config,
+    url: String,
     prefix: String,
     /// When each stream was last trimmed (at most once a second, after an ack).
     trimmed: Mutex<HashMap<String, Instant>>,
@@ -442,21 +442,14 @@ return {1, id}
 impl RedisBus {
     /// Connects to `url` (`redis://host:port/db`); every key starts with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = Config::from_url(url).context("Redis URL")?;
-        let client = Self::open(&config).await?;
+        let client = crate::redis::connect(url).await?;
         Ok(Self {
             client,
             blocking: Mutex::default(),
-            config,
+            url: url.to_string(),
             prefix: prefix.to_string(),
             trimmed: Mutex::default(),
         })
-    }
-
-    async fn open(config: &Config) -> anyhow::Result<Client> {
-        let client = fred::types::Builder::from_config(config.clone()).build()?;
-        client.init().await.context("connect to Redis")?;
-        Ok(client)
     }
 
     /// The read connection of `consumer`, opened on its first read.
@@ -465,7 +458,7 @@ impl RedisBus {
         if let Some(client) = lock().get(consumer) {
             return Ok(client.clone());
         }
-        let client = Self::open(&self.config).await?;
+        let client = crate::redis::connect(&self.url).await?;
         Ok(lock().entry(consumer.to_string()).or_insert(client).clone())
     }
 
@@ -557,6 +550,7 @@ impl Bus for RedisBus {
         let reply: Value = self
             .reader(consumer)
             .await?
+            .with_options(&crate::redis::with_timeout(block))
             .xreadgroup(
                 group,
                 consumer,

@@ -43,6 +43,25 @@ pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
 }
 
+/// A status a client should retry after `retry_after`: `code` (RESOURCE_EXHAUSTED for
+/// overload, UNAVAILABLE for a dependency outage) with an `ErrorInfo` carrying `reason` and a
+/// `google.rpc.RetryInfo` (the REST edge turns it into `Retry-After`).
+pub fn retry_after(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    retry_after: std::time::Duration,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(code, message, details)
+}
+
+/// How long a status asks its caller to wait before retrying (its `RetryInfo`), if it does.
+pub fn retry_delay(status: &Status) -> Option<std::time::Duration> {
+    status.get_error_details().retry_info().and_then(|r| r.retry_delay)
+}
+
 /// InvalidArgument with reason `reason` and the given field violations; the message lists them.
 pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
     let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");

@@ -12,6 +12,7 @@
 //! - [`bus`]: durable topics with consumer groups (Redis Streams, or memory).
 //! - [`consumer`]: a batch consumer of a topic (receive → batch → handle → acknowledge).
 //! - [`bus_sqlite`]: the embedded mode's durable bus, a SQLite file of its own.
+//! - [`health`]: readiness from the dependencies (database, Redis), liveness apart.
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
 //!   message limits, graceful shutdown).
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod consumer;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod paging;
 pub mod redis;
 pub mod server;

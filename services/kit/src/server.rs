@@ -6,18 +6,32 @@
 //! registered, so grpcurl can decode `BadRequest`), a span per RPC carrying the `trace_id`
 //! (taken from an incoming `traceparent`, else new), Prometheus request metrics with the
 //! standard go-grpc-prometheus names, and graceful shutdown bounded by a grace period.
+//!
+//! What a caller cannot do to a server:
+//! - grow its metrics: labels are the RPC's service and method only when the path names a
+//!   mounted RPC, else `unmatched` (a path is any string the caller likes);
+//! - hold more than `limits.max_in_flight` calls at once: the next one answers
+//!   RESOURCE_EXHAUSTED (reason `SERVER_BUSY`, with `RetryInfo`) at once;
+//! - keep a unary call running past `limits.request_timeout_secs`: DEADLINE_EXCEEDED;
+//! - make the server blame itself for the caller's garbage: a request body that is not the
+//!   RPC's protobuf message answers INVALID_ARGUMENT (tonic says INTERNAL).
+//!
+//! Readiness follows the dependencies named with [`Mount::depend_on`] (see [`crate::health`]);
+//! the status `liveness` does not.
 
 use std::{
+    collections::HashSet,
     convert::Infallible,
     future::Future,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -34,7 +48,11 @@ use tonic_health::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::{auth::Authenticator, settings::GrpcSettings};
+use crate::{
+    auth::Authenticator,
+    health::{Dependency, LIVENESS},
+    settings::{GrpcSettings, HealthSettings, LimitSettings, Settings},
+};
 
 /// The services one server mounts.
 pub struct Mount {
@@ -42,13 +60,41 @@ pub struct Mount {
     names: Vec<&'static str>,
     auth: Authenticator,
     health: HealthReporter,
+    dependencies: Vec<Dependency>,
+    health_settings: HealthSettings,
+    limits: LimitSettings,
 }
 
 impl Mount {
-    /// An empty set whose services will all require a token verified by `auth`.
+    /// An empty set whose services will all require a token verified by `auth`, with the
+    /// default health settings and limits.
     pub fn new(auth: Authenticator) -> Self {
         let (health, _) = tonic_health::server::health_reporter();
-        Self { routes: Routes::builder(), names: Vec::new(), auth, health }
+        let defaults = Settings::default();
+        Self {
+            routes: Routes::builder(),
+            names: Vec::new(),
+            auth,
+            health,
+            dependencies: Vec::new(),
+            health_settings: defaults.health,
+            limits: defaults.limits,
+        }
+    }
+
+    /// The same with the process's health settings and limits.
+    pub fn configured(auth: Authenticator, settings: &Settings) -> Self {
+        Self {
+            health_settings: settings.health.clone(),
+            limits: settings.limits.clone(),
+            ..Self::new(auth)
+        }
+    }
+
+    /// Makes readiness depend on `dependency` (see [`crate::health`]).
+    pub fn depend_on(&mut self, dependency: Dependency) -> &mut Self {
+        self.dependencies.push(dependency);
+        self
     }
 
     /// The health reporter the server will serve, for statuses a service sets itself (a
@@ -93,11 +139,20 @@ pub async fn serve(
     settings: &GrpcSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Mount { routes, names, auth: _, health: reporter } = mount;
+    let Mount { routes, names, auth: _, health: reporter, dependencies, health_settings, limits } =
+        mount;
     let health = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
-    for name in &names {
+    for name in names.iter().chain([&LIVENESS]) {
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
+    let observe = ObserveLayer::new(&names, &limits);
+    let readiness = tokio::spawn(crate::health::watch(
+        reporter.clone(),
+        names.clone(),
+        dependencies,
+        health_settings,
+        shutdown.clone(),
+    ));
     let reflection_v1 = reflection().build_v1().context("build reflection v1")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("build reflection v1alpha")?;
 
@@ -105,8 +160,9 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
+            readiness.abort();
             reporter.set_service_status("", ServingStatus::NotServing).await;
-            for name in names {
+            for name in names.into_iter().chain([LIVENESS]) {
                 reporter.set_service_status(name, ServingStatus::NotServing).await;
             }
         }
@@ -114,7 +170,7 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(ObserveLayer)
+        .layer(observe)
         .add_routes(routes.routes())
         .add_service(health)
         .add_service(reflection_v1)
@@ -162,15 +218,61 @@ pub async fn serve_metrics(
         .context("metrics server failed")
 }
 
-/// Wraps every RPC in a span and records its metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ObserveLayer;
+/// Wraps every RPC in a span, records its metrics, and holds the limits of the module doc.
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    /// `/pkg.Service/Method` of every RPC this server serves.
+    known: Arc<HashSet<String>>,
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl ObserveLayer {
+    /// For a server mounting `services` (health and reflection are added), with `limits`.
+    pub fn new(services: &[&'static str], limits: &LimitSettings) -> Self {
+        Self {
+            known: Arc::new(known_methods(services)),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// The paths of every RPC of `services` and of health and reflection, from the descriptor
+/// sets the server registers for reflection.
+fn known_methods(services: &[&'static str]) -> HashSet<String> {
+    use prost::Message;
+    let mut wanted: HashSet<&str> = services.iter().copied().collect();
+    wanted.extend([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
+    let mut known = HashSet::new();
+    for set in [
+        ewpm_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else { continue };
+        for file in set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if wanted.contains(name.as_str()) {
+                    known.extend(service.method.iter().map(|m| format!("/{name}/{}", m.name())));
+                }
+            }
+        }
+    }
+    known
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
+        Observe { inner, layer: self.clone() }
     }
 }
 
@@ -178,13 +280,14 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
+    layer: ObserveLayer,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, RB> Service<http::Request<B>> for Observe<S>
+impl<S, B> Service<http::Request<B>> for Observe<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: 'static,
 {
@@ -197,17 +300,42 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
+        let path = request.uri().path();
+        let (service, method) = if self.layer.known.contains(path) {
+            split_path(path)
+        } else {
+            ("unmatched".to_string(), "unmatched".to_string())
+        };
         let trace_id = trace_id(request.headers());
         let span =
             tracing::info_span!("rpc", rpc.service = %service, rpc.method = %method, %trace_id);
         metrics::counter!("grpc_server_started_total", "grpc_service" => service.clone(), "grpc_method" => method.clone())
             .increment(1);
         let started = Instant::now();
-        let future = span.in_scope(|| self.inner.call(request));
+        let permit = self.layer.in_flight.clone().try_acquire_owned().ok();
+        let future = permit.is_some().then(|| span.in_scope(|| self.inner.call(request)));
+        let timeout = self.layer.timeout;
         Box::pin(
             async move {
-                let result = future.await;
+                let result = match future {
+                    None => Ok(crate::error::retry_after(
+                        tonic::Code::ResourceExhausted,
+                        "SERVER_BUSY",
+                        "the server is at its limit of concurrent calls; retry shortly",
+                        Duration::from_millis(100),
+                    )
+                    .into_http()),
+                    Some(future) => match tokio::time::timeout(timeout, future).await {
+                        Ok(result) => result.map(invalid_body_is_invalid_argument),
+                        Err(_) => Ok(crate::error::status(
+                            tonic::Code::DeadlineExceeded,
+                            "REQUEST_TIMEOUT",
+                            format!("the call took longer than {} s", timeout.as_secs()),
+                        )
+                        .into_http()),
+                    },
+                };
+                drop(permit);
                 let code = match &result {
                     Ok(response) => response
                         .headers()
@@ -229,6 +357,22 @@ where
             .instrument(span),
         )
     }
+}
+
+/// tonic answers a request body it cannot decode as the RPC's message with INTERNAL ("failed
+/// to decode Protobuf message"); it is the caller's garbage, so INVALID_ARGUMENT.
+fn invalid_body_is_invalid_argument(mut response: http::Response<Body>) -> http::Response<Body> {
+    let headers = response.headers();
+    let internal = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
+    let decode = headers.get("grpc-message").is_some_and(|v| {
+        let m = v.as_bytes();
+        m.starts_with(b"failed to decode Protobuf message")
+            || m.starts_with(b"failed%20to%20decode%20Protobuf%20message")
+    });
+    if internal && decode {
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 /// `/pkg.Service/Method` → (`pkg.Service`, `Method`).

@@ -35,6 +35,10 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     /// The REST edge's listener.
     pub http: HttpSettings,
+    /// Readiness: how long a dependency may be unreachable before health says NOT_SERVING.
+    pub health: HealthSettings,
+    /// Per-caller limits every service and the edge enforce.
+    pub limits: LimitSettings,
     /// The Prometheus endpoint of a single service in mesh mode.
     pub metrics: MetricsSettings,
     /// Where the other services are, for the REST edge and service-to-service calls.
@@ -189,6 +193,38 @@ pub struct GrpcSettings {
     pub shutdown_grace_secs: u64,
 }
 
+/// Readiness settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// How often each dependency (database, Redis) is checked, in milliseconds.
+    pub check_interval_ms: u64,
+    /// A dependency unreachable for longer than this turns readiness NOT_SERVING (and back to
+    /// SERVING once it answers again), in seconds. Liveness never depends on it.
+    pub unready_after_secs: u64,
+}
+
+/// Limits on what one caller may hold or send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Sustained requests per second one caller (token subject) may send to one process;
+    /// beyond it (and the burst) calls answer RESOURCE_EXHAUSTED / 429 with a retry delay.
+    /// 0 turns the limit off (benchmarks). Service-to-service calls are not limited.
+    pub rate_per_sec: u32,
+    /// Requests a caller may send at once above the sustained rate.
+    pub burst: u32,
+    /// Calls one process serves at once (unary calls and stream set-ups); beyond it calls
+    /// answer RESOURCE_EXHAUSTED / 429 at once instead of queueing.
+    pub max_in_flight: usize,
+    /// Longest a unary call may run before it answers DEADLINE_EXCEEDED, in seconds.
+    pub request_timeout_secs: u64,
+    /// Live streams (gRPC watch streams, SSE) one caller may hold open on one process.
+    pub max_streams_per_caller: usize,
+    /// Live streams one process holds open at most.
+    pub max_streams: usize,
+}
+
 /// REST edge settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +283,15 @@ impl Default for Settings {
                 shutdown_grace_secs: 5,
             },
             http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            health: HealthSettings { check_interval_ms: 1000, unready_after_secs: 5 },
+            limits: LimitSettings {
+                rate_per_sec: 1000,
+                burst: 2000,
+                max_in_flight: 4096,
+                request_timeout_secs: 30,
+                max_streams_per_caller: 16,
+                max_streams: 10_000,
+            },
             metrics: MetricsSettings { addr: SocketAddr::from(([0, 0, 0, 0], 9464)) },
             services: ServiceAddrs {
                 challenge: "http://127.0.0.1:50051".into(),

@@ -34,7 +34,7 @@ use std::{
 use anyhow::Context;
 use async_trait::async_trait;
 use fred::{
-    prelude::{Client, ClientLike, Config, KeysInterface, SortedSetsInterface},
+    prelude::{Client, KeysInterface, SortedSetsInterface},
     types::Value,
 };
 
@@ -574,10 +574,7 @@ impl RedisScores {
     /// Connects to `url`; every key starts with `prefix` (empty in production; per test in
     /// tests).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = fred::types::Builder::from_config(Config::from_url(url).context("Redis URL")?)
-            .build()
-            .context("Redis client")?;
-        client.init().await.context("connect to Redis")?;
+        let client = ewpm_kit::redis::connect(url).await?;
         Ok(Self { client, prefix: prefix.to_string() })
     }
 
