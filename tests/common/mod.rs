@@ -28,6 +28,10 @@ pub struct Mesh {
     pub dir: tempfile::TempDir,
     pub db: TestDb,
     pub prefix: String,
+    /// The Redis the processes use (the shared test Redis unless a test brings its own).
+    pub redis_url: String,
+    /// Extra environment for every process.
+    pub env: Vec<(String, String)>,
     pub challenge: u16,
     pub progress: u16,
     pub leaderboard: u16,
@@ -47,11 +51,32 @@ impl Mesh {
     /// `incentive_processors`.
     pub async fn start_with(progress_writers: bool, incentive_processors: bool) -> Self {
         let db = TestDb::postgres_unmigrated().await.unwrap();
+        Self::start_on(
+            db,
+            servers().redis_url.clone(),
+            Vec::new(),
+            progress_writers,
+            incentive_processors,
+        )
+        .await
+    }
+
+    /// As [`Mesh::start_with`], on database `db` and the Redis at `redis_url`, with `env` for
+    /// every process.
+    pub async fn start_on(
+        db: TestDb,
+        redis_url: String,
+        env: Vec<(String, String)>,
+        progress_writers: bool,
+        incentive_processors: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut mesh = Mesh {
             dir,
             db,
             prefix: key_prefix(),
+            redis_url,
+            env,
             challenge: free_port(),
             progress: free_port(),
             leaderboard: free_port(),
@@ -91,7 +116,7 @@ impl Mesh {
             .env("EWPM_LOG__FORMAT", "json")
             .env("EWPM_LOG__LEVEL", "warn")
             .env("DATABASE_URL", &self.db.url)
-            .env("REDIS_URL", &servers().redis_url)
+            .env("REDIS_URL", &self.redis_url)
             .env("EWPM_REDIS_PREFIX", &self.prefix)
             .env("EWPM_AUTH__SECRET", TEST_SECRET)
             .env("EWPM_SERVICES__CHALLENGE", format!("http://127.0.0.1:{}", self.challenge))
@@ -103,6 +128,7 @@ impl Mesh {
             .env("EWPM_PROGRESS__FLUSH_INTERVAL_MS", "200")
             .env("EWPM_PROGRESS__RECLAIM_IDLE_MS", "1000")
             .env("EWPM_LEADERBOARD__RECLAIM_IDLE_MS", "1000");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -222,7 +248,7 @@ impl Mesh {
     /// Waits until SQL holds `accepted` entries, both queues have nothing pending, and every
     /// board equals the SQL totals; fails with the last difference after two minutes.
     pub async fn drained(&self, challenges: &[String], accepted: u64, accepted_sum: f64) {
-        let bus = RedisBus::connect(&servers().redis_url, &self.prefix).await.unwrap();
+        let bus = RedisBus::connect(&self.redis_url, &self.prefix).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (sql, count, sum) = self.sql_totals().await;

@@ -27,7 +27,7 @@ use ewpm_kit::{
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-pub use servers::{Servers, servers};
+pub use servers::{OwnPostgres, OwnRedis, Servers, servers};
 
 /// The HS256 secret of test tokens.
 pub const TEST_SECRET: &str = "ewpm-test-secret";
@@ -146,7 +146,12 @@ impl TestDb {
 
     /// A new, empty database on the test PostgreSQL server (for testing `ewpm migrate`).
     pub async fn postgres_unmigrated() -> anyhow::Result<Self> {
-        let admin_url = servers().postgres_url.clone();
+        Self::postgres_unmigrated_on(&servers().postgres_url).await
+    }
+
+    /// A new, empty database on the PostgreSQL server at `admin_url`.
+    pub async fn postgres_unmigrated_on(admin_url: &str) -> anyhow::Result<Self> {
+        let admin_url = admin_url.to_string();
         let name = format!("ewpm_test_{}", uuid::Uuid::new_v4().simple());
         let admin =
             ewpm_kit::db::connect(&admin_url).await.context("connect to test PostgreSQL")?;

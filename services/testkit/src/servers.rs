@@ -276,3 +276,152 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
     )?;
     Ok(url)
 }
+
+/// A Redis of one test's own (not the shared one), which the test may stop, kill and start
+/// again on the same port: for fault tests. Append-only with `appendfsync always`, so what
+/// Redis acknowledged survives even a SIGKILL. Stopped when dropped.
+pub struct OwnRedis {
+    /// `redis://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one on a free port.
+    pub fn start() -> anyhow::Result<Self> {
+        let port = crate::free_port();
+        let dir = tempfile::tempdir().context("Redis directory")?;
+        let mut redis = Self { url: format!("redis://127.0.0.1:{port}"), port, dir, child: None };
+        redis.up()?;
+        Ok(redis)
+    }
+
+    /// Starts it again (after [`OwnRedis::shutdown`] or [`OwnRedis::kill`]), with its data.
+    pub fn up(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .spawn()
+            .context(
+                "redis-server not runnable; install it with `apt-get install -y redis-server`",
+            )?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_ping(self.port) {
+            if Instant::now() > deadline {
+                bail!("redis-server on port {} did not answer PING within 10 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// A graceful `SHUTDOWN` (Redis flushes its append-only file and exits).
+    pub fn shutdown(&mut self) {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            stream.write_all(b"SHUTDOWN\r\n").ok();
+        }
+        if let Some(mut child) = self.child.take() {
+            child.wait().ok();
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL cluster of one test's own, which the test may stop and start again on the
+/// same port: for fault tests. Stopped and removed when dropped.
+pub struct OwnPostgres {
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+}
+
+impl OwnPostgres {
+    /// Creates and starts one on a free port.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = postgres_bin()?;
+        let port = crate::free_port();
+        let data = std::env::temp_dir()
+            .join(format!("ewpm-testkit-ownpg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+        let as_postgres = is_root();
+        if as_postgres {
+            let status =
+                Command::new("chown").arg("postgres:").arg(&data).status().context("chown")?;
+            if !status.success() {
+                bail!("chown postgres {} failed (is there a `postgres` user?)", data.display());
+            }
+        }
+        let data_s = data.to_string_lossy().to_string();
+        run_pg(
+            &bin,
+            "initdb",
+            &["-D", &data_s, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"],
+            as_postgres,
+        )?;
+        let pg = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            bin,
+            data,
+            as_postgres,
+        };
+        pg.up()?;
+        Ok(pg)
+    }
+
+    /// Starts it (again).
+    pub fn up(&self) -> anyhow::Result<()> {
+        let data_s = self.data.to_string_lossy().to_string();
+        let opts = format!(
+            "-p {} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port
+        );
+        let log = self.data.join("server.log").to_string_lossy().to_string();
+        run_pg(
+            &self.bin,
+            "pg_ctl",
+            &["-D", &data_s, "-w", "-t", "60", "-l", &log, "-o", &opts, "start"],
+            self.as_postgres,
+        )
+    }
+
+    /// Stops it (`-m fast`: open connections are closed, committed data kept).
+    pub fn down(&self) -> anyhow::Result<()> {
+        let data_s = self.data.to_string_lossy().to_string();
+        run_pg(&self.bin, "pg_ctl", &["-D", &data_s, "-w", "-m", "fast", "stop"], self.as_postgres)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data_s = self.data.to_string_lossy().to_string();
+        run_pg(&self.bin, "pg_ctl", &["-D", &data_s, "-m", "immediate", "stop"], self.as_postgres)
+            .ok();
+        std::fs::remove_dir_all(&self.data).ok();
+    }
+}
