@@ -41,7 +41,7 @@ NEEDS = {
     "leaderboard": {"REDIS_URL", "EWPM_AUTH__SECRET"},
     "incentive": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "incentive-processor": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
-    "gateway": set(),
+    "gateway": {"EWPM_AUTH__SECRET"},
 }
 FORBIDDEN = {"leaderboard": {"DATABASE_URL"}, "gateway": {"DATABASE_URL"}}
 

@@ -211,7 +211,8 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     background.extend(mount_leaderboard(
         &mut mount, &settings, &keys, scores, bus, notices, &tasks, &shutdown,
     )?);
-    let state = ewpm_gateway::AppState::connect(&settings.services)?;
+    let state =
+        ewpm_gateway::AppState::connect(&settings.services, keys.clone(), &settings.limits)?;
 
     print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &db::redact(&url));
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
@@ -576,7 +577,8 @@ async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     telemetry::init_tracing(&settings.log);
     telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
-    let state = ewpm_gateway::AppState::connect(&settings.services)?;
+    let keys = TokenKeys::required(&settings.auth)?;
+    let state = ewpm_gateway::AppState::connect(&settings.services, keys, &settings.limits)?;
     let listener = server::bind(settings.http.addr).await?;
     tracing::info!(http = %listener.local_addr()?, challenge = %settings.services.challenge, "REST edge listening");
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);

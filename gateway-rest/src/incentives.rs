@@ -8,12 +8,13 @@
 //! does not know is a 400 naming the field; everything else is the services' to judge.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
+use ewpm_kit::auth::Caller;
 use ewpm_proto::{
     incentive::v1::{self as ipb, rule},
     progress::v1::{self as ppb, ActivityKind},
@@ -501,10 +502,15 @@ pub async fn employer_awards(
     ),
     security(("bearer" = []))
 )]
-pub async fn award_stream(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+pub async fn award_stream(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let slot = state.streams.acquire(&caller)?;
     let request = upstream::stream_request(&headers, ipb::WatchAwardsRequest {});
     let awards = state.incentive.clone().watch_awards(request).await?.into_inner();
-    Ok(upstream::sse(awards, "award", |m: ipb::WatchAwardsResponse| m.award.map(award_dto)))
+    Ok(upstream::sse(slot, awards, "award", |m: ipb::WatchAwardsResponse| m.award.map(award_dto)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1201,7 +1207,13 @@ mod tests {
     }
 
     fn state() -> AppState {
-        AppState::connect(&ewpm_kit::settings::Settings::default().services).unwrap()
+        let settings = ewpm_kit::settings::Settings::default();
+        AppState::connect(
+            &settings.services,
+            ewpm_kit::auth::TokenKeys::new("test", &settings.auth),
+            &settings.limits,
+        )
+        .unwrap()
     }
 
     #[tokio::test]

@@ -6,13 +6,14 @@
 //! does, and an unknown id is a 404 rather than an empty board.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
 use base64::Engine;
+use ewpm_kit::auth::Caller;
 use ewpm_proto::{challenge::v1 as cpb, leaderboard::v1 as lpb, progress::v1 as ppb};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -301,15 +302,17 @@ pub async fn me(
 )]
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<BoardQuery>,
 ) -> ApiResult {
     let top_n = parse_limit(q.limit.as_deref(), "limit")?;
+    let slot = state.streams.acquire(&caller)?;
     let board = board_of(&state, &headers, &id).await?;
     let request = upstream::stream_request(&headers, lpb::WatchLeaderboardRequest { board, top_n });
     let snapshots = state.leaderboard.clone().watch_leaderboard(request).await?.into_inner();
-    Ok(upstream::sse(snapshots, "snapshot", move |s: lpb::WatchLeaderboardResponse| {
+    Ok(upstream::sse(slot, snapshots, "snapshot", move |s: lpb::WatchLeaderboardResponse| {
         Some(LeaderboardDto {
             challenge_id: id.clone(),
             entries: entries(s.entries),

@@ -20,7 +20,11 @@ pub mod problem;
 pub mod scans;
 pub mod upstream;
 
-use std::time::Instant;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use axum::{
@@ -31,7 +35,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, patch, post},
 };
-use ewpm_kit::{CancellationToken, settings::ServiceAddrs};
+use ewpm_kit::{
+    CancellationToken,
+    auth::{Caller, TokenKeys},
+    settings::{LimitSettings, ServiceAddrs},
+};
 use ewpm_proto::{
     challenge::v1::challenge_service_client::ChallengeServiceClient,
     incentive::v1::incentive_service_client::IncentiveServiceClient,
@@ -68,11 +76,22 @@ pub struct AppState {
     progress_channel: Channel,
     leaderboard_channel: Channel,
     incentive_channel: Channel,
+    /// Verifies tokens before anything else reads the request.
+    keys: Arc<TokenKeys>,
+    /// Live SSE streams, per caller and in all.
+    pub streams: Arc<StreamSlots>,
+    /// The upstreams' health as last checked (see [`watch_upstreams`]).
+    upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
 }
 
 impl AppState {
-    /// Clients for the services at `addrs` (connected lazily).
-    pub fn connect(addrs: &ServiceAddrs) -> anyhow::Result<Self> {
+    /// Clients for the services at `addrs` (connected lazily), verifying tokens with `keys`
+    /// and holding callers to `limits`.
+    pub fn connect(
+        addrs: &ServiceAddrs,
+        keys: TokenKeys,
+        limits: &LimitSettings,
+    ) -> anyhow::Result<Self> {
         let challenge_channel = upstream::channel(&addrs.challenge).context("challenge service")?;
         let scan_channel = upstream::channel(&addrs.scan).context("scan service")?;
         let progress_channel = upstream::channel(&addrs.progress).context("progress service")?;
@@ -90,7 +109,118 @@ impl AppState {
             progress_channel,
             leaderboard_channel,
             incentive_channel,
+            keys: Arc::new(keys),
+            streams: Arc::new(StreamSlots::new(limits)),
+            upstream_health: Arc::new(RwLock::new(
+                UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
+            )),
         })
+    }
+
+    fn upstream_channel(&self, name: &str) -> &Channel {
+        match name {
+            "challenge" => &self.challenge_channel,
+            "scan" => &self.scan_channel,
+            "progress" => &self.progress_channel,
+            "leaderboard" => &self.leaderboard_channel,
+            _ => &self.incentive_channel,
+        }
+    }
+}
+
+/// The upstreams `/health` reports, with the health service name each is checked under.
+const UPSTREAMS: [(&str, &str); 5] = [
+    ("challenge", ewpm_proto::challenge::v1::SERVICE_NAME),
+    ("scan", ewpm_proto::scan::v1::SERVICE_NAME),
+    ("progress", ewpm_proto::progress::v1::SERVICE_NAME),
+    ("leaderboard", ewpm_proto::leaderboard::v1::SERVICE_NAME),
+    ("incentive", ewpm_proto::incentive::v1::SERVICE_NAME),
+];
+
+/// How often the edge checks its upstreams' health.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// Checks every upstream's gRPC health every second until `shutdown`, for `/health` to
+/// answer from (a probe or a flood of `/health` calls costs the upstreams nothing).
+pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let checks = UPSTREAMS
+            .iter()
+            .map(|(name, service)| upstream_health(state.upstream_channel(name), service));
+        let results = futures::future::join_all(checks).await;
+        let snapshot: Vec<(&'static str, String)> =
+            UPSTREAMS.iter().map(|(name, _)| *name).zip(results).collect();
+        *state.upstream_health.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_EVERY) => {}
+        }
+    }
+}
+
+/// Live SSE streams: at most `max_streams_per_caller` per verified caller and `max_streams`
+/// in all on this edge. A [`StreamSlot`] holds one until the stream ends.
+#[derive(Debug)]
+pub struct StreamSlots {
+    per_caller: usize,
+    total: usize,
+    held: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+impl StreamSlots {
+    /// Slots under `limits`.
+    pub fn new(limits: &LimitSettings) -> Self {
+        Self {
+            per_caller: limits.max_streams_per_caller.max(1),
+            total: limits.max_streams.max(1),
+            held: Mutex::default(),
+        }
+    }
+
+    /// A slot for `caller`, or 429 (`TOO_MANY_STREAMS`) with `Retry-After`.
+    pub fn acquire(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, problem::ApiError> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.1.get(&caller.user_id).copied().unwrap_or(0);
+        if mine >= self.per_caller || held.0 >= self.total {
+            let detail = if mine >= self.per_caller {
+                format!("at most {} live streams per caller; close one first", self.per_caller)
+            } else {
+                "this edge holds as many live streams as it can; retry shortly".to_string()
+            };
+            return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_STREAMS", detail)
+                .retry_after(Duration::from_secs(5))
+                .into());
+        }
+        held.0 += 1;
+        *held.1.entry(caller.user_id.clone()).or_insert(0) += 1;
+        metrics::gauge!("ewpm_gateway_streams").set(held.0 as f64);
+        Ok(StreamSlot { slots: self.clone(), caller: caller.user_id.clone() })
+    }
+
+    /// Streams held now, in all.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+/// One live stream's place; given back when dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.0 = held.0.saturating_sub(1);
+        if let Some(n) = held.1.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                held.1.remove(&self.caller);
+            }
+        }
+        metrics::gauge!("ewpm_gateway_streams").set(held.0 as f64);
     }
 }
 
@@ -127,7 +257,7 @@ impl AppState {
         scans::projector,
     ),
     components(schemas(Problem, problem::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "challenges", description = "Wellness challenges"),
         (name = "progress", description = "Challenge progress and live leaderboards"),
@@ -138,6 +268,55 @@ impl AppState {
 pub struct ApiDoc;
 
 struct BearerAuth;
+
+/// The answers every authenticated route can give besides its own: a missing or bad token
+/// (401), a caller not allowed (403), over its rate or stream limit (429, `Retry-After`), and
+/// an upstream service or its store unavailable (503, `Retry-After`).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            ContentBuilder, Ref, RefOr,
+            response::{Response, ResponseBuilder},
+        };
+        let problem = |description: &str, retry: bool| -> RefOr<Response> {
+            let mut builder = ResponseBuilder::new().description(description).content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            );
+            if retry {
+                builder = builder.header(
+                    "Retry-After",
+                    utoipa::openapi::header::HeaderBuilder::new()
+                        .description(Some("Seconds to wait before retrying"))
+                        .build(),
+                );
+            }
+            RefOr::T(builder.build())
+        };
+        let common = [
+            ("401", problem("No token, or a forged, expired or foreign one", false)),
+            ("403", problem("The caller may not do this (role, employer or user)", false)),
+            ("429", problem("Over the caller's rate or stream limit, or the queue is full", true)),
+            ("503", problem("An upstream service or its store is unavailable", true)),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in
+                [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete]
+                    .into_iter()
+                    .flatten()
+            {
+                for (code, response) in &common {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| response.clone());
+                }
+            }
+        }
+    }
+}
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -153,7 +332,22 @@ impl Modify for BearerAuth {
 
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let api = api_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state);
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .layer(middleware::from_fn(problem_errors))
+        .layer(middleware::from_fn(observe))
+}
+
+/// Every route that needs a token.
+fn api_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/challenges", get(challenges::list).post(challenges::create))
         .route("/api/challenges/{id}", get(challenges::get).patch(challenges::update))
         .route("/api/users/{userId}/challenges/active", get(challenges::active_for_user))
@@ -184,15 +378,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/parcels", get(scans::parcels))
         .route("/api/parcels/{parcelId}", get(scans::parcel))
         .route("/api/scans/projector", get(scans::projector))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .with_state(state);
-    Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .merge(api)
-        .layer(middleware::from_fn(problem_errors))
-        .layer(middleware::from_fn(observe))
+}
+
+/// Verifies the bearer token before anything reads the request (a bad body from a caller
+/// without a valid token is 401, not 400), and hands the [`Caller`] to the handler. The
+/// services verify it again: the edge forwards it untouched.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.keys.verify_header(header) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(status) => Problem::from_status(&status, "").into_response(),
+    }
 }
 
 /// Errors axum itself answers (a malformed query or path, 405, 413…) come as plain text;
@@ -235,30 +434,21 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
+    let watcher = tokio::spawn(watch_upstreams(state.clone(), shutdown.clone()));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("REST edge failed")
+        .context("REST edge failed");
+    watcher.abort();
+    served
 }
 
-/// Readiness with each upstream's status: 200 (`ok`, or `degraded` when some upstream is
-/// down, so one service's outage does not take the whole edge out of rotation), 503 when no
-/// upstream serves.
+/// Readiness with each upstream's status as last checked (at most a second old): 200 (`ok`,
+/// or `degraded` when some upstream is down, so one service's outage does not take the whole
+/// edge out of rotation), 503 when no upstream serves. Answered from memory: `/health` costs
+/// the upstreams nothing however often it is called.
 async fn health(State(state): State<AppState>) -> Response {
-    let (challenge, scan, progress, leaderboard, incentive) = tokio::join!(
-        upstream_health(&state.challenge_channel, ewpm_proto::challenge::v1::SERVICE_NAME),
-        upstream_health(&state.scan_channel, ewpm_proto::scan::v1::SERVICE_NAME),
-        upstream_health(&state.progress_channel, ewpm_proto::progress::v1::SERVICE_NAME),
-        upstream_health(&state.leaderboard_channel, ewpm_proto::leaderboard::v1::SERVICE_NAME),
-        upstream_health(&state.incentive_channel, ewpm_proto::incentive::v1::SERVICE_NAME),
-    );
-    let services = [
-        ("challenge", challenge),
-        ("scan", scan),
-        ("progress", progress),
-        ("leaderboard", leaderboard),
-        ("incentive", incentive),
-    ];
+    let services = state.upstream_health.read().unwrap_or_else(|p| p.into_inner()).clone();
     let serving = services.iter().filter(|(_, s)| s == "serving").count();
     let map: serde_json::Map<String, serde_json::Value> = services
         .iter()
@@ -268,6 +458,7 @@ async fn health(State(state): State<AppState>) -> Response {
         let detail =
             services.iter().map(|(n, s)| format!("{n}: {s}")).collect::<Vec<_>>().join("; ");
         return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_NOT_SERVING", detail)
+            .retry_after(Duration::from_secs(1))
             .into_response();
     }
     let status = if serving == services.len() { "ok" } else { "degraded" };
@@ -312,14 +503,24 @@ async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().to_string();
+    // A method is any token a caller likes: only the standard ones are labels.
+    let method = match *request.method() {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let trace_id = ewpm_kit::server::trace_id(request.headers());
     let span = tracing::info_span!("http", http.method = %method, http.route = %route, %trace_id);
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!("http_server_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("http_server_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_server_request_duration_seconds", "method" => method, "route" => route).record(elapsed);
     span.in_scope(|| {

@@ -27,6 +27,10 @@ pub struct Problem {
     /// The bad fields, for 400 answers (camelCase JSON paths).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds after which a retry may succeed (429 and 503): the `Retry-After` header.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after_secs: Option<u64>,
 }
 
 /// One bad field.
@@ -48,7 +52,14 @@ impl Problem {
             detail: detail.into(),
             reason: reason.to_string(),
             errors: Vec::new(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same, telling the client to retry after `delay` (whole seconds, at least 1).
+    pub fn retry_after(mut self, delay: std::time::Duration) -> Self {
+        self.retry_after_secs = Some(delay.as_secs_f64().ceil().max(1.0) as u64);
+        self
     }
 
     /// 400 for a request body or query the edge itself cannot read.
@@ -66,13 +77,28 @@ impl Problem {
     /// The problem for a gRPC status from a service. `strip` is a field-path prefix that
     /// the REST shape does not have (`challenge.` for an update whose body is the challenge).
     pub fn from_status(status: &tonic::Status, strip: &str) -> Self {
-        let http = http_status(status.code());
+        // A call the transport broke (the upstream closed the connection, e.g. dropped at its
+        // shutdown, or reset it) never reached an answer: the upstream is unavailable, not
+        // failing. tonic reports those as Unknown/Internal with the transport error as source
+        // and no `grpc-status` from a server.
+        let code = match status.code() {
+            Code::Unknown | Code::Internal
+                if std::error::Error::source(status).is_some()
+                    && status.metadata().get("grpc-status").is_none() =>
+            {
+                Code::Unavailable
+            }
+            code => code,
+        };
+        let http = http_status(code);
         let details = status.get_error_details();
         let reason = details
             .error_info()
             .map(|i| i.reason.clone())
-            .unwrap_or_else(|| default_reason(status.code()).to_string());
-        let detail = if status.code() == Code::Internal || status.code() == Code::Unknown {
+            .unwrap_or_else(|| default_reason(code).to_string());
+        let detail = if code == Code::Unavailable && code != status.code() {
+            "the upstream service closed the call; retry".to_string()
+        } else if code == Code::Internal || code == Code::Unknown {
             "internal error".to_string()
         } else {
             status.message().to_string()
@@ -94,6 +120,13 @@ impl Problem {
                 .collect::<Vec<_>>()
                 .join("; ");
         }
+        if matches!(code, Code::ResourceExhausted | Code::Unavailable) {
+            let delay = details
+                .retry_info()
+                .and_then(|r| r.retry_delay)
+                .unwrap_or(std::time::Duration::from_secs(1));
+            p = p.retry_after(delay);
+        }
         p
     }
 }
@@ -101,10 +134,14 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after_secs;
         let mut response = (status, axum::Json(self)).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }

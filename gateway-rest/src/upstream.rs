@@ -43,8 +43,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
 
 /// A gRPC server stream as Server-Sent Events: each message that `dto` turns into a value is
 /// an `event` with that JSON, a failure an `error` event with problem+json, and a keep-alive
-/// comment goes out every 15 s.
+/// comment goes out every 15 s. The stream holds `slot` until it ends.
 pub fn sse<M, D>(
+    slot: crate::StreamSlot,
     upstream: tonic::Streaming<M>,
     event: &'static str,
     mut dto: impl FnMut(M) -> Option<D> + Send + 'static,
@@ -54,6 +55,7 @@ where
     D: Serialize,
 {
     let events = upstream.map(move |message| -> Result<Event, Infallible> {
+        let _held = &slot;
         Ok(match message.map(&mut dto) {
             Ok(Some(value)) => Event::default()
                 .event(event)
