@@ -389,7 +389,8 @@ async fn serve_progress(settings: Settings, with_service: bool) -> anyhow::Resul
         let db = m.db()?;
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
-        let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        let bus: Arc<dyn Bus> =
+            Arc::new(RedisBus::connect(&redis, prefix).await?.with_max_len(m.settings.bus_max_len));
         m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
         // The incentive visitor hears of link changes.
         let notices =
@@ -405,7 +406,8 @@ async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
     serve_mesh(settings, "leaderboard", async |m: Ctx<'_>| {
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
-        let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        let bus: Arc<dyn Bus> =
+            Arc::new(RedisBus::connect(&redis, prefix).await?.with_max_len(m.settings.bus_max_len));
         m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
         let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
         let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
@@ -421,7 +423,8 @@ async fn serve_incentive(settings: Settings, with_service: bool) -> anyhow::Resu
         let db = m.db()?;
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
-        let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
+        let bus: Arc<dyn Bus> =
+            Arc::new(RedisBus::connect(&redis, prefix).await?.with_max_len(m.settings.bus_max_len));
         m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
         let awards =
             Arc::new(ewpm_incentive::notices::RedisNotices::connect(&redis, prefix).await?);

@@ -8,7 +8,10 @@
 //! they have been idle long enough.
 //!
 //! Limits: the memory bus lives and dies with its process. Redis streams are trimmed (at most
-//! once a second, after an ack) of what every group has acknowledged.
+//! once a second, after an ack) of what every group has acknowledged, and every publish caps
+//! its stream at about [`RedisBus::with_max_len`] entries (`bus_max_len`, default 1,000,000),
+//! so a group that lags that far (or was abandoned) loses its oldest entries instead of
+//! pinning the stream; each group's backlog is the gauge `ewpm_bus_group_backlog`.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -354,7 +357,12 @@ pub struct RedisBus {
     prefix: String,
     /// When each stream was last trimmed (at most once a second, after an ack).
     trimmed: Mutex<HashMap<String, Instant>>,
+    /// Entries a stream keeps at most (approximately), whatever its groups have acknowledged.
+    max_len: u64,
 }
+
+/// Entries a stream keeps at most unless [`RedisBus::with_max_len`] says otherwise.
+pub const DEFAULT_MAX_LEN: u64 = 1_000_000;
 
 /// How often a stream is trimmed of what every group has acknowledged.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -407,9 +415,15 @@ async fn groups_of(client: &Client, key: &str) -> anyhow::Result<Vec<GroupInfo>>
 /// Removes from stream `key` the entries every group has received and acknowledged: those
 /// below each group's oldest pending entry, or below its last delivered entry when nothing
 /// is pending. A stream without groups is left alone.
-async fn trim_acknowledged(client: &Client, key: &str) -> anyhow::Result<()> {
+async fn trim_acknowledged(client: &Client, key: &str, topic: &str) -> anyhow::Result<()> {
     let mut floor: Option<((u64, u64), String)> = None;
-    for group in groups_of(client, key).await? {
+    let groups = groups_of(client, key).await?;
+    for group in &groups {
+        // Names from code (topic and group constants), never from callers.
+        metrics::gauge!("ewpm_bus_group_backlog", "topic" => topic.to_string(), "group" => group.name.clone())
+            .set((group.pending + group.lag) as f64);
+    }
+    for group in groups {
         let group_floor = if group.pending > 0 {
             // XPENDING summary: [count, smallest id, greatest id, consumers].
             let summary: Value =
@@ -434,7 +448,7 @@ async fn trim_acknowledged(client: &Client, key: &str) -> anyhow::Result<()> {
 const PUBLISH_ONCE_SCRIPT: &str = r#"
 local prev = redis.call('GET', KEYS[2])
 if prev then return {0, prev} end
-local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return {1, id}
 "#;
@@ -449,7 +463,16 @@ impl RedisBus {
             url: url.to_string(),
             prefix: prefix.to_string(),
             trimmed: Mutex::default(),
+            max_len: DEFAULT_MAX_LEN,
         })
+    }
+
+    /// Caps every stream at about `max_len` entries (XADD `MAXLEN ~`): a consumer group that
+    /// lags that far behind (or was abandoned) loses its oldest entries rather than pin the
+    /// stream in Redis's memory for ever. Its lag is the metric `ewpm_bus_group_backlog`.
+    pub fn with_max_len(mut self, max_len: u64) -> Self {
+        self.max_len = max_len.max(1);
+        self
     }
 
     /// The read connection of `consumer`, opened on its first read.
@@ -491,7 +514,9 @@ impl Bus for RedisBus {
         let key = self.key(topic);
         let pipeline = self.client.pipeline();
         for p in payloads {
-            let () = pipeline.xadd(&key, false, None, "*", ("d", p.as_slice())).await?;
+            let () = pipeline
+                .xadd(&key, false, ("MAXLEN", "~", self.max_len as i64), "*", ("d", p.as_slice()))
+                .await?;
         }
         let ids: Vec<String> = pipeline.all().await.context("XADD")?;
         Ok(ids)
@@ -515,6 +540,7 @@ impl Bus for RedisBus {
                 Value::from(payload),
                 Value::from(record),
                 Value::from(ttl.as_millis().max(1) as i64),
+                Value::from(self.max_len as i64),
             ],
         )
         .await
@@ -617,8 +643,9 @@ impl Bus for RedisBus {
         if due {
             // Off the ack's path: a slow trim must not hold up a consumer.
             let client = self.client.clone();
+            let topic = topic.to_string();
             tokio::spawn(async move {
-                if let Err(err) = trim_acknowledged(&client, &key).await {
+                if let Err(err) = trim_acknowledged(&client, &key, &topic).await {
                     tracing::warn!(error = format!("{err:#}"), "trim stream {key}");
                 }
             });

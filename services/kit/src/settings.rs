@@ -27,6 +27,9 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this process uses (to share one Redis between deployments).
     pub redis_prefix: String,
+    /// Entries a bus topic's Redis stream keeps at most (approximately), even when a consumer
+    /// group lags behind: its oldest entries go first.
+    pub bus_max_len: u64,
     /// Logging.
     pub log: LogSettings,
     /// Token verification and minting.
@@ -270,6 +273,7 @@ impl Default for Settings {
             database_url: None,
             redis_url: None,
             redis_prefix: String::new(),
+            bus_max_len: 1_000_000,
             log: LogSettings { format: LogFormat::Pretty, level: "info".into() },
             auth: AuthSettings {
                 secret: None,

@@ -267,3 +267,19 @@ async fn redis_streams_are_trimmed_of_what_every_group_acknowledged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_redis_stream_stays_capped_while_a_group_lags_and_its_backlog_is_known() {
+    let prefix = key_prefix();
+    let bus = RedisBus::connect(&servers().redis_url, &prefix).await.unwrap().with_max_len(1000);
+    bus.ensure_group("t", "abandoned").await.unwrap();
+    for chunk in 0..10 {
+        bus.publish("t", &payloads(chunk * 500..(chunk + 1) * 500)).await.unwrap();
+    }
+    bus.publish_once("t", "k", b"r", b"once", Duration::from_secs(60)).await.unwrap();
+    // `MAXLEN ~` trims whole radix-tree nodes (100 entries each by default): about 1000.
+    let len = stream_len(&prefix, "t").await;
+    assert!((1000..=1100).contains(&len), "5,001 published, {len} kept with a cap of 1000");
+    // The group never read: what it can still read is what the stream kept.
+    assert_eq!(bus.backlog("t", "abandoned").await.unwrap(), len);
+}
