@@ -43,6 +43,19 @@ pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
 }
 
+/// A status with `code`, `message`, an `ErrorInfo` carrying `reason` and a `RetryInfo` telling
+/// the caller to retry after `delay` (for Unavailable and ResourceExhausted).
+pub fn retry_after(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    delay: std::time::Duration,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
+    details.set_retry_info(Some(delay));
+    Status::with_error_details(code, message, details)
+}
+
 /// InvalidArgument with reason `reason` and the given field violations; the message lists them.
 pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
     let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
@@ -94,6 +107,8 @@ impl Violations {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -117,6 +132,18 @@ mod tests {
             .map(|v| (v.field.as_str(), v.description.as_str()))
             .collect();
         assert_eq!(fields, vec![("name", "must not be empty"), ("goal.target", "must be > 0")]);
+    }
+
+    #[test]
+    fn retry_after_carries_reason_and_delay() {
+        let s =
+            retry_after(Code::Unavailable, "QUEUE_UNAVAILABLE", "retry", Duration::from_secs(1));
+        let details = s.get_error_details();
+        assert_eq!(
+            (s.code(), details.error_info().unwrap().reason.as_str()),
+            (Code::Unavailable, "QUEUE_UNAVAILABLE")
+        );
+        assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_secs(1)));
     }
 
     #[test]
