@@ -153,6 +153,7 @@ impl Harness {
                     goal: Some(cpb::Goal { target: 1000.0, unit: "steps".into() }),
                     employer_id: employer.into(),
                     idempotency_key: String::new(),
+                    late_grace_seconds: 0,
                 },
                 &admin(),
             ))
