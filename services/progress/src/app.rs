@@ -33,6 +33,7 @@ pub fn build(
         challenge_uri,
         token,
         Duration::from_secs(settings.challenge_cache_secs),
+        Duration::from_secs(settings.challenge_stale_secs),
     )?;
     let progress = Progress::new(bus, windows, clock, settings.max_backlog);
     Ok(ProgressServiceServer::new(ProgressGrpc::new(progress, ProgressStore::new(db)))

@@ -46,7 +46,10 @@ struct Harness {
     seen: Arc<Recorder>,
     writer_stop: CancellationToken,
     writer: Option<tokio::task::JoinHandle<()>>,
-    _servers: (Spawned, Spawned),
+    /// The Redis key prefix (mesh).
+    prefix: String,
+    challenge_server: Spawned,
+    _progress_server: Spawned,
     _db: TestDb,
 }
 
@@ -74,11 +77,12 @@ async fn harness(backend: Backend) -> Harness {
 }
 
 async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSettings) -> Harness {
+    let prefix = key_prefix();
     let (db, bus): (TestDb, Arc<dyn Bus>) = match backend {
         Backend::Embedded => (TestDb::sqlite().await.unwrap(), MemoryBus::new()),
         Backend::Mesh => (
             TestDb::postgres().await.unwrap(),
-            Arc::new(RedisBus::connect(&servers().redis_url, &key_prefix()).await.unwrap()),
+            Arc::new(RedisBus::connect(&servers().redis_url, &prefix).await.unwrap()),
         ),
     };
     let clock: SharedClock = FixedClock::new(now());
@@ -124,7 +128,9 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
         seen,
         writer_stop,
         writer: Some(handle),
-        _servers: (challenge_server, progress_server),
+        prefix,
+        challenge_server,
+        _progress_server: progress_server,
         _db: db,
     }
 }
@@ -211,6 +217,60 @@ impl Harness {
             h.await.unwrap();
         }
     }
+
+    /// Stops the challenge service (as if it, or its database, were down).
+    async fn stop_challenge_service(&mut self) {
+        self.challenge_server.shutdown.cancel();
+        (&mut self.challenge_server.handle).await.unwrap().unwrap();
+    }
+
+    /// A challenge from 1 February to `end` with `grace` seconds of late grace.
+    async fn ended_challenge(&mut self, end: DateTime<Utc>, grace: i32) -> String {
+        let created = self
+            .challenges
+            .create_challenge(req(
+                cpb::CreateChallengeRequest {
+                    name: "february".into(),
+                    description: String::new(),
+                    start_time: Some(to_proto(Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap())),
+                    end_time: Some(to_proto(end)),
+                    goal: Some(cpb::Goal { target: 10.0, unit: "km".into() }),
+                    employer_id: String::new(),
+                    idempotency_key: String::new(),
+                    late_grace_seconds: grace,
+                },
+                &admin(),
+            ))
+            .await
+            .unwrap();
+        created.into_inner().challenge.unwrap().id
+    }
+
+    async fn submit_at(
+        &mut self,
+        challenge_id: &str,
+        value: f64,
+        at: DateTime<Utc>,
+    ) -> Result<pb::SubmitProgressResponse, Status> {
+        self.progress
+            .submit_progress(req(
+                pb::SubmitProgressRequest {
+                    challenge_id: challenge_id.into(),
+                    value,
+                    occurred_at: Some(to_proto(at)),
+                    idempotency_key: String::new(),
+                },
+                &alice(),
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// The `RetryInfo` delay of a status.
+fn retry_delay(status: &Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    status.get_error_details().retry_info().and_then(|r| r.retry_delay)
 }
 
 async fn an_accepted_entry_reaches_sql_and_emits_its_score_delta(mut h: Harness) {
@@ -529,13 +589,137 @@ async fn a_full_queue_pushes_back_and_queues_nothing(backend: Backend) {
     }
     let refused = refused.expect("the service pushed back");
     assert_eq!(
-        (refused.code(), reason(&refused)),
-        (Code::ResourceExhausted, "PROGRESS_QUEUE_FULL".into())
+        (refused.code(), reason(&refused), retry_delay(&refused)),
+        (Code::ResourceExhausted, "PROGRESS_QUEUE_FULL".into(), Some(Duration::from_secs(1)))
     );
     assert!(accepted > 3, "{accepted} entries were accepted before the backlog was seen");
     // The refused entry was not queued.
     let backlog = h.bus.backlog(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP);
     assert_eq!(backlog.await.unwrap(), accepted);
+}
+
+async fn the_last_known_window_is_served_while_the_challenge_service_is_down(backend: Backend) {
+    // Cached for no time at all: every submission asks the challenge service.
+    let settings = ewpm_kit::settings::ProgressSettings {
+        challenge_cache_secs: 0,
+        challenge_stale_secs: 600,
+        ..Default::default()
+    };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    let never_seen = h.challenge("").await;
+    h.submit(&challenge, 1.0, "", &alice()).await.unwrap();
+    h.stop_challenge_service().await;
+    // The window seen before is served stale: intake goes on.
+    for _ in 0..5 {
+        h.submit(&challenge, 2.0, "", &alice()).await.unwrap();
+    }
+    // A challenge never seen has nothing to fall back on: retry later.
+    let err = h.submit(&never_seen, 1.0, "", &alice()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err), retry_delay(&err)),
+        (Code::Unavailable, "DEPENDENCY_UNAVAILABLE".into(), Some(Duration::from_secs(1)))
+    );
+    assert_eq!(h.written(6).await, Summary { entries: 6, total: Some(11.0) });
+}
+
+async fn without_staleness_a_down_challenge_service_answers_unavailable(backend: Backend) {
+    let settings = ewpm_kit::settings::ProgressSettings {
+        challenge_cache_secs: 0,
+        challenge_stale_secs: 0,
+        ..Default::default()
+    };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    h.submit(&challenge, 1.0, "", &alice()).await.unwrap();
+    h.stop_challenge_service().await;
+    let err = h.submit(&challenge, 2.0, "", &alice()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err), retry_delay(&err)),
+        (Code::Unavailable, "DEPENDENCY_UNAVAILABLE".into(), Some(Duration::from_secs(1)))
+    );
+    assert_eq!(h.written(1).await, Summary { entries: 1, total: Some(1.0) });
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 1, total: Some(1.0) });
+}
+
+async fn an_ended_challenge_takes_late_entries_only_within_its_grace(mut h: Harness) {
+    let end = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
+    let within = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).unwrap();
+    // The clock stands at 10 March, 12:00.
+    let final_board = h.ended_challenge(end, 0).await;
+    let grace_over = h.ended_challenge(end, 5 * 86_400).await;
+    let in_grace = h.ended_challenge(end, 6 * 86_400).await;
+    for challenge in [&final_board, &grace_over] {
+        let err = h.submit_at(challenge, 1.0, within).await.unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::FailedPrecondition, "CHALLENGE_ENDED".into())
+        );
+    }
+    let late = h.submit_at(&in_grace, 2.0, within).await.unwrap();
+    assert_eq!((late.value, late.occurred_at), (2.0, Some(to_proto(within))));
+    // Within the grace, an entry must still have happened within the window.
+    let err = h.submit_at(&in_grace, 1.0, now()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::FailedPrecondition, "CHALLENGE_NOT_ACTIVE".into())
+    );
+    assert_eq!(h.written(1).await, Summary { entries: 1, total: Some(2.0) });
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 1, total: Some(2.0) });
+}
+
+async fn non_normal_numbers_are_field_violations_and_queue_nothing(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    for value in [5e-324, -5e-324, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let err = h.submit(&challenge, value, "", &alice()).await.unwrap_err();
+        assert_eq!(
+            (err.code(), violations(&err)),
+            (Code::InvalidArgument, vec!["value".to_string()]),
+            "{value}"
+        );
+    }
+    for value in [5e-324, f64::NAN, f64::INFINITY] {
+        let err = h.log(pb::ActivityKind::Steps, Some(value), "", "", &alice()).await.unwrap_err();
+        assert_eq!(
+            (err.code(), violations(&err)),
+            (Code::InvalidArgument, vec!["value".to_string()]),
+            "{value}"
+        );
+    }
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 0, total: None });
+    assert!(h.seen.0.lock().unwrap().is_empty());
+}
+
+/// Redis refusing the queue's writes (its stream key holds a string): SubmitProgress and
+/// LogActivity answer UNAVAILABLE with RetryInfo, queue nothing, and succeed once it is back.
+async fn a_queue_failure_answers_unavailable_with_retry_info() {
+    use fred::prelude::{ClientLike, Config, KeysInterface};
+    let mut h = harness(Backend::Mesh).await;
+    let challenge = h.challenge("").await;
+    h.stop_writer().await;
+    let redis = fred::types::Builder::from_config(Config::from_url(&servers().redis_url).unwrap())
+        .build()
+        .unwrap();
+    redis.init().await.unwrap();
+    let key = format!("{}bus:{{{PROGRESS_TOPIC}}}", h.prefix);
+    let () = redis.del(&key).await.unwrap();
+    let () = redis.set(&key, "not a stream", None, None, false).await.unwrap();
+    let unavailable =
+        (Code::Unavailable, "QUEUE_UNAVAILABLE".to_string(), Some(Duration::from_secs(1)));
+    for key in ["", "retry-1"] {
+        let err = h.submit(&challenge, 1.0, key, &alice()).await.unwrap_err();
+        assert_eq!((err.code(), reason(&err), retry_delay(&err)), unavailable, "{key:?}");
+    }
+    let err = h.log(pb::ActivityKind::Mood, Some(3.0), "", "", &alice()).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err), retry_delay(&err)), unavailable);
+    // Back: the retry under the same key is queued now (nothing was remembered for it).
+    let () = redis.del(&key).await.unwrap();
+    h.bus.ensure_group(PROGRESS_TOPIC, WRITER_GROUP).await.unwrap();
+    h.submit(&challenge, 1.0, "retry-1", &alice()).await.unwrap();
+    assert_eq!(h.bus.backlog(PROGRESS_TOPIC, WRITER_GROUP).await.unwrap(), 1);
 }
 
 macro_rules! suite {
@@ -550,6 +734,8 @@ macro_rules! suite {
                 challenge_totals_are_for_admins_and_sum_each_user,
                 a_logged_activity_reaches_the_activity_log_and_the_visitors,
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
+                an_ended_challenge_takes_late_entries_only_within_its_grace,
+                non_normal_numbers_are_field_violations_and_queue_nothing,
             );
         }
     };
@@ -564,8 +750,22 @@ macro_rules! suite {
         async fn a_full_queue_pushes_back_and_queues_nothing() {
             super::a_full_queue_pushes_back_and_queues_nothing($which).await;
         }
+        #[tokio::test]
+        async fn the_last_known_window_is_served_while_the_challenge_service_is_down() {
+            super::the_last_known_window_is_served_while_the_challenge_service_is_down($which)
+                .await;
+        }
+        #[tokio::test]
+        async fn without_staleness_a_down_challenge_service_answers_unavailable() {
+            super::without_staleness_a_down_challenge_service_answers_unavailable($which).await;
+        }
     };
 }
 
 suite!(embedded, Backend::Embedded);
 suite!(mesh, Backend::Mesh);
+
+#[tokio::test]
+async fn mesh_a_queue_failure_answers_unavailable_with_retry_info() {
+    a_queue_failure_answers_unavailable_with_retry_info().await;
+}
