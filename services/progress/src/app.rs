@@ -54,7 +54,8 @@ pub fn writers(
         .map(|i| {
             Consumer::new(
                 bus.clone(),
-                Writer::new(bus.clone(), store.clone(), visitors.clone()),
+                Writer::new(bus.clone(), store.clone(), visitors.clone())
+                    .split_after_failures(settings.split_after_failures),
                 ConsumerConfig {
                     topic: PROGRESS_TOPIC,
                     group: WRITER_GROUP,

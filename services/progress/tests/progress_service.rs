@@ -50,7 +50,7 @@ struct Harness {
     prefix: String,
     challenge_server: Spawned,
     _progress_server: Spawned,
-    _db: TestDb,
+    db: TestDb,
 }
 
 /// A visitor that records what it sees.
@@ -131,7 +131,7 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
         prefix,
         challenge_server,
         _progress_server: progress_server,
-        _db: db,
+        db,
     }
 }
 
@@ -218,6 +218,29 @@ impl Harness {
         }
     }
 
+    /// Starts a writer that splits a batch after `split_after` failures, taking up to 50
+    /// queued items in one batch (the previous writer must be stopped).
+    fn start_writer(&mut self, split_after: u32) {
+        let mut visitors = Visitors::new();
+        visitors.register(self.seen.clone());
+        let writer = Consumer::new(
+            self.bus.clone(),
+            Writer::new(self.bus.clone(), self.store.clone(), visitors)
+                .split_after_failures(split_after),
+            ConsumerConfig {
+                topic: PROGRESS_TOPIC,
+                group: WRITER_GROUP,
+                consumer: "test-writer-2".into(),
+                rule: BatchRule { size: 50, max_wait: Duration::from_millis(100) },
+                // A read of the stopped writer still blocked in Redis may have taken an entry:
+                // take it over soon.
+                reclaim_idle: Duration::from_millis(300),
+            },
+        );
+        self.writer_stop = CancellationToken::new();
+        self.writer = Some(tokio::spawn(writer.run(self.writer_stop.clone())));
+    }
+
     /// Stops the challenge service (as if it, or its database, were down).
     async fn stop_challenge_service(&mut self) {
         self.challenge_server.shutdown.cancel();
@@ -264,6 +287,28 @@ impl Harness {
             ))
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Every dead letter, one page of `page_size` at a time.
+    async fn dead_letters(&mut self, page_size: i32) -> Vec<pb::DeadLetter> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .progress
+                .list_dead_letters(req(
+                    pb::ListDeadLettersRequest { page_size, page_token: page_token.clone() },
+                    &admin(),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            all.extend(page.dead_letters);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            page_token = page.next_page_token;
+        }
     }
 }
 
@@ -643,6 +688,133 @@ async fn without_staleness_a_down_challenge_service_answers_unavailable(backend:
     assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 1, total: Some(1.0) });
 }
 
+/// Makes the database refuse every progress entry of user `mallory` (a trigger), so a batch
+/// holding one can never be written whole.
+async fn refuse_mallory(db: &TestDb) {
+    use sea_orm::{ConnectionTrait, DbBackend};
+    let statements: &[&str] = match db.db.get_database_backend() {
+        DbBackend::Sqlite => &["CREATE TRIGGER refuse_mallory BEFORE INSERT ON progress_entries \
+             WHEN NEW.user_id = 'mallory' \
+             BEGIN SELECT RAISE(ABORT, 'mallory may not be written'); END"],
+        _ => &[
+            "CREATE FUNCTION refuse_mallory() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.user_id = 'mallory' THEN \
+             RAISE EXCEPTION 'mallory may not be written'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_mallory BEFORE INSERT ON progress_entries \
+             FOR EACH ROW EXECUTE FUNCTION refuse_mallory()",
+        ],
+    };
+    for statement in statements {
+        db.db.execute_unprepared(statement).await.unwrap();
+    }
+}
+
+async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written(
+    mut h: Harness,
+) {
+    let challenge = h.challenge("").await;
+    refuse_mallory(&h.db).await;
+    // Everything below is queued first, so one writer batch holds it (nearly) all.
+    h.stop_writer().await;
+    let mut good = Vec::new();
+    let mut poisoned = None;
+    for (user, value) in
+        [("alice", 1.0), ("bob", 2.0), ("mallory", 5.0), ("carol", 3.0), ("dave", 4.0)]
+    {
+        let accepted =
+            h.submit(&challenge, value, "", &bearer(user, Role::Employee, None)).await.unwrap();
+        if user == "mallory" {
+            poisoned = Some(accepted);
+        } else {
+            good.push(accepted.entry_id);
+        }
+    }
+    let poisoned = poisoned.unwrap();
+    h.bus.publish(PROGRESS_TOPIC, &[b"not an entry".to_vec()]).await.unwrap();
+    h.start_writer(2);
+    assert_eq!(h.written(4).await, Summary { entries: 4, total: Some(10.0) });
+    let mut letters = Vec::new();
+    for _ in 0..200 {
+        letters = h.dead_letters(1).await;
+        if letters.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    h.stop_writer().await;
+    let mallory = ewpm_progress::domain::Queued::Progress(ewpm_progress::domain::Entry {
+        id: poisoned.entry_id.parse().unwrap(),
+        challenge_id: challenge.parse().unwrap(),
+        user_id: "mallory".into(),
+        employer_id: None,
+        value: 5.0,
+        occurred_at: now(),
+        accepted_at: now(),
+    });
+    // Listed one per page, by id: the entry (accepted first), then the undecodable payload.
+    assert_eq!(
+        letters.iter().map(|l| l.payload.clone()).collect::<Vec<_>>(),
+        vec![serde_json::to_vec(&mallory).unwrap(), b"not an entry".to_vec()]
+    );
+    assert_eq!(letters[0].id, poisoned.entry_id);
+    assert!(letters[0].error.contains("mallory may not be written"), "{}", letters[0].error);
+    assert!(letters[1].error.contains("does not decode"), "{}", letters[1].error);
+    assert!(letters.iter().all(|l| l.fail_time.is_some()));
+    // Only what was written moves boards and reaches the visitors; nothing stays pending.
+    good.sort();
+    let mut events: Vec<String> = h.deltas().await.into_iter().map(|d| d.event_id).collect();
+    events.sort();
+    assert_eq!(events, good);
+    let mut seen: Vec<String> = h.seen.0.lock().unwrap().iter().map(|a| a.id.to_string()).collect();
+    seen.sort();
+    assert_eq!(seen, good);
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 4, total: Some(10.0) });
+    assert_eq!(h.bus.pending(PROGRESS_TOPIC, WRITER_GROUP).await.unwrap(), 0);
+    // Admins only.
+    let err = h
+        .progress
+        .list_dead_letters(req(pb::ListDeadLettersRequest::default(), &alice()))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
+}
+
+async fn a_batch_larger_than_one_statement_may_bind_is_written_in_chunks(h: Harness) {
+    use ewpm_progress::domain::{Entry, LoggedActivity};
+    let challenge = uuid::Uuid::now_v7();
+    // 6,000 entries × 8 values and 4,000 activities × 9: far past SQLite's 32,766.
+    let entries: Vec<Entry> = (0..6000)
+        .map(|i| Entry {
+            id: uuid::Uuid::now_v7(),
+            challenge_id: challenge,
+            user_id: format!("u{}", i % 100),
+            employer_id: None,
+            value: 1.0,
+            occurred_at: now(),
+            accepted_at: now(),
+        })
+        .collect();
+    let activities: Vec<LoggedActivity> = (0..4000)
+        .map(|_| LoggedActivity {
+            id: uuid::Uuid::now_v7(),
+            kind: ActivityKind::Steps,
+            user_id: "walker".into(),
+            employer_id: None,
+            value: Some(1.0),
+            note: String::new(),
+            occurred_at: now(),
+            accepted_at: now(),
+        })
+        .collect();
+    let (entries, activities): (Vec<&Entry>, Vec<&LoggedActivity>) =
+        (entries.iter().collect(), activities.iter().collect());
+    assert_eq!(h.store.write_batch(&entries, &activities).await.unwrap(), 10_000);
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 6000, total: Some(6000.0) });
+    assert_eq!(h.store.activities_of("walker", 5000).await.unwrap().len(), 4000);
+    // Written again (a redelivered batch): nothing new.
+    assert_eq!(h.store.write_batch(&entries, &activities).await.unwrap(), 0);
+}
+
 async fn an_ended_challenge_takes_late_entries_only_within_its_grace(mut h: Harness) {
     let end = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
     let within = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).unwrap();
@@ -734,6 +906,8 @@ macro_rules! suite {
                 challenge_totals_are_for_admins_and_sum_each_user,
                 a_logged_activity_reaches_the_activity_log_and_the_visitors,
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
+                an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written,
+                a_batch_larger_than_one_statement_may_bind_is_written_in_chunks,
                 an_ended_challenge_takes_late_entries_only_within_its_grace,
                 non_normal_numbers_are_field_violations_and_queue_nothing,
             );
