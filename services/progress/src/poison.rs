@@ -3,8 +3,8 @@
 //! each failing part is one item. Generic over the item and the write, so any batch consumer
 //! can use it (the kit's consumer retries whole batches; this is the step after).
 //!
-//! Only permanent failures are isolated: a transient one (the database is down) ends the
-//! isolation with that error, so the batch is retried whole later and nothing good is set
+//! Only failures about the data are isolated ([`is_permanent`]): any other (the database is
+//! down) ends the isolation with that error, so the batch is retried whole later and nothing good is set
 //! aside because of an outage. Parts written before are written again on the retry, so the
 //! write must be idempotent (the progress writer's is: ids are primary keys).
 
@@ -60,10 +60,12 @@ where
     Ok(out)
 }
 
-/// Whether a database error is about the data (a constraint, a value out of range) rather than
-/// about the database being reachable: only the database's own answer counts, and not the
-/// answers that mean "not now" (PostgreSQL classes 08 connection, 40 rollback, 53 resources,
-/// 57 operator intervention such as a shutdown, 58 system; SQLite busy, locked, I/O, full).
+/// Whether a database error is about the data of the rows written — the only kind splitting a
+/// batch can isolate. A whitelist, so anything else (connection, shutdown, a busy or full
+/// database, a missing table, a statement too large) is retried as before rather than setting
+/// good entries aside: PostgreSQL SQLSTATE classes 22 (data exception) and 23 (integrity
+/// constraint) and P0 (raised by a trigger or function); SQLite primary codes 18 (too big),
+/// 19 (constraint, also a trigger's RAISE), 20 (type mismatch) and 25 (range).
 pub fn is_permanent(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         let Some(
@@ -72,16 +74,16 @@ pub fn is_permanent(err: &anyhow::Error) -> bool {
         else {
             return false;
         };
-        let Some(db) = sqlx.as_database_error() else { return false };
-        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-        let transient = if code.len() == 5 && code.chars().all(|c| c.is_ascii_alphanumeric()) {
-            // A PostgreSQL SQLSTATE.
-            ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class))
-        } else {
-            // An SQLite (extended) result code: its low byte is the primary code.
-            code.parse::<u32>().map(|c| matches!(c & 0xff, 5 | 6 | 10 | 13)).unwrap_or(false)
+        let Some(code) = sqlx.as_database_error().and_then(|db| db.code()) else {
+            return false;
         };
-        !transient
+        if code.len() == 5 {
+            // A PostgreSQL SQLSTATE (SQLite's extended codes have at most 4 digits).
+            ["22", "23", "P0"].iter().any(|class| code.starts_with(class))
+        } else {
+            // An SQLite extended result code: its low byte is the primary code.
+            code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+        }
     })
 }
 

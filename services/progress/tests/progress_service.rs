@@ -221,7 +221,15 @@ impl Harness {
     /// Starts a writer that splits a batch after `split_after` failures, taking up to 50
     /// queued items in one batch (the previous writer must be stopped).
     fn start_writer(&mut self, split_after: u32) {
+        self.start_writer_with(split_after, None);
+    }
+
+    /// [`Harness::start_writer`], with `first` shown every activity before the recorder.
+    fn start_writer_with(&mut self, split_after: u32, first: Option<Arc<dyn ActivityVisitor>>) {
         let mut visitors = Visitors::new();
+        if let Some(first) = first {
+            visitors.register(first);
+        }
         visitors.register(self.seen.clone());
         let writer = Consumer::new(
             self.bus.clone(),
@@ -779,6 +787,41 @@ async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_bat
     assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
 }
 
+/// A visitor that fails its first visits (as an incentive service outage would).
+struct Flaky(std::sync::atomic::AtomicU32);
+
+#[async_trait::async_trait]
+impl ActivityVisitor for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    async fn visit(&self, _activities: &[Activity]) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        match self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => anyhow::bail!("the incentive service is unavailable"),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+async fn an_outage_after_the_write_is_retried_and_nothing_is_set_aside(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    h.stop_writer().await;
+    let mut ids = Vec::new();
+    for value in [1.0, 2.0] {
+        ids.push(h.submit(&challenge, value, "", &alice()).await.unwrap().entry_id);
+    }
+    // Splitting after the first failure: still nothing is split, since SQL is not what fails.
+    h.start_writer_with(1, Some(Arc::new(Flaky(std::sync::atomic::AtomicU32::new(3)))));
+    let mut seen: Vec<String> = h.seen(2).await.iter().map(|a| a.id.to_string()).collect();
+    h.stop_writer().await;
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    assert_eq!(h.dead_letters(100).await, Vec::<pb::DeadLetter>::new());
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 2, total: Some(3.0) });
+}
+
 async fn a_batch_larger_than_one_statement_may_bind_is_written_in_chunks(h: Harness) {
     use ewpm_progress::domain::{Entry, LoggedActivity};
     let challenge = uuid::Uuid::now_v7();
@@ -908,6 +951,7 @@ macro_rules! suite {
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
                 an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written,
                 a_batch_larger_than_one_statement_may_bind_is_written_in_chunks,
+                an_outage_after_the_write_is_retried_and_nothing_is_set_aside,
                 an_ended_challenge_takes_late_entries_only_within_its_grace,
                 non_normal_numbers_are_field_violations_and_queue_nothing,
             );
