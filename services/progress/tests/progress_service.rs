@@ -676,6 +676,30 @@ async fn the_last_known_window_is_served_while_the_challenge_service_is_down(bac
     assert_eq!(h.written(6).await, Summary { entries: 6, total: Some(11.0) });
 }
 
+async fn the_last_known_window_is_served_while_the_challenge_database_fails(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let settings = ewpm_kit::settings::ProgressSettings {
+        challenge_cache_secs: 0,
+        challenge_stale_secs: 600,
+        ..Default::default()
+    };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    h.submit(&challenge, 1.0, "", &alice()).await.unwrap();
+    // The challenge service is up but its table is gone: it answers INTERNAL.
+    h.db.db.execute_unprepared("ALTER TABLE challenges RENAME TO challenges_away").await.unwrap();
+    let err = h
+        .challenges
+        .get_challenge(req(cpb::GetChallengeRequest { id: challenge.clone() }, &admin()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    h.submit(&challenge, 2.0, "", &alice()).await.unwrap();
+    h.db.db.execute_unprepared("ALTER TABLE challenges_away RENAME TO challenges").await.unwrap();
+    h.submit(&challenge, 4.0, "", &alice()).await.unwrap();
+    assert_eq!(h.written(3).await, Summary { entries: 3, total: Some(7.0) });
+}
+
 async fn without_staleness_a_down_challenge_service_answers_unavailable(backend: Backend) {
     let settings = ewpm_kit::settings::ProgressSettings {
         challenge_cache_secs: 0,
@@ -971,6 +995,11 @@ macro_rules! suite {
         #[tokio::test]
         async fn the_last_known_window_is_served_while_the_challenge_service_is_down() {
             super::the_last_known_window_is_served_while_the_challenge_service_is_down($which)
+                .await;
+        }
+        #[tokio::test]
+        async fn the_last_known_window_is_served_while_the_challenge_database_fails() {
+            super::the_last_known_window_is_served_while_the_challenge_database_fails($which)
                 .await;
         }
         #[tokio::test]
