@@ -273,6 +273,7 @@ impl Target {
                 goal: Some(cpb::Goal { target: 1e9, unit: "points".into() }),
                 employer_id: String::new(),
                 idempotency_key: String::new(),
+                late_grace_seconds: 0,
             });
             request.metadata_mut().insert("authorization", self.bearer("bench-admin", Role::Admin));
             let c = client.create_challenge(request).await.context("create bench challenge")?;

@@ -47,6 +47,9 @@ pub struct ChallengeDto {
     pub updated_by: String,
     /// Last changed at, RFC 3339 UTC.
     pub update_time: String,
+    /// Seconds after `endTime` that late entries (which happened within the window) are still
+    /// accepted; after that the board is final.
+    pub late_grace_seconds: i32,
 }
 
 /// What a participant aims for.
@@ -80,6 +83,9 @@ pub struct CreateChallengeBody {
     /// Retry key; the `Idempotency-Key` header works too.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Late grace in seconds, 0 (default) to 604800 (7 days).
+    #[serde(default)]
+    pub late_grace_seconds: i32,
 }
 
 /// Body of `PATCH /api/challenges/{id}`: only the fields present change.
@@ -100,6 +106,8 @@ pub struct UpdateChallengeBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub employer_id: Option<Option<String>>,
+    /// New late grace in seconds, 0 to 604800.
+    pub late_grace_seconds: Option<i32>,
 }
 
 /// A partial goal.
@@ -177,6 +185,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         goal,
         employer_id,
         idempotency_key,
+        late_grace_seconds,
     } = body;
     let start_time = parse_time(start_time.as_deref(), "startTime")?;
     let end_time = parse_time(end_time.as_deref(), "endTime")?;
@@ -189,6 +198,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         goal: goal.map(|g| pb::Goal { target: g.target, unit: g.unit }),
         employer_id: employer_id.unwrap_or_default(),
         idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
+        late_grace_seconds,
     };
     let mut client = state.challenge.clone();
     let created = client.create_challenge(upstream::request(&headers, request)).await?;
@@ -276,8 +286,15 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ChallengeDto>> {
-    let UpdateChallengeBody { name, description, start_time, end_time, goal, employer_id } =
-        parse_body(&body)?;
+    let UpdateChallengeBody {
+        name,
+        description,
+        start_time,
+        end_time,
+        goal,
+        employer_id,
+        late_grace_seconds,
+    } = parse_body(&body)?;
     let mut paths = Vec::new();
     let mut challenge = pb::Challenge { id, ..Default::default() };
     if let Some(name) = name {
@@ -311,6 +328,10 @@ pub async fn update(
     if let Some(employer) = employer_id {
         paths.push("employer_id");
         challenge.employer_id = employer.unwrap_or_default();
+    }
+    if let Some(grace) = late_grace_seconds {
+        paths.push("late_grace_seconds");
+        challenge.late_grace_seconds = grace;
     }
     if paths.is_empty() {
         return Err(Problem::bad_request("body", "names no field to change").into());
@@ -463,6 +484,7 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         create_time,
         updated_by,
         update_time,
+        late_grace_seconds,
     } = c;
     let state = match pb::ChallengeState::try_from(state) {
         Ok(pb::ChallengeState::Upcoming) => "upcoming",
@@ -484,5 +506,6 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         create_time: time(create_time),
         updated_by,
         update_time: time(update_time),
+        late_grace_seconds,
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`challenge`]: the challenge service's `challenges` table.
-//! - [`progress`]: the progress service's `progress_entries` and `activity_log`.
+//! - [`progress`]: the progress service's `progress_entries`, `activity_log`
+//!   and `progress_dead_letters`.
 //! - [`incentive`]: the incentive service's `incentives`, `employer_incentives`, `streaks`,
 //!   `awards`.
 //! - [`scan`]: the scan service's `scan_events`, `parcel_states`, `scan_checkpoints`,

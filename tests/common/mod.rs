@@ -190,6 +190,7 @@ impl Mesh {
             goal: Some(cpb::Goal { target: 1_000_000.0, unit: "steps".into() }),
             employer_id: String::new(),
             idempotency_key: String::new(),
+            late_grace_seconds: 0,
         });
         request.metadata_mut().insert("authorization", admin().parse().unwrap());
         client.create_challenge(request).await.unwrap().into_inner().challenge.unwrap().id

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_progress_entries;
 mod m20261122_000002_create_activity_log;
+mod m20261129_000003_create_progress_dead_letters;
 
 /// Migrator of the progress service (history in `seaql_migrations_progress`).
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_progress_entries::Migration),
             Box::new(m20261122_000002_create_activity_log::Migration),
+            Box::new(m20261129_000003_create_progress_dead_letters::Migration),
         ]
     }
 

@@ -94,7 +94,8 @@ impl Description {
     }
 }
 
-/// What a participant aims for: a positive, finite target in a named unit.
+/// What a participant aims for: a finite target of at least [`Goal::MIN_TARGET`] in a named
+/// unit (so a percent of the goal is always a finite number).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Goal {
     target: f64,
@@ -104,14 +105,17 @@ pub struct Goal {
 impl Goal {
     /// Largest target accepted; larger values are almost certainly a unit mistake.
     pub const MAX_TARGET: f64 = 1e12;
+    /// Smallest target accepted: a total divided by anything smaller could overflow to
+    /// infinity (5e-324 did), and no real goal is smaller.
+    pub const MIN_TARGET: f64 = 0.001;
     /// Longest unit, in characters.
     pub const MAX_UNIT_CHARS: usize = 32;
 
     /// Parses a goal; violations are reported under `goal.`.
     pub fn parse(target: f64, unit: &str) -> Result<Self, Vec<FieldViolation>> {
         let mut violations = Vec::new();
-        if !target.is_finite() || target <= 0.0 {
-            violations.push(FieldViolation::new("goal.target", "must be greater than 0"));
+        if !target.is_finite() || target < Self::MIN_TARGET {
+            violations.push(FieldViolation::new("goal.target", "must be at least 0.001"));
         } else if target > Self::MAX_TARGET {
             violations.push(FieldViolation::new("goal.target", "must be at most 1e12"));
         }
@@ -130,6 +134,18 @@ impl Goal {
         }
     }
 
+    /// A goal as stored: rows written before [`Goal::MIN_TARGET`] existed stay readable (their
+    /// percent of goal is guarded where it is computed).
+    pub fn stored(target: f64, unit: &str) -> Result<Self, Vec<FieldViolation>> {
+        match Self::parse(target, unit) {
+            Ok(goal) => Ok(goal),
+            Err(_) if target.is_finite() && target > 0.0 && !unit.trim().is_empty() => {
+                Ok(Self { target, unit: unit.trim().to_string() })
+            }
+            Err(errors) => Err(errors),
+        }
+    }
+
     /// The target amount.
     pub fn target(&self) -> f64 {
         self.target
@@ -138,6 +154,29 @@ impl Goal {
     /// The unit.
     pub fn unit(&self) -> &str {
         &self.unit
+    }
+}
+
+/// How long after its end a challenge still accepts late entries (that happened within its
+/// window): 0 to [`LateGrace::MAX_SECONDS`] (7 days), whole seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LateGrace(u32);
+
+impl LateGrace {
+    /// Longest grace: 7 days.
+    pub const MAX_SECONDS: u32 = 7 * 24 * 3600;
+
+    /// Parses the field named `field`.
+    pub fn parse(raw: i32, field: &str) -> Result<Self, FieldViolation> {
+        match u32::try_from(raw) {
+            Ok(secs) if secs <= Self::MAX_SECONDS => Ok(Self(secs)),
+            _ => Err(FieldViolation::new(field, "must be between 0 and 604800 seconds (7 days)")),
+        }
+    }
+
+    /// The grace in seconds.
+    pub fn seconds(self) -> u32 {
+        self.0
     }
 }
 
@@ -271,6 +310,8 @@ pub struct NewChallenge {
     pub goal: Goal,
     /// Employer scope; `None` is open to everyone.
     pub employer: Option<EmployerId>,
+    /// How long after its end late entries are accepted.
+    pub late_grace: LateGrace,
 }
 
 /// A stored challenge.
@@ -288,6 +329,8 @@ pub struct Challenge {
     pub goal: Goal,
     /// Employer scope; `None` is open to everyone.
     pub employer: Option<EmployerId>,
+    /// How long after its end late entries are accepted.
+    pub late_grace: LateGrace,
     /// Creator (token subject).
     pub created_by: String,
     /// Creation time.
@@ -315,6 +358,8 @@ pub struct ChallengePatch {
     pub goal_unit: Option<String>,
     /// New employer scope (`Some(None)` makes it open).
     pub employer: Option<Option<EmployerId>>,
+    /// New late grace.
+    pub late_grace: Option<LateGrace>,
 }
 
 impl Challenge {
@@ -325,8 +370,16 @@ impl Challenge {
         editor: &str,
         now: DateTime<Utc>,
     ) -> Result<Challenge, Vec<FieldViolation>> {
-        let ChallengePatch { name, description, start, end, goal_target, goal_unit, employer } =
-            patch;
+        let ChallengePatch {
+            name,
+            description,
+            start,
+            end,
+            goal_target,
+            goal_unit,
+            employer,
+            late_grace,
+        } = patch;
         let window = Window::parse(
             Some(start.unwrap_or(self.window.start)),
             Some(end.unwrap_or(self.window.end)),
@@ -342,6 +395,7 @@ impl Challenge {
             window,
             goal,
             employer: employer.unwrap_or_else(|| self.employer.clone()),
+            late_grace: late_grace.unwrap_or(self.late_grace),
             created_by: self.created_by.clone(),
             created_at: self.created_at,
             updated_by: editor.to_string(),
@@ -533,6 +587,37 @@ mod tests {
     }
 
     #[test]
+    fn a_goal_below_the_minimum_target_is_rejected_so_percent_of_goal_stays_finite() {
+        assert_eq!(
+            Goal::parse(5e-324, "steps"),
+            Err(vec![FieldViolation::new("goal.target", "must be at least 0.001")])
+        );
+        assert_eq!(
+            Goal::parse(0.000_999, "km"),
+            Err(vec![FieldViolation::new("goal.target", "must be at least 0.001")])
+        );
+        assert_eq!(Goal::parse(Goal::MIN_TARGET, "km").map(|g| g.target()), Ok(0.001));
+        // A row stored before the minimum existed is still read.
+        assert_eq!(Goal::stored(5e-324, "km").map(|g| g.target()), Ok(5e-324));
+        assert!(Goal::stored(f64::NAN, "km").is_err());
+    }
+
+    #[test]
+    fn a_late_grace_is_zero_to_seven_days() {
+        assert_eq!(LateGrace::parse(0, "late_grace_seconds"), Ok(LateGrace::default()));
+        assert_eq!(
+            LateGrace::parse(604_800, "late_grace_seconds").map(LateGrace::seconds),
+            Ok(604_800)
+        );
+        let bad = FieldViolation::new(
+            "late_grace_seconds",
+            "must be between 0 and 604800 seconds (7 days)",
+        );
+        assert_eq!(LateGrace::parse(604_801, "late_grace_seconds"), Err(bad.clone()));
+        assert_eq!(LateGrace::parse(-1, "late_grace_seconds"), Err(bad));
+    }
+
+    #[test]
     fn active_means_start_at_or_before_now_and_end_at_or_after_now() {
         let w = Window::parse(Some(at(10)), Some(at(12))).unwrap();
         assert_eq!(w.state_at(at(9)), State::Upcoming);
@@ -593,6 +678,7 @@ mod tests {
             window: Window::parse(Some(at(10)), Some(at(12))).unwrap(),
             goal: Goal::parse(100.0, "steps").unwrap(),
             employer: None,
+            late_grace: LateGrace::default(),
             created_by: "a".into(),
             created_at: at(1),
             updated_by: "a".into(),
@@ -600,9 +686,14 @@ mod tests {
         };
         let bad = ChallengePatch { end: Some(at(9)), ..Default::default() };
         assert_eq!(c.patched(bad, "b", at(2)).unwrap_err()[0].field, "end_time");
-        let good = ChallengePatch { goal_target: Some(50.0), ..Default::default() };
+        let good = ChallengePatch {
+            goal_target: Some(50.0),
+            late_grace: Some(LateGrace(3600)),
+            ..Default::default()
+        };
         let patched = c.patched(good, "b", at(2)).unwrap();
         assert_eq!((patched.goal.target(), patched.updated_by.as_str()), (50.0, "b"));
+        assert_eq!(patched.late_grace, LateGrace(3600));
         assert_eq!(patched.goal.unit(), "steps");
     }
 }

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     domain::{
         self, Challenge, ChallengeId, ChallengeName, ChallengePatch, Description, EmployerId, Goal,
-        NewChallenge, State, Window,
+        LateGrace, NewChallenge, State, Window,
     },
     error::ChallengeError,
     service::{Challenges, Page},
@@ -77,7 +77,9 @@ impl ChallengeService for ChallengeGrpc {
         let page_size = v.check(paging::page_size(page_size));
         v.finish().map_err(ChallengeError::from)?;
         let (Some(state), Some(employer), Some(page_size)) = (state, employer, page_size) else {
-            unreachable!("violations were reported above");
+            return Err(
+                ChallengeError::from(anyhow::anyhow!("violations were reported above")).into()
+            );
         };
         let page = self.challenges.list(&caller, state, employer, page_size, &page_token).await?;
         let (challenges, next_page_token) = page_to_proto(page, self.challenges.now());
@@ -112,7 +114,9 @@ impl ChallengeService for ChallengeGrpc {
         }
         v.finish().map_err(ChallengeError::from)?;
         let (Some(employer), Some(page_size)) = (employer, page_size) else {
-            unreachable!("violations were reported above");
+            return Err(
+                ChallengeError::from(anyhow::anyhow!("violations were reported above")).into()
+            );
         };
         let page = self
             .challenges
@@ -147,8 +151,10 @@ fn parse_create(
         goal,
         employer_id,
         idempotency_key,
+        late_grace_seconds,
     } = request;
     let mut v = Violations::new();
+    let late_grace = v.check(LateGrace::parse(late_grace_seconds, "late_grace_seconds"));
     let name = v.check(ChallengeName::parse(&name));
     let description = v.check(Description::parse(&description));
     let start = v.check(parse_time(start_time.as_ref(), "start_time"));
@@ -187,13 +193,13 @@ fn parse_create(
         v.push(FieldViolation::new("idempotency_key", "must be at most 128 printable characters"));
     }
     v.finish()?;
-    let (Some(name), Some(description), Some(window), Some(goal), Some(employer)) =
-        (name, description, window, goal, employer)
+    let (Some(name), Some(description), Some(window), Some(goal), Some(employer), Some(late_grace)) =
+        (name, description, window, goal, employer, late_grace)
     else {
-        unreachable!("violations were reported above");
+        return Err(anyhow::anyhow!("violations were reported above").into());
     };
     let idempotency = (!key.is_empty()).then(|| Idempotency { key: key.to_string(), fingerprint });
-    Ok((NewChallenge { name, description, window, goal, employer }, idempotency))
+    Ok((NewChallenge { name, description, window, goal, employer, late_grace }, idempotency))
 }
 
 /// The fields `update_mask` may name.
@@ -206,6 +212,7 @@ const UPDATABLE: &[&str] = &[
     "goal.target",
     "goal.unit",
     "employer_id",
+    "late_grace_seconds",
 ];
 
 fn parse_update(
@@ -228,6 +235,7 @@ fn parse_update(
         create_time: _,
         updated_by: _,
         update_time: _,
+        late_grace_seconds,
     } = challenge;
     let mut v = Violations::new();
     let id = v.check(ChallengeId::parse(&id, "challenge.id"));
@@ -247,6 +255,7 @@ fn parse_update(
             add(end_time.is_some(), "end_time");
             add(goal.is_some(), "goal");
             add(!employer_id.is_empty(), "employer_id");
+            add(late_grace_seconds != 0, "late_grace_seconds");
             set
         }
     };
@@ -279,6 +288,11 @@ fn parse_update(
                 patch.employer =
                     v.check(EmployerId::parse_optional(&employer_id, "employer_id").map_err(under));
             }
+            "late_grace_seconds" => {
+                patch.late_grace = v.check(
+                    LateGrace::parse(late_grace_seconds, "late_grace_seconds").map_err(under),
+                );
+            }
             other => v.push(FieldViolation::new(
                 "update_mask",
                 format!("names {other:?}, which is not updatable (use {})", UPDATABLE.join(", ")),
@@ -286,7 +300,9 @@ fn parse_update(
         }
     }
     v.finish()?;
-    let id = id.expect("violations were reported above");
+    let Some(id) = id else {
+        return Err(anyhow::anyhow!("violations were reported above").into());
+    };
     Ok((id, patch))
 }
 
@@ -355,5 +371,6 @@ fn to_proto(c: &Challenge, now: DateTime<Utc>) -> pb::Challenge {
         create_time: Some(timestamp::to_proto(c.created_at)),
         updated_by: c.updated_by.clone(),
         update_time: Some(timestamp::to_proto(c.updated_at)),
+        late_grace_seconds: i32::try_from(c.late_grace.seconds()).unwrap_or(i32::MAX),
     }
 }

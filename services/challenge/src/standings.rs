@@ -71,8 +71,11 @@ impl Standings {
             }
         }
         let target = challenge.goal.target();
-        if standing.available && target > 0.0 {
-            standing.percent_of_goal = standing.total / target * 100.0;
+        // Finite always (JSON has no infinity): a goal stored before the minimum target
+        // existed could still divide by almost nothing.
+        let percent = standing.total / target * 100.0;
+        if standing.available && target > 0.0 && percent.is_finite() {
+            standing.percent_of_goal = percent;
         }
         standing
     }

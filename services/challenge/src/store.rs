@@ -9,8 +9,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::domain::{
-    Challenge, ChallengeId, ChallengeName, Description, EmployerId, Goal, NewChallenge, Scope,
-    State, Window,
+    Challenge, ChallengeId, ChallengeName, Description, EmployerId, Goal, LateGrace, NewChallenge,
+    Scope, State, Window,
 };
 
 /// SeaORM entity of `challenges`.
@@ -30,6 +30,7 @@ pub mod challenges {
         pub goal_target: f64,
         pub goal_unit: String,
         pub employer_id: Option<String>,
+        pub late_grace_secs: i32,
         pub created_by: String,
         pub created_at: DateTimeUtc,
         pub updated_by: String,
@@ -93,7 +94,7 @@ impl ChallengeStore {
         idempotency: Option<Idempotency>,
     ) -> anyhow::Result<Inserted> {
         let now = crate::domain::micros(now);
-        let NewChallenge { name, description, window, goal, employer } = new;
+        let NewChallenge { name, description, window, goal, employer, late_grace } = new;
         let row = challenges::ActiveModel {
             id: Set(id.0),
             name: Set(name.as_str().to_string()),
@@ -103,6 +104,7 @@ impl ChallengeStore {
             goal_target: Set(goal.target()),
             goal_unit: Set(goal.unit().to_string()),
             employer_id: Set(employer.as_ref().map(|e| e.as_str().to_string())),
+            late_grace_secs: Set(grace_column(late_grace)),
             created_by: Set(creator.to_string()),
             created_at: Set(now),
             updated_by: Set(creator.to_string()),
@@ -149,6 +151,7 @@ impl ChallengeStore {
             goal_target: Set(challenge.goal.target()),
             goal_unit: Set(challenge.goal.unit().to_string()),
             employer_id: Set(challenge.employer.as_ref().map(|e| e.as_str().to_string())),
+            late_grace_secs: Set(grace_column(challenge.late_grace)),
             updated_by: Set(challenge.updated_by.clone()),
             updated_at: Set(challenge.updated_at),
             ..Default::default()
@@ -211,6 +214,11 @@ impl ChallengeStore {
     }
 }
 
+/// The column value of a grace (at most 7 days, so it always fits).
+fn grace_column(grace: LateGrace) -> i32 {
+    i32::try_from(grace.seconds()).unwrap_or(i32::MAX)
+}
+
 fn scope_condition(scope: &Scope) -> Condition {
     match scope {
         Scope::All => Condition::all(),
@@ -243,6 +251,7 @@ fn from_row(row: challenges::Model) -> anyhow::Result<Challenge> {
         goal_target,
         goal_unit,
         employer_id,
+        late_grace_secs,
         created_by,
         created_at,
         updated_by,
@@ -256,8 +265,10 @@ fn from_row(row: challenges::Model) -> anyhow::Result<Challenge> {
         name: ChallengeName::parse(&name).map_err(|_| bad("name"))?,
         description: Description::parse(&description).map_err(|_| bad("description"))?,
         window: Window::parse(Some(starts_at), Some(ends_at)).map_err(|_| bad("window"))?,
-        goal: Goal::parse(goal_target, &goal_unit).map_err(|_| bad("goal"))?,
+        goal: Goal::stored(goal_target, &goal_unit).map_err(|_| bad("goal"))?,
         employer: employer_id.map(EmployerId::trusted),
+        late_grace: LateGrace::parse(late_grace_secs, "late_grace_secs")
+            .map_err(|_| bad("late grace"))?,
         created_by,
         created_at,
         updated_by,

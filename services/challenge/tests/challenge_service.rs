@@ -59,6 +59,7 @@ fn create_req(name: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> pb::Creat
         goal: Some(pb::Goal { target: 100_000.0, unit: "steps".into() }),
         employer_id: String::new(),
         idempotency_key: String::new(),
+        late_grace_seconds: 0,
     }
 }
 
@@ -414,6 +415,71 @@ async fn a_retried_create_returns_the_first_result(mut h: Harness) {
     assert_eq!(list_all(&mut h, &admin()).await.len(), 1);
 }
 
+async fn a_late_grace_is_stored_returned_and_changed_within_seven_days(mut h: Harness) {
+    let mut request = create_req("late syncs", at(1, 0), at(5, 0));
+    request.late_grace_seconds = 86_400;
+    let c = create(&mut h, request, &admin()).await;
+    assert_eq!(c.late_grace_seconds, 86_400);
+    let got = h.client.get_challenge(req(pb::GetChallengeRequest { id: c.id.clone() }, &admin()));
+    assert_eq!(got.await.unwrap().into_inner().challenge.unwrap(), c);
+    for bad in [604_801, -1] {
+        let mut request = create_req("too late", at(1, 0), at(5, 0));
+        request.late_grace_seconds = bad;
+        let err = h.client.create_challenge(req(request, &admin())).await.unwrap_err();
+        assert_eq!(
+            (err.code(), violations(&err)),
+            (Code::InvalidArgument, vec!["late_grace_seconds".to_string()])
+        );
+    }
+    // Without a mask a set (non-zero) grace changes; named in the mask it may go back to 0.
+    let grace = |id: &str, secs: i32, mask: &[&str]| pb::UpdateChallengeRequest {
+        challenge: Some(pb::Challenge {
+            id: id.to_string(),
+            late_grace_seconds: secs,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: mask.iter().map(|p| p.to_string()).collect(),
+        }),
+    };
+    let updated = h.client.update_challenge(req(grace(&c.id, 604_800, &[]), &admin())).await;
+    assert_eq!(updated.unwrap().into_inner().challenge.unwrap().late_grace_seconds, 604_800);
+    let updated = h
+        .client
+        .update_challenge(req(grace(&c.id, 0, &["late_grace_seconds"]), &admin()))
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge
+        .unwrap();
+    assert_eq!(updated, pb::Challenge { late_grace_seconds: 0, ..c.clone() });
+    let err = h
+        .client
+        .update_challenge(req(grace(&c.id, 604_801, &["late_grace_seconds"]), &admin()))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["challenge.late_grace_seconds"]);
+}
+
+async fn a_goal_below_the_minimum_target_is_refused(mut h: Harness) {
+    for (target, field) in
+        [(5e-324, "goal.target"), (0.0009, "goal.target"), (f64::NAN, "goal.target")]
+    {
+        let mut request = create_req("tiny", at(1, 0), at(20, 0));
+        request.goal = Some(pb::Goal { target, unit: "steps".into() });
+        let err = h.client.create_challenge(req(request, &admin())).await.unwrap_err();
+        assert_eq!(
+            (err.code(), violations(&err)),
+            (Code::InvalidArgument, vec![field.to_string()])
+        );
+    }
+    let mut request = create_req("smallest", at(1, 0), at(20, 0));
+    request.goal = Some(pb::Goal { target: 0.001, unit: "km".into() });
+    let c = create(&mut h, request, &admin()).await;
+    assert_eq!(c.goal, Some(pb::Goal { target: 0.001, unit: "km".into() }));
+    assert_eq!(list_all(&mut h, &admin()).await, vec![c]);
+}
+
 macro_rules! suite {
     ($backend:ident, $db:expr) => {
         mod $backend {
@@ -429,6 +495,8 @@ macro_rules! suite {
                 listing_filters_by_state_and_pages_in_creation_order,
                 active_challenges_of_a_user_end_soonest_first,
                 a_retried_create_returns_the_first_result,
+                a_late_grace_is_stored_returned_and_changed_within_seven_days,
+                a_goal_below_the_minimum_target_is_refused,
             );
         }
     };

@@ -27,9 +27,21 @@ pub trait Handler: Send + Sync + 'static {
     /// A decoded message.
     type Item: Send + Sync + 'static;
 
-    /// Decodes one payload; an error marks a poison message (logged and acknowledged, so it
-    /// cannot block the queue).
+    /// Decodes one payload; an error marks a poison message (logged, shown to
+    /// [`Handler::reject`], then acknowledged, so it cannot block the queue).
     fn decode(&self, payload: &[u8]) -> anyhow::Result<Self::Item>;
+
+    /// Sets aside a message that did not decode (e.g. in a dead-letter table) before it is
+    /// acknowledged; an error leaves it unacknowledged (taken over again after
+    /// `reclaim_idle`). By default it is only logged.
+    async fn reject(
+        &self,
+        _message_id: &str,
+        _payload: &[u8],
+        _error: &anyhow::Error,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Handles a due batch; an error retries the whole batch.
     async fn handle(&self, items: &[Self::Item]) -> anyhow::Result<()>;
@@ -198,7 +210,12 @@ impl<H: Handler> Consumer<H> {
                 Ok(item) => out.push(Received { message_id: m.id, item }),
                 Err(err) => {
                     tracing::error!(topic = self.config.topic, message = %m.id, error = format!("{err:#}"), "dropping an undecodable message");
-                    poison.push(m.id);
+                    match self.handler.reject(&m.id, &m.payload, &err).await {
+                        Ok(()) => poison.push(m.id),
+                        Err(e) => {
+                            tracing::warn!(message = %m.id, error = format!("{e:#}"), "setting aside an undecodable message failed; it stays pending")
+                        }
+                    }
                 }
             }
         }

@@ -113,6 +113,8 @@ impl Violations {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -136,6 +138,18 @@ mod tests {
             .map(|v| (v.field.as_str(), v.description.as_str()))
             .collect();
         assert_eq!(fields, vec![("name", "must not be empty"), ("goal.target", "must be > 0")]);
+    }
+
+    #[test]
+    fn retry_after_carries_reason_and_delay() {
+        let s =
+            retry_after(Code::Unavailable, "QUEUE_UNAVAILABLE", "retry", Duration::from_secs(1));
+        let details = s.get_error_details();
+        assert_eq!(
+            (s.code(), details.error_info().unwrap().reason.as_str()),
+            (Code::Unavailable, "QUEUE_UNAVAILABLE")
+        );
+        assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -99,6 +99,12 @@ pub struct ProgressSettings {
     pub reclaim_idle_ms: u64,
     /// How long a challenge's window is cached by the submit path, in seconds.
     pub challenge_cache_secs: u64,
+    /// How long past its cache time a challenge's window is still served while the challenge
+    /// service fails (it is down, or its database is), in seconds; 0 serves nothing stale.
+    pub challenge_stale_secs: u64,
+    /// Failed attempts of a writer batch before it is split to isolate the entries that
+    /// cannot be written (they go to `progress_dead_letters`, the rest is written).
+    pub split_after_failures: u32,
     /// Entries queued but not yet written beyond which SubmitProgress pushes back with
     /// RESOURCE_EXHAUSTED (HTTP 429) instead of letting the leaderboards fall behind.
     pub max_backlog: u64,
@@ -321,6 +327,8 @@ impl Default for Settings {
                 flush_interval_ms: 2000,
                 reclaim_idle_ms: 30_000,
                 challenge_cache_secs: 30,
+                challenge_stale_secs: 600,
+                split_after_failures: 3,
                 max_backlog: 10_000,
             },
             leaderboard: LeaderboardSettings {

@@ -33,6 +33,7 @@ pub fn build(
         challenge_uri,
         token,
         Duration::from_secs(settings.challenge_cache_secs),
+        Duration::from_secs(settings.challenge_stale_secs),
     )?;
     let progress = Progress::new(bus, windows, clock, settings.max_backlog);
     Ok(ProgressServiceServer::new(ProgressGrpc::new(progress, ProgressStore::new(db)))
@@ -53,7 +54,8 @@ pub fn writers(
         .map(|i| {
             Consumer::new(
                 bus.clone(),
-                Writer::new(bus.clone(), store.clone(), visitors.clone()),
+                Writer::new(bus.clone(), store.clone(), visitors.clone())
+                    .split_after_failures(settings.split_after_failures),
                 ConsumerConfig {
                     topic: PROGRESS_TOPIC,
                     group: WRITER_GROUP,

@@ -17,7 +17,8 @@ pub const FUTURE_SKEW: TimeDelta = TimeDelta::seconds(5);
 /// Longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 
-/// The amount of one entry: finite, > 0, at most [`MAX_ENTRY_VALUE`].
+/// The amount of one entry: a normal float (not NaN, infinite or subnormal), > 0, at most
+/// [`MAX_ENTRY_VALUE`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressValue(f64);
 
@@ -26,6 +27,10 @@ impl ProgressValue {
     pub fn parse(raw: f64) -> Result<Self, FieldViolation> {
         if !raw.is_finite() {
             return Err(FieldViolation::new("value", "must be a finite number"));
+        }
+        // Subnormals (e.g. 5e-324) are no real measurement and lose precision in any sum.
+        if raw != 0.0 && !raw.is_normal() {
+            return Err(FieldViolation::new("value", "must not be a subnormal number"));
         }
         if raw <= 0.0 {
             return Err(FieldViolation::new("value", "must be greater than 0"));
@@ -89,6 +94,9 @@ pub struct ChallengeWindow {
     pub ends_at: DateTime<Utc>,
     /// The employer whose employees see it; `None` for an open challenge.
     pub employer_id: Option<String>,
+    /// How long after `ends_at` late entries (occurred within the window) are still
+    /// accepted; after that the challenge is final.
+    pub late_grace: TimeDelta,
 }
 
 /// Why a challenge does not take an entry at a given time.
@@ -109,6 +117,12 @@ impl ChallengeWindow {
                 None => true,
                 Some(e) => caller.employer_id.as_deref() == Some(e.as_str()),
             }
+    }
+
+    /// Whether the challenge still takes entries at `now`: until its end plus its late grace
+    /// (inclusive).
+    pub fn open_at(&self, now: DateTime<Utc>) -> bool {
+        now <= self.ends_at + self.late_grace
     }
 
     /// Whether the challenge is active at `at` (start and end inclusive).
@@ -163,7 +177,8 @@ pub const MAX_NOTE_CHARS: usize = 1000;
 /// How far back a logged activity may have happened.
 pub const MAX_ACTIVITY_AGE: TimeDelta = TimeDelta::days(366);
 
-/// The measurement of a logged activity: absent, or finite and 0 to [`MAX_ENTRY_VALUE`].
+/// The measurement of a logged activity: absent, or 0 or a normal float (not NaN, infinite or
+/// subnormal) up to [`MAX_ENTRY_VALUE`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ActivityValue(Option<f64>);
 
@@ -174,6 +189,9 @@ impl ActivityValue {
             None => Ok(Self(None)),
             Some(v) if !v.is_finite() => {
                 Err(FieldViolation::new("value", "must be a finite number"))
+            }
+            Some(v) if v != 0.0 && !v.is_normal() => {
+                Err(FieldViolation::new("value", "must not be a subnormal number"))
             }
             Some(v) if !(0.0..=MAX_ENTRY_VALUE).contains(&v) => {
                 Err(FieldViolation::new("value", "must be between 0 and 1000000"))
@@ -307,6 +325,7 @@ mod tests {
             starts_at: at("2026-11-01T00:00:00Z"),
             ends_at: at("2026-11-30T00:00:00Z"),
             employer_id: employer.map(str::to_string),
+            late_grace: TimeDelta::zero(),
         }
     }
 
@@ -321,6 +340,48 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e6 + 1.0] {
             assert_eq!(ProgressValue::parse(bad).unwrap_err().field, "value", "{bad}");
         }
+    }
+
+    #[test]
+    fn a_subnormal_value_is_rejected_and_the_smallest_normal_one_accepted() {
+        for bad in [5e-324, f64::MIN_POSITIVE / 2.0, f64::NEG_INFINITY] {
+            assert_eq!(
+                ProgressValue::parse(bad).map(ProgressValue::get),
+                Err(if bad.is_finite() {
+                    FieldViolation::new("value", "must not be a subnormal number")
+                } else {
+                    FieldViolation::new("value", "must be a finite number")
+                }),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            ProgressValue::parse(f64::MIN_POSITIVE).map(ProgressValue::get),
+            Ok(f64::MIN_POSITIVE)
+        );
+    }
+
+    #[test]
+    fn a_subnormal_activity_value_is_rejected_but_zero_is_a_measurement() {
+        assert_eq!(
+            ActivityValue::parse(Some(5e-324)),
+            Err(FieldViolation::new("value", "must not be a subnormal number"))
+        );
+        assert_eq!(ActivityValue::parse(Some(0.0)).map(ActivityValue::get), Ok(Some(0.0)));
+        assert_eq!(
+            ActivityValue::parse(Some(f64::INFINITY)),
+            Err(FieldViolation::new("value", "must be a finite number"))
+        );
+    }
+
+    #[test]
+    fn a_challenge_takes_entries_until_its_end_plus_its_late_grace() {
+        let mut w = window(None);
+        assert!(w.open_at(at("2026-11-30T00:00:00Z")));
+        assert!(!w.open_at(at("2026-11-30T00:00:01Z")));
+        w.late_grace = TimeDelta::hours(2);
+        assert!(w.open_at(at("2026-11-30T02:00:00Z")));
+        assert!(!w.open_at(at("2026-11-30T02:00:01Z")));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Errors of the progress service and their one mapping to `tonic::Status`.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use ewpm_kit::error::{self, FieldViolation};
 use tonic::{Code, Status};
@@ -28,6 +30,16 @@ pub enum ProgressError {
         /// The challenge's window.
         ends_at: DateTime<Utc>,
     },
+    /// The challenge has ended and its late grace is over: its board is final.
+    #[error("challenge {id} ended at {ends_at} and takes no more entries")]
+    ChallengeEnded {
+        /// The challenge.
+        id: String,
+        /// Its end.
+        ends_at: DateTime<Utc>,
+        /// Its end plus its late grace.
+        closed_at: DateTime<Utc>,
+    },
     /// The caller's role does not allow this.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -40,6 +52,9 @@ pub enum ProgressError {
         /// Entries waiting.
         backlog: u64,
     },
+    /// The queue (the bus) failed: the request was not queued; retry.
+    #[error("the progress queue is unavailable")]
+    QueueUnavailable(#[source] anyhow::Error),
     /// A service this one depends on did not answer.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -47,6 +62,9 @@ pub enum ProgressError {
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+/// How long a caller is told to wait before retrying a transient failure or a full queue.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl From<FieldViolation> for ProgressError {
     fn from(v: FieldViolation) -> Self {
@@ -81,6 +99,16 @@ impl From<ProgressError> for Status {
                     ends_at = ends_at.to_rfc3339(),
                 ),
             ),
+            ProgressError::ChallengeEnded { id, ends_at, closed_at } => error::status(
+                Code::FailedPrecondition,
+                "CHALLENGE_ENDED",
+                format!(
+                    "challenge {id} ended at {ends_at} and took late entries until {closed_at}; \
+                     its board is final",
+                    ends_at = ends_at.to_rfc3339(),
+                    closed_at = closed_at.to_rfc3339(),
+                ),
+            ),
             ProgressError::Forbidden(why) => {
                 error::status(Code::PermissionDenied, "PERMISSION_DENIED", why)
             }
@@ -91,15 +119,26 @@ impl From<ProgressError> for Status {
                     "was already used for a different request",
                 )],
             ),
-            ProgressError::Overloaded { backlog } => error::status(
+            ProgressError::Overloaded { backlog } => error::retry_after(
                 Code::ResourceExhausted,
                 "PROGRESS_QUEUE_FULL",
                 format!("{backlog} entries are waiting to be written; retry in a moment"),
+                RETRY_AFTER,
             ),
-            ProgressError::Unavailable(what) => error::status(
+            ProgressError::QueueUnavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "progress queue unavailable");
+                error::retry_after(
+                    Code::Unavailable,
+                    "QUEUE_UNAVAILABLE",
+                    "the progress queue is unavailable; nothing was queued, retry",
+                    RETRY_AFTER,
+                )
+            }
+            ProgressError::Unavailable(what) => error::retry_after(
                 Code::Unavailable,
                 "DEPENDENCY_UNAVAILABLE",
                 format!("{what} is unavailable; retry"),
+                RETRY_AFTER,
             ),
             ProgressError::Unexpected(err) => error::internal(&err),
         }

@@ -4,7 +4,7 @@
 use ewpm_kit::{
     auth::Caller,
     error::{FieldViolation, Violations},
-    timestamp,
+    paging, timestamp,
 };
 use ewpm_proto::progress::v1::{self as pb, progress_service_server::ProgressService};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +20,12 @@ use crate::{
     store::ProgressStore,
     visitor::ActivityKind,
 };
+
+/// Page cursor of `ListDeadLetters`: the last id returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DeadLetterCursor {
+    after: uuid::Uuid,
+}
 
 /// Rows per chunk of `GetChallengeTotals`.
 const TOTALS_CHUNK: u64 = 2000;
@@ -137,6 +143,50 @@ impl ProgressService for ProgressGrpc {
         let log = parse_log(request.into_inner())?;
         let logged = self.progress.log(&caller, log).await?;
         Ok(Response::new(activity_to_proto(&logged)))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        if !caller.is_admin() {
+            return Err(ProgressError::Forbidden("only admins read the dead letters").into());
+        }
+        let pb::ListDeadLettersRequest { page_size, page_token } = request.into_inner();
+        let mut v = Violations::new();
+        let page_size = v.check(paging::page_size(page_size));
+        let after = v.check(paging::decode_token::<DeadLetterCursor>(&page_token));
+        v.finish().map_err(ProgressError::from)?;
+        let (Some(page_size), Some(after)) = (page_size, after) else {
+            return Err(
+                ProgressError::from(anyhow::anyhow!("violations were reported above")).into()
+            );
+        };
+        let mut rows = self
+            .store
+            .dead_letters(after.map(|c| c.after), u64::from(page_size) + 1)
+            .await
+            .map_err(ProgressError::from)?;
+        let mut next_page_token = String::new();
+        if rows.len() > page_size as usize {
+            rows.truncate(page_size as usize);
+            if let Some(last) = rows.last() {
+                next_page_token = paging::encode_token(&DeadLetterCursor { after: last.id });
+            }
+        }
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: rows
+                .into_iter()
+                .map(|l| pb::DeadLetter {
+                    id: l.id.to_string(),
+                    payload: l.payload,
+                    error: l.error,
+                    fail_time: Some(timestamp::to_proto(l.failed_at)),
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 
     type GetChallengeTotalsStream = ReceiverStream<Result<pb::GetChallengeTotalsResponse, Status>>;

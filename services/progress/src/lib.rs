@@ -15,8 +15,10 @@
 //! - [`challenges`]: challenge windows from the challenge service, cached.
 //! - [`service`]: accept an entry or a logged activity: check, queue (idempotently).
 //! - [`visitor`]: the activity visitor hook (the incentive service plugs in here).
-//! - [`writer`]: the batch writer: queue → SQL → score deltas → visitors → acknowledge.
-//! - [`store`]: the `progress_entries` table.
+//! - [`writer`]: the batch writer: queue → SQL → score deltas → visitors → acknowledge;
+//!   what cannot be written is set aside as a dead letter.
+//! - [`poison`]: isolating the items of a batch that can never be written (generic).
+//! - [`store`]: the `progress_entries`, `activity_log` and `progress_dead_letters` tables.
 //! - [`grpc`]: the gRPC service `ewpm.progress.v1.ProgressService`.
 //! - [`error`]: [`error::ProgressError`] and its one mapping to `tonic::Status`.
 //! - [`app`]: builds the service and the writer from settings.
@@ -26,6 +28,7 @@ pub mod challenges;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod poison;
 pub mod service;
 pub mod store;
 pub mod visitor;

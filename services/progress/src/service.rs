@@ -163,6 +163,14 @@ impl Progress {
         if !window.visible_to(caller) {
             return Err(not_found());
         }
+        // A finished board is final: nothing, not even a backdated entry, after the grace.
+        if !window.open_at(now) {
+            return Err(ProgressError::ChallengeEnded {
+                id: id.to_string(),
+                ends_at: window.ends_at,
+                closed_at: window.ends_at + window.late_grace,
+            });
+        }
         window.active_at(occurred_at).map_err(|_| ProgressError::NotActive {
             id: id.to_string(),
             at: occurred_at,
@@ -225,7 +233,10 @@ impl Progress {
         let payload = serde_json::to_vec(queued).context("encode queued item")?;
         match key {
             None => {
-                self.bus.publish(PROGRESS_TOPIC, &[payload]).await.context("queue item")?;
+                self.bus
+                    .publish(PROGRESS_TOPIC, &[payload])
+                    .await
+                    .map_err(ProgressError::QueueUnavailable)?;
             }
             Some(key) => {
                 let record = serde_json::to_vec(&Remembered { fingerprint, answer: &answer })
@@ -236,7 +247,7 @@ impl Progress {
                     .bus
                     .publish_once(PROGRESS_TOPIC, &scoped, &record, &payload, IDEMPOTENCY_TTL)
                     .await
-                    .context("queue item")?;
+                    .map_err(ProgressError::QueueUnavailable)?;
                 if let Once::Existing(first) = once {
                     let first: Remembered<String, T> =
                         serde_json::from_slice(&first).context("decode idempotency record")?;

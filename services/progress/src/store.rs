@@ -1,4 +1,5 @@
-//! The `progress_entries` and `activity_log` tables: SeaORM entities and queries. Works on SQLite and PostgreSQL.
+//! The `progress_entries`, `activity_log` and `progress_dead_letters` tables: SeaORM entities
+//! and queries. Works on SQLite and PostgreSQL.
 
 use anyhow::Context;
 use chrono::Utc;
@@ -61,7 +62,49 @@ pub mod activity_log {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// SeaORM entity of `progress_dead_letters`.
+pub mod dead_letters {
+    use sea_orm::entity::prelude::*;
+
+    /// One queued item the writers could not write.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "progress_dead_letters")]
+    pub struct Model {
+        /// The item's id when it decoded (so setting it aside twice keeps one row), else minted.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        /// The queued payload, as it was on the queue.
+        pub payload: Vec<u8>,
+        /// Why it could not be written.
+        pub error: String,
+        /// When it was set aside.
+        pub failed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 use progress_entries::{Column, Entity};
+
+/// Rows per insert statement: SQLite binds at most 32,766 values (8 a progress entry, 9 a
+/// logged activity), PostgreSQL 65,535.
+pub const INSERT_CHUNK_ROWS: usize = 2000;
+
+/// A queued item set aside because it cannot be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The item's id, or a minted one for a payload that did not decode.
+    pub id: Uuid,
+    /// The payload as queued.
+    pub payload: Vec<u8>,
+    /// Why it was set aside.
+    pub error: String,
+    /// When.
+    pub failed_at: chrono::DateTime<Utc>,
+}
 
 /// One entry's contribution to a total.
 #[derive(Debug, Clone, PartialEq, FromQueryResult)]
@@ -119,7 +162,7 @@ impl ProgressStore {
         let now = Utc::now();
         let tx = self.db.begin().await.context("begin progress batch")?;
         let mut inserted = 0;
-        if !entries.is_empty() {
+        for entries in entries.chunks(INSERT_CHUNK_ROWS) {
             let rows = entries.iter().map(|e| progress_entries::ActiveModel {
                 id: Set(e.id),
                 challenge_id: Set(e.challenge_id),
@@ -136,7 +179,7 @@ impl ProgressStore {
                 .await
                 .context("insert progress batch")?;
         }
-        if !activities.is_empty() {
+        for activities in activities.chunks(INSERT_CHUNK_ROWS) {
             let rows = activities.iter().map(|a| activity_log::ActiveModel {
                 id: Set(a.id),
                 kind: Set(a.kind.as_str().to_string()),
@@ -156,6 +199,51 @@ impl ProgressStore {
         }
         tx.commit().await.context("commit progress batch")?;
         Ok(inserted)
+    }
+
+    /// Sets `letters` aside in `progress_dead_letters` (one already there is kept as it is).
+    pub async fn dead_letter(&self, letters: &[DeadLetter]) -> anyhow::Result<()> {
+        for chunk in letters.chunks(INSERT_CHUNK_ROWS) {
+            let rows = chunk.iter().map(|l| dead_letters::ActiveModel {
+                id: Set(l.id),
+                payload: Set(l.payload.clone()),
+                error: Set(l.error.clone()),
+                failed_at: Set(l.failed_at),
+            });
+            dead_letters::Entity::insert_many(rows)
+                .on_conflict(OnConflict::column(dead_letters::Column::Id).do_nothing().to_owned())
+                .exec_without_returning(&self.db)
+                .await
+                .context("insert dead letters")?;
+        }
+        Ok(())
+    }
+
+    /// Dead letters by id, after `after`, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut query = dead_letters::Entity::find();
+        if let Some(after) = after {
+            query = query.filter(dead_letters::Column::Id.gt(after));
+        }
+        let rows = query
+            .order_by_asc(dead_letters::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .context("read dead letters")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeadLetter {
+                id: r.id,
+                payload: r.payload,
+                error: r.error,
+                failed_at: r.failed_at,
+            })
+            .collect())
     }
 
     /// A user's logged activities, newest first, at most `limit` (for checks and tests).

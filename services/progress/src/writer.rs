@@ -7,34 +7,153 @@
 //! activities shown to the visitors, and only after that is it acknowledged, so a crash at any
 //! point leads to redelivery, never to loss, and redelivery changes nothing (an entry's id is
 //! its primary key and its delta's event id; visitors are idempotent).
+//!
+//! Poison: a batch whose SQL write failed [`Writer::split_after_failures`] times in a row
+//! with an error about the data (not an outage) is split until the items that cannot be
+//! written are isolated ([`crate::poison`]); those are set aside in `progress_dead_letters`
+//! with their payload and error (`ewpm_progress_dead_letters_total`), the rest is written and
+//! the batch acknowledged. A payload that does not decode is set aside the same way. Deltas
+//! and visitors see only what was written. Failures to publish deltas or to visit are
+//! outages of other systems: they are retried, never set aside.
 
-use std::sync::Arc;
+use std::{
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use chrono::Utc;
 use ewpm_kit::{bus::Bus, consumer::Handler};
 use ewpm_proto::leaderboard::v1::ScoreDelta;
 use prost::Message as _;
+use uuid::Uuid;
 
 use crate::{
     SCORE_DELTAS_TOPIC,
     domain::{Entry, LoggedActivity, Queued},
-    store::ProgressStore,
+    poison,
+    store::{DeadLetter, ProgressStore},
     visitor::{Activity, Visitors},
 };
+
+/// Failed attempts of a batch before it is split, unless set otherwise.
+pub const DEFAULT_SPLIT_AFTER_FAILURES: u32 = 3;
 
 /// What a batch writer does with a due batch.
 pub struct Writer {
     bus: Arc<dyn Bus>,
     store: ProgressStore,
     visitors: Visitors,
+    split_after: u32,
+    /// The failing batch (a hash of its item ids) and its failed attempts so far; the
+    /// consumer retries one batch until it succeeds, so one slot is enough.
+    failing: Mutex<(u64, u32)>,
 }
 
 impl Writer {
     /// Writes into `store`, publishes deltas on `bus`, shows activity to `visitors`.
     pub fn new(bus: Arc<dyn Bus>, store: ProgressStore, visitors: Visitors) -> Self {
-        Self { bus, store, visitors }
+        Self {
+            bus,
+            store,
+            visitors,
+            split_after: DEFAULT_SPLIT_AFTER_FAILURES,
+            failing: Mutex::new((0, 0)),
+        }
     }
+
+    /// Splits a batch to isolate its poison after `failures` failed attempts (at least 1).
+    pub fn split_after_failures(mut self, failures: u32) -> Self {
+        self.split_after = failures.max(1);
+        self
+    }
+
+    /// Writes `batch` to SQL; after repeated permanent failures, isolates and sets aside what
+    /// cannot be written. Returns what was written and how many rows were new.
+    async fn write<'a>(&self, batch: &'a [Queued]) -> anyhow::Result<(Vec<&'a Queued>, u64)> {
+        let err = match write_items(&self.store, batch).await {
+            Ok(inserted) => {
+                *lock(&self.failing) = (0, 0);
+                return Ok((batch.iter().collect(), inserted));
+            }
+            Err(err) => err,
+        };
+        if !poison::is_permanent(&err) {
+            return Err(err);
+        }
+        let failures = {
+            let key = fingerprint(batch);
+            let mut failing = lock(&self.failing);
+            if failing.0 == key {
+                failing.1 += 1;
+            } else {
+                *failing = (key, 1);
+            }
+            failing.1
+        };
+        if failures < self.split_after {
+            return Err(err);
+        }
+        tracing::warn!(
+            error = format!("{err:#}"),
+            entries = batch.len(),
+            failures,
+            "a batch keeps failing; splitting it to isolate what cannot be written"
+        );
+        let isolated =
+            poison::isolate(batch, |part| write_items(&self.store, part), poison::is_permanent)
+                .await?;
+        let now = Utc::now();
+        let mut letters = Vec::with_capacity(isolated.rejected.len());
+        for (item, err) in &isolated.rejected {
+            let id = item_id(item);
+            tracing::error!(id = %id, error = format!("{err:#}"), "setting aside an entry that cannot be written");
+            letters.push(DeadLetter {
+                id,
+                payload: serde_json::to_vec(item).context("encode dead letter")?,
+                error: format!("{err:#}"),
+                failed_at: now,
+            });
+        }
+        self.store.dead_letter(&letters).await?;
+        metrics::counter!("ewpm_progress_dead_letters_total").increment(letters.len() as u64);
+        *lock(&self.failing) = (0, 0);
+        Ok((isolated.written, isolated.inserted))
+    }
+}
+
+/// Writes a mixed batch of entries and activities in one transaction.
+async fn write_items(store: &ProgressStore, items: &[Queued]) -> anyhow::Result<u64> {
+    let mut entries: Vec<&Entry> = Vec::new();
+    let mut logged: Vec<&LoggedActivity> = Vec::new();
+    for q in items {
+        match q {
+            Queued::Progress(e) => entries.push(e),
+            Queued::Activity(a) => logged.push(a),
+        }
+    }
+    store.write_batch(&entries, &logged).await
+}
+
+fn item_id(item: &Queued) -> Uuid {
+    match item {
+        Queued::Progress(e) => e.id,
+        Queued::Activity(a) => a.id,
+    }
+}
+
+/// Tells one batch from another (the ids of its items).
+fn fingerprint(batch: &[Queued]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for item in batch {
+        item_id(item).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]
@@ -45,18 +164,35 @@ impl Handler for Writer {
         serde_json::from_slice(payload).context("not a progress entry or logged activity")
     }
 
+    /// Sets an undecodable payload aside as a dead letter (then the consumer acknowledges it).
+    async fn reject(
+        &self,
+        message_id: &str,
+        payload: &[u8],
+        error: &anyhow::Error,
+    ) -> anyhow::Result<()> {
+        let letter = DeadLetter {
+            id: Uuid::now_v7(),
+            payload: payload.to_vec(),
+            error: format!("message {message_id} does not decode: {error:#}"),
+            failed_at: Utc::now(),
+        };
+        self.store.dead_letter(&[letter]).await?;
+        metrics::counter!("ewpm_progress_dead_letters_total").increment(1);
+        Ok(())
+    }
+
     /// SQL, then deltas, then visitors.
     async fn handle(&self, batch: &[Queued]) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let mut entries: Vec<&Entry> = Vec::new();
-        let mut logged: Vec<&LoggedActivity> = Vec::new();
-        for q in batch {
-            match q {
-                Queued::Progress(e) => entries.push(e),
-                Queued::Activity(a) => logged.push(a),
-            }
-        }
-        let inserted = self.store.write_batch(&entries, &logged).await?;
+        let (written, inserted) = self.write(batch).await?;
+        let entries: Vec<&Entry> = written
+            .iter()
+            .filter_map(|q| match q {
+                Queued::Progress(e) => Some(e),
+                Queued::Activity(_) => None,
+            })
+            .collect();
         let committed = chrono::Utc::now().timestamp_millis();
         // Every entry of the batch gets its delta, new or not: a writer that died between
         // commit and publish left deltas unsent, and the leaderboard drops repeats.
@@ -76,7 +212,7 @@ impl Handler for Writer {
         if !deltas.is_empty() {
             self.bus.publish(SCORE_DELTAS_TOPIC, &deltas).await?;
         }
-        let activities: Vec<Activity> = batch.iter().map(Queued::activity).collect();
+        let activities: Vec<Activity> = written.iter().map(|q| q.activity()).collect();
         self.visitors.visit(&activities).await?;
         metrics::histogram!("ewpm_progress_batch_entries").record(batch.len() as f64);
         metrics::histogram!("ewpm_progress_flush_seconds").record(started.elapsed().as_secs_f64());

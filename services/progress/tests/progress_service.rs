@@ -46,8 +46,11 @@ struct Harness {
     seen: Arc<Recorder>,
     writer_stop: CancellationToken,
     writer: Option<tokio::task::JoinHandle<()>>,
-    _servers: (Spawned, Spawned),
-    _db: TestDb,
+    /// The Redis key prefix (mesh).
+    prefix: String,
+    challenge_server: Spawned,
+    _progress_server: Spawned,
+    db: TestDb,
 }
 
 /// A visitor that records what it sees.
@@ -74,11 +77,12 @@ async fn harness(backend: Backend) -> Harness {
 }
 
 async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSettings) -> Harness {
+    let prefix = key_prefix();
     let (db, bus): (TestDb, Arc<dyn Bus>) = match backend {
         Backend::Embedded => (TestDb::sqlite().await.unwrap(), MemoryBus::new()),
         Backend::Mesh => (
             TestDb::postgres().await.unwrap(),
-            Arc::new(RedisBus::connect(&servers().redis_url, &key_prefix()).await.unwrap()),
+            Arc::new(RedisBus::connect(&servers().redis_url, &prefix).await.unwrap()),
         ),
     };
     let clock: SharedClock = FixedClock::new(now());
@@ -124,8 +128,10 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
         seen,
         writer_stop,
         writer: Some(handle),
-        _servers: (challenge_server, progress_server),
-        _db: db,
+        prefix,
+        challenge_server,
+        _progress_server: progress_server,
+        db,
     }
 }
 
@@ -153,6 +159,7 @@ impl Harness {
                     goal: Some(cpb::Goal { target: 1000.0, unit: "steps".into() }),
                     employer_id: employer.into(),
                     idempotency_key: String::new(),
+                    late_grace_seconds: 0,
                 },
                 &admin(),
             ))
@@ -210,6 +217,113 @@ impl Harness {
             h.await.unwrap();
         }
     }
+
+    /// Starts a writer that splits a batch after `split_after` failures, taking up to 50
+    /// queued items in one batch (the previous writer must be stopped).
+    fn start_writer(&mut self, split_after: u32) {
+        self.start_writer_with(split_after, None);
+    }
+
+    /// [`Harness::start_writer`], with `first` shown every activity before the recorder.
+    fn start_writer_with(&mut self, split_after: u32, first: Option<Arc<dyn ActivityVisitor>>) {
+        let mut visitors = Visitors::new();
+        if let Some(first) = first {
+            visitors.register(first);
+        }
+        visitors.register(self.seen.clone());
+        let writer = Consumer::new(
+            self.bus.clone(),
+            Writer::new(self.bus.clone(), self.store.clone(), visitors)
+                .split_after_failures(split_after),
+            ConsumerConfig {
+                topic: PROGRESS_TOPIC,
+                group: WRITER_GROUP,
+                consumer: "test-writer-2".into(),
+                rule: BatchRule { size: 50, max_wait: Duration::from_millis(100) },
+                // A read of the stopped writer still blocked in Redis may have taken an entry:
+                // take it over soon.
+                reclaim_idle: Duration::from_millis(300),
+            },
+        );
+        self.writer_stop = CancellationToken::new();
+        self.writer = Some(tokio::spawn(writer.run(self.writer_stop.clone())));
+    }
+
+    /// Stops the challenge service (as if it, or its database, were down).
+    async fn stop_challenge_service(&mut self) {
+        self.challenge_server.shutdown.cancel();
+        (&mut self.challenge_server.handle).await.unwrap().unwrap();
+    }
+
+    /// A challenge from 1 February to `end` with `grace` seconds of late grace.
+    async fn ended_challenge(&mut self, end: DateTime<Utc>, grace: i32) -> String {
+        let created = self
+            .challenges
+            .create_challenge(req(
+                cpb::CreateChallengeRequest {
+                    name: "february".into(),
+                    description: String::new(),
+                    start_time: Some(to_proto(Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap())),
+                    end_time: Some(to_proto(end)),
+                    goal: Some(cpb::Goal { target: 10.0, unit: "km".into() }),
+                    employer_id: String::new(),
+                    idempotency_key: String::new(),
+                    late_grace_seconds: grace,
+                },
+                &admin(),
+            ))
+            .await
+            .unwrap();
+        created.into_inner().challenge.unwrap().id
+    }
+
+    async fn submit_at(
+        &mut self,
+        challenge_id: &str,
+        value: f64,
+        at: DateTime<Utc>,
+    ) -> Result<pb::SubmitProgressResponse, Status> {
+        self.progress
+            .submit_progress(req(
+                pb::SubmitProgressRequest {
+                    challenge_id: challenge_id.into(),
+                    value,
+                    occurred_at: Some(to_proto(at)),
+                    idempotency_key: String::new(),
+                },
+                &alice(),
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Every dead letter, one page of `page_size` at a time.
+    async fn dead_letters(&mut self, page_size: i32) -> Vec<pb::DeadLetter> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .progress
+                .list_dead_letters(req(
+                    pb::ListDeadLettersRequest { page_size, page_token: page_token.clone() },
+                    &admin(),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            all.extend(page.dead_letters);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+/// The `RetryInfo` delay of a status.
+fn retry_delay(status: &Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    status.get_error_details().retry_info().and_then(|r| r.retry_delay)
 }
 
 async fn an_accepted_entry_reaches_sql_and_emits_its_score_delta(mut h: Harness) {
@@ -528,13 +642,323 @@ async fn a_full_queue_pushes_back_and_queues_nothing(backend: Backend) {
     }
     let refused = refused.expect("the service pushed back");
     assert_eq!(
-        (refused.code(), reason(&refused)),
-        (Code::ResourceExhausted, "PROGRESS_QUEUE_FULL".into())
+        (refused.code(), reason(&refused), retry_delay(&refused)),
+        (Code::ResourceExhausted, "PROGRESS_QUEUE_FULL".into(), Some(Duration::from_secs(1)))
     );
     assert!(accepted > 3, "{accepted} entries were accepted before the backlog was seen");
     // The refused entry was not queued.
     let backlog = h.bus.backlog(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP);
     assert_eq!(backlog.await.unwrap(), accepted);
+}
+
+async fn the_last_known_window_is_served_while_the_challenge_service_is_down(backend: Backend) {
+    // Cached for no time at all: every submission asks the challenge service.
+    let settings = ewpm_kit::settings::ProgressSettings {
+        challenge_cache_secs: 0,
+        challenge_stale_secs: 600,
+        ..Default::default()
+    };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    let never_seen = h.challenge("").await;
+    h.submit(&challenge, 1.0, "", &alice()).await.unwrap();
+    h.stop_challenge_service().await;
+    // The window seen before is served stale: intake goes on.
+    for _ in 0..5 {
+        h.submit(&challenge, 2.0, "", &alice()).await.unwrap();
+    }
+    // A challenge never seen has nothing to fall back on: retry later.
+    let err = h.submit(&never_seen, 1.0, "", &alice()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err), retry_delay(&err)),
+        (Code::Unavailable, "DEPENDENCY_UNAVAILABLE".into(), Some(Duration::from_secs(1)))
+    );
+    assert_eq!(h.written(6).await, Summary { entries: 6, total: Some(11.0) });
+}
+
+async fn the_last_known_window_is_served_while_the_challenge_database_fails(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let settings = ewpm_kit::settings::ProgressSettings {
+        challenge_cache_secs: 0,
+        challenge_stale_secs: 600,
+        ..Default::default()
+    };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    h.submit(&challenge, 1.0, "", &alice()).await.unwrap();
+    // The challenge service is up but its table is gone: it answers INTERNAL.
+    h.db.db.execute_unprepared("ALTER TABLE challenges RENAME TO challenges_away").await.unwrap();
+    let err = h
+        .challenges
+        .get_challenge(req(cpb::GetChallengeRequest { id: challenge.clone() }, &admin()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    h.submit(&challenge, 2.0, "", &alice()).await.unwrap();
+    h.db.db.execute_unprepared("ALTER TABLE challenges_away RENAME TO challenges").await.unwrap();
+    h.submit(&challenge, 4.0, "", &alice()).await.unwrap();
+    assert_eq!(h.written(3).await, Summary { entries: 3, total: Some(7.0) });
+}
+
+async fn without_staleness_a_down_challenge_service_answers_unavailable(backend: Backend) {
+    let settings = ewpm_kit::settings::ProgressSettings {
+        challenge_cache_secs: 0,
+        challenge_stale_secs: 0,
+        ..Default::default()
+    };
+    let mut h = harness_with(backend, settings).await;
+    let challenge = h.challenge("").await;
+    h.submit(&challenge, 1.0, "", &alice()).await.unwrap();
+    h.stop_challenge_service().await;
+    let err = h.submit(&challenge, 2.0, "", &alice()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err), retry_delay(&err)),
+        (Code::Unavailable, "DEPENDENCY_UNAVAILABLE".into(), Some(Duration::from_secs(1)))
+    );
+    assert_eq!(h.written(1).await, Summary { entries: 1, total: Some(1.0) });
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 1, total: Some(1.0) });
+}
+
+/// Makes the database refuse every progress entry of user `mallory` (a trigger), so a batch
+/// holding one can never be written whole.
+async fn refuse_mallory(db: &TestDb) {
+    use sea_orm::{ConnectionTrait, DbBackend};
+    let statements: &[&str] = match db.db.get_database_backend() {
+        DbBackend::Sqlite => &["CREATE TRIGGER refuse_mallory BEFORE INSERT ON progress_entries \
+             WHEN NEW.user_id = 'mallory' \
+             BEGIN SELECT RAISE(ABORT, 'mallory may not be written'); END"],
+        _ => &[
+            "CREATE FUNCTION refuse_mallory() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.user_id = 'mallory' THEN \
+             RAISE EXCEPTION 'mallory may not be written'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_mallory BEFORE INSERT ON progress_entries \
+             FOR EACH ROW EXECUTE FUNCTION refuse_mallory()",
+        ],
+    };
+    for statement in statements {
+        db.db.execute_unprepared(statement).await.unwrap();
+    }
+}
+
+async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written(
+    mut h: Harness,
+) {
+    let challenge = h.challenge("").await;
+    refuse_mallory(&h.db).await;
+    // Everything below is queued first, so one writer batch holds it (nearly) all.
+    h.stop_writer().await;
+    let mut good = Vec::new();
+    let mut poisoned = None;
+    for (user, value) in
+        [("alice", 1.0), ("bob", 2.0), ("mallory", 5.0), ("carol", 3.0), ("dave", 4.0)]
+    {
+        let accepted =
+            h.submit(&challenge, value, "", &bearer(user, Role::Employee, None)).await.unwrap();
+        if user == "mallory" {
+            poisoned = Some(accepted);
+        } else {
+            good.push(accepted.entry_id);
+        }
+    }
+    let poisoned = poisoned.unwrap();
+    h.bus.publish(PROGRESS_TOPIC, &[b"not an entry".to_vec()]).await.unwrap();
+    h.start_writer(2);
+    assert_eq!(h.written(4).await, Summary { entries: 4, total: Some(10.0) });
+    let mut letters = Vec::new();
+    for _ in 0..200 {
+        letters = h.dead_letters(1).await;
+        if letters.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    h.stop_writer().await;
+    let mallory = ewpm_progress::domain::Queued::Progress(ewpm_progress::domain::Entry {
+        id: poisoned.entry_id.parse().unwrap(),
+        challenge_id: challenge.parse().unwrap(),
+        user_id: "mallory".into(),
+        employer_id: None,
+        value: 5.0,
+        occurred_at: now(),
+        accepted_at: now(),
+    });
+    // Listed one per page, by id: the entry (accepted first), then the undecodable payload.
+    assert_eq!(
+        letters.iter().map(|l| l.payload.clone()).collect::<Vec<_>>(),
+        vec![serde_json::to_vec(&mallory).unwrap(), b"not an entry".to_vec()]
+    );
+    assert_eq!(letters[0].id, poisoned.entry_id);
+    assert!(letters[0].error.contains("mallory may not be written"), "{}", letters[0].error);
+    assert!(letters[1].error.contains("does not decode"), "{}", letters[1].error);
+    assert!(letters.iter().all(|l| l.fail_time.is_some()));
+    // Only what was written moves boards and reaches the visitors; nothing stays pending.
+    good.sort();
+    let mut events: Vec<String> = h.deltas().await.into_iter().map(|d| d.event_id).collect();
+    events.sort();
+    assert_eq!(events, good);
+    let mut seen: Vec<String> = h.seen.0.lock().unwrap().iter().map(|a| a.id.to_string()).collect();
+    seen.sort();
+    assert_eq!(seen, good);
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 4, total: Some(10.0) });
+    assert_eq!(h.bus.pending(PROGRESS_TOPIC, WRITER_GROUP).await.unwrap(), 0);
+    // Admins only.
+    let err = h
+        .progress
+        .list_dead_letters(req(pb::ListDeadLettersRequest::default(), &alice()))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
+}
+
+/// A visitor that fails its first visits (as an incentive service outage would).
+struct Flaky(std::sync::atomic::AtomicU32);
+
+#[async_trait::async_trait]
+impl ActivityVisitor for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    async fn visit(&self, _activities: &[Activity]) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        match self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => anyhow::bail!("the incentive service is unavailable"),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+async fn an_outage_after_the_write_is_retried_and_nothing_is_set_aside(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    h.stop_writer().await;
+    let mut ids = Vec::new();
+    for value in [1.0, 2.0] {
+        ids.push(h.submit(&challenge, value, "", &alice()).await.unwrap().entry_id);
+    }
+    // Splitting after the first failure: still nothing is split, since SQL is not what fails.
+    h.start_writer_with(1, Some(Arc::new(Flaky(std::sync::atomic::AtomicU32::new(3)))));
+    let mut seen: Vec<String> = h.seen(2).await.iter().map(|a| a.id.to_string()).collect();
+    h.stop_writer().await;
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    assert_eq!(h.dead_letters(100).await, Vec::<pb::DeadLetter>::new());
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 2, total: Some(3.0) });
+}
+
+async fn a_batch_larger_than_one_statement_may_bind_is_written_in_chunks(h: Harness) {
+    use ewpm_progress::domain::{Entry, LoggedActivity};
+    let challenge = uuid::Uuid::now_v7();
+    // 6,000 entries × 8 values and 4,000 activities × 9: far past SQLite's 32,766.
+    let entries: Vec<Entry> = (0..6000)
+        .map(|i| Entry {
+            id: uuid::Uuid::now_v7(),
+            challenge_id: challenge,
+            user_id: format!("u{}", i % 100),
+            employer_id: None,
+            value: 1.0,
+            occurred_at: now(),
+            accepted_at: now(),
+        })
+        .collect();
+    let activities: Vec<LoggedActivity> = (0..4000)
+        .map(|_| LoggedActivity {
+            id: uuid::Uuid::now_v7(),
+            kind: ActivityKind::Steps,
+            user_id: "walker".into(),
+            employer_id: None,
+            value: Some(1.0),
+            note: String::new(),
+            occurred_at: now(),
+            accepted_at: now(),
+        })
+        .collect();
+    let (entries, activities): (Vec<&Entry>, Vec<&LoggedActivity>) =
+        (entries.iter().collect(), activities.iter().collect());
+    assert_eq!(h.store.write_batch(&entries, &activities).await.unwrap(), 10_000);
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 6000, total: Some(6000.0) });
+    assert_eq!(h.store.activities_of("walker", 5000).await.unwrap().len(), 4000);
+    // Written again (a redelivered batch): nothing new.
+    assert_eq!(h.store.write_batch(&entries, &activities).await.unwrap(), 0);
+}
+
+async fn an_ended_challenge_takes_late_entries_only_within_its_grace(mut h: Harness) {
+    let end = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
+    let within = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).unwrap();
+    // The clock stands at 10 March, 12:00.
+    let final_board = h.ended_challenge(end, 0).await;
+    let grace_over = h.ended_challenge(end, 5 * 86_400).await;
+    let in_grace = h.ended_challenge(end, 6 * 86_400).await;
+    for challenge in [&final_board, &grace_over] {
+        let err = h.submit_at(challenge, 1.0, within).await.unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::FailedPrecondition, "CHALLENGE_ENDED".into())
+        );
+    }
+    let late = h.submit_at(&in_grace, 2.0, within).await.unwrap();
+    assert_eq!((late.value, late.occurred_at), (2.0, Some(to_proto(within))));
+    // Within the grace, an entry must still have happened within the window.
+    let err = h.submit_at(&in_grace, 1.0, now()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::FailedPrecondition, "CHALLENGE_NOT_ACTIVE".into())
+    );
+    assert_eq!(h.written(1).await, Summary { entries: 1, total: Some(2.0) });
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 1, total: Some(2.0) });
+}
+
+async fn non_normal_numbers_are_field_violations_and_queue_nothing(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    for value in [5e-324, -5e-324, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let err = h.submit(&challenge, value, "", &alice()).await.unwrap_err();
+        assert_eq!(
+            (err.code(), violations(&err)),
+            (Code::InvalidArgument, vec!["value".to_string()]),
+            "{value}"
+        );
+    }
+    for value in [5e-324, f64::NAN, f64::INFINITY] {
+        let err = h.log(pb::ActivityKind::Steps, Some(value), "", "", &alice()).await.unwrap_err();
+        assert_eq!(
+            (err.code(), violations(&err)),
+            (Code::InvalidArgument, vec!["value".to_string()]),
+            "{value}"
+        );
+    }
+    h.stop_writer().await;
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 0, total: None });
+    assert!(h.seen.0.lock().unwrap().is_empty());
+}
+
+/// Redis refusing the queue's writes (its stream key holds a string): SubmitProgress and
+/// LogActivity answer UNAVAILABLE with RetryInfo, queue nothing, and succeed once it is back.
+async fn a_queue_failure_answers_unavailable_with_retry_info() {
+    use fred::prelude::{ClientLike, Config, KeysInterface};
+    let mut h = harness(Backend::Mesh).await;
+    let challenge = h.challenge("").await;
+    h.stop_writer().await;
+    let redis = fred::types::Builder::from_config(Config::from_url(&servers().redis_url).unwrap())
+        .build()
+        .unwrap();
+    redis.init().await.unwrap();
+    let key = format!("{}bus:{{{PROGRESS_TOPIC}}}", h.prefix);
+    let () = redis.del(&key).await.unwrap();
+    let () = redis.set(&key, "not a stream", None, None, false).await.unwrap();
+    let unavailable =
+        (Code::Unavailable, "QUEUE_UNAVAILABLE".to_string(), Some(Duration::from_secs(1)));
+    for key in ["", "retry-1"] {
+        let err = h.submit(&challenge, 1.0, key, &alice()).await.unwrap_err();
+        assert_eq!((err.code(), reason(&err), retry_delay(&err)), unavailable, "{key:?}");
+    }
+    let err = h.log(pb::ActivityKind::Mood, Some(3.0), "", "", &alice()).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err), retry_delay(&err)), unavailable);
+    // Back: the retry under the same key is queued now (nothing was remembered for it).
+    let () = redis.del(&key).await.unwrap();
+    h.bus.ensure_group(PROGRESS_TOPIC, WRITER_GROUP).await.unwrap();
+    h.submit(&challenge, 1.0, "retry-1", &alice()).await.unwrap();
+    assert_eq!(h.bus.backlog(PROGRESS_TOPIC, WRITER_GROUP).await.unwrap(), 1);
 }
 
 macro_rules! suite {
@@ -549,6 +973,11 @@ macro_rules! suite {
                 challenge_totals_are_for_admins_and_sum_each_user,
                 a_logged_activity_reaches_the_activity_log_and_the_visitors,
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
+                an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written,
+                a_batch_larger_than_one_statement_may_bind_is_written_in_chunks,
+                an_outage_after_the_write_is_retried_and_nothing_is_set_aside,
+                an_ended_challenge_takes_late_entries_only_within_its_grace,
+                non_normal_numbers_are_field_violations_and_queue_nothing,
             );
         }
     };
@@ -563,8 +992,27 @@ macro_rules! suite {
         async fn a_full_queue_pushes_back_and_queues_nothing() {
             super::a_full_queue_pushes_back_and_queues_nothing($which).await;
         }
+        #[tokio::test]
+        async fn the_last_known_window_is_served_while_the_challenge_service_is_down() {
+            super::the_last_known_window_is_served_while_the_challenge_service_is_down($which)
+                .await;
+        }
+        #[tokio::test]
+        async fn the_last_known_window_is_served_while_the_challenge_database_fails() {
+            super::the_last_known_window_is_served_while_the_challenge_database_fails($which)
+                .await;
+        }
+        #[tokio::test]
+        async fn without_staleness_a_down_challenge_service_answers_unavailable() {
+            super::without_staleness_a_down_challenge_service_answers_unavailable($which).await;
+        }
     };
 }
 
 suite!(embedded, Backend::Embedded);
 suite!(mesh, Backend::Mesh);
+
+#[tokio::test]
+async fn mesh_a_queue_failure_answers_unavailable_with_retry_info() {
+    a_queue_failure_answers_unavailable_with_retry_info().await;
+}
