@@ -87,6 +87,7 @@ async fn the_mesh_serves_challenges_over_rest_and_grpc_as_separate_processes() {
     let _gateway = Proc(
         ewpm(dir.path())
             .args(["serve", "gateway"])
+            .env("EWPM_AUTH__SECRET", TEST_SECRET)
             .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
             .env("EWPM_SERVICES__CHALLENGE", format!("http://127.0.0.1:{grpc_port}"))
             .env("EWPM_SERVICES__SCAN", format!("http://127.0.0.1:{scan_port}"))

@@ -163,8 +163,26 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
         ("ewpm.scan.v1.ScanService", scan),
     ]
     .into();
-    // Some state to protect: a challenge with progress on its board.
+    // Some state to protect: a challenge. And the scan projector's first poll (which writes
+    // its checkpoint) done, so the only writers left would be the hostile calls.
     mesh.challenge().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut scan_client = ewpm_proto::scan::v1::scan_service_client::ScanServiceClient::new(
+        Channel::from_shared(format!("http://127.0.0.1:{scan}")).unwrap().connect_lazy(),
+    );
+    loop {
+        let mut request = Request::new(ewpm_proto::scan::v1::GetProjectorStatusRequest {});
+        request.metadata_mut().insert("authorization", common::admin().parse().unwrap());
+        let state = match scan_client.get_projector_status(request).await {
+            Ok(r) => r.into_inner().state(),
+            Err(_) => ewpm_proto::scan::v1::ProjectorState::Unspecified,
+        };
+        if state == ewpm_proto::scan::v1::ProjectorState::CaughtUp {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scan projector did not poll: {state:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let before = state(&mesh).await;
 
     let tokens = hostile_tokens();

@@ -167,6 +167,17 @@ pub struct ProjectorStatusDto {
     pub last_success_time: Option<String>,
     /// Whether the answering process leads.
     pub leader: bool,
+    /// `standby`, `not_polled`, `failing`, `catching_up` or `caught_up`: a lag of 0 means
+    /// caught up only in `caught_up`.
+    pub state: String,
+    /// When `sourceHead` was last learned from the source, RFC 3339, or null (never).
+    pub source_head_time: Option<String>,
+    /// Why the last step failed, while failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Since when steps fail, RFC 3339, while they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
 }
 
 /// The scan event feed.
@@ -301,6 +312,14 @@ pub async fn projector(
         lag: s.lag,
         last_success_time: s.last_success_time.map(|t| time(Some(t))),
         leader: s.leader,
+        state: pb::ProjectorState::try_from(s.state)
+            .unwrap_or(pb::ProjectorState::Unspecified)
+            .as_str_name()
+            .trim_start_matches("PROJECTOR_STATE_")
+            .to_ascii_lowercase(),
+        source_head_time: s.source_head_time.map(|t| time(Some(t))),
+        last_error: Some(s.last_error).filter(|e| !e.is_empty()),
+        failing_since: s.failing_since.map(|t| time(Some(t))),
     }))
 }
 

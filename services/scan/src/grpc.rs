@@ -146,6 +146,15 @@ impl ScanService for ScanGrpc {
     ) -> Result<Response<pb::GetProjectorStatusResponse>, Status> {
         Caller::of(&request)?;
         let s = self.status.get();
+        use crate::projector::ProjectorState as S;
+        let state = match s.state() {
+            S::Standby => pb::ProjectorState::Standby,
+            S::NotPolled => pb::ProjectorState::NotPolled,
+            S::Failing => pb::ProjectorState::Failing,
+            S::CatchingUp => pb::ProjectorState::CatchingUp,
+            S::CaughtUp => pb::ProjectorState::CaughtUp,
+        };
+        let (failing_since, last_error) = s.failing.clone().unzip();
         Ok(Response::new(pb::GetProjectorStatusResponse {
             source: s.source,
             checkpoint: s.checkpoint,
@@ -153,6 +162,10 @@ impl ScanService for ScanGrpc {
             lag: (s.head - s.checkpoint).max(0),
             last_success_time: s.last_success.map(timestamp::to_proto),
             leader: s.leader,
+            state: state as i32,
+            source_head_time: s.head_seen.map(timestamp::to_proto),
+            last_error: last_error.unwrap_or_default(),
+            failing_since: failing_since.map(timestamp::to_proto),
         }))
     }
 }

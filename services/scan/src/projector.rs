@@ -219,6 +219,42 @@ pub struct StatusView {
     pub leader: bool,
     /// Since when it holds the lease (staleness is measured from here or the last success).
     pub leader_since: Option<DateTime<Utc>>,
+    /// When `head` was last learned from the source (never: `None`, head means nothing).
+    pub head_seen: Option<DateTime<Utc>>,
+    /// Since when steps fail, and the last failure, while they do.
+    pub failing: Option<(DateTime<Utc>, String)>,
+}
+
+/// What a projector is doing, as [`StatusView::state`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectorState {
+    /// Another process holds the lease.
+    Standby,
+    /// Leading, the source not read yet.
+    NotPolled,
+    /// Steps fail; head and lag are as last seen.
+    Failing,
+    /// Behind the source.
+    CatchingUp,
+    /// Applied all the source had when last asked.
+    CaughtUp,
+}
+
+impl StatusView {
+    /// Where the projector stands: a lag of 0 means caught up only in `CaughtUp`.
+    pub fn state(&self) -> ProjectorState {
+        if !self.leader {
+            ProjectorState::Standby
+        } else if self.failing.is_some() {
+            ProjectorState::Failing
+        } else if self.head_seen.is_none() {
+            ProjectorState::NotPolled
+        } else if self.head > self.checkpoint {
+            ProjectorState::CatchingUp
+        } else {
+            ProjectorState::CaughtUp
+        }
+    }
 }
 
 /// Shared status handle.
@@ -240,6 +276,11 @@ impl Status {
         metrics::gauge!("scan_projector_lag_events", &labels)
             .set((s.head - s.checkpoint).max(0) as f64);
         metrics::gauge!("scan_projector_leader", &labels).set(if s.leader { 1.0 } else { 0.0 });
+        metrics::gauge!("scan_projector_failing", &labels).set(if s.failing.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         if let Some(t) = s.last_success {
             metrics::gauge!("scan_projector_last_success_timestamp_seconds", &labels)
                 .set(t.timestamp() as f64);
@@ -363,7 +404,11 @@ impl Projector {
                 sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
                 continue;
             }
-            match self.step(&shutdown).await {
+            let step = self.step(&shutdown).await;
+            if step.is_ok() && failures > 0 {
+                self.status.update(|s| s.failing = None);
+            }
+            match step {
                 Ok(Step::Applied { .. }) => failures = 0,
                 Ok(Step::CaughtUp) => {
                     failures = 0;
@@ -372,6 +417,12 @@ impl Projector {
                 Ok(Step::Stopped) => break,
                 Err(err) => {
                     failures = failures.saturating_add(1);
+                    let now = self.clock.now();
+                    let why = format!("{err:#}");
+                    self.status.update(|s| {
+                        let since = s.failing.as_ref().map_or(now, |(since, _)| *since);
+                        s.failing = Some((since, why));
+                    });
                     metrics::counter!("scan_projector_errors_total", "source" => self.source_name.clone()).increment(1);
                     let delay =
                         backoff(failures, self.config.backoff_base, self.config.backoff_cap);
@@ -405,11 +456,13 @@ impl Projector {
             items.into_iter().filter(|i| i.event_id().is_none_or(|id| id > checkpoint)).collect();
         if items.is_empty() {
             self.checkpoint = Some(checkpoint);
+            // An empty page is the source's own word that nothing follows the checkpoint.
             let head = self.source.head().await.unwrap_or(checkpoint);
             self.status.update(|s| {
                 s.checkpoint = checkpoint;
                 s.head = head.max(checkpoint);
                 s.last_success = Some(now);
+                s.head_seen = Some(now);
             });
             return Ok(Step::CaughtUp);
         }
@@ -469,6 +522,7 @@ impl Projector {
             s.checkpoint = new_checkpoint;
             s.head = head;
             s.last_success = Some(now);
+            s.head_seen = Some(now);
         });
         Ok(Step::Applied { events: count + dead.len() })
     }
