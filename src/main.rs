@@ -23,6 +23,7 @@ use ewpm_kit::{
     shutdown, telemetry,
 };
 use ewpm_leaderboard::{
+    access::ChallengeAudience,
     notices::{Notices, RedisNotices},
     rebuild::{ChallengeOwner, Owners},
     scores::{RedisScores, ScoreStore},
@@ -344,7 +345,10 @@ fn mount_leaderboard(
     streams: &CancellationToken,
 ) -> anyhow::Result<Background> {
     let owner = ChallengeOwner::new(&settings.services.progress, keys.clone())?;
-    let owners = Owners::new().with("challenge", Arc::new(owner));
+    let audience = ChallengeAudience::new(&settings.services.challenge, keys.clone())?;
+    let owners = Owners::new()
+        .with("challenge", Arc::new(owner))
+        .with_audience("challenge", Arc::new(audience));
     let built = ewpm_leaderboard::app::build(
         scores,
         bus,

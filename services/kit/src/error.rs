@@ -53,6 +53,18 @@ pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
+/// ResourceExhausted with reason `reason` and a `google.rpc.RetryInfo` asking the caller to
+/// wait `retry_after` (the REST edge turns it into `Retry-After`).
+pub fn resource_exhausted(
+    reason: &str,
+    message: impl Into<String>,
+    retry_after: std::time::Duration,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
 /// Logs an unexpected error with its whole cause chain and returns a bare Internal.
 pub fn internal(err: &anyhow::Error) -> Status {
     tracing::error!(error = format!("{err:#}"), "unexpected error");
@@ -94,6 +106,8 @@ impl Violations {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -117,6 +131,26 @@ mod tests {
             .map(|v| (v.field.as_str(), v.description.as_str()))
             .collect();
         assert_eq!(fields, vec![("name", "must not be empty"), ("goal.target", "must be > 0")]);
+    }
+
+    #[test]
+    fn resource_exhausted_carries_reason_and_retry_delay() {
+        let s = resource_exhausted("TOO_MANY_STREAMS", "slow down", Duration::from_secs(5));
+        let details = s.get_error_details();
+        assert_eq!(
+            (
+                s.code(),
+                s.message(),
+                details.error_info().map(|i| i.reason.as_str()),
+                details.retry_info().and_then(|r| r.retry_delay)
+            ),
+            (
+                Code::ResourceExhausted,
+                "slow down",
+                Some("TOO_MANY_STREAMS"),
+                Some(Duration::from_secs(5))
+            )
+        );
     }
 
     #[test]

@@ -272,6 +272,12 @@ impl MemoryScores {
         Self::default()
     }
 
+    /// Boards with any state (ready, building, or once begun): what reads and rebuilds
+    /// leave behind, for tests that check nothing was created.
+    pub fn boards(&self) -> usize {
+        self.with(|boards| boards.len())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, MemoryState>) -> T) -> T {
         f(&mut self.boards.lock().unwrap_or_else(|p| p.into_inner()))
     }
