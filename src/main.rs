@@ -26,7 +26,7 @@ use ewpm_leaderboard::{
     access::ChallengeAudience,
     notices::{Notices, RedisNotices},
     rebuild::{ChallengeOwner, Owners},
-    scores::{RedisScores, ScoreStore},
+    scores::{Dedupe, RedisScores, ScoreStore},
 };
 use ewpm_progress::visitor::Visitors;
 mod bench;
@@ -204,7 +204,9 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         &tasks,
         &shutdown,
     ));
-    let scores = Arc::new(ewpm_leaderboard::scores::MemoryScores::new());
+    let scores = Arc::new(
+        ewpm_leaderboard::scores::MemoryScores::new().with_dedupe(dedupe(&settings.leaderboard)),
+    );
     let notices = Arc::new(ewpm_leaderboard::notices::MemoryNotices::new());
     background.extend(mount_leaderboard(
         &mut mount, &settings, &keys, scores, bus, notices, &tasks, &shutdown,
@@ -372,6 +374,11 @@ fn mount_leaderboard(
     Ok(background)
 }
 
+/// The score stores' dedupe window from the settings, on the wall clock.
+fn dedupe(settings: &ewpm_kit::settings::LeaderboardSettings) -> Dedupe {
+    Dedupe { window: Duration::from_secs(settings.dedupe_window_secs), ..Dedupe::default() }
+}
+
 /// One challenge service of the mesh.
 async fn serve_challenge(settings: Settings) -> anyhow::Result<()> {
     serve_mesh(settings, "challenge", async |m: Ctx<'_>| {
@@ -405,7 +412,11 @@ async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
         let redis = m.settings.require_redis_url()?;
         let prefix = &m.settings.redis_prefix;
         let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis, prefix).await?);
-        let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
+        let scores = Arc::new(
+            RedisScores::connect(&redis, prefix)
+                .await?
+                .with_dedupe(dedupe(&m.settings.leaderboard)),
+        );
         let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
         mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.tasks, m.shutdown)
     })

@@ -122,6 +122,10 @@ pub struct LeaderboardSettings {
     pub max_streams_per_caller: usize,
     /// Most concurrent WatchLeaderboard streams in one process.
     pub max_streams: usize,
+    /// How long an applied delta's event id is remembered, in seconds, counted from the time
+    /// in its UUIDv7 id. A delta older than this is not applied (it makes its board rebuild
+    /// from the owner instead); keep it far beyond any redelivery delay of the bus.
+    pub dedupe_window_secs: u64,
 }
 
 /// Scan service settings.
@@ -293,6 +297,7 @@ impl Default for Settings {
                 audience_cache_entries: 10_000,
                 max_streams_per_caller: 16,
                 max_streams: 10_000,
+                dedupe_window_secs: 7 * 24 * 3600,
             },
             incentive: IncentiveSettings {
                 processor_enabled: true,
