@@ -86,8 +86,12 @@ impl ChallengeAudience {
 #[async_trait]
 impl BoardAudience for ChallengeAudience {
     async fn audience(&self, board: &Board) -> anyhow::Result<Option<Audience>> {
-        // Challenge ids are UUIDs: any other id names no challenge (and costs no call).
-        if uuid::Uuid::try_parse(board.id()).is_err() {
+        // Challenge boards are named by the canonical id (lowercase, hyphenated), as every
+        // producer writes it; any other spelling (upper case, no hyphens) would be another key
+        // for the same challenge, so it names no board (and costs no call).
+        if uuid::Uuid::try_parse(board.id()).map(|id| id.to_string()).ok().as_deref()
+            != Some(board.id())
+        {
             return Ok(None);
         }
         let mut request =

@@ -221,6 +221,13 @@ async fn made_up_board_names_leave_no_key_and_a_bounded_cache(backend: Backend) 
     let h =
         harness(backend, LeaderboardSettings { audience_cache_entries: cap, ..settings() }).await;
     let admin = bearer("root", Role::Admin, None);
+    // Another spelling of a real challenge's id would be another key for the same board.
+    let real = h.challenges.create(None).await;
+    let id = real.trim_start_matches("challenge:").to_string();
+    let simple = uuid::Uuid::try_parse(&id).unwrap().simple().to_string();
+    for other in [id.to_uppercase(), simple] {
+        assert_eq!(doors(&h, &format!("challenge:{other}"), &admin).await, all(not_found()));
+    }
     // Unknown challenges (asked of the challenge service), ids that are no challenge id,
     // kinds without an owner, made-up kinds: 2,000 names, through all three doors.
     let names: Vec<String> = (0..2000)
