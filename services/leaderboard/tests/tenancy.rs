@@ -307,3 +307,34 @@ async fn embedded_watch_streams_are_capped_per_caller_and_in_all() {
 async fn mesh_watch_streams_are_capped_per_caller_and_in_all() {
     watch_streams_are_capped_per_caller_and_in_all(Backend::Mesh).await;
 }
+
+async fn without_the_challenge_service_known_boards_keep_their_audience(backend: Backend) {
+    // Nothing is fresh for long: every read asks the challenge service again.
+    let settings = LeaderboardSettings { audience_cache_secs: 0, ..settings() };
+    let mut h = harness(backend, settings).await;
+    let acme = h.challenges.create(Some("acme")).await;
+    let (alice, bob) = (
+        bearer("alice", Role::Employee, Some("acme")),
+        bearer("bob", Role::Employee, Some("globex")),
+    );
+    assert_eq!(doors(&h, &acme, &alice).await, all(Ok(())));
+    h.challenges.stop().await;
+    // The last known audience still decides, both ways; a board never seen cannot be checked.
+    assert_eq!(doors(&h, &acme, &alice).await, all(Ok(())));
+    assert_eq!(doors(&h, &acme, &bob).await, all(not_found()));
+    let never_seen = format!("challenge:{}", uuid::Uuid::now_v7());
+    assert_eq!(
+        doors(&h, &never_seen, &alice).await,
+        all(Err((Code::Unavailable, "BOARD_OWNER_UNAVAILABLE".into())))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_without_the_challenge_service_known_boards_keep_their_audience() {
+    without_the_challenge_service_known_boards_keep_their_audience(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_without_the_challenge_service_known_boards_keep_their_audience() {
+    without_the_challenge_service_known_boards_keep_their_audience(Backend::Mesh).await;
+}

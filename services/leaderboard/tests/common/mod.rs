@@ -119,6 +119,12 @@ impl Challenges {
         Owners::new().with("challenge", facts).with_audience("challenge", Arc::new(audience))
     }
 
+    /// Stops the service (its port then refuses connections).
+    pub async fn stop(&mut self) {
+        self.server.shutdown.cancel();
+        (&mut self.server.handle).await.unwrap().unwrap();
+    }
+
     /// Creates a challenge (open when `employer` is `None`) as an admin; its board's name.
     pub async fn create(&self, employer: Option<&str>) -> String {
         let mut client = ChallengeServiceClient::connect(self.server.uri()).await.unwrap();
