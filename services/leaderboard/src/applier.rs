@@ -236,6 +236,11 @@ fn decode(message: &Message) -> Option<Decoded> {
         poison("empty member or event id, or a non-finite delta");
         return None;
     }
+    if crate::scores::fact_time_ms(&event_id).is_none() {
+        // Accepted, but remembered for good (no time to expire it by): visible, so a
+        // producer sending such ids is noticed before its boards' seen sets grow.
+        metrics::counter!("ewpm_leaderboard_deltas_untimed_total").increment(1);
+    }
     Some(Decoded {
         delta: Delta { board, member, delta, event_id },
         board: parsed,
