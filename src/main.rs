@@ -24,9 +24,10 @@ use ewpm_kit::{
     shutdown, telemetry,
 };
 use ewpm_leaderboard::{
+    access::ChallengeAudience,
     notices::{Notices, RedisNotices},
     rebuild::{ChallengeOwner, Owners},
-    scores::{RedisScores, ScoreStore},
+    scores::{Dedupe, RedisScores, ScoreStore},
 };
 use ewpm_progress::visitor::Visitors;
 mod bench;
@@ -206,7 +207,9 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         &tasks,
         &shutdown,
     ));
-    let scores = Arc::new(ewpm_leaderboard::scores::MemoryScores::new());
+    let scores = Arc::new(
+        ewpm_leaderboard::scores::MemoryScores::new().with_dedupe(dedupe(&settings.leaderboard)),
+    );
     let notices = Arc::new(ewpm_leaderboard::notices::MemoryNotices::new());
     background.extend(mount_leaderboard(
         &mut mount, &settings, &keys, scores, bus, notices, &tasks, &shutdown,
@@ -348,7 +351,10 @@ fn mount_leaderboard(
     streams: &CancellationToken,
 ) -> anyhow::Result<Background> {
     let owner = ChallengeOwner::new(&settings.services.progress, keys.clone())?;
-    let owners = Owners::new().with("challenge", Arc::new(owner));
+    let audience = ChallengeAudience::new(&settings.services.challenge, keys.clone())?;
+    let owners = Owners::new()
+        .with("challenge", Arc::new(owner))
+        .with_audience("challenge", Arc::new(audience));
     let built = ewpm_leaderboard::app::build(
         scores,
         bus,
@@ -370,6 +376,11 @@ fn mount_leaderboard(
         }));
     }
     Ok(background)
+}
+
+/// The score stores' dedupe window from the settings, on the wall clock.
+fn dedupe(settings: &ewpm_kit::settings::LeaderboardSettings) -> Dedupe {
+    Dedupe { window: Duration::from_secs(settings.dedupe_window_secs), ..Dedupe::default() }
 }
 
 /// One challenge service of the mesh.
@@ -409,7 +420,11 @@ async fn serve_leaderboard(settings: Settings) -> anyhow::Result<()> {
         let bus: Arc<dyn Bus> =
             Arc::new(RedisBus::connect(&redis, prefix).await?.with_max_len(m.settings.bus_max_len));
         m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
-        let scores = Arc::new(RedisScores::connect(&redis, prefix).await?);
+        let scores = Arc::new(
+            RedisScores::connect(&redis, prefix)
+                .await?
+                .with_dedupe(dedupe(&m.settings.leaderboard)),
+        );
         let notices = Arc::new(RedisNotices::connect(&redis, prefix).await?);
         mount_leaderboard(m.mount, m.settings, m.keys, scores, bus, notices, m.tasks, m.shutdown)
     })

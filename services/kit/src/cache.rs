@@ -9,18 +9,37 @@ use std::{
 };
 
 /// Values by key, each fresh for `ttl` after it was put (or for the time given with
-/// [`TtlCache::put_for`]).
+/// [`TtlCache::put_for`]); at most `capacity` entries when made with
+/// [`TtlCache::with_capacity`].
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
+    capacity: usize,
     /// Expiry and value.
     entries: Mutex<HashMap<K, (Instant, V)>>,
 }
 
-impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     /// An empty cache.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::default() }
+        Self::with_capacity(ttl, usize::MAX)
+    }
+
+    /// An empty cache that never holds more than `capacity` entries (at least 1): when full,
+    /// the entries that expire first make room (a tenth of them at a time). For keys a caller chooses (ids looked up on
+    /// their behalf), so that random keys cannot grow it.
+    pub fn with_capacity(ttl: Duration, capacity: usize) -> Self {
+        Self { ttl, capacity: capacity.max(1), entries: Mutex::default() }
+    }
+
+    /// Entries held, fresh or not.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("cache lock").len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The value of `key` if it is fresh.
@@ -60,6 +79,22 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
             let keep = self.ttl * 60;
             entries.retain(|_, (expires, _)| *expires + keep > now);
         }
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, (expires, _)| *expires > now);
+            if entries.len() >= self.capacity {
+                // Still full of fresh entries: the tenth that expires first goes in one pass,
+                // so a stream of new keys costs O(1) per insert on average, not a scan each.
+                let mut expiries: Vec<Instant> = entries.values().map(|(e, _)| *e).collect();
+                let n = (expiries.len() / 10).max(1);
+                let cutoff = *expiries.select_nth_unstable(n - 1).1;
+                let mut dropped = 0;
+                entries.retain(|_, (expires, _)| {
+                    let drop = *expires <= cutoff && dropped < n;
+                    dropped += usize::from(drop);
+                    !drop
+                });
+            }
+        }
         entries.insert(key, (now + ttl, value));
     }
 }
@@ -84,5 +119,34 @@ mod tests {
         assert_eq!(cache.get_stale(&"globex"), None);
         cache.put_for("initech", 3, Duration::ZERO);
         assert_eq!((cache.get(&"initech"), cache.get_stale(&"initech")), (None, Some(3)));
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_tenth_that_expires_first() {
+        let cache = TtlCache::with_capacity(Duration::from_secs(60), 100);
+        for i in 0..100u64 {
+            cache.put_for(i, i, Duration::from_secs(10 + i));
+        }
+        cache.put(100, 100);
+        let kept: Vec<u64> = (0..=100).filter(|i| cache.get(i).is_some()).collect();
+        assert_eq!(kept, (10..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_capped_cache_never_holds_more_than_its_capacity() {
+        let cache = TtlCache::with_capacity(Duration::from_secs(60), 3);
+        cache.put_for(0, 0, Duration::from_secs(1));
+        for i in 1..1000 {
+            cache.put(i, i);
+        }
+        assert_eq!(cache.len(), 3);
+        // The entries expiring first made room; the latest ones are kept.
+        assert_eq!(
+            (cache.get(&0), cache.get(&997), cache.get(&998), cache.get(&999)),
+            (None, Some(997), Some(998), Some(999))
+        );
+        // Replacing a held key evicts nothing.
+        cache.put(998, 1);
+        assert_eq!((cache.len(), cache.get(&997)), (3, Some(997)));
     }
 }

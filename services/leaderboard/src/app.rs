@@ -3,9 +3,10 @@
 //! Embedded mode passes [`MemoryScores`](crate::scores::MemoryScores),
 //! [`MemoryBus`](ewpm_kit::bus::MemoryBus) and [`MemoryNotices`](crate::notices::MemoryNotices);
 //! mesh mode [`RedisScores`](crate::scores::RedisScores), [`RedisBus`](ewpm_kit::bus::RedisBus)
-//! and [`RedisNotices`](crate::notices::RedisNotices). Owners: challenge boards from the
-//! progress service, e.g. `Owners::new().with("challenge", Arc::new(ChallengeOwner::new(uri,
-//! keys)?))`.
+//! and [`RedisNotices`](crate::notices::RedisNotices). Owners: challenge boards' facts from
+//! the progress service and their audience from the challenge service, e.g.
+//! `Owners::new().with("challenge", Arc::new(ChallengeOwner::new(progress_uri, keys)?))
+//! .with_audience("challenge", Arc::new(ChallengeAudience::new(challenge_uri, keys)?))`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,8 +18,10 @@ use ewpm_kit::{
 use ewpm_proto::leaderboard::v1::leaderboard_service_server::LeaderboardServiceServer;
 
 use crate::{
+    access::Access,
     applier::Applier,
     grpc::LeaderboardGrpc,
+    limits::StreamLimits,
     notices::Notices,
     rebuild::{Owners, RebuildConfig, Rebuilder},
     scores::ScoreStore,
@@ -37,6 +40,10 @@ pub struct Leaderboard {
     pub hub: WatchHub,
     /// The rebuilder, shared by reads, watches and the applier.
     pub rebuilder: Rebuilder,
+    /// The read check (e.g. to count cached audiences).
+    pub access: Access,
+    /// The watch stream caps (e.g. to count open streams).
+    pub streams: Arc<StreamLimits>,
 }
 
 /// Builds the service over `scores`, `bus` and `notices`, rebuilding missing boards from
@@ -50,6 +57,12 @@ pub fn build(
     grpc: &GrpcSettings,
     shutdown: CancellationToken,
 ) -> Leaderboard {
+    let access = Access::new(
+        owners.clone(),
+        Duration::from_secs(settings.audience_cache_secs),
+        settings.audience_cache_entries,
+    );
+    let streams = StreamLimits::new(settings.max_streams_per_caller, settings.max_streams);
     let rebuilder = Rebuilder::new(scores.clone(), owners, RebuildConfig::default());
     let watch = WatchConfig {
         interval: Duration::from_millis(settings.watch_interval_ms.max(1)),
@@ -61,9 +74,11 @@ pub fn build(
         rebuilder.clone(),
         hub.clone(),
         Duration::from_millis(settings.read_cache_ms),
+        access.clone(),
+        streams.clone(),
     );
     let service = LeaderboardServiceServer::new(LeaderboardGrpc::new(boards))
         .max_decoding_message_size(grpc.max_message_bytes);
     let applier = Applier::new(bus, scores, notices, rebuilder.clone(), settings);
-    Leaderboard { service, applier, hub, rebuilder }
+    Leaderboard { service, applier, hub, rebuilder, access, streams }
 }

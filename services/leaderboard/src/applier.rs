@@ -11,6 +11,10 @@
 //!   in the background and will include the delta's fact (its owner committed it before the
 //!   delta was sent). Boards of a kind without an owner have no facts to rebuild from, so
 //!   their rebuild (an empty board) is awaited here and their deltas applied again.
+//! - A delta older than the store's dedupe window is refused ([`Applied::Stale`], see
+//!   [`crate::scores`]): the board may or may not have counted it, so the applier marks the
+//!   board missing and starts its rebuild, which counts every committed fact once. Boards
+//!   without an owner cannot be rebuilt; their stale deltas are counted as lost.
 //! - A store failure is retried in place, with backoff, until it succeeds or shutdown.
 
 use std::{
@@ -144,6 +148,7 @@ impl Applier {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut touched = BTreeSet::new();
         let mut missing: BTreeMap<Board, Vec<Delta>> = BTreeMap::new();
+        let mut stale: BTreeMap<Board, u64> = BTreeMap::new();
         let (mut applied, mut duplicate) = (0u64, 0u64);
         for (d, outcome) in decoded.iter().zip(&outcomes) {
             match outcome {
@@ -160,6 +165,20 @@ impl Applier {
                 Applied::Missing => {
                     missing.entry(d.board.clone()).or_default().push(d.delta.clone());
                 }
+                Applied::Stale => *stale.entry(d.board.clone()).or_default() += 1,
+            }
+        }
+        for (board, n) in stale {
+            if self.rebuilder.has_owner(board.kind()) {
+                metrics::counter!("ewpm_leaderboard_deltas_skipped_total", "reason" => "stale")
+                    .increment(n);
+                tracing::warn!(%board, deltas = n, "deltas older than the dedupe window; rebuilding the board from its owner");
+                self.scores.forget(board.as_str()).await?;
+                self.rebuilder.spawn_ensure_ready(board);
+            } else {
+                metrics::counter!("ewpm_leaderboard_deltas_skipped_total", "reason" => "stale_lost")
+                    .increment(n);
+                tracing::error!(%board, deltas = n, "deltas older than the dedupe window on a board without an owner: not counted");
             }
         }
         for (board, deltas) in missing {
@@ -216,6 +235,11 @@ fn decode(message: &Message) -> Option<Decoded> {
     if member.is_empty() || event_id.is_empty() || !delta.is_finite() {
         poison("empty member or event id, or a non-finite delta");
         return None;
+    }
+    if crate::scores::fact_time_ms(&event_id).is_none() {
+        // Accepted, but remembered for good (no time to expire it by): visible, so a
+        // producer sending such ids is noticed before its boards' seen sets grow.
+        metrics::counter!("ewpm_leaderboard_deltas_untimed_total").increment(1);
     }
     Some(Decoded {
         delta: Delta { board, member, delta, event_id },

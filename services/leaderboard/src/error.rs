@@ -5,6 +5,9 @@ use tonic::{Code, Status};
 
 use crate::rebuild::RebuildError;
 
+/// What a caller over a stream cap is told to wait before trying again.
+const STREAM_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What went wrong, for the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderboardError {
@@ -25,6 +28,24 @@ pub enum LeaderboardError {
     BoardUnavailable {
         /// The board.
         board: String,
+    },
+    /// The board does not exist, or the caller may not see it (one answer for both).
+    #[error("board {board} not found")]
+    BoardNotFound {
+        /// The board.
+        board: String,
+    },
+    /// The board's owner could not say who may read it (and had not said so before).
+    #[error("the owner of board {board} is unavailable")]
+    OwnerUnavailable {
+        /// The board.
+        board: String,
+    },
+    /// The caller (or this process) has as many watch streams open as allowed.
+    #[error("too many watch streams")]
+    TooManyStreams {
+        /// Whose cap was reached: `caller` or `process`.
+        scope: &'static str,
     },
     /// Anything else: logged, answered as Internal.
     #[error(transparent)]
@@ -69,6 +90,24 @@ impl From<LeaderboardError> for Status {
                 Code::Unavailable,
                 "BOARD_UNAVAILABLE",
                 format!("board {board} is being rebuilt; try again shortly"),
+            ),
+            LeaderboardError::BoardNotFound { board } => {
+                error::status(Code::NotFound, "BOARD_NOT_FOUND", format!("no board {board}"))
+            }
+            LeaderboardError::OwnerUnavailable { board } => error::retry_after(
+                Code::Unavailable,
+                "BOARD_OWNER_UNAVAILABLE",
+                format!("cannot check access to board {board} now; try again shortly"),
+                std::time::Duration::from_secs(1),
+            ),
+            LeaderboardError::TooManyStreams { scope } => error::retry_after(
+                Code::ResourceExhausted,
+                "TOO_MANY_STREAMS",
+                match scope {
+                    "caller" => "too many open watch streams for this caller; close one first",
+                    _ => "too many open watch streams on this server; try again shortly",
+                },
+                STREAM_RETRY_AFTER,
             ),
             LeaderboardError::Unexpected(err) => error::internal(&err),
         }

@@ -1,8 +1,8 @@
 //! `ewpm.leaderboard.v1.LeaderboardService`: converts requests to domain values, calls
 //! [`Leaderboards`], converts the result back. Proto types stop here.
 //!
-//! Any authenticated caller may read any board: boards hold only member ids and totals,
-//! which every participant of a challenge sees anyway.
+//! A caller reads a board only if its owner lets them see it (see [`crate::access`]): a
+//! board of another employer's challenge, or of no known challenge, is NOT_FOUND.
 
 use std::pin::Pin;
 
@@ -42,7 +42,7 @@ impl LeaderboardService for LeaderboardGrpc {
         &self,
         request: Request<pb::GetLeaderboardRequest>,
     ) -> Result<Response<pb::GetLeaderboardResponse>, Status> {
-        Caller::of(&request)?;
+        let caller = Caller::of(&request)?;
         let pb::GetLeaderboardRequest { board, page_size, page_token } = request.into_inner();
         let mut v = Violations::new();
         let board = v.check(Board::parse(&board, "board"));
@@ -54,7 +54,7 @@ impl LeaderboardService for LeaderboardGrpc {
         let (Some(board), Some(size), Some(offset)) = (board, size, offset) else {
             unreachable!("violations were reported above");
         };
-        let page = self.boards.page(&board, offset.unwrap_or(0), size).await?;
+        let page = self.boards.page(&caller, &board, offset.unwrap_or(0), size).await?;
         Ok(Response::new(pb::GetLeaderboardResponse {
             entries: page.entries.iter().map(entry).collect(),
             next_page_token: page.next_offset.map(|o| paging::encode_token(&o)).unwrap_or_default(),
@@ -66,7 +66,7 @@ impl LeaderboardService for LeaderboardGrpc {
         &self,
         request: Request<pb::GetRankRequest>,
     ) -> Result<Response<pb::GetRankResponse>, Status> {
-        Caller::of(&request)?;
+        let caller = Caller::of(&request)?;
         let pb::GetRankRequest { board, member, neighbours } = request.into_inner();
         let mut v = Violations::new();
         let board = v.check(Board::parse(&board, "board"));
@@ -76,7 +76,7 @@ impl LeaderboardService for LeaderboardGrpc {
         let (Some(board), Some(member), Some(neighbours)) = (board, member, neighbours) else {
             unreachable!("violations were reported above");
         };
-        let rank = self.boards.rank(&board, &member, neighbours).await?;
+        let rank = self.boards.rank(&caller, &board, &member, neighbours).await?;
         Ok(Response::new(pb::GetRankResponse {
             entry: Some(entry(&rank.around.me)),
             window: rank.around.window.iter().map(entry).collect(),
@@ -90,7 +90,7 @@ impl LeaderboardService for LeaderboardGrpc {
         &self,
         request: Request<pb::WatchLeaderboardRequest>,
     ) -> Result<Response<Self::WatchLeaderboardStream>, Status> {
-        Caller::of(&request)?;
+        let caller = Caller::of(&request)?;
         let pb::WatchLeaderboardRequest { board, top_n } = request.into_inner();
         let mut v = Violations::new();
         let board = v.check(Board::parse(&board, "board"));
@@ -99,7 +99,7 @@ impl LeaderboardService for LeaderboardGrpc {
         let (Some(board), Some(top_n)) = (board, top_n) else {
             unreachable!("violations were reported above");
         };
-        let snapshots = self.boards.watch(board, top_n).await?;
+        let snapshots = self.boards.watch(&caller, board, top_n).await?;
         Ok(Response::new(snapshots.map(|s| Ok(snapshot(s))).boxed()))
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! # Layout
 //! - [`grpc`]: `LeaderboardService` — GetLeaderboard, GetRank, WatchLeaderboard; thin.
-//! - [`service`]: the reads behind the RPCs (make the board ready, then read).
+//! - [`service`]: the reads behind the RPCs (check access, make the board ready, then read).
+//! - [`access`]: who may read a board, from its owner (challenge boards: the challenge
+//!   service), cached and bounded; unknown boards are NOT_FOUND before any key is written.
+//! - [`limits`]: per-caller and per-process caps on concurrent watch streams.
 //! - [`domain`]: board names, member ids, page / neighbour / top N limits.
 //! - [`scores`]: the score store — Redis sorted sets in mesh mode, memory in embedded mode —
 //!   with exactly-once deltas, competition ranking and the board lifecycle (ready, building,
@@ -17,11 +20,13 @@
 //! - [`error`]: [`error::LeaderboardError`] and its one mapping to `tonic::Status`.
 //! - [`app`]: [`app::build`] wires it all into a mountable service and an applier.
 
+pub mod access;
 pub mod app;
 pub mod applier;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod limits;
 pub mod notices;
 pub mod rebuild;
 pub mod scores;

@@ -37,6 +37,7 @@ use futures::{
 use tonic::{Code, transport::Channel};
 
 use crate::{
+    access::BoardAudience,
     domain::Board,
     scores::{OwnedEntry, ScoreStore},
 };
@@ -52,25 +53,40 @@ pub trait BoardOwner: Send + Sync + 'static {
     async fn entries(&self, board: &Board) -> anyhow::Result<EntryStream>;
 }
 
-/// The owner of each board kind.
+/// The owners of each board kind: who holds its facts (for rebuilds) and who says who may
+/// read it (see [`crate::access`]).
 #[derive(Clone, Default)]
-pub struct Owners(HashMap<String, Arc<dyn BoardOwner>>);
+pub struct Owners {
+    facts: HashMap<String, Arc<dyn BoardOwner>>,
+    audiences: HashMap<String, Arc<dyn BoardAudience>>,
+}
 
 impl Owners {
-    /// No owners: every board rebuilds empty.
+    /// No owners: every board rebuilds empty, and no board is readable.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Registers `owner` for boards of `kind` (`challenge`).
+    /// Registers `owner` for the facts of boards of `kind` (`challenge`).
     pub fn with(mut self, kind: &str, owner: Arc<dyn BoardOwner>) -> Self {
-        self.0.insert(kind.to_string(), owner);
+        self.facts.insert(kind.to_string(), owner);
         self
     }
 
-    /// The owner of `kind`, if one is registered.
+    /// Registers `audience` as what decides who may read boards of `kind`.
+    pub fn with_audience(mut self, kind: &str, audience: Arc<dyn BoardAudience>) -> Self {
+        self.audiences.insert(kind.to_string(), audience);
+        self
+    }
+
+    /// The owner of the facts of `kind`, if one is registered.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn BoardOwner>> {
-        self.0.get(kind)
+        self.facts.get(kind)
+    }
+
+    /// What decides who may read boards of `kind`, if one is registered.
+    pub fn audience(&self, kind: &str) -> Option<&Arc<dyn BoardAudience>> {
+        self.audiences.get(kind)
     }
 }
 

@@ -18,21 +18,55 @@
 //!   higher score. On Redis a page and its ranks are read by one script, so a concurrent
 //!   delta cannot tear them apart.
 //! - Keys of one board share a Redis Cluster hash slot: `lb:{<board>}` (the sorted set),
-//!   `…:seen` (applied event ids), `…:ready`, `…:building` (the lease: the rebuild's token,
+//!   `…:seen` (applied event ids, scored by fact time), `…:ready`, `…:building` (the lease: the rebuild's token,
 //!   with a TTL), `…:next` and `…:next:seen` (the aside copy).
 //!
-//! Limits: the seen sets grow with every fact of a board (they are what makes redelivery
-//! harmless); a board is only as durable as Redis, which is why it can be rebuilt.
+//! # Bounded dedupe: a time window
+//!
+//! A board remembers the event ids it counted (`…:seen`, a sorted set scored by the fact's
+//! time; in memory the same per board) only for a window ([`Dedupe::window`], setting
+//! `dedupe_window_secs`, default 7 days). The time of a fact is the time in its UUIDv7 event
+//! id (progress entry and quiz answer ids are v7, minted when the fact is accepted), so it is
+//! fixed by the id and the same for every delivery of it. With `now` from the injected clock:
+//!
+//! 1. a delta whose fact time is before `now - window` is not counted ([`Applied::Stale`]);
+//! 2. otherwise it counts iff its id is not remembered (added with its time, atomically);
+//! 3. remembered ids are dropped once their time is before `now - window - skew`
+//!    ([`CLOCK_SKEW`]), so every id the window can still accept stays remembered.
+//!
+//! Exactly once in effect: let e (time t) be counted at `a1`, so `t >= a1 - window`, and come
+//! again at `a2`. If `t < a2 - window` it is refused by (1). Otherwise `t >= a2 - window`, and
+//! every prune so far, run at some `p` with `p <= a2 + skew` (appliers' clocks differ by less
+//! than `skew`), removed only times before `p - window - skew <= a2 - window`: e is still
+//! remembered and (2) skips it. A rebuild keeps this: owner entries are counted unless their
+//! id is remembered, and remembered (with their time) unless already outside the window,
+//! where (1) refuses their deltas anyway. So no delta counts twice, and the set holds only
+//! the ids of `window + skew` of facts.
+//!
+//! Nothing is lost either: a delta refused as stale was accepted longer than the window ago
+//! and is committed with its owner, so the applier marks its board missing
+//! ([`ScoreStore::forget`]) and the rebuild from the owner counts it. (Boards without an
+//! owner cannot be rebuilt: a stale delta of theirs is counted as lost in metrics.) The
+//! window must exceed any delay between a fact's acceptance and its delta's last delivery
+//! (bus reclaim after a dead applier, producer retries, outages); 7 days is far beyond them.
+//!
+//! Ids that are not UUIDv7 carry no time: they are remembered for good (never stale, never
+//! dropped). No producer sends them; they are accepted so older data keeps its exactness.
+//! Boards written before the window existed kept their ids in a plain set; the first delta
+//! converts it (times from the v7 ids, the rest kept for good).
+//!
+//! Limits: a board is only as durable as Redis, which is why it can be rebuilt.
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeSet, HashMap, HashSet},
-    sync::Mutex,
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use async_trait::async_trait;
+use ewpm_kit::clock::{SharedClock, SystemClock};
 use fred::{
     prelude::{Client, KeysInterface, SortedSetsInterface},
     types::Value,
@@ -81,6 +115,67 @@ pub enum Applied {
     /// The board is neither ready nor being rebuilt: dropped; a rebuild must follow (it will
     /// include the fact, which its owner committed before the delta was sent).
     Missing,
+    /// The fact is older than the dedupe window: not counted, as the board no longer knows
+    /// whether it did; a rebuild from the owner must follow to include it.
+    Stale,
+}
+
+/// Allowance for the clocks of applier processes disagreeing: remembered ids are kept this
+/// much longer than the window (see the module doc).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(600);
+
+/// How long applied event ids are remembered, and the clock that says when now is.
+#[derive(Clone)]
+pub struct Dedupe {
+    /// Facts older than this are refused; their ids are forgotten `CLOCK_SKEW` later.
+    pub window: Duration,
+    /// The time source.
+    pub clock: SharedClock,
+}
+
+impl Default for Dedupe {
+    /// 7 days on the wall clock (the default of `dedupe_window_secs`).
+    fn default() -> Self {
+        Self { window: Duration::from_secs(7 * 24 * 3600), clock: Arc::new(SystemClock) }
+    }
+}
+
+impl Dedupe {
+    /// The cut-offs at this moment.
+    fn cut(&self) -> Cut {
+        let now = self.clock.now().timestamp_millis();
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX / 4);
+        let skew = i64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(0);
+        let stale_before = now.saturating_sub(window);
+        Cut { stale_before, forget_before: stale_before.saturating_sub(skew) }
+    }
+}
+
+/// Fact times (Unix ms) below which deltas are stale, and remembered ids are dropped.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    stale_before: i64,
+    forget_before: i64,
+}
+
+impl Cut {
+    fn is_stale(self, time: Option<i64>) -> bool {
+        time.is_some_and(|t| t < self.stale_before)
+    }
+}
+
+/// The time of a fact, from its event id: the Unix milliseconds of a UUIDv7 (hyphenated, as
+/// producers send them); `None` for any other id.
+pub fn fact_time_ms(event_id: &str) -> Option<i64> {
+    if event_id.len() != 36 {
+        return None;
+    }
+    let id = uuid::Uuid::try_parse(event_id).ok()?;
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let b = id.as_bytes();
+    Some(i64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]))
 }
 
 /// One fact as the board's owner has it, for a rebuild.
@@ -156,6 +251,12 @@ pub trait ScoreStore: Send + Sync + 'static {
     /// Whether `board` is ready (a board that is not must be rebuilt from its owner).
     async fn exists(&self, board: &str) -> anyhow::Result<bool>;
 
+    /// Marks `board` missing, so that it is rebuilt from its owner (after a stale delta).
+    async fn forget(&self, board: &str) -> anyhow::Result<()>;
+
+    /// Event ids the live `board` remembers (for tests and metrics).
+    async fn remembered(&self, board: &str) -> anyhow::Result<u64>;
+
     /// `limit` entries from `offset` and the number of members, as one consistent read;
     /// `None` when the board is not ready. The read path's one round trip.
     async fn page(
@@ -192,19 +293,77 @@ impl Ord for OrderedScore {
     }
 }
 
+/// Remembered event ids with their fact times (`None`: no time, kept for good).
+#[derive(Debug, Default)]
+struct Seen {
+    ids: HashMap<String, Option<i64>>,
+    by_time: BTreeSet<(i64, String)>,
+}
+
+impl Seen {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    /// Remembers `id`; `false` if it already was.
+    fn insert(&mut self, id: &str, time: Option<i64>) -> bool {
+        if self.ids.contains_key(id) {
+            return false;
+        }
+        self.ids.insert(id.to_string(), time);
+        if let Some(t) = time {
+            self.by_time.insert((t, id.to_string()));
+        }
+        true
+    }
+
+    /// Drops ids whose time is before `before`.
+    fn forget_before(&mut self, before: i64) {
+        while let Some((t, _)) = self.by_time.first()
+            && *t < before
+        {
+            if let Some((_, id)) = self.by_time.pop_first() {
+                self.ids.remove(&id);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemoryBoard {
     scores: HashMap<String, f64>,
     order: BTreeSet<OrderKey>,
-    seen: HashSet<String>,
+    seen: Seen,
 }
 
 impl MemoryBoard {
-    /// Adds `delta` unless `event_id` was counted; whether it was.
-    fn add(&mut self, member: &str, delta: f64, event_id: &str) -> bool {
-        if !self.seen.insert(event_id.to_string()) {
-            return false;
+    /// A delta: counted unless stale or its id is remembered.
+    fn apply(&mut self, member: &str, delta: f64, event_id: &str, cut: Cut) -> Applied {
+        self.seen.forget_before(cut.forget_before);
+        let time = fact_time_ms(event_id);
+        if cut.is_stale(time) {
+            return Applied::Stale;
         }
+        if !self.seen.insert(event_id, time) {
+            return Applied::Duplicate;
+        }
+        self.add(member, delta);
+        Applied::Applied
+    }
+
+    /// An owner's entry: counted unless its id is remembered; remembered unless stale.
+    fn load(&mut self, member: &str, value: f64, event_id: &str, cut: Cut) {
+        if self.seen.contains(event_id) {
+            return;
+        }
+        let time = fact_time_ms(event_id);
+        if !cut.is_stale(time) {
+            self.seen.insert(event_id, time);
+        }
+        self.add(member, value);
+    }
+
+    fn add(&mut self, member: &str, delta: f64) {
         let old = self.scores.get(member).copied();
         if let Some(old) = old {
             self.order.remove(&(Reverse(OrderedScore(old)), Reverse(member.to_string())));
@@ -212,7 +371,6 @@ impl MemoryBoard {
         let new = old.unwrap_or(0.0) + delta;
         self.scores.insert(member.to_string(), new);
         self.order.insert((Reverse(OrderedScore(new)), Reverse(member.to_string())));
-        true
     }
 
     /// One plus the members strictly above `score` (they come first in the order). Linear
@@ -261,15 +419,27 @@ impl MemoryState {
 }
 
 /// The embedded score store: every board under one mutex, mirroring the Redis store.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryScores {
     boards: Mutex<HashMap<String, MemoryState>>,
+    dedupe: Dedupe,
 }
 
 impl MemoryScores {
-    /// An empty store.
+    /// An empty store with the default dedupe window.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same store remembering applied ids for `dedupe`'s window.
+    pub fn with_dedupe(self, dedupe: Dedupe) -> Self {
+        Self { dedupe, ..self }
+    }
+
+    /// Boards with any state (ready, building, or once begun): what reads and rebuilds
+    /// leave behind, for tests that check nothing was created.
+    pub fn boards(&self) -> usize {
+        self.with(|boards| boards.len())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, MemoryState>) -> T) -> T {
@@ -284,6 +454,7 @@ impl MemoryScores {
 #[async_trait]
 impl ScoreStore for MemoryScores {
     async fn apply_many(&self, deltas: &[Delta]) -> anyhow::Result<Vec<Applied>> {
+        let cut = self.dedupe.cut();
         Ok(self.with(|boards| {
             deltas
                 .iter()
@@ -295,11 +466,7 @@ impl ScoreStore for MemoryScores {
                         None if building => &mut state.next,
                         None => return Applied::Missing,
                     };
-                    if target.add(&d.member, d.delta, &d.event_id) {
-                        Applied::Applied
-                    } else {
-                        Applied::Duplicate
-                    }
+                    target.apply(&d.member, d.delta, &d.event_id, cut)
                 })
                 .collect()
         }))
@@ -329,13 +496,14 @@ impl ScoreStore for MemoryScores {
         entries: &[OwnedEntry],
         lease: Duration,
     ) -> anyhow::Result<bool> {
+        let cut = self.dedupe.cut();
         Ok(self.with(|boards| {
             let Some(state) = boards.get_mut(board).filter(|s| s.lease_held_by(token)) else {
                 return false;
             };
             state.building = Some((token.to_string(), Instant::now() + lease));
             for e in entries {
-                state.next.add(&e.member, e.value, &e.event_id);
+                state.next.load(&e.member, e.value, &e.event_id, cut);
             }
             true
         }))
@@ -390,6 +558,19 @@ impl ScoreStore for MemoryScores {
         Ok(self.with_live(board, |_| ()).is_some())
     }
 
+    async fn forget(&self, board: &str) -> anyhow::Result<()> {
+        self.with(|boards| {
+            if let Some(state) = boards.get_mut(board) {
+                state.live = None;
+            }
+        });
+        Ok(())
+    }
+
+    async fn remembered(&self, board: &str) -> anyhow::Result<u64> {
+        Ok(self.with_live(board, |b| b.seen.ids.len() as u64).unwrap_or(0))
+    }
+
     async fn page(
         &self,
         board: &str,
@@ -405,10 +586,35 @@ fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Applies a batch of one board's deltas (ARGV: member, delta, event id, …) to the live keys
-/// when ready, to the aside keys while building; one reply per delta: 1 applied, 0
-/// duplicate, 2 missing.
-/// KEYS: live, seen, ready, building, next, next:seen.
+/// Converts a seen set kept as a plain set (before the dedupe window) into the sorted set of
+/// fact times: UUIDv7 ids get their time, other ids `+inf` (kept for good). Prepended to the
+/// scripts that write seen sets.
+const SEEN_UPGRADE: &str = r#"
+local function upgrade_seen(key)
+  if redis.call('TYPE', key).ok ~= 'set' then return end
+  local ids = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  for i = 1, #ids, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #ids) do
+      local id, t = ids[j], '+inf'
+      if #id == 36 and string.sub(id, 15, 15) == '7' then
+        local ms = tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
+        if ms then t = string.format('%d', ms) end
+      end
+      args[#args + 1] = t
+      args[#args + 1] = id
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+"#;
+
+/// Applies a batch of one board's deltas to the live keys when ready, to the aside keys
+/// while building; one reply per delta: 1 applied, 0 duplicate, 2 missing, 3 stale. First
+/// drops remembered ids older than the forget cut-off (see the module doc).
+/// KEYS: live, seen, ready, building, next, next:seen. ARGV: stale-before ms, forget-before
+/// ms, then member, delta, event id, fact time (ms or `+inf`) per delta.
 const APPLY_SCRIPT: &str = r#"
 local z, s
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -416,11 +622,19 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 elseif redis.call('EXISTS', KEYS[4]) == 1 then
   z, s = KEYS[5], KEYS[6]
 end
+if s then
+  upgrade_seen(s)
+  redis.call('ZREMRANGEBYSCORE', s, '-inf', '(' .. ARGV[2])
+end
+local stale_before = tonumber(ARGV[1])
 local out = {}
-for i = 1, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
+  local t = ARGV[i + 3]
   if not z then
     out[#out + 1] = 2
-  elseif redis.call('SADD', s, ARGV[i + 2]) == 1 then
+  elseif t ~= '+inf' and tonumber(t) < stale_before then
+    out[#out + 1] = 3
+  elseif redis.call('ZADD', s, 'NX', t, ARGV[i + 2]) == 1 then
     redis.call('ZINCRBY', z, ARGV[i + 1], ARGV[i])
     out[#out + 1] = 1
   else
@@ -439,14 +653,21 @@ redis.call('DEL', KEYS[3], KEYS[4])
 return 1
 "#;
 
-/// Loads owner entries (ARGV from 3: member, event id, value, …) into the aside keys if the
-/// lease is ours, and extends it.
-/// KEYS: building, next, next:seen. ARGV: token, lease ms, entries….
+/// Loads owner entries into the aside keys if the lease is ours, and extends it: an entry
+/// counts unless its id is remembered, and is remembered unless stale.
+/// KEYS: building, next, next:seen. ARGV: token, lease ms, stale-before ms, then member,
+/// event id, value, fact time (ms or `+inf`) per entry.
 const LOAD_SCRIPT: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-for i = 3, #ARGV, 3 do
-  if redis.call('SADD', KEYS[3], ARGV[i + 1]) == 1 then
+upgrade_seen(KEYS[3])
+local stale_before = tonumber(ARGV[3])
+for i = 4, #ARGV, 4 do
+  if not redis.call('ZSCORE', KEYS[3], ARGV[i + 1]) then
+    local t = ARGV[i + 3]
+    if t == '+inf' or tonumber(t) >= stale_before then
+      redis.call('ZADD', KEYS[3], t, ARGV[i + 1])
+    end
     redis.call('ZINCRBY', KEYS[2], ARGV[i + 2], ARGV[i])
   end
 end
@@ -568,6 +789,7 @@ struct Keys {
 pub struct RedisScores {
     client: Client,
     prefix: String,
+    dedupe: Dedupe,
 }
 
 impl RedisScores {
@@ -575,7 +797,12 @@ impl RedisScores {
     /// tests).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = ewpm_kit::redis::connect(url).await?;
-        Ok(Self { client, prefix: prefix.to_string() })
+        Ok(Self { client, prefix: prefix.to_string(), dedupe: Dedupe::default() })
+    }
+
+    /// The same store remembering applied ids for `dedupe`'s window.
+    pub fn with_dedupe(self, dedupe: Dedupe) -> Self {
+        Self { dedupe, ..self }
     }
 
     fn key(&self, board: &str) -> String {
@@ -613,13 +840,19 @@ impl RedisScores {
 
     async fn apply_board(&self, board: &str, deltas: &[&Delta]) -> anyhow::Result<Vec<Applied>> {
         let k = self.keys(board);
-        let args: Vec<String> = deltas
-            .iter()
-            .flat_map(|d| [d.member.clone(), d.delta.to_string(), d.event_id.clone()])
-            .collect();
+        let cut = self.dedupe.cut();
+        let mut args = vec![cut.stale_before.to_string(), cut.forget_before.to_string()];
+        for d in deltas {
+            args.extend([
+                d.member.clone(),
+                d.delta.to_string(),
+                d.event_id.clone(),
+                time_arg(&d.event_id),
+            ]);
+        }
         let codes: Vec<i64> = ewpm_kit::redis::eval(
             &self.client,
-            APPLY_SCRIPT,
+            APPLY.as_str(),
             vec![k.live, k.seen, k.ready, k.building, k.next, k.next_seen],
             args,
         )
@@ -631,11 +864,23 @@ impl RedisScores {
             .map(|c| match c {
                 1 => Applied::Applied,
                 0 => Applied::Duplicate,
+                3 => Applied::Stale,
                 _ => Applied::Missing,
             })
             .collect())
     }
 }
+
+/// A fact's time as the scripts take it: Unix ms, or `+inf` for an id without one.
+fn time_arg(event_id: &str) -> String {
+    fact_time_ms(event_id).map_or_else(|| "+inf".to_string(), |t| t.to_string())
+}
+
+/// The scripts that write seen sets, with the upgrade of old plain sets in front.
+static APPLY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SEEN_UPGRADE}{APPLY_SCRIPT}"));
+static LOAD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SEEN_UPGRADE}{LOAD_SCRIPT}"));
 
 /// Milliseconds of a lease for Redis (at least 1: `PX 0` is an error).
 fn lease_ms(lease: Duration) -> String {
@@ -697,14 +942,20 @@ impl ScoreStore for RedisScores {
         // An empty load still extends the lease and reports whether it is ours.
         let chunks: Vec<&[OwnedEntry]> =
             if entries.is_empty() { vec![&[]] } else { entries.chunks(LOAD_CHUNK).collect() };
+        let cut = self.dedupe.cut();
         for chunk in chunks {
-            let mut args = vec![token.to_string(), lease_ms(lease)];
+            let mut args = vec![token.to_string(), lease_ms(lease), cut.stale_before.to_string()];
             for e in chunk {
-                args.extend([e.member.clone(), e.event_id.clone(), e.value.to_string()]);
+                args.extend([
+                    e.member.clone(),
+                    e.event_id.clone(),
+                    e.value.to_string(),
+                    time_arg(&e.event_id),
+                ]);
             }
             let ours: i64 = ewpm_kit::redis::eval(
                 &self.client,
-                LOAD_SCRIPT,
+                LOAD.as_str(),
                 vec![k.building.clone(), k.next.clone(), k.next_seen.clone()],
                 args,
             )
@@ -783,6 +1034,15 @@ impl ScoreStore for RedisScores {
     async fn exists(&self, board: &str) -> anyhow::Result<bool> {
         let n: u64 = self.client.exists(self.keys(board).ready).await.context("EXISTS")?;
         Ok(n == 1)
+    }
+
+    async fn forget(&self, board: &str) -> anyhow::Result<()> {
+        let _: u64 = self.client.del(self.keys(board).ready).await.context("DEL ready")?;
+        Ok(())
+    }
+
+    async fn remembered(&self, board: &str) -> anyhow::Result<u64> {
+        Ok(self.client.zcard(self.keys(board).seen).await.context("ZCARD seen")?)
     }
 
     async fn page(

@@ -1,5 +1,6 @@
-//! The reads behind the RPCs: every read first makes the board ready (rebuilding a missing
-//! board from its owner), then reads the score store.
+//! The reads behind the RPCs: every read first checks that the board exists and the caller
+//! may see it ([`Access`]), then makes the board ready (rebuilding a missing board from its
+//! owner), then reads the score store. Watches also take a [`StreamSlot`] for their lifetime.
 
 use std::{
     collections::HashMap,
@@ -8,10 +9,14 @@ use std::{
 };
 
 use anyhow::Context;
+use ewpm_kit::auth::Caller;
+use futures::StreamExt;
 
 use crate::{
+    access::Access,
     domain::Board,
     error::LeaderboardError,
+    limits::{StreamLimits, StreamSlot},
     rebuild::Rebuilder,
     scores::{Around, Entry, ScoreStore},
     watch::{WatchHub, WatchStream},
@@ -84,27 +89,41 @@ pub struct Leaderboards {
     rebuilder: Rebuilder,
     hub: WatchHub,
     cache: Arc<PageCache>,
+    access: Access,
+    streams: Arc<StreamLimits>,
 }
 
 impl Leaderboards {
-    /// Reads of `scores`, made ready by `rebuilder`, watched through `hub`; pages are served
-    /// from memory for up to `read_cache` after they were read.
+    /// Reads of `scores` allowed by `access`, made ready by `rebuilder`, watched through
+    /// `hub` within `streams`; pages are served from memory for up to `read_cache` after
+    /// they were read.
     pub fn new(
         scores: Arc<dyn ScoreStore>,
         rebuilder: Rebuilder,
         hub: WatchHub,
         read_cache: Duration,
+        access: Access,
+        streams: Arc<StreamLimits>,
     ) -> Self {
-        Self { scores, rebuilder, hub, cache: Arc::new(PageCache::new(read_cache)) }
+        Self {
+            scores,
+            rebuilder,
+            hub,
+            cache: Arc::new(PageCache::new(read_cache)),
+            access,
+            streams,
+        }
     }
 
     /// `size` entries from position `offset`.
     pub async fn page(
         &self,
+        caller: &Caller,
         board: &Board,
         offset: u64,
         size: u32,
     ) -> Result<Page, LeaderboardError> {
+        self.access.check(caller, board).await?;
         if let Some(page) = self.cache.get(board.as_str(), offset, size, Instant::now()) {
             return Ok(page);
         }
@@ -127,10 +146,12 @@ impl Leaderboards {
     /// `member`'s rank and up to `neighbours` entries on each side.
     pub async fn rank(
         &self,
+        caller: &Caller,
         board: &Board,
         member: &str,
         neighbours: u32,
     ) -> Result<Rank, LeaderboardError> {
+        self.access.check(caller, board).await?;
         self.rebuilder.ensure_ready(board).await?;
         let around = self
             .scores
@@ -145,9 +166,23 @@ impl Leaderboards {
         Ok(Rank { around, total_members })
     }
 
-    /// Live snapshots of the top `top_n`.
-    pub async fn watch(&self, board: Board, top_n: u32) -> Result<WatchStream, LeaderboardError> {
-        self.hub.watch(board, top_n).await
+    /// Live snapshots of the top `top_n`, holding one of the caller's stream slots until the
+    /// stream is dropped.
+    pub async fn watch(
+        &self,
+        caller: &Caller,
+        board: Board,
+        top_n: u32,
+    ) -> Result<WatchStream, LeaderboardError> {
+        self.access.check(caller, &board).await?;
+        let slot: StreamSlot = self.streams.acquire(&caller.user_id)?;
+        let snapshots = self.hub.watch(board, top_n).await?;
+        Ok(snapshots
+            .map(move |s| {
+                let _held = &slot;
+                s
+            })
+            .boxed())
     }
 }
 

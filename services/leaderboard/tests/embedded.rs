@@ -17,7 +17,7 @@ use ewpm_leaderboard::{
     domain::Board,
     notices::{MemoryNotices, Notices},
     rebuild::Owners,
-    scores::{MemoryScores, ScoreStore},
+    scores::{Dedupe, MemoryScores, ScoreStore},
 };
 use ewpm_proto::leaderboard::v1::ScoreDelta;
 use futures::StreamExt;
@@ -138,6 +138,64 @@ async fn deltas_of_a_board_without_an_owner_are_kept_when_it_first_appears() {
         async move { s.top("quiz:s1", 0, 10).await.unwrap() == vec![e(1, "a", 2.0), e(2, "b", 1.0)] }
     })
     .await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, applier).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_older_than_the_dedupe_window_is_counted_once_through_a_rebuild() {
+    use chrono::TimeZone;
+    let now = chrono::Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap();
+    let clock = ewpm_kit::clock::FixedClock::new(now);
+    let dedupe = Dedupe { window: Duration::from_secs(3600), clock };
+    let scores: Arc<dyn ScoreStore> = Arc::new(MemoryScores::new().with_dedupe(dedupe));
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let owner = FixedOwner::new(vec![]);
+    let shutdown = CancellationToken::new();
+    let settings = Settings::default();
+    let built = app::build(
+        scores.clone(),
+        bus.clone(),
+        Arc::new(MemoryNotices::new()),
+        Owners::new().with("challenge", owner.clone()),
+        &settings.leaderboard,
+        &settings.grpc,
+        shutdown.clone(),
+    );
+    let board = Board::parse(BOARD, "board").unwrap();
+    built.rebuilder.ensure_ready(&board).await.unwrap();
+    let applier = tokio::spawn(built.applier.run(shutdown.clone()));
+    // A fact accepted three hours ago (past the 1 h window) whose delta arrives only now:
+    // the board cannot tell whether it counted it, so it is rebuilt from the owner.
+    let ms = u64::try_from((now - chrono::Duration::hours(3)).timestamp_millis()).unwrap();
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    (b[6], b[8]) = (0x70, 0x80);
+    let old = uuid::Uuid::from_bytes(b).to_string();
+    owner.facts.lock().unwrap().push(owned("bob", &old, 7.0));
+    for delivery in 1..=2 {
+        bus.publish(TOPIC, &[delta("bob", 7.0, &old)]).await.unwrap();
+        let s = scores.clone();
+        eventually(|| {
+            let s = s.clone();
+            async move { s.top(BOARD, 0, 10).await.unwrap() == vec![e(1, "bob", 7.0)] }
+        })
+        .await;
+        // Each delivery made one rebuild (after the first, empty one); none counted twice.
+        let o = owner.clone();
+        eventually(|| {
+            let o = o.clone();
+            async move { o.calls() == 1 + delivery }
+        })
+        .await;
+        let s = scores.clone();
+        eventually(|| {
+            let s = s.clone();
+            async move { s.exists(BOARD).await.unwrap() }
+        })
+        .await;
+    }
+    assert_eq!(scores.top(BOARD, 0, 10).await.unwrap(), vec![e(1, "bob", 7.0)]);
     shutdown.cancel();
     tokio::time::timeout(PATIENCE, applier).await.unwrap().unwrap().unwrap();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use common::{FixedOwner, PATIENCE, lose_redis_board, owned, redis};
+use common::{Challenges, FixedOwner, PATIENCE, lose_redis_board, owned, redis};
 use ewpm_kit::{
     CancellationToken,
     auth::Role,
@@ -17,22 +17,23 @@ use ewpm_leaderboard::{
     applier::{GROUP, TOPIC},
     domain::Board,
     notices::{Notices, RedisNotices},
-    rebuild::Owners,
     scores::{RedisScores, ScoreStore},
     watch::WatchHub,
 };
 use ewpm_proto::leaderboard::v1::{
     self as pb, ScoreDelta, leaderboard_service_client::LeaderboardServiceClient,
 };
-use ewpm_testkit::{Spawned, bearer, key_prefix, reason, servers, spawn_grpc, violations};
+use ewpm_testkit::{
+    Spawned, TestDb, bearer, key_prefix, reason, request, servers, spawn_grpc, violations,
+};
 use fred::prelude::PubsubInterface;
 use futures::StreamExt;
 use prost::Message;
 use tonic::{Code, Request, transport::Channel};
 
-const BOARD: &str = "challenge:0194d3c2-5b1e-7c4f-9a51-2d3e4f5a6b7c";
-
 struct Harness {
+    /// An open challenge's board.
+    board: String,
     client: LeaderboardServiceClient<Channel>,
     scores: Arc<dyn ScoreStore>,
     bus: Arc<dyn Bus>,
@@ -42,6 +43,7 @@ struct Harness {
     /// The service's shutdown token (watch streams end when it is cancelled).
     shutdown: CancellationToken,
     _server: Spawned,
+    _challenges: Challenges,
 }
 
 fn settings() -> LeaderboardSettings {
@@ -60,7 +62,9 @@ async fn harness(facts: Vec<ewpm_leaderboard::scores::OwnedEntry>) -> Harness {
     let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(url, &prefix).await.unwrap());
     let notices: Arc<dyn Notices> = Arc::new(RedisNotices::connect(url, &prefix).await.unwrap());
     let owner = FixedOwner::new(facts);
-    let owners = Owners::new().with("challenge", owner.clone());
+    let challenges = Challenges::start(TestDb::postgres().await.unwrap()).await;
+    let board = challenges.create(None).await;
+    let owners = challenges.owners(owner.clone());
     let shutdown = CancellationToken::new();
     let mut parts = None;
     let (s, b, n, t) = (scores.clone(), bus.clone(), notices.clone(), shutdown.clone());
@@ -74,7 +78,18 @@ async fn harness(facts: Vec<ewpm_leaderboard::scores::OwnedEntry>) -> Harness {
     let (applier, hub) = parts.unwrap();
     tokio::spawn(applier.run(shutdown.clone()));
     let client = LeaderboardServiceClient::connect(server.uri()).await.unwrap();
-    Harness { client, scores, bus, prefix, owner, hub, shutdown, _server: server }
+    Harness {
+        board,
+        client,
+        scores,
+        bus,
+        prefix,
+        owner,
+        hub,
+        shutdown,
+        _server: server,
+        _challenges: challenges,
+    }
 }
 
 impl Drop for Harness {
@@ -98,8 +113,8 @@ fn page(board: &str, page_size: i32, page_token: &str) -> pb::GetLeaderboardRequ
     pb::GetLeaderboardRequest { board: board.into(), page_size, page_token: page_token.into() }
 }
 
-fn rank(member: &str, neighbours: i32) -> pb::GetRankRequest {
-    pb::GetRankRequest { board: BOARD.into(), member: member.into(), neighbours }
+fn rank(board: &str, member: &str, neighbours: i32) -> pb::GetRankRequest {
+    pb::GetRankRequest { board: board.into(), member: member.into(), neighbours }
 }
 
 /// a 50, b 40, c 40, d 30, e 10 — as the owner has them.
@@ -114,9 +129,9 @@ fn five() -> Vec<ewpm_leaderboard::scores::OwnedEntry> {
     ]
 }
 
-fn delta(member: &str, value: f64, event_id: &str) -> Vec<u8> {
+fn delta(board: &str, member: &str, value: f64, event_id: &str) -> Vec<u8> {
     ScoreDelta {
-        board: BOARD.into(),
+        board: board.into(),
         member: member.into(),
         delta: value,
         event_id: event_id.into(),
@@ -125,19 +140,23 @@ fn delta(member: &str, value: f64, event_id: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-async fn totals(client: &mut LeaderboardServiceClient<Channel>) -> BTreeMap<String, f64> {
-    let r = client.get_leaderboard(req(page(BOARD, 100, ""))).await.unwrap().into_inner();
+async fn totals(
+    client: &mut LeaderboardServiceClient<Channel>,
+    board: &str,
+) -> BTreeMap<String, f64> {
+    let r = client.get_leaderboard(req(page(board, 100, ""))).await.unwrap().into_inner();
     r.entries.into_iter().map(|e| (e.member, e.score)).collect()
 }
 
 /// Polls until the board's totals are `expected`; fails after [`PATIENCE`].
 async fn eventually_totals(
     client: &mut LeaderboardServiceClient<Channel>,
+    board: &str,
     expected: &BTreeMap<String, f64>,
 ) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let got = totals(client).await;
+        let got = totals(client, board).await;
         if &got == expected {
             return;
         }
@@ -151,9 +170,9 @@ async fn a_missing_board_is_rebuilt_from_its_owner_on_first_read_once() {
     let mut h = harness(five()).await;
     let reads: Vec<_> = (0..20)
         .map(|_| {
-            let mut c = h.client.clone();
+            let (mut c, board) = (h.client.clone(), h.board.clone());
             tokio::spawn(async move {
-                c.get_leaderboard(req(page(BOARD, 1, "")))
+                c.get_leaderboard(req(page(&board, 1, "")))
                     .await
                     .map(|r| r.into_inner().total_members)
             })
@@ -164,33 +183,33 @@ async fn a_missing_board_is_rebuilt_from_its_owner_on_first_read_once() {
     }
     // One rebuild per board per process, however many readers raced for it.
     assert_eq!(h.owner.calls(), 1);
-    assert_eq!(totals(&mut h.client).await.len(), 5);
+    assert_eq!(totals(&mut h.client, &h.board).await.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_competition_ranks_and_cross_a_tie() {
     let mut h = harness(five()).await;
-    let first = h.client.get_leaderboard(req(page(BOARD, 2, ""))).await.unwrap().into_inner();
+    let first = h.client.get_leaderboard(req(page(&h.board, 2, ""))).await.unwrap().into_inner();
     assert_eq!(first.entries, vec![entry(1, "a", 50.0), entry(2, "c", 40.0)]);
     assert_eq!(first.total_members, 5);
     assert!(!first.next_page_token.is_empty());
     // The page starts inside the tie: b keeps the tied rank, d skips to 4.
     let second = h
         .client
-        .get_leaderboard(req(page(BOARD, 2, &first.next_page_token)))
+        .get_leaderboard(req(page(&h.board, 2, &first.next_page_token)))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(second.entries, vec![entry(2, "b", 40.0), entry(4, "d", 30.0)]);
     let last = h
         .client
-        .get_leaderboard(req(page(BOARD, 2, &second.next_page_token)))
+        .get_leaderboard(req(page(&h.board, 2, &second.next_page_token)))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((last.entries, last.next_page_token), (vec![entry(5, "e", 10.0)], String::new()));
     // An exact fit has no next page either.
-    let all = h.client.get_leaderboard(req(page(BOARD, 5, ""))).await.unwrap().into_inner();
+    let all = h.client.get_leaderboard(req(page(&h.board, 5, ""))).await.unwrap().into_inner();
     assert_eq!((all.entries.len(), all.next_page_token), (5, String::new()));
 }
 
@@ -199,15 +218,15 @@ async fn page_size_defaults_to_ten_and_is_clamped_to_a_hundred() {
     let facts =
         (0..120).map(|i| owned(&format!("m{i:03}"), &format!("ev{i}"), f64::from(i))).collect();
     let mut h = harness(facts).await;
-    let default = h.client.get_leaderboard(req(page(BOARD, 0, ""))).await.unwrap().into_inner();
+    let default = h.client.get_leaderboard(req(page(&h.board, 0, ""))).await.unwrap().into_inner();
     assert_eq!((default.entries.len(), default.total_members), (10, 120));
     assert_eq!(default.entries[0], entry(1, "m119", 119.0));
-    let clamped = h.client.get_leaderboard(req(page(BOARD, 1000, ""))).await.unwrap().into_inner();
+    let clamped =
+        h.client.get_leaderboard(req(page(&h.board, 1000, ""))).await.unwrap().into_inner();
     assert_eq!(clamped.entries.len(), 100);
-    // An empty board is a page of nothing, not an error.
-    let empty =
-        h.client.get_leaderboard(req(page("quiz:nobody-yet", 10, ""))).await.unwrap().into_inner();
-    assert_eq!(empty, pb::GetLeaderboardResponse::default());
+    // A board of a kind no owner answers for is not found (no empty board is made up).
+    let err = h.client.get_leaderboard(req(page("quiz:nobody-yet", 10, ""))).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err)), (Code::NotFound, "BOARD_NOT_FOUND".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +245,7 @@ async fn bad_requests_name_every_bad_field() {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["board", "member", "neighbours"]);
-    let err = h.client.get_rank(req(rank("a", -1))).await.unwrap_err();
+    let err = h.client.get_rank(req(rank(&h.board, "a", -1))).await.unwrap_err();
     assert_eq!(violations(&err), vec!["neighbours"]);
     let err = h
         .client
@@ -235,14 +254,14 @@ async fn bad_requests_name_every_bad_field() {
         .unwrap_err();
     assert_eq!(violations(&err), vec!["board", "top_n"]);
     // No token, no answer.
-    let err = h.client.get_leaderboard(Request::new(page(BOARD, 1, ""))).await.unwrap_err();
+    let err = h.client.get_leaderboard(Request::new(page(&h.board, 1, ""))).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rank_shows_its_neighbours_clipped_at_both_ends() {
     let mut h = harness(five()).await;
-    let top = h.client.get_rank(req(rank("a", 2))).await.unwrap().into_inner();
+    let top = h.client.get_rank(req(rank(&h.board, "a", 2))).await.unwrap().into_inner();
     assert_eq!(
         top,
         pb::GetRankResponse {
@@ -251,15 +270,15 @@ async fn a_rank_shows_its_neighbours_clipped_at_both_ends() {
             total_members: 5,
         }
     );
-    let tied = h.client.get_rank(req(rank("b", 1))).await.unwrap().into_inner();
+    let tied = h.client.get_rank(req(rank(&h.board, "b", 1))).await.unwrap().into_inner();
     assert_eq!(tied.entry, Some(entry(2, "b", 40.0)));
     assert_eq!(tied.window, vec![entry(2, "c", 40.0), entry(2, "b", 40.0), entry(4, "d", 30.0)]);
-    let bottom = h.client.get_rank(req(rank("e", 50))).await.unwrap().into_inner();
+    let bottom = h.client.get_rank(req(rank(&h.board, "e", 50))).await.unwrap().into_inner();
     assert_eq!(bottom.entry, Some(entry(5, "e", 10.0)));
     assert_eq!(bottom.window.len(), 5);
-    let alone = h.client.get_rank(req(rank("d", 0))).await.unwrap().into_inner();
+    let alone = h.client.get_rank(req(rank(&h.board, "d", 0))).await.unwrap().into_inner();
     assert_eq!(alone.window, vec![entry(4, "d", 30.0)]);
-    let err = h.client.get_rank(req(rank("zed", 2))).await.unwrap_err();
+    let err = h.client.get_rank(req(rank(&h.board, "zed", 2))).await.unwrap_err();
     assert_eq!((err.code(), reason(&err)), (Code::NotFound, "MEMBER_NOT_ON_BOARD".to_string()));
 }
 
@@ -267,25 +286,25 @@ async fn a_rank_shows_its_neighbours_clipped_at_both_ends() {
 async fn the_applier_applies_each_delta_once_and_skips_poison() {
     let mut h = harness(vec![]).await;
     // Make the board ready (empty) first, so every delta lands.
-    assert_eq!(totals(&mut h.client).await, BTreeMap::new());
+    assert_eq!(totals(&mut h.client, &h.board).await, BTreeMap::new());
     let payloads = vec![
-        delta("alice", 5.0, "ev-1"),
+        delta(&h.board, "alice", 5.0, "ev-1"),
         b"not a protobuf \xff\xff".to_vec(),
-        delta("alice", 5.0, "ev-1"),
-        delta("bob", 3.0, "ev-2"),
+        delta(&h.board, "alice", 5.0, "ev-1"),
+        delta(&h.board, "bob", 3.0, "ev-2"),
         ScoreDelta { board: "bad board".into(), ..ScoreDelta::default() }.encode_to_vec(),
-        delta("alice", -1.5, "ev-3"),
+        delta(&h.board, "alice", -1.5, "ev-3"),
     ];
     h.bus.publish(TOPIC, &payloads).await.unwrap();
-    h.bus.publish(TOPIC, &[delta("bob", 3.0, "ev-2")]).await.unwrap();
+    h.bus.publish(TOPIC, &[delta(&h.board, "bob", 3.0, "ev-2")]).await.unwrap();
     let expected = BTreeMap::from([("alice".to_string(), 3.5), ("bob".to_string(), 3.0)]);
-    eventually_totals(&mut h.client, &expected).await;
+    eventually_totals(&mut h.client, &h.board, &expected).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while h.bus.pending(TOPIC, GROUP).await.unwrap() > 0 {
         assert!(tokio::time::Instant::now() < deadline, "deltas stayed pending");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(totals(&mut h.client).await, expected);
+    assert_eq!(totals(&mut h.client, &h.board).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,15 +312,16 @@ async fn a_lost_board_is_rebuilt_exactly_while_deltas_keep_arriving() {
     let mut h = harness(vec![]).await;
     let owner = h.owner.clone();
     let bus = h.bus.clone();
+    let board = h.board.clone();
     // The producer: commits each fact to the owner, then emits its delta (some twice).
     let producer = tokio::spawn(async move {
         for i in 0..400u32 {
             let (member, event_id, value) =
                 (format!("m{}", i % 9), format!("ev-{i}"), f64::from(i % 7) + 1.0);
             owner.facts.lock().unwrap().push(owned(&member, &event_id, value));
-            let mut payloads = vec![delta(&member, value, &event_id)];
+            let mut payloads = vec![delta(&board, &member, value, &event_id)];
             if i % 5 == 0 {
-                payloads.push(delta(&member, value, &event_id));
+                payloads.push(delta(&board, &member, value, &event_id));
             }
             bus.publish(TOPIC, &payloads).await.unwrap();
             if i % 20 == 0 {
@@ -312,16 +332,16 @@ async fn a_lost_board_is_rebuilt_exactly_while_deltas_keep_arriving() {
     // Lose the board a few times while the producer runs; reads bring it back.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        lose_redis_board(&h.prefix, BOARD).await;
-        let _ = totals(&mut h.client).await;
+        lose_redis_board(&h.prefix, &h.board).await;
+        let _ = totals(&mut h.client, &h.board).await;
     }
     producer.await.unwrap();
     let mut expected: BTreeMap<String, f64> = BTreeMap::new();
     for f in h.owner.facts.lock().unwrap().iter() {
         *expected.entry(f.member.clone()).or_default() += f.value;
     }
-    eventually_totals(&mut h.client, &expected).await;
-    assert!(h.scores.exists(BOARD).await.unwrap());
+    eventually_totals(&mut h.client, &h.board, &expected).await;
+    assert!(h.scores.exists(&h.board).await.unwrap());
 }
 
 async fn next(
@@ -333,19 +353,22 @@ async fn next(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_starts_with_the_board_then_follows_changes_and_ends_at_shutdown() {
     let mut h = harness(five()).await;
-    let watch = pb::WatchLeaderboardRequest { board: BOARD.into(), top_n: 2 };
+    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 2 };
     let mut stream = h.client.watch_leaderboard(req(watch)).await.unwrap().into_inner();
     // At once, and the missing board was rebuilt for it.
     let first = next(&mut stream).await.unwrap();
-    assert_eq!((first.board.as_str(), first.total_members), (BOARD, 5));
+    assert_eq!((first.board.as_str(), first.total_members), (h.board.as_str(), 5));
     assert_eq!(first.entries, vec![entry(1, "a", 50.0), entry(2, "c", 40.0)]);
     assert!(first.snapshot_time.is_some());
-    h.bus.publish(TOPIC, &[delta("e", 100.0, "ev-e2")]).await.unwrap();
+    h.bus.publish(TOPIC, &[delta(&h.board, "e", 100.0, "ev-e2")]).await.unwrap();
     let second = next(&mut stream).await.unwrap();
     assert_eq!(second.entries, vec![entry(1, "e", 110.0), entry(2, "a", 50.0)]);
     // A change below the top N (and no new member) sends nothing; the next visible one does.
     h.bus
-        .publish(TOPIC, &[delta("d", 1.0, "ev-d2"), delta("newcomer", 1.0, "ev-n")])
+        .publish(
+            TOPIC,
+            &[delta(&h.board, "d", 1.0, "ev-d2"), delta(&h.board, "newcomer", 1.0, "ev-n")],
+        )
         .await
         .unwrap();
     let third = next(&mut stream).await.unwrap();
@@ -358,7 +381,7 @@ async fn a_watch_starts_with_the_board_then_follows_changes_and_ends_at_shutdown
 async fn a_watch_that_cannot_be_served_is_refused_before_it_starts() {
     let mut h = harness(five()).await;
     h.shutdown.cancel();
-    let watch = pb::WatchLeaderboardRequest { board: BOARD.into(), top_n: 0 };
+    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 0 };
     let mut stream = h.client.watch_leaderboard(req(watch)).await.unwrap().into_inner();
     // Shutting down: a finished stream, not an error.
     assert_eq!(next(&mut stream).await, None);
@@ -367,7 +390,7 @@ async fn a_watch_that_cannot_be_served_is_refused_before_it_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_of_a_board_share_one_subscription() {
     let h = harness(five()).await;
-    let channel = format!("{}lb:changed:{BOARD}", h.prefix);
+    let channel = format!("{}lb:changed:{}", h.prefix, h.board);
     let raw = redis().await;
     let numsub = || async {
         let reply: Vec<fred::types::Value> = raw.pubsub_numsub(channel.clone()).await.unwrap();
@@ -381,9 +404,12 @@ async fn a_thousand_watchers_of_a_board_share_one_subscription() {
     let mut streams = Vec::new();
     for i in 0..1000 {
         let mut c = clients[i % 10].clone();
-        let watch = pb::WatchLeaderboardRequest { board: BOARD.into(), top_n: (i % 3 + 1) as i32 };
+        let watch =
+            pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: (i % 3 + 1) as i32 };
+        // A fan each: one caller may hold only `max_streams_per_caller` streams.
+        let fan = bearer(&format!("fan-{i}"), Role::Employee, None);
         streams.push(tokio::spawn(async move {
-            let mut s = c.watch_leaderboard(req(watch)).await.unwrap().into_inner();
+            let mut s = c.watch_leaderboard(request(watch, &fan)).await.unwrap().into_inner();
             let first = next(&mut s).await.unwrap();
             (s, first)
         }));
@@ -396,7 +422,7 @@ async fn a_thousand_watchers_of_a_board_share_one_subscription() {
     }
     assert_eq!(numsub().await, 1);
     // Every one of them sees the next change.
-    h.bus.publish(TOPIC, &[delta("e", 100.0, "ev-e2")]).await.unwrap();
+    h.bus.publish(TOPIC, &[delta(&h.board, "e", 100.0, "ev-e2")]).await.unwrap();
     for s in &mut opened {
         assert_eq!(next(s).await.unwrap().entries[0], entry(1, "e", 110.0));
     }
@@ -414,14 +440,14 @@ async fn a_slow_watcher_gets_the_latest_snapshot_not_a_backlog() {
     // At the hub, where "slow" means "not polled" (over gRPC, HTTP/2 flow control buffers a
     // window's worth first, then the server stops polling and the same rule applies).
     let h = harness(vec![]).await;
-    let board = Board::parse(BOARD, "board").unwrap();
+    let board = Board::parse(&h.board, "board").unwrap();
     let mut slow = h.hub.watch(board.clone(), 1).await.unwrap();
     let mut fast = h.hub.watch(board, 1).await.unwrap();
     assert_eq!(snap(&mut slow).await.total_members, 0);
     assert_eq!(snap(&mut fast).await.total_members, 0);
     // 30 changes, each visible in the top 1; the slow watcher reads none of them meanwhile.
     for i in 1..=30 {
-        h.bus.publish(TOPIC, &[delta("alice", 1.0, &format!("ev-{i}"))]).await.unwrap();
+        h.bus.publish(TOPIC, &[delta(&h.board, "alice", 1.0, &format!("ev-{i}"))]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Once the fast watcher has seen the final state, it is what the slow one gets next.

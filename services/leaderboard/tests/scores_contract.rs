@@ -4,8 +4,12 @@ mod common;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use common::{e, make_ready, owned};
-use ewpm_leaderboard::scores::{Applied, Around, Delta, MemoryScores, RedisScores, ScoreStore};
+use chrono::{DateTime, TimeZone, Utc};
+use common::{e, make_ready, owned, redis};
+use ewpm_kit::clock::FixedClock;
+use ewpm_leaderboard::scores::{
+    Applied, Around, CLOCK_SKEW, Dedupe, Delta, MemoryScores, RedisScores, ScoreStore,
+};
 use ewpm_testkit::{key_prefix, servers};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -233,6 +237,213 @@ async fn a_page_is_one_read_of_entries_and_count_or_none_when_not_ready(s: Arc<d
     assert_eq!(s.page("b", 2, 2).await.unwrap(), Some((vec![e(2, "b", 40.0), e(4, "d", 10.0)], 4)));
     assert_eq!(s.page("b", 0, 0).await.unwrap(), Some((vec![], 4)));
     assert_eq!(s.page("b", 9, 5).await.unwrap(), Some((vec![], 4)));
+}
+
+// ---- The dedupe window: stores made with a 1 h window on a clock the test moves. ----
+
+const WINDOW: Duration = Duration::from_secs(3600);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap()
+}
+
+fn minutes(n: i64) -> chrono::Duration {
+    chrono::Duration::minutes(n)
+}
+
+/// A UUIDv7 event id whose time is `at` (distinct per `n`).
+fn id_at(at: DateTime<Utc>, n: u16) -> String {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap();
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = 0x70;
+    b[8] = 0x80;
+    b[14..].copy_from_slice(&n.to_be_bytes());
+    let id = uuid::Uuid::from_bytes(b);
+    assert_eq!(id.get_version_num(), 7);
+    id.to_string()
+}
+
+async fn ids_outside_the_window_are_forgotten_and_their_deltas_refused(
+    s: Arc<dyn ScoreStore>,
+    clock: Arc<FixedClock>,
+) {
+    make_ready(s.as_ref(), "b").await;
+    let old = id_at(t0() - minutes(30), 1);
+    assert_eq!(s.apply("b", "alice", 5.0, &old).await.unwrap(), Applied::Applied);
+    // Redelivered within the window: skipped.
+    clock.set(t0() + minutes(20));
+    assert_eq!(s.apply("b", "alice", 5.0, &old).await.unwrap(), Applied::Duplicate);
+    // Redelivered after the window: refused as stale, still not counted twice.
+    clock.set(t0() + minutes(40));
+    assert_eq!(s.apply("b", "alice", 5.0, &old).await.unwrap(), Applied::Stale);
+    // An id without a time (not v7) is remembered for good.
+    assert_eq!(s.apply("b", "bob", 1.0, "no-time").await.unwrap(), Applied::Applied);
+    assert_eq!(s.remembered("b").await.unwrap(), 2);
+    // Once past the window and the clock-skew allowance, the old id is dropped.
+    clock.set(t0() + minutes(120));
+    let new = id_at(t0() + minutes(119), 2);
+    assert_eq!(s.apply("b", "alice", 1.0, &new).await.unwrap(), Applied::Applied);
+    assert_eq!(s.remembered("b").await.unwrap(), 2);
+    assert_eq!(
+        (
+            s.apply("b", "alice", 5.0, &old).await.unwrap(),
+            s.apply("b", "alice", 1.0, &new).await.unwrap(),
+            s.apply("b", "bob", 1.0, "no-time").await.unwrap(),
+        ),
+        (Applied::Stale, Applied::Duplicate, Applied::Duplicate)
+    );
+    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 6.0), e(2, "bob", 1.0)]);
+}
+
+async fn remembered_ids_stay_bounded_and_redeliveries_in_the_window_are_skipped(
+    s: Arc<dyn ScoreStore>,
+    clock: Arc<FixedClock>,
+) {
+    make_ready(s.as_ref(), "b").await;
+    // 600 facts, one every 30 s, each applied 5 s after it happened, with the previous ten
+    // delivered again alongside (a redelivery storm well within the window).
+    let at = |i: i64| t0() + chrono::Duration::seconds(30 * i);
+    let fact = |i: i64| Delta {
+        board: "b".into(),
+        member: format!("m{}", i % 7),
+        delta: (i % 5) as f64 + 1.0,
+        event_id: id_at(at(i), u16::try_from(i).unwrap()),
+    };
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    for i in 0..600 {
+        clock.set(at(i) + chrono::Duration::seconds(5));
+        let mut batch: Vec<Delta> = ((i - 10).max(0)..i).map(fact).collect();
+        batch.push(fact(i));
+        let mut want = vec![Applied::Duplicate; batch.len() - 1];
+        want.push(Applied::Applied);
+        assert_eq!(s.apply_many(&batch).await.unwrap(), want, "fact {i}");
+        *expected.entry(format!("m{}", i % 7)).or_default() += (i % 5) as f64 + 1.0;
+    }
+    // Exactly the facts younger than window + skew at the last apply are remembered.
+    let now = at(599) + chrono::Duration::seconds(5);
+    let horizon = now - chrono::Duration::from_std(WINDOW + CLOCK_SKEW).unwrap();
+    let young = (0..600).filter(|i| at(*i) >= horizon).count() as u64;
+    assert_eq!((s.remembered("b").await.unwrap(), young), (140, 140));
+    let mut got: BTreeMap<String, f64> = BTreeMap::new();
+    for entry in s.top("b", 0, 100).await.unwrap() {
+        got.insert(entry.member, entry.score);
+    }
+    assert_eq!(got, expected);
+}
+
+async fn a_rebuild_counts_old_facts_once_and_remembers_only_the_window(
+    s: Arc<dyn ScoreStore>,
+    _clock: Arc<FixedClock>,
+) {
+    let (ancient, recent, fresh) =
+        (id_at(t0() - minutes(180), 1), id_at(t0() - minutes(5), 2), id_at(t0(), 3));
+    assert!(s.begin_rebuild("b", "t", LEASE).await.unwrap());
+    // A delta lands in the aside copy before the owner's entries are loaded.
+    assert_eq!(s.apply("b", "alice", 2.0, &recent).await.unwrap(), Applied::Applied);
+    let entries =
+        [owned("bob", &ancient, 7.0), owned("alice", &recent, 2.0), owned("carol", &fresh, 1.0)];
+    assert!(s.load("b", "t", &entries, LEASE).await.unwrap());
+    assert!(s.finish_rebuild("b", "t").await.unwrap());
+    assert_eq!(
+        s.top("b", 0, 10).await.unwrap(),
+        vec![e(1, "bob", 7.0), e(2, "alice", 2.0), e(3, "carol", 1.0)]
+    );
+    // The ancient fact is counted but not remembered: its delta is stale anyway.
+    assert_eq!(s.remembered("b").await.unwrap(), 2);
+    assert_eq!(
+        (
+            s.apply("b", "bob", 7.0, &ancient).await.unwrap(),
+            s.apply("b", "alice", 2.0, &recent).await.unwrap(),
+            s.apply("b", "carol", 1.0, &fresh).await.unwrap(),
+        ),
+        (Applied::Stale, Applied::Duplicate, Applied::Duplicate)
+    );
+}
+
+async fn a_forgotten_board_must_be_rebuilt(s: Arc<dyn ScoreStore>, _clock: Arc<FixedClock>) {
+    make_ready(s.as_ref(), "b").await;
+    assert_eq!(s.apply("b", "alice", 1.0, &id_at(t0(), 1)).await.unwrap(), Applied::Applied);
+    s.forget("b").await.unwrap();
+    assert_eq!(
+        (s.exists("b").await.unwrap(), s.apply("b", "alice", 1.0, &id_at(t0(), 2)).await.unwrap()),
+        (false, Applied::Missing)
+    );
+}
+
+macro_rules! window_contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            window_contract!(@tests $make;
+                ids_outside_the_window_are_forgotten_and_their_deltas_refused,
+                remembered_ids_stay_bounded_and_redeliveries_in_the_window_are_skipped,
+                a_rebuild_counts_old_facts_once_and_remembers_only_the_window,
+                a_forgotten_board_must_be_rebuilt,
+            );
+        }
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let clock = FixedClock::new(t0());
+                let dedupe = Dedupe { window: WINDOW, clock: clock.clone() };
+                let make = $make;
+                let store: Arc<dyn ScoreStore> = make(dedupe).await;
+                super::$name(store, clock).await;
+            }
+        )+
+    };
+}
+
+window_contract!(memory_window, |d| async move {
+    Arc::new(MemoryScores::new().with_dedupe(d)) as Arc<dyn ScoreStore>
+});
+window_contract!(redis_window, |d| async move {
+    let store = RedisScores::connect(&servers().redis_url, &key_prefix()).await.unwrap();
+    Arc::new(store.with_dedupe(d)) as Arc<dyn ScoreStore>
+});
+
+/// A board written before the window existed kept its ids in a plain set: the first delta
+/// converts it, and every id in it still counts as seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_old_plain_seen_set_is_converted_and_still_dedupes() {
+    let prefix = key_prefix();
+    let clock = FixedClock::new(t0());
+    let s = RedisScores::connect(&servers().redis_url, &prefix)
+        .await
+        .unwrap()
+        .with_dedupe(Dedupe { window: WINDOW, clock: clock.clone() });
+    let raw = redis().await;
+    let (v7, old_v7) = (id_at(t0() - minutes(1), 1), id_at(t0() - minutes(300), 2));
+    let (seen, ready) = (format!("{prefix}lb:{{b}}:seen"), format!("{prefix}lb:{{b}}:ready"));
+    let _: i64 = ewpm_kit::redis::eval(
+        &raw,
+        "redis.call('SADD', KEYS[1], unpack(ARGV)); redis.call('SET', KEYS[2], '1'); return 1",
+        vec![seen.clone(), ready],
+        vec![v7.clone(), old_v7.clone(), "ev-1".to_string()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            s.apply("b", "alice", 1.0, &v7).await.unwrap(),
+            s.apply("b", "alice", 1.0, "ev-1").await.unwrap(),
+            s.apply("b", "alice", 1.0, &old_v7).await.unwrap(),
+        ),
+        (Applied::Duplicate, Applied::Duplicate, Applied::Stale)
+    );
+    // Converted with each v7 id's time: the old one was past the window and was dropped.
+    let kind: String = ewpm_kit::redis::eval(
+        &raw,
+        "return redis.call('TYPE', KEYS[1]).ok",
+        vec![seen],
+        Vec::<String>::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((kind.as_str(), s.remembered("b").await.unwrap()), ("zset", 2));
 }
 
 macro_rules! contract {

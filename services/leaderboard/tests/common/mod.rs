@@ -7,11 +7,15 @@ use std::{
 };
 
 use async_trait::async_trait;
+use ewpm_kit::{auth::Role, clock::SystemClock, timestamp::to_proto};
 use ewpm_leaderboard::{
+    access::ChallengeAudience,
     domain::Board,
-    rebuild::{BoardOwner, EntryStream},
+    rebuild::{BoardOwner, EntryStream, Owners},
     scores::{Entry, OwnedEntry, ScoreStore},
 };
+use ewpm_proto::challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient};
+use ewpm_testkit::{Spawned, TestDb, bearer, keys, request, spawn_grpc};
 use fred::prelude::{Client, ClientLike, Config, KeysInterface};
 use futures::StreamExt;
 
@@ -86,5 +90,64 @@ impl BoardOwner for FixedOwner {
                 c
             })
             .boxed())
+    }
+}
+
+/// The real challenge service, in process, on its own database: what decides who may read a
+/// challenge board.
+pub struct Challenges {
+    server: Spawned,
+    _db: TestDb,
+}
+
+impl Challenges {
+    /// On a fresh SQLite file (embedded) or PostgreSQL database (mesh).
+    pub async fn start(db: TestDb) -> Self {
+        let conn = db.db.clone();
+        let server = spawn_grpc(|mount, grpc| {
+            mount.add(ewpm_challenge::app::build(conn, Arc::new(SystemClock), grpc));
+        })
+        .await
+        .unwrap();
+        Self { server, _db: db }
+    }
+
+    /// Owners with `facts` for challenge boards' rebuilds and this service for their
+    /// audience.
+    pub fn owners(&self, facts: Arc<dyn BoardOwner>) -> Owners {
+        let audience = ChallengeAudience::new(&self.server.uri(), keys()).unwrap();
+        Owners::new().with("challenge", facts).with_audience("challenge", Arc::new(audience))
+    }
+
+    /// Stops the service (its port then refuses connections).
+    pub async fn stop(&mut self) {
+        self.server.shutdown.cancel();
+        (&mut self.server.handle).await.unwrap().unwrap();
+    }
+
+    /// Creates a challenge (open when `employer` is `None`) as an admin; its board's name.
+    pub async fn create(&self, employer: Option<&str>) -> String {
+        let mut client = ChallengeServiceClient::connect(self.server.uri()).await.unwrap();
+        let now = chrono::Utc::now();
+        let c = client
+            .create_challenge(request(
+                cpb::CreateChallengeRequest {
+                    name: "walk".into(),
+                    description: String::new(),
+                    start_time: Some(to_proto(now - chrono::Duration::days(1))),
+                    end_time: Some(to_proto(now + chrono::Duration::days(30))),
+                    goal: Some(cpb::Goal { target: 100.0, unit: "km".into() }),
+                    employer_id: employer.unwrap_or_default().into(),
+                    idempotency_key: String::new(),
+                    late_grace_seconds: 0,
+                },
+                &bearer("root", Role::Admin, None),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .challenge
+            .unwrap();
+        format!("challenge:{}", c.id)
     }
 }
