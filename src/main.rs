@@ -322,6 +322,7 @@ fn mount_incentive(
             clock.clone(),
             awards.clone(),
             &settings.grpc,
+            &settings.limits,
             streams.clone(),
         ));
     }

@@ -125,10 +125,8 @@ async fn call(
     grpc.ready().await.unwrap();
     let path: http::uri::PathAndQuery = format!("/{service}/{method}").parse().unwrap();
     let mut request = Request::new(());
-    if let Some(auth) = auth {
-        if let Ok(value) = auth.parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
+    if let Some(Ok(value)) = auth.map(str::parse) {
+        request.metadata_mut().insert("authorization", value);
     }
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     if streaming {

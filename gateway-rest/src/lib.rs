@@ -21,8 +21,7 @@ pub mod scans;
 pub mod upstream;
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -158,71 +157,38 @@ pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Live SSE streams: at most `max_streams_per_caller` per verified caller and `max_streams`
-/// in all on this edge. A [`StreamSlot`] holds one until the stream ends.
+/// Live SSE streams: at most `limits.max_streams_per_caller` per verified caller and
+/// `limits.max_streams` in all on this edge.
 #[derive(Debug)]
-pub struct StreamSlots {
-    per_caller: usize,
-    total: usize,
-    held: Mutex<(usize, HashMap<String, usize>)>,
-}
+pub struct StreamSlots(Arc<ewpm_kit::streams::StreamSlots>);
 
 impl StreamSlots {
     /// Slots under `limits`.
     pub fn new(limits: &LimitSettings) -> Self {
-        Self {
-            per_caller: limits.max_streams_per_caller.max(1),
-            total: limits.max_streams.max(1),
-            held: Mutex::default(),
-        }
+        Self(ewpm_kit::streams::StreamSlots::new("sse", limits))
     }
 
     /// A slot for `caller`, or 429 (`TOO_MANY_STREAMS`) with `Retry-After`.
-    pub fn acquire(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, problem::ApiError> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = held.1.get(&caller.user_id).copied().unwrap_or(0);
-        if mine >= self.per_caller || held.0 >= self.total {
-            let detail = if mine >= self.per_caller {
-                format!("at most {} live streams per caller; close one first", self.per_caller)
+    pub fn acquire(&self, caller: &Caller) -> Result<StreamSlot, problem::ApiError> {
+        self.0.acquire(&caller.user_id).map_err(|full| {
+            let detail = if full.scope == "caller" {
+                "too many live streams for this caller; close one first"
             } else {
-                "this edge holds as many live streams as it can; retry shortly".to_string()
+                "this edge holds as many live streams as it can; retry shortly"
             };
-            return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_STREAMS", detail)
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_STREAMS", detail)
                 .retry_after(Duration::from_secs(5))
-                .into());
-        }
-        held.0 += 1;
-        *held.1.entry(caller.user_id.clone()).or_insert(0) += 1;
-        metrics::gauge!("ewpm_gateway_streams").set(held.0 as f64);
-        Ok(StreamSlot { slots: self.clone(), caller: caller.user_id.clone() })
+                .into()
+        })
     }
 
     /// Streams held now, in all.
     pub fn held(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.0.open()
     }
 }
 
-/// One live stream's place; given back when dropped.
-#[derive(Debug)]
-pub struct StreamSlot {
-    slots: Arc<StreamSlots>,
-    caller: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.0 = held.0.saturating_sub(1);
-        if let Some(n) = held.1.get_mut(&self.caller) {
-            *n -= 1;
-            if *n == 0 {
-                held.1.remove(&self.caller);
-            }
-        }
-        metrics::gauge!("ewpm_gateway_streams").set(held.0 as f64);
-    }
-}
+pub use ewpm_kit::streams::StreamSlot;
 
 /// The OpenAPI document.
 #[derive(OpenApi)]

@@ -9,7 +9,8 @@ use ewpm_kit::{
     bus::Bus,
     clock::SharedClock,
     consumer::{Consumer, ConsumerConfig},
-    settings::{GrpcSettings, IncentiveSettings},
+    settings::{GrpcSettings, IncentiveSettings, LimitSettings},
+    streams::StreamSlots,
 };
 use ewpm_proto::incentive::v1::incentive_service_server::IncentiveServiceServer;
 use sea_orm::DatabaseConnection;
@@ -31,10 +32,12 @@ pub fn build(
     clock: SharedClock,
     notices: Arc<dyn IncentiveNotices>,
     grpc: &GrpcSettings,
+    limits: &LimitSettings,
     streams: CancellationToken,
 ) -> IncentiveServiceServer<IncentiveGrpc> {
     let incentives = Incentives::new(IncentiveStore::new(db), clock, notices.clone());
-    IncentiveServiceServer::new(IncentiveGrpc::new(incentives, notices, streams))
+    let slots = StreamSlots::new("awards", limits);
+    IncentiveServiceServer::new(IncentiveGrpc::new(incentives, notices, streams, slots))
         .max_decoding_message_size(grpc.max_message_bytes)
 }
 

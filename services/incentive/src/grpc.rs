@@ -7,7 +7,9 @@ use ewpm_kit::{
     CancellationToken,
     auth::Caller,
     error::{FieldViolation, Violations},
-    paging, timestamp,
+    paging,
+    streams::StreamSlots,
+    timestamp,
 };
 use ewpm_progress::visitor::ActivityKind;
 use ewpm_proto::incentive::v1::{self as pb, incentive_service_server::IncentiveService};
@@ -33,16 +35,20 @@ pub struct IncentiveGrpc {
     incentives: Incentives,
     notices: Arc<dyn IncentiveNotices>,
     streams: CancellationToken,
+    /// Caps on WatchAwards streams per caller and in all.
+    slots: Arc<StreamSlots>,
 }
 
 impl IncentiveGrpc {
-    /// Serves `incentives`; WatchAwards streams from `notices` and ends with `streams`.
+    /// Serves `incentives`; WatchAwards streams from `notices`, end with `streams`, and are
+    /// capped by `slots`.
     pub fn new(
         incentives: Incentives,
         notices: Arc<dyn IncentiveNotices>,
         streams: CancellationToken,
+        slots: Arc<StreamSlots>,
     ) -> Self {
-        Self { incentives, notices, streams }
+        Self { incentives, notices, streams, slots }
     }
 }
 
@@ -452,10 +458,24 @@ impl IncentiveService for IncentiveGrpc {
     ) -> Result<Response<Self::WatchAwardsStream>, Status> {
         use tokio::sync::broadcast::error::RecvError;
         let caller = Caller::of(&request)?;
+        let slot = self.slots.acquire(&caller.user_id).map_err(|full| {
+            ewpm_kit::error::retry_after(
+                tonic::Code::ResourceExhausted,
+                "TOO_MANY_STREAMS",
+                if full.scope == "caller" {
+                    "too many open award streams for this caller; close one first"
+                } else {
+                    "too many open award streams on this server; try again shortly"
+                },
+                std::time::Duration::from_secs(5),
+            )
+        })?;
         let mut awards = self.notices.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let streams = self.streams.clone();
         tokio::spawn(async move {
+            // Held while the stream lives: the task ends with it.
+            let _slot = slot;
             loop {
                 let next = tokio::select! {
                     () = streams.cancelled() => return,

@@ -90,7 +90,7 @@ async fn harness_with(backend: Backend, processors: usize) -> Harness {
         let (conn, clock, notices, stop) =
             (db.db.clone(), clock.clone(), notices.clone(), stop.clone());
         spawn_grpc(move |mount, grpc| {
-            mount.add(app::build(conn, clock, notices, grpc, stop));
+            mount.add(app::build(conn, clock, notices, grpc, &Settings::default().limits, stop));
         })
         .await
         .unwrap()

@@ -16,6 +16,7 @@
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
 //!   message limits, graceful shutdown).
+//! - [`streams`]: caps on live streams per caller and per process.
 //! - [`shutdown`]: SIGTERM / SIGINT → a cancellation token.
 //! - [`db`]: SeaORM connections (SQLite or PostgreSQL) and migrations.
 //! - [`cache`]: a time-to-live cache for look-ups from other services.
@@ -40,6 +41,7 @@ pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
+pub mod streams;
 pub mod telemetry;
 pub mod timestamp;
 

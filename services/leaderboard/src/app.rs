@@ -14,6 +14,7 @@ use ewpm_kit::{
     CancellationToken,
     bus::Bus,
     settings::{GrpcSettings, LeaderboardSettings},
+    streams::StreamSlots,
 };
 use ewpm_proto::leaderboard::v1::leaderboard_service_server::LeaderboardServiceServer;
 
@@ -21,7 +22,6 @@ use crate::{
     access::Access,
     applier::Applier,
     grpc::LeaderboardGrpc,
-    limits::StreamLimits,
     notices::Notices,
     rebuild::{Owners, RebuildConfig, Rebuilder},
     scores::ScoreStore,
@@ -43,7 +43,7 @@ pub struct Leaderboard {
     /// The read check (e.g. to count cached audiences).
     pub access: Access,
     /// The watch stream caps (e.g. to count open streams).
-    pub streams: Arc<StreamLimits>,
+    pub streams: Arc<StreamSlots>,
 }
 
 /// Builds the service over `scores`, `bus` and `notices`, rebuilding missing boards from
@@ -62,7 +62,11 @@ pub fn build(
         Duration::from_secs(settings.audience_cache_secs),
         settings.audience_cache_entries,
     );
-    let streams = StreamLimits::new(settings.max_streams_per_caller, settings.max_streams);
+    let streams = StreamSlots::with_caps(
+        "leaderboard",
+        settings.max_streams_per_caller,
+        settings.max_streams,
+    );
     let rebuilder = Rebuilder::new(scores.clone(), owners, RebuildConfig::default());
     let watch = WatchConfig {
         interval: Duration::from_millis(settings.watch_interval_ms.max(1)),

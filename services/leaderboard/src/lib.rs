@@ -7,7 +7,6 @@
 //! - [`service`]: the reads behind the RPCs (check access, make the board ready, then read).
 //! - [`access`]: who may read a board, from its owner (challenge boards: the challenge
 //!   service), cached and bounded; unknown boards are NOT_FOUND before any key is written.
-//! - [`limits`]: per-caller and per-process caps on concurrent watch streams.
 //! - [`domain`]: board names, member ids, page / neighbour / top N limits.
 //! - [`scores`]: the score store — Redis sorted sets in mesh mode, memory in embedded mode —
 //!   with exactly-once deltas, competition ranking and the board lifecycle (ready, building,
@@ -26,7 +25,6 @@ pub mod applier;
 pub mod domain;
 pub mod error;
 pub mod grpc;
-pub mod limits;
 pub mod notices;
 pub mod rebuild;
 pub mod scores;

@@ -9,14 +9,16 @@ use std::{
 };
 
 use anyhow::Context;
-use ewpm_kit::auth::Caller;
+use ewpm_kit::{
+    auth::Caller,
+    streams::{StreamSlot, StreamSlots},
+};
 use futures::StreamExt;
 
 use crate::{
     access::Access,
     domain::Board,
     error::LeaderboardError,
-    limits::{StreamLimits, StreamSlot},
     rebuild::Rebuilder,
     scores::{Around, Entry, ScoreStore},
     watch::{WatchHub, WatchStream},
@@ -90,7 +92,7 @@ pub struct Leaderboards {
     hub: WatchHub,
     cache: Arc<PageCache>,
     access: Access,
-    streams: Arc<StreamLimits>,
+    streams: Arc<StreamSlots>,
 }
 
 impl Leaderboards {
@@ -103,7 +105,7 @@ impl Leaderboards {
         hub: WatchHub,
         read_cache: Duration,
         access: Access,
-        streams: Arc<StreamLimits>,
+        streams: Arc<StreamSlots>,
     ) -> Self {
         Self {
             scores,
@@ -175,7 +177,10 @@ impl Leaderboards {
         top_n: u32,
     ) -> Result<WatchStream, LeaderboardError> {
         self.access.check(caller, &board).await?;
-        let slot: StreamSlot = self.streams.acquire(&caller.user_id)?;
+        let slot: StreamSlot = self
+            .streams
+            .acquire(&caller.user_id)
+            .map_err(|full| LeaderboardError::TooManyStreams { scope: full.scope })?;
         let snapshots = self.hub.watch(board, top_n).await?;
         Ok(snapshots
             .map(move |s| {

@@ -17,7 +17,6 @@ use ewpm_kit::{
 use ewpm_leaderboard::{
     access::Access,
     app,
-    limits::StreamLimits,
     notices::{MemoryNotices, Notices, RedisNotices},
     scores::{MemoryScores, RedisScores, ScoreStore},
 };
@@ -47,7 +46,7 @@ struct Harness {
     challenges: Challenges,
     store: Store,
     access: Access,
-    streams: Arc<StreamLimits>,
+    streams: Arc<ewpm_kit::streams::StreamSlots>,
     shutdown: CancellationToken,
     _server: Spawned,
 }
