@@ -201,7 +201,25 @@ impl Spawned {
 pub async fn spawn_grpc(add: impl FnOnce(&mut Mount, &GrpcSettings)) -> anyhow::Result<Spawned> {
     let mut settings = Settings::default().grpc;
     settings.shutdown_grace_secs = 2;
-    let mut mount = Mount::new(Authenticator::new(keys()));
+    let mount = Mount::new(Authenticator::new(keys()));
+    spawn_mount(mount, settings, add).await
+}
+
+/// As [`spawn_grpc`], with the health settings and limits (rate limit included) of
+/// `settings`.
+pub async fn spawn_grpc_with(
+    settings: &Settings,
+    add: impl FnOnce(&mut Mount, &GrpcSettings),
+) -> anyhow::Result<Spawned> {
+    let mount = Mount::configured(Authenticator::with_limits(keys(), &settings.limits), settings);
+    spawn_mount(mount, settings.grpc.clone(), add).await
+}
+
+async fn spawn_mount(
+    mut mount: Mount,
+    settings: GrpcSettings,
+    add: impl FnOnce(&mut Mount, &GrpcSettings),
+) -> anyhow::Result<Spawned> {
     add(&mut mount, &settings);
     let listener = ewpm_kit::server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
