@@ -34,6 +34,12 @@ async fn blackhole() -> String {
 
 /// The challenge service behind `settings`' limits, its standings from a silent leaderboard.
 async fn serve(settings: &Settings) -> (ChallengeServiceClient<Channel>, TestDb) {
+    let (channel, db) = serve_channel(settings).await;
+    (ChallengeServiceClient::new(channel), db)
+}
+
+/// The same, as a channel.
+async fn serve_channel(settings: &Settings) -> (Channel, TestDb) {
     let db = TestDb::sqlite().await.unwrap();
     let conn = db.db.clone();
     let leaderboard = blackhole().await;
@@ -44,9 +50,10 @@ async fn serve(settings: &Settings) -> (ChallengeServiceClient<Channel>, TestDb)
     })
     .await
     .unwrap();
-    let client = ChallengeServiceClient::connect(server.uri()).await.unwrap();
+    let channel = Channel::from_shared(server.uri()).unwrap().connect().await.unwrap();
+    // The server runs until the test process ends.
     std::mem::forget(server);
-    (client, db)
+    (channel, db)
 }
 
 /// An open challenge active now, so ListActiveChallenges looks up standings.
@@ -76,9 +83,9 @@ fn list_active(who: &str) -> tonic::Request<ListActiveChallengesRequest> {
 
 #[tokio::test]
 async fn a_body_that_is_not_the_rpcs_message_is_invalid_argument() {
-    let (client, _db) = serve(&Settings::default()).await;
+    let (channel, _db) = serve_channel(&Settings::default()).await;
     // A Duration's field 1 is a varint where GetChallengeRequest's is a string.
-    let mut grpc = tonic::client::Grpc::new(client.into_inner());
+    let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = "/ewpm.challenge.v1.ChallengeService/GetChallenge".parse().unwrap();
     let codec = tonic_prost::ProstCodec::<prost_types::Duration, GetChallengeRequest>::default();
