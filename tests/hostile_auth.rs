@@ -257,3 +257,151 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
     // Nothing changed: not a row, not a key.
     assert_eq!(state(&mesh).await, before);
 }
+
+/// A challenge of employer `acme` only, with progress on its board; its id.
+async fn acme_challenge_with_progress(mesh: &Mesh) -> String {
+    let client = ewpm_testkit::http_client();
+    let acme_admin = ewpm_testkit::bearer("hr-acme", Role::EmployerAdmin, Some("acme"));
+    let created: Value = client
+        .post(format!("{}/api/challenges", mesh.base()))
+        .header("authorization", &acme_admin)
+        .json(&serde_json::json!({
+            "name": "acme steps", "startTime": "2020-01-01T00:00:00Z",
+            "endTime": "2099-01-01T00:00:00Z", "goal": {"target": 1000, "unit": "steps"},
+            "employerId": "acme"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
+    let alice = ewpm_testkit::bearer("alice", Role::Employee, Some("acme"));
+    let r = client
+        .post(format!("{}/api/challenges/{id}/progress", mesh.base()))
+        .header("authorization", &alice)
+        .json(&serde_json::json!({"value": 42}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The entry reaches the board (writer flush, then the applier).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let board = ewpm_testkit::get_json(
+            &format!("{}/api/challenges/{id}/leaderboard", mesh.base()),
+            &alice,
+        )
+        .await;
+        if board["entries"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the entry never reached the board: {board}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_board_is_hidden_from_everyone_its_challenge_is_hidden_from_on_grpc_and_rest() {
+    use ewpm_proto::leaderboard::v1::{
+        GetLeaderboardRequest, GetRankRequest, WatchLeaderboardRequest,
+        leaderboard_service_client::LeaderboardServiceClient,
+    };
+    let mesh = Mesh::start(true).await;
+    let id = acme_challenge_with_progress(&mesh).await;
+    let board = format!("challenge:{id}");
+    let before = state(&mesh).await;
+    let outsiders = [
+        (
+            "an employee of another employer",
+            ewpm_testkit::bearer("bob", Role::Employee, Some("globex")),
+        ),
+        ("an employee of no employer", ewpm_testkit::bearer("carol", Role::Employee, None)),
+        (
+            "another employer's admin",
+            ewpm_testkit::bearer("hr-globex", Role::EmployerAdmin, Some("globex")),
+        ),
+    ];
+    let mut client = LeaderboardServiceClient::new(
+        Channel::from_shared(format!("http://127.0.0.1:{}", mesh.leaderboard))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let http = ewpm_testkit::http_client();
+    let mut seen = Vec::new();
+    for (who, token) in &outsiders {
+        let page = client
+            .get_leaderboard(ewpm_testkit::request(
+                GetLeaderboardRequest {
+                    board: board.clone(),
+                    page_size: 10,
+                    page_token: String::new(),
+                },
+                token,
+            ))
+            .await
+            .map(|_| ());
+        let rank = client
+            .get_rank(ewpm_testkit::request(
+                GetRankRequest { board: board.clone(), member: "alice".into(), neighbours: 2 },
+                token,
+            ))
+            .await
+            .map(|_| ());
+        let watch = client
+            .watch_leaderboard(ewpm_testkit::request(
+                WatchLeaderboardRequest { board: board.clone(), top_n: 10 },
+                token,
+            ))
+            .await
+            .map(|_| ());
+        for (door, result) in
+            [("GetLeaderboard", page), ("GetRank", rank), ("WatchLeaderboard", watch)]
+        {
+            seen.push((*who, door.to_string(), result.map_err(|s| s.code()).err()));
+        }
+        for path in ["leaderboard", "leaderboard/me", "leaderboard/stream"] {
+            let r = http
+                .get(format!("{}/api/challenges/{id}/{path}", mesh.base()))
+                .header("authorization", token)
+                .send()
+                .await
+                .unwrap();
+            // 404 reads as NOT_FOUND; anything else fails the comparison below.
+            let code = if r.status() == 404 { Code::NotFound } else { Code::Unknown };
+            seen.push((*who, format!("GET {path}"), Some(code)));
+        }
+    }
+    let expected: Vec<_> = outsiders
+        .iter()
+        .flat_map(|(who, _)| {
+            [
+                "GetLeaderboard",
+                "GetRank",
+                "WatchLeaderboard",
+                "GET leaderboard",
+                "GET leaderboard/me",
+                "GET leaderboard/stream",
+            ]
+            .map(|door| (*who, door.to_string(), Some(Code::NotFound)))
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    // Its own employer's employee and an admin do see it.
+    for token in [ewpm_testkit::bearer("alice", Role::Employee, Some("acme")), common::admin()] {
+        let mut r = Request::new(GetLeaderboardRequest {
+            board: board.clone(),
+            page_size: 10,
+            page_token: String::new(),
+        });
+        r.metadata_mut().insert("authorization", token.parse().unwrap());
+        let page = client.get_leaderboard(r).await.unwrap().into_inner();
+        assert_eq!(
+            page.entries.iter().map(|e| (e.member.as_str(), e.score)).collect::<Vec<_>>(),
+            [("alice", 42.0)]
+        );
+    }
+    assert_eq!(state(&mesh).await, before);
+}
