@@ -548,6 +548,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_leader_that_never_read_its_source_is_not_polled_not_caught_up() {
+        let now = Utc::now();
+        let leading = StatusView { leader: true, ..StatusView::default() };
+        assert_eq!(leading.state(), ProjectorState::NotPolled);
+        let polled = StatusView { head_seen: Some(now), head: 7, checkpoint: 7, ..leading.clone() };
+        assert_eq!(polled.state(), ProjectorState::CaughtUp);
+        let behind = StatusView { head: 9, ..polled.clone() };
+        assert_eq!(behind.state(), ProjectorState::CatchingUp);
+        let failing = StatusView { failing: Some((now, "feed: 503".into())), ..polled };
+        assert_eq!(failing.state(), ProjectorState::Failing);
+    }
+
+    #[test]
     fn backoff_grows_exponentially_with_jitter_and_stays_under_the_cap() {
         let (base, cap) = (Duration::from_millis(100), Duration::from_secs(2));
         for failures in 1..40 {

@@ -21,7 +21,9 @@ use chrono::{DateTime, Utc};
 use ewpm_kit::{CancellationToken, auth::Role, clock::SystemClock};
 use ewpm_proto::scan::v1::{self as pb, scan_service_client::ScanServiceClient};
 use ewpm_scan::{
-    projector::{HttpFeed, Lease, Projector, ProjectorConfig, Source, Status, Step},
+    projector::{
+        HttpFeed, Lease, Projector, ProjectorConfig, ProjectorState, Source, Status, Step,
+    },
     store::{ParcelState, ScanStore},
 };
 use ewpm_testkit::{TestDb, bearer, spawn_grpc};
@@ -29,8 +31,7 @@ use serde_json::{Value, json};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-const FIXTURE: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/scan-events/events-store.json");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events-store.json");
 
 fn fixture() -> Vec<Value> {
     let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| panic!("read {FIXTURE}: {e}"));
@@ -133,6 +134,10 @@ async fn start_feed(events: Vec<Value>, fail_every: usize) -> (String, Feed) {
 }
 
 fn projector(store: &ScanStore, url: &str, page_size: u32) -> Projector {
+    projector_with(store, url, page_size, Status::default())
+}
+
+fn projector_with(store: &ScanStore, url: &str, page_size: u32, status: Status) -> Projector {
     let config = ProjectorConfig {
         page_size,
         poll_interval: Duration::from_millis(20),
@@ -145,7 +150,7 @@ fn projector(store: &ScanStore, url: &str, page_size: u32) -> Projector {
         Source::Http(HttpFeed::new(url, None).unwrap()),
         Lease::Local,
         config,
-        Status::default(),
+        status,
         Arc::new(SystemClock),
     )
 }
@@ -345,6 +350,39 @@ async fn ingest_assigns_increasing_ids_and_retries_are_not_stored_twice(db: Test
     server.shutdown.cancel();
 }
 
+/// The status never claims "caught up" (lag 0) before the first poll or while the feed
+/// fails: it says which, with the error and the head it last saw.
+async fn the_status_tells_standby_failing_and_caught_up_apart(db: TestDb) {
+    let store = ScanStore::new(db.db.clone());
+    let status = Status::default();
+    let (down, _) = start_feed(fixture(), 1).await;
+    let failing = projector_with(&store, &down, 100, status.clone());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(failing.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status.get().state() != ProjectorState::Failing {
+        assert!(std::time::Instant::now() < deadline, "never failing: {:?}", status.get());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = status.get();
+    assert_eq!((seen.head_seen, seen.last_success), (None, None));
+    let error = seen.failing.map(|(_, why)| why).unwrap_or_default();
+    assert!(error.contains("500") || error.contains("503"), "{error}");
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let fresh = Status::default();
+    let (up, _) = start_feed(fixture(), 0).await;
+    let mut p = projector_with(&store, &up, 1000, fresh.clone());
+    // Not led yet: standby, whatever its numbers say.
+    assert_eq!(fresh.get().state(), ProjectorState::Standby);
+    drain(&mut p).await;
+    let done = fresh.get();
+    assert_eq!(done.failing, None);
+    assert!(done.head_seen.is_some());
+    assert_eq!(done.head, done.checkpoint);
+}
+
 macro_rules! suite {
     ($backend:ident, $db:expr) => {
         mod $backend {
@@ -353,6 +391,7 @@ macro_rules! suite {
                 the_fixture_folds_to_what_the_file_says,
                 malformed_events_are_dead_lettered_and_the_rest_applied,
                 ingest_assigns_increasing_ids_and_retries_are_not_stored_twice,
+                the_status_tells_standby_failing_and_caught_up_apart,
             );
         }
     };
