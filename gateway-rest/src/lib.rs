@@ -498,3 +498,31 @@ async fn observe(request: Request, next: Next) -> Response {
     });
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_documents_401_403_429_and_503() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut missing = Vec::new();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                operations += 1;
+                for code in ["401", "403", "429", "503"] {
+                    if op["responses"].get(code).is_none() {
+                        missing.push(format!("{method} {path} {code}"));
+                    }
+                }
+                let retry = &op["responses"]["429"]["headers"]["Retry-After"];
+                if retry.is_null() {
+                    missing.push(format!("{method} {path} 429 Retry-After"));
+                }
+            }
+        }
+        assert!(operations >= 20, "{operations} operations");
+        assert_eq!(missing, Vec::<String>::new());
+    }
+}

@@ -286,4 +286,40 @@ mod tests {
             assert_eq!(http_status(code).as_u16(), http, "{code:?}");
         }
     }
+
+    #[test]
+    fn a_call_the_transport_broke_is_503_with_retry_after() {
+        // What tonic returns when the upstream drops the connection mid-call (its shutdown).
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        let p = Problem::from_status(&broken, "");
+        assert_eq!(
+            (p.status, p.reason.as_str(), p.retry_after_secs),
+            (503, "UPSTREAM_UNAVAILABLE", Some(1))
+        );
+        // A server's own INTERNAL answer stays a 500.
+        assert_eq!(Problem::from_status(&tonic::Status::internal("boom"), "").status, 500);
+    }
+
+    #[test]
+    fn retry_info_becomes_retry_after_on_429_and_503() {
+        let limited = ewpm_kit::error::retry_after(
+            Code::ResourceExhausted,
+            "RATE_LIMITED",
+            "slow down",
+            std::time::Duration::from_millis(1500),
+        );
+        let response = Problem::from_status(&limited, "").into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let down = Problem::from_status(&tonic::Status::unavailable("down"), "").into_response();
+        assert_eq!(
+            (down.status().as_u16(), &down.headers()[header::RETRY_AFTER]),
+            (503, &HeaderValue::from(1))
+        );
+        let bad = Problem::from_status(&tonic::Status::invalid_argument("x"), "").into_response();
+        assert!(bad.headers().get(header::RETRY_AFTER).is_none());
+    }
 }
