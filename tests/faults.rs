@@ -43,6 +43,23 @@ impl Tally {
     fn acks_between(&self, from: Instant, to: Instant) -> usize {
         self.ack_times.lock().unwrap().iter().filter(|a| **a >= from && **a <= to).count()
     }
+
+    /// Stops the `submitters` and waits for them; (offered, acknowledged, acknowledged sum).
+    async fn stop(
+        &self,
+        stop: &AtomicBool,
+        submitters: Vec<tokio::task::JoinHandle<()>>,
+    ) -> (u64, u64, u64) {
+        stop.store(true, Ordering::Relaxed);
+        for s in submitters {
+            s.await.unwrap();
+        }
+        (
+            self.offered.load(Ordering::Relaxed),
+            self.acked.load(Ordering::Relaxed),
+            self.acked_sum.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Submits progress over 8 concurrent callers (20 users) until `stop`, each pausing `pace`
@@ -183,17 +200,9 @@ async fn a_redis_restart_and_a_redis_sigkill_need_no_process_restart() {
         recoveries.push(resumed.duration_since(back));
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for s in submitters {
-        s.await.unwrap();
-    }
+    let (offered, acked, sum) = tally.stop(&stop, submitters).await;
     let progress_seen = progress_health.await.unwrap();
     let board_seen = board_health.await.unwrap();
-    let (offered, acked, sum) = (
-        tally.offered.load(Ordering::Relaxed),
-        tally.acked.load(Ordering::Relaxed),
-        tally.acked_sum.load(Ordering::Relaxed),
-    );
     eprintln!(
         "redis faults: offered {offered}, acknowledged {acked}, recovery after graceful restart {:?}, after SIGKILL {:?}",
         recoveries[0], recoveries[1]
@@ -244,15 +253,7 @@ async fn intake_continues_through_a_minute_of_postgres_outage() {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    for s in submitters {
-        s.await.unwrap();
-    }
-    let (offered, acked, sum) = (
-        tally.offered.load(Ordering::Relaxed),
-        tally.acked.load(Ordering::Relaxed),
-        tally.acked_sum.load(Ordering::Relaxed),
-    );
+    let (offered, acked, sum) = tally.stop(&stop, submitters).await;
     eprintln!(
         "postgres outage: offered {offered}, acknowledged {acked}, of which {during} during the 60 s outage, per 10 s {slices:?}"
     );

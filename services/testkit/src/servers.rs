@@ -162,17 +162,12 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
-fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
-    let record_path = state.join("postgres.env");
-    if let Some(url) = recorded(&record_path, "PG_URL", "PG_PORT", |port| {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }) {
-        return Ok(url);
-    }
-    let bin = postgres_bin()?;
-    let port = free_port()?;
+/// A new PostgreSQL cluster in a fresh temporary directory (`ewpm-testkit-<name>-…`), owned by
+/// the `postgres` user when running as root (initdb refuses root); its directory and whether
+/// its tools must run as `postgres`.
+fn init_cluster(bin: &Path, name: &str) -> anyhow::Result<(PathBuf, bool)> {
     let data =
-        std::env::temp_dir().join(format!("ewpm-testkit-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::env::temp_dir().join(format!("ewpm-testkit-{name}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
     let as_postgres = is_root();
     if as_postgres {
@@ -183,11 +178,25 @@ fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
     }
     let data_s = data.to_string_lossy().to_string();
     run_pg(
-        &bin,
+        bin,
         "initdb",
         &["-D", &data_s, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"],
         as_postgres,
     )?;
+    Ok((data, as_postgres))
+}
+
+fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
+    let record_path = state.join("postgres.env");
+    if let Some(url) = recorded(&record_path, "PG_URL", "PG_PORT", |port| {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }) {
+        return Ok(url);
+    }
+    let bin = postgres_bin()?;
+    let port = free_port()?;
+    let (data, as_postgres) = init_cluster(&bin, "pg")?;
+    let data_s = data.to_string_lossy().to_string();
     let opts = format!(
         "-p {port} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
          -c full_page_writes=off -c max_connections=500"
@@ -365,24 +374,7 @@ impl OwnPostgres {
     pub fn start() -> anyhow::Result<Self> {
         let bin = postgres_bin()?;
         let port = crate::free_port();
-        let data = std::env::temp_dir()
-            .join(format!("ewpm-testkit-ownpg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
-        let as_postgres = is_root();
-        if as_postgres {
-            let status =
-                Command::new("chown").arg("postgres:").arg(&data).status().context("chown")?;
-            if !status.success() {
-                bail!("chown postgres {} failed (is there a `postgres` user?)", data.display());
-            }
-        }
-        let data_s = data.to_string_lossy().to_string();
-        run_pg(
-            &bin,
-            "initdb",
-            &["-D", &data_s, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"],
-            as_postgres,
-        )?;
+        let (data, as_postgres) = init_cluster(&bin, "ownpg")?;
         let pg = Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
