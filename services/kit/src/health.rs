@@ -124,7 +124,11 @@ pub async fn watch(
         if now_ready != serving {
             serving = now_ready;
             let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-            tracing::warn!(ready = serving, "readiness changed");
+            if serving {
+                tracing::info!("ready again: every dependency answers");
+            } else {
+                tracing::warn!("not ready: a dependency has been unreachable too long");
+            }
             reporter.set_service_status("", status).await;
             for name in &services {
                 reporter.set_service_status(*name, status).await;
