@@ -34,12 +34,12 @@ async fn blackhole() -> String {
 
 /// The challenge service behind `settings`' limits, its standings from a silent leaderboard.
 async fn serve(settings: &Settings) -> (ChallengeServiceClient<Channel>, TestDb) {
-    let (channel, db) = serve_channel(settings).await;
+    let (channel, db, _) = serve_channel(settings).await;
     (ChallengeServiceClient::new(channel), db)
 }
 
 /// The same, as a channel.
-async fn serve_channel(settings: &Settings) -> (Channel, TestDb) {
+async fn serve_channel(settings: &Settings) -> (Channel, TestDb, ewpm_kit::CancellationToken) {
     let db = TestDb::sqlite().await.unwrap();
     let conn = db.db.clone();
     let leaderboard = blackhole().await;
@@ -51,9 +51,10 @@ async fn serve_channel(settings: &Settings) -> (Channel, TestDb) {
     .await
     .unwrap();
     let channel = Channel::from_shared(server.uri()).unwrap().connect().await.unwrap();
-    // The server runs until the test process ends.
+    let shutdown = server.shutdown.clone();
+    // The server runs until the test process ends (or its shutdown is cancelled).
     std::mem::forget(server);
-    (channel, db)
+    (channel, db, shutdown)
 }
 
 /// An open challenge active now, so ListActiveChallenges looks up standings.
@@ -83,7 +84,7 @@ fn list_active(who: &str) -> tonic::Request<ListActiveChallengesRequest> {
 
 #[tokio::test]
 async fn a_body_that_is_not_the_rpcs_message_is_invalid_argument() {
-    let (channel, _db) = serve_channel(&Settings::default()).await;
+    let (channel, _db, _) = serve_channel(&Settings::default()).await;
     // A Duration's field 1 is a varint where GetChallengeRequest's is a string.
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
@@ -166,4 +167,19 @@ async fn a_unary_call_running_past_the_request_timeout_ends_with_deadline_exceed
         (status.code(), reason(&status)),
         (Code::DeadlineExceeded, "REQUEST_TIMEOUT".into())
     );
+}
+
+#[tokio::test]
+async fn a_call_still_open_when_shutdown_ends_is_answered_unavailable_not_dropped() {
+    let mut settings = Settings::default();
+    settings.grpc.shutdown_grace_secs = 1;
+    let (channel, _db, shutdown) = serve_channel(&settings).await;
+    let mut client = ChallengeServiceClient::new(channel);
+    active_challenge(&mut client).await;
+    let slow = tokio::spawn(async move { client.list_active_challenges(list_active("a")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown.cancel();
+    let status = slow.await.unwrap().unwrap_err();
+    assert_eq!((status.code(), reason(&status)), (Code::Unavailable, "SHUTTING_DOWN".into()));
+    assert!(ewpm_kit::error::retry_delay(&status).is_some());
 }

@@ -16,6 +16,10 @@
 //! - make the server blame itself for the caller's garbage: a request body that is not the
 //!   RPC's protobuf message answers INVALID_ARGUMENT (tonic says INTERNAL).
 //!
+//! A unary call still running when shutdown's grace period is about to end is answered
+//! UNAVAILABLE (`SHUTTING_DOWN`, with `RetryInfo`) instead of being dropped with its
+//! connection, so the client knows to retry elsewhere.
+//!
 //! Readiness follows the dependencies named with [`Mount::depend_on`] (see [`crate::health`]);
 //! the status `liveness` does not.
 
@@ -145,7 +149,19 @@ pub async fn serve(
     for name in names.iter().chain([&LIVENESS]) {
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let observe = ObserveLayer::new(&names, &limits);
+    // Calls still open just before the grace period ends are answered UNAVAILABLE (retry
+    // elsewhere) while the connection can still carry the answer, rather than dropped with it.
+    let abandon = observe.abandon.clone();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace.saturating_sub(ANSWER_MARGIN)).await;
+            abandon.cancel();
+        }
+    });
     let readiness = tokio::spawn(crate::health::watch(
         reporter.clone(),
         names.clone(),
@@ -177,7 +193,6 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tracing::debug!(?addr, "gRPC server started");
-    let grace = Duration::from_secs(settings.shutdown_grace_secs);
     tokio::select! {
         result = server => result.context("gRPC server failed"),
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -225,7 +240,12 @@ pub struct ObserveLayer {
     known: Arc<HashSet<String>>,
     in_flight: Arc<Semaphore>,
     timeout: Duration,
+    /// Cancelled just before shutdown's grace period ends: open calls are then answered.
+    abandon: CancellationToken,
 }
+
+/// How long before the end of the shutdown grace period open calls are answered UNAVAILABLE.
+const ANSWER_MARGIN: Duration = Duration::from_millis(300);
 
 impl ObserveLayer {
     /// For a server mounting `services` (health and reflection are added), with `limits`.
@@ -234,6 +254,7 @@ impl ObserveLayer {
             known: Arc::new(known_methods(services)),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
+            abandon: CancellationToken::new(),
         }
     }
 }
@@ -315,6 +336,7 @@ where
         let permit = self.layer.in_flight.clone().try_acquire_owned().ok();
         let future = permit.is_some().then(|| span.in_scope(|| self.inner.call(request)));
         let timeout = self.layer.timeout;
+        let abandon = self.layer.abandon.clone();
         Box::pin(
             async move {
                 let result = match future {
@@ -325,12 +347,21 @@ where
                         Duration::from_millis(100),
                     )
                     .into_http()),
-                    Some(future) => match tokio::time::timeout(timeout, future).await {
-                        Ok(result) => result.map(invalid_body_is_invalid_argument),
-                        Err(_) => Ok(crate::error::status(
-                            tonic::Code::DeadlineExceeded,
-                            "REQUEST_TIMEOUT",
-                            format!("the call took longer than {} s", timeout.as_secs()),
+                    Some(future) => tokio::select! {
+                        result = tokio::time::timeout(timeout, future) => match result {
+                            Ok(result) => result.map(invalid_body_is_invalid_argument),
+                            Err(_) => Ok(crate::error::status(
+                                tonic::Code::DeadlineExceeded,
+                                "REQUEST_TIMEOUT",
+                                format!("the call took longer than {} s", timeout.as_secs()),
+                            )
+                            .into_http()),
+                        },
+                        () = abandon.cancelled() => Ok(crate::error::retry_after(
+                            tonic::Code::Unavailable,
+                            "SHUTTING_DOWN",
+                            "the server is shutting down; retry",
+                            Duration::from_millis(100),
                         )
                         .into_http()),
                     },
