@@ -81,18 +81,6 @@ pub async fn pubsub(url: &str) -> anyhow::Result<(Client, SubscriberClient)> {
     Ok((publisher, subscriber))
 }
 
-/// Whether a Redis error is one a retry may cure (the connection dropped or timed out, Redis
-/// is loading or a replica is read-only during failover), as opposed to a bug or bad data.
-pub fn is_transient(err: &fred::error::Error) -> bool {
-    use fred::error::ErrorKind;
-    matches!(
-        err.kind(),
-        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
-    ) || ["LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"]
-        .iter()
-        .any(|p| err.details().starts_with(p))
-}
-
 /// Runs a Lua script by its SHA1 (`EVALSHA`), loading it once per server when the server does
 /// not know it yet: a hot script is not re-sent and re-hashed on every call as `EVAL` would.
 pub async fn eval<R, K, V>(
