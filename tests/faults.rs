@@ -148,6 +148,19 @@ fn watch_health(
     })
 }
 
+/// A challenge on `mesh` and steady submitters to it (see [`submit_steadily`]).
+async fn steady_load(
+    mesh: &Mesh,
+    pace: Duration,
+) -> (String, Arc<AtomicBool>, Arc<Tally>, Vec<tokio::task::JoinHandle<()>>) {
+    let challenge = mesh.challenge().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let submitters =
+        submit_steadily(mesh.progress, challenge.clone(), pace, stop.clone(), tally.clone());
+    (challenge, stop, tally, submitters)
+}
+
 fn fast_health() -> Vec<(String, String)> {
     vec![
         ("EWPM_HEALTH__CHECK_INTERVAL_MS".into(), "250".into()),
@@ -160,16 +173,7 @@ async fn a_redis_restart_and_a_redis_sigkill_need_no_process_restart() {
     let mut redis = OwnRedis::start().unwrap();
     let db = TestDb::postgres_unmigrated().await.unwrap();
     let mesh = Mesh::start_on(db, redis.url.clone(), fast_health(), true, false).await;
-    let challenge = mesh.challenge().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let submitters = submit_steadily(
-        mesh.progress,
-        challenge.clone(),
-        Duration::from_millis(20),
-        stop.clone(),
-        tally.clone(),
-    );
+    let (challenge, stop, tally, submitters) = steady_load(&mesh, Duration::from_millis(20)).await;
     let progress_health =
         watch_health(mesh.progress, "ewpm.progress.v1.ProgressService", stop.clone());
     let board_health =
@@ -225,17 +229,8 @@ async fn intake_continues_through_a_minute_of_postgres_outage() {
     let pg = OwnPostgres::start().unwrap();
     let db = TestDb::postgres_unmigrated_on(&pg.url).await.unwrap();
     let mesh = Mesh::start_on(db, servers().redis_url.clone(), fast_health(), true, false).await;
-    let challenge = mesh.challenge().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
     // Slow enough that a minute's backlog stays under the queue's push-back limit.
-    let submitters = submit_steadily(
-        mesh.progress,
-        challenge.clone(),
-        Duration::from_millis(100),
-        stop.clone(),
-        tally.clone(),
-    );
+    let (challenge, stop, tally, submitters) = steady_load(&mesh, Duration::from_millis(100)).await;
     // The challenge window is cached by the first submissions.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
