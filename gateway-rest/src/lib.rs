@@ -3,22 +3,18 @@
 //! `application/problem+json` with the service's stable reason.
 //!
 //! # Layout
-//! - [`challenges`]: challenge routes and their JSON shapes.
-//! - [`leaderboards`]: progress submission, leaderboard pages, "me", and the SSE stream.
-//! - [`incentives`]: activity logging, the incentive catalog, employer incentives, awards
-//!   and their SSE stream.
-//! - [`scans`]: the Scan Event API feed and uploads, parcel states.
+//! - [`routes`]: one file per resource (challenges, leaderboards, incentives, scans).
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
-//! - this file: the router, `/health`, `/metrics`, `/openapi.json`, `/docs`, request
-//!   spans and metrics.
+//! - this file: the router, authentication before anything reads a request, `/health`
+//!   (from upstream states checked every second), `/metrics`, `/openapi.json`, `/docs`,
+//!   request spans and metrics, the SSE stream caps.
 
-pub mod challenges;
-pub mod incentives;
-pub mod leaderboards;
 pub mod problem;
-pub mod scans;
+pub mod routes;
 pub mod upstream;
+
+use routes::{challenges, incentives, leaderboards, scans};
 
 use std::{
     sync::{Arc, RwLock},
