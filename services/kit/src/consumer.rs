@@ -19,7 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     batch::{Batch, BatchRule},
     bus::{Bus, Message},
+    retry::{backoff, sleep_or_shutdown},
 };
+
+/// The first retry of a failed batch waits about this long; each further failure doubles it.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// The longest wait between retries of a failed batch.
+const RETRY_CAP: Duration = Duration::from_millis(6400);
 
 /// What a consumer does with its messages.
 #[async_trait]
@@ -244,8 +250,7 @@ impl<H: Handler> Consumer<H> {
                         failures,
                         "batch failed; retrying"
                     );
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    if sleep_or_shutdown(backoff, shutdown).await {
+                    if sleep_or_shutdown(backoff(failures, RETRY_BASE, RETRY_CAP), shutdown).await {
                         return;
                     }
                 }
@@ -266,12 +271,4 @@ impl<H: Handler> Consumer<H> {
 /// Message ids and items, in order.
 fn split<T>(batch: Vec<Received<T>>) -> (Vec<String>, Vec<T>) {
     batch.into_iter().map(|r| (r.message_id, r.item)).unzip()
-}
-
-/// Sleeps `d`; true when shutdown came first.
-async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => false,
-        () = shutdown.cancelled() => true,
-    }
 }

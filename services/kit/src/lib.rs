@@ -12,6 +12,7 @@
 //! - [`bus`]: durable topics with consumer groups; one file per backend (`bus/memory.rs`,
 //!   `bus/sqlite.rs`: the embedded mode's durable bus, `bus/redis.rs`: Redis Streams).
 //! - [`consumer`]: a batch consumer of a topic (receive → batch → handle → acknowledge).
+//! - [`retry`]: the backoff after a failure and the sleep that shutdown interrupts.
 //! - [`health`]: readiness from the dependencies (database, Redis), liveness apart.
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
@@ -37,6 +38,7 @@ pub mod error;
 pub mod health;
 pub mod paging;
 pub mod redis;
+pub mod retry;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
