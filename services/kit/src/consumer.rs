@@ -1,8 +1,9 @@
 //! A batch consumer of one bus topic: receive → batch (by size or age) → handle → acknowledge.
 //!
-//! What the progress writer and the incentive processor share. A batch is due when it holds
-//! `rule.size` messages or when its oldest has waited `rule.max_wait` (a real timer: the read
-//! blocks no longer than the deadline). Only after the handler succeeded are the messages
+//! The one receive / reclaim / acknowledge loop every queue consumer shares. A batch is due
+//! when it holds `rule.size` messages or when its oldest has waited `rule.max_wait` (a real
+//! timer: the read blocks no longer than the deadline; a `max_wait` of zero handles whatever
+//! one read brought at once). Only after the handler succeeded are the messages
 //! acknowledged, so a crash at any point leads to redelivery, never to loss; handlers make
 //! redelivery harmless (ids as primary keys, unique constraints, idempotent state updates).
 //!
@@ -105,8 +106,10 @@ impl<H: Handler> Consumer<H> {
                 break;
             }
             if Instant::now() >= next_reclaim {
-                next_reclaim =
-                    Instant::now() + self.config.reclaim_idle.max(Duration::from_millis(100)) / 2;
+                // At a fraction of the idle time, at most every 30 s.
+                let every = (self.config.reclaim_idle / 2)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(30));
+                next_reclaim = Instant::now() + every;
                 match self
                     .bus
                     .reclaim(
