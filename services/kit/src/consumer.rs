@@ -1,8 +1,9 @@
 //! A batch consumer of one bus topic: receive → batch (by size or age) → handle → acknowledge.
 //!
-//! What the progress writer and the incentive processor share. A batch is due when it holds
-//! `rule.size` messages or when its oldest has waited `rule.max_wait` (a real timer: the read
-//! blocks no longer than the deadline). Only after the handler succeeded are the messages
+//! The one receive / reclaim / acknowledge loop every queue consumer shares. A batch is due
+//! when it holds `rule.size` messages or when its oldest has waited `rule.max_wait` (a real
+//! timer: the read blocks no longer than the deadline; a `max_wait` of zero handles whatever
+//! one read brought at once). Only after the handler succeeded are the messages
 //! acknowledged, so a crash at any point leads to redelivery, never to loss; handlers make
 //! redelivery harmless (ids as primary keys, unique constraints, idempotent state updates).
 //!
@@ -19,7 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     batch::{Batch, BatchRule},
     bus::{Bus, Message},
+    retry::{backoff, sleep_or_shutdown},
 };
+
+/// The first retry of a failed batch waits about this long; each further failure doubles it.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// The longest wait between retries of a failed batch.
+const RETRY_CAP: Duration = Duration::from_millis(6400);
 
 /// What a consumer does with its messages.
 #[async_trait]
@@ -99,8 +106,10 @@ impl<H: Handler> Consumer<H> {
                 break;
             }
             if Instant::now() >= next_reclaim {
-                next_reclaim =
-                    Instant::now() + self.config.reclaim_idle.max(Duration::from_millis(100)) / 2;
+                // At a fraction of the idle time, at most every 30 s.
+                let every = (self.config.reclaim_idle / 2)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(30));
+                next_reclaim = Instant::now() + every;
                 match self
                     .bus
                     .reclaim(
@@ -244,8 +253,7 @@ impl<H: Handler> Consumer<H> {
                         failures,
                         "batch failed; retrying"
                     );
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    if sleep_or_shutdown(backoff, shutdown).await {
+                    if sleep_or_shutdown(backoff(failures, RETRY_BASE, RETRY_CAP), shutdown).await {
                         return;
                     }
                 }
@@ -266,12 +274,4 @@ impl<H: Handler> Consumer<H> {
 /// Message ids and items, in order.
 fn split<T>(batch: Vec<Received<T>>) -> (Vec<String>, Vec<T>) {
     batch.into_iter().map(|r| (r.message_id, r.item)).unzip()
-}
-
-/// Sleeps `d`; true when shutdown came first.
-async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => false,
-        () = shutdown.cancelled() => true,
-    }
 }

@@ -17,7 +17,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::settings::HealthSettings;
+use crate::{retry::sleep_or_shutdown, settings::HealthSettings};
 
 /// The health service name of liveness: SERVING while the process runs, whatever its
 /// dependencies do (probe it with `grpc: {port, service: liveness}`).
@@ -134,9 +134,8 @@ pub async fn watch(
                 reporter.set_service_status(*name, status).await;
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+        if sleep_or_shutdown(interval, &shutdown).await {
+            return;
         }
     }
 }

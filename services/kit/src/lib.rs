@@ -9,9 +9,10 @@
 //! - [`telemetry`]: tracing setup (pretty or JSON) and the Prometheus recorder.
 //! - [`auth`]: JWT claims, token minting, the gRPC interceptor and [`auth::Caller`].
 //! - [`batch`]: batching by size or age (the batch writers' flush rule).
-//! - [`bus`]: durable topics with consumer groups (Redis Streams, or memory).
+//! - [`bus`]: durable topics with consumer groups; one file per backend (`bus/memory.rs`,
+//!   `bus/sqlite.rs`: the embedded mode's durable bus, `bus/redis.rs`: Redis Streams).
 //! - [`consumer`]: a batch consumer of a topic (receive → batch → handle → acknowledge).
-//! - [`bus_sqlite`]: the embedded mode's durable bus, a SQLite file of its own.
+//! - [`retry`]: the backoff after a failure and the sleep that shutdown interrupts.
 //! - [`health`]: readiness from the dependencies (database, Redis), liveness apart.
 //! - [`error`]: `tonic::Status` builders with `ErrorInfo` reasons and `BadRequest` violations.
 //! - [`server`]: the gRPC server bootstrap (health, reflection, per-RPC spans and metrics,
@@ -28,7 +29,6 @@
 pub mod auth;
 pub mod batch;
 pub mod bus;
-pub mod bus_sqlite;
 pub mod cache;
 pub mod client;
 pub mod clock;
@@ -38,6 +38,7 @@ pub mod error;
 pub mod health;
 pub mod paging;
 pub mod redis;
+pub mod retry;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
@@ -54,3 +55,7 @@ pub fn install_tls_provider() {
 }
 
 pub use tokio_util::sync::CancellationToken;
+
+/// The SQLite bus's former path (`ewpm_kit::bus_sqlite::SqliteBus`), kept for its callers;
+/// it lives in [`bus::sqlite`].
+pub use bus::sqlite as bus_sqlite;

@@ -2,10 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ewpm_kit::{
-    bus::{Bus, MemoryBus, Message, Once, RedisBus},
-    bus_sqlite::SqliteBus,
-};
+use ewpm_kit::bus::{Bus, MemoryBus, Message, Once, RedisBus, SqliteBus};
 use ewpm_testkit::{key_prefix, servers};
 
 fn payloads(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {

@@ -15,7 +15,12 @@
 //!   [`crate::scores`]): the board may or may not have counted it, so the applier marks the
 //!   board missing and starts its rebuild, which counts every committed fact once. Boards
 //!   without an owner cannot be rebuilt; their stale deltas are counted as lost.
-//! - A store failure is retried in place, with backoff, until it succeeds or shutdown.
+//! - A store failure fails the batch, which the kit's [`Consumer`] retries, with backoff,
+//!   until it succeeds or shutdown (deltas applied by the failed try are duplicates then).
+//!
+//! The receive / reclaim / acknowledge loop is the kit's [`Consumer`]; this module is its
+//! [`Handler`]: decoding a delta, and applying a received batch at once (no waiting to fill
+//! it).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,7 +28,15 @@ use std::{
     time::Duration,
 };
 
-use ewpm_kit::{CancellationToken, bus::Bus, bus::Message, settings::LeaderboardSettings};
+use anyhow::Context;
+use async_trait::async_trait;
+use ewpm_kit::{
+    CancellationToken,
+    batch::BatchRule,
+    bus::Bus,
+    consumer::{Consumer, ConsumerConfig, Handler},
+    settings::LeaderboardSettings,
+};
 use ewpm_proto::leaderboard::v1::ScoreDelta;
 use prost::Message as _;
 
@@ -38,19 +51,21 @@ use crate::{
 pub const TOPIC: &str = "score-deltas";
 /// The applier's consumer group.
 pub const GROUP: &str = "leaderboard-applier";
-/// Deltas per receive.
+/// Deltas per batch at most.
 const BATCH: usize = 500;
-/// Longest a receive waits for deltas (also how soon shutdown is noticed).
-const BLOCK: Duration = Duration::from_secs(1);
 
 /// Applies score deltas from the bus.
 pub struct Applier {
     bus: Arc<dyn Bus>,
+    apply: Apply,
+    config: ConsumerConfig,
+}
+
+/// The consumer's handler: applies a batch of deltas to the store.
+struct Apply {
     scores: Arc<dyn ScoreStore>,
     notices: Arc<dyn Notices>,
     rebuilder: Rebuilder,
-    reclaim_idle: Duration,
-    consumer: String,
 }
 
 /// One decoded delta and when its fact was committed.
@@ -69,81 +84,41 @@ impl Applier {
         rebuilder: Rebuilder,
         settings: &LeaderboardSettings,
     ) -> Self {
-        Self {
-            bus,
-            scores,
-            notices,
-            rebuilder,
-            reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+        let config = ConsumerConfig {
+            topic: TOPIC,
+            group: GROUP,
             consumer: format!("applier-{}", uuid::Uuid::new_v4().simple()),
-        }
+            // Whatever one receive brought is applied at once: a delta waits for no other.
+            rule: BatchRule { size: BATCH, max_wait: Duration::ZERO },
+            reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+        };
+        Self { bus, apply: Apply { scores, notices, rebuilder }, config }
     }
 
     /// Applies deltas until `shutdown` is cancelled. A batch in progress is finished first
     /// (a receive waits at most a second).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        while let Err(err) = self.bus.ensure_group(TOPIC, GROUP).await {
-            tracing::warn!(error = format!("{err:#}"), "create the applier's consumer group");
-            if pause(&shutdown, Duration::from_secs(1)).await {
-                return Ok(());
-            }
-        }
-        tracing::info!(consumer = %self.consumer, "score delta applier started");
-        // Check for abandoned deltas at a fraction of their idle time, at most every 30 s.
-        let reclaim_every =
-            (self.reclaim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        let mut next_reclaim = tokio::time::Instant::now();
-        let mut failures = 0u32;
-        while !shutdown.is_cancelled() {
-            let now = tokio::time::Instant::now();
-            let received = if now >= next_reclaim {
-                next_reclaim = now + reclaim_every;
-                self.bus.reclaim(TOPIC, GROUP, &self.consumer, self.reclaim_idle, BATCH).await
-            } else {
-                self.bus.receive(TOPIC, GROUP, &self.consumer, BATCH, BLOCK).await
-            };
-            let result = match received {
-                Ok(messages) if messages.is_empty() => Ok(()),
-                Ok(messages) => self.handle(&messages, &shutdown).await,
-                Err(err) => Err(err),
-            };
-            match result {
-                Ok(()) => failures = 0,
-                Err(err) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = format!("{err:#}"), "score delta applier");
-                    if pause(&shutdown, backoff(failures)).await {
-                        break;
-                    }
-                }
-            }
-        }
-        tracing::info!("score delta applier stopped");
+        Consumer::new(self.bus, self.apply, self.config).run(shutdown).await;
         Ok(())
     }
+}
 
-    /// Applies one batch and acknowledges it. Store failures are retried here, so the batch
-    /// is only abandoned (left pending, to be reclaimed) at shutdown or if the ack fails.
-    async fn handle(
-        &self,
-        messages: &[Message],
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let decoded: Vec<Decoded> = messages.iter().filter_map(decode).collect();
+#[async_trait]
+impl Handler for Apply {
+    type Item = Decoded;
+
+    /// Decodes and checks one delta; an error (counted as `malformed`) marks a poison message.
+    fn decode(&self, payload: &[u8]) -> anyhow::Result<Decoded> {
+        decode(payload).inspect_err(|_| {
+            metrics::counter!("ewpm_leaderboard_deltas_skipped_total", "reason" => "malformed")
+                .increment(1);
+        })
+    }
+
+    /// Applies one batch; a failure (of the store, a rebuild) fails it whole, to be retried.
+    async fn handle(&self, decoded: &[Decoded]) -> anyhow::Result<()> {
         let deltas: Vec<Delta> = decoded.iter().map(|d| d.delta.clone()).collect();
-        let mut failures = 0u32;
-        let outcomes = loop {
-            match self.scores.apply_many(&deltas).await {
-                Ok(o) => break o,
-                Err(err) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = format!("{err:#}"), "apply score deltas");
-                    if pause(shutdown, backoff(failures)).await {
-                        return Ok(());
-                    }
-                }
-            }
-        };
+        let outcomes = self.scores.apply_many(&deltas).await.context("apply score deltas")?;
 
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut touched = BTreeSet::new();
@@ -208,55 +183,28 @@ impl Applier {
                 tracing::warn!(error = format!("{err:#}"), "publish board change notices");
             }
         }
-        let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
-        self.bus.ack(TOPIC, GROUP, &ids).await
+        Ok(())
     }
 }
 
-/// Decodes and checks one message; `None` (logged) for a poison message.
-fn decode(message: &Message) -> Option<Decoded> {
-    let poison = |why: &str| {
-        tracing::warn!(id = %message.id, why, "dropping malformed score delta");
-        metrics::counter!("ewpm_leaderboard_deltas_skipped_total", "reason" => "malformed")
-            .increment(1);
-    };
+/// Decodes and checks one delta; the error says why it is malformed.
+fn decode(payload: &[u8]) -> anyhow::Result<Decoded> {
     let ScoreDelta { board, member, delta, event_id, committed_unix_ms } =
-        match ScoreDelta::decode(message.payload.as_slice()) {
-            Ok(d) => d,
-            Err(_) => {
-                poison("not a ScoreDelta");
-                return None;
-            }
-        };
+        ScoreDelta::decode(payload).map_err(|_| anyhow::anyhow!("not a ScoreDelta"))?;
     let Ok(parsed) = Board::parse(&board, "board") else {
-        poison("bad board name");
-        return None;
+        anyhow::bail!("bad board name");
     };
     if member.is_empty() || event_id.is_empty() || !delta.is_finite() {
-        poison("empty member or event id, or a non-finite delta");
-        return None;
+        anyhow::bail!("empty member or event id, or a non-finite delta");
     }
     if crate::scores::fact_time_ms(&event_id).is_none() {
         // Accepted, but remembered for good (no time to expire it by): visible, so a
         // producer sending such ids is noticed before its boards' seen sets grow.
         metrics::counter!("ewpm_leaderboard_deltas_untimed_total").increment(1);
     }
-    Some(Decoded {
+    Ok(Decoded {
         delta: Delta { board, member, delta, event_id },
         board: parsed,
         committed_unix_ms,
     })
-}
-
-/// Capped exponential backoff: 100 ms, 200 ms, … 5 s.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
-}
-
-/// Sleeps for `d`; `true` if shutdown came first.
-async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => true,
-        () = tokio::time::sleep(d) => false,
-    }
 }

@@ -13,7 +13,8 @@
 //!   missing) with an atomic rebuild.
 //! - [`rebuild`]: board owners (challenge boards: the progress service) and the
 //!   single-flight, leased rebuild of missing boards.
-//! - [`applier`]: the bus consumer that applies score deltas and publishes change notices.
+//! - [`applier`]: applies score deltas from the bus (a handler of the kit's consumer) and
+//!   publishes change notices.
 //! - [`notices`]: per-board change notices (Redis pub/sub, or in-process).
 //! - [`watch`]: the watch hub — one subscription and one snapshot task per board per process.
 //! - [`error`]: [`error::LeaderboardError`] and its one mapping to `tonic::Status`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use ewpm_kit::{
     CancellationToken,
     clock::SharedClock,
+    retry::sleep_or_shutdown,
     settings::{GrpcSettings, ProjectorSettings},
 };
 use ewpm_proto::scan::v1::scan_service_server::ScanServiceServer;
@@ -78,12 +79,9 @@ pub async fn report_health(
         let healthy = !s.leader || clock.now() - since <= stale;
         let serving = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
         health.set_service_status(PROJECTOR_HEALTH, serving).await;
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => {
-                health.set_service_status(PROJECTOR_HEALTH, ServingStatus::NotServing).await;
-                return;
-            }
+        if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+            health.set_service_status(PROJECTOR_HEALTH, ServingStatus::NotServing).await;
+            return;
         }
     }
 }

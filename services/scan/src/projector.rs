@@ -19,7 +19,11 @@ use std::{
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use ewpm_kit::{CancellationToken, clock::SharedClock};
+use ewpm_kit::{
+    CancellationToken,
+    clock::SharedClock,
+    retry::{backoff, sleep_or_shutdown},
+};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
 
 use crate::{
@@ -401,7 +405,7 @@ impl Projector {
                 s.leader = leader;
             });
             if !leader {
-                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                sleep_or_shutdown(Duration::from_secs(1), &shutdown).await;
                 continue;
             }
             let step = self.step(&shutdown).await;
@@ -412,7 +416,7 @@ impl Projector {
                 Ok(Step::Applied { .. }) => failures = 0,
                 Ok(Step::CaughtUp) => {
                     failures = 0;
-                    sleep_or_cancel(self.config.poll_interval, &shutdown).await;
+                    sleep_or_shutdown(self.config.poll_interval, &shutdown).await;
                 }
                 Ok(Step::Stopped) => break,
                 Err(err) => {
@@ -427,7 +431,7 @@ impl Projector {
                     let delay =
                         backoff(failures, self.config.backoff_base, self.config.backoff_cap);
                     tracing::warn!(source = %self.source_name, error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "projector step failed");
-                    sleep_or_cancel(delay, &shutdown).await;
+                    sleep_or_shutdown(delay, &shutdown).await;
                 }
             }
         }
@@ -528,21 +532,6 @@ impl Projector {
     }
 }
 
-/// Capped exponential backoff with jitter (half to full of the exponential delay).
-pub fn backoff(failures: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
-    let ceiling = exp.min(cap);
-    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
-    ceiling.mul_f64(0.5 + jitter / 2.0)
-}
-
-async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        () = tokio::time::sleep(d) => {}
-        () = shutdown.cancelled() => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,17 +547,6 @@ mod tests {
         assert_eq!(behind.state(), ProjectorState::CatchingUp);
         let failing = StatusView { failing: Some((now, "feed: 503".into())), ..polled };
         assert_eq!(failing.state(), ProjectorState::Failing);
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_stays_under_the_cap() {
-        let (base, cap) = (Duration::from_millis(100), Duration::from_secs(2));
-        for failures in 1..40 {
-            let d = backoff(failures, base, cap);
-            let ceiling =
-                base.saturating_mul(2u32.pow(failures.saturating_sub(1).min(16))).min(cap);
-            assert!(d >= ceiling / 2 && d <= ceiling, "{failures}: {d:?} vs {ceiling:?}");
-        }
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::bus::{Bus, Message, Once, wait_for_messages};
+use super::{Bus, Message, Once, wait_for_messages};
 
 /// Publishes gathered into one transaction at most.
 const MAX_GROUP_COMMIT: usize = 512;
@@ -72,7 +72,7 @@ fn stmt(sql: &str, values: Vec<Value>) -> Statement {
 }
 
 fn seq_of(id: &str) -> anyhow::Result<i64> {
-    i64::try_from(crate::bus::seq_of(id)?).context("message id out of range")
+    i64::try_from(super::seq_of(id)?).context("message id out of range")
 }
 
 impl SqliteBus {

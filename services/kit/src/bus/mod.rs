@@ -1,0 +1,231 @@
+//! The bus: durable topics with consumer groups, at-least-once. Redis Streams in mesh mode
+//! ([`RedisBus`]), memory in embedded mode ([`MemoryBus`]); both behind [`Bus`] and both
+//! held to one contract (`tests/bus_contract.rs`).
+//!
+//! A consumer group sees every message of a topic once; within a group each message goes to
+//! one consumer and stays *pending* until acknowledged. A consumer that dies leaves its
+//! messages pending; another consumer of the group takes them over with [`Bus::reclaim`] once
+//! they have been idle long enough.
+//!
+//! Limits: the memory bus lives and dies with its process. Redis streams are trimmed (at most
+//! once a second, after an ack) of what every group has acknowledged, and every publish caps
+//! its stream at about [`RedisBus::with_max_len`] entries (`bus_max_len`, default 1,000,000),
+//! so a group that lags that far (or was abandoned) loses its oldest entries instead of
+//! pinning the stream; each group's backlog is the gauge `ewpm_bus_group_backlog`.
+//!
+//! # Layout
+//! - this file: the [`Bus`] trait, [`Message`], [`Once`], [`Routed`] and the helpers the
+//!   backends share;
+//! - [`memory`]: [`MemoryBus`], the embedded mode's bus;
+//! - [`sqlite`]: [`SqliteBus`], the embedded mode's durable bus;
+//! - [`redis`]: [`RedisBus`], the mesh bus on Redis Streams.
+
+mod memory;
+mod redis;
+pub mod sqlite;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+pub use memory::MemoryBus;
+pub use redis::{DEFAULT_MAX_LEN, RedisBus};
+pub use sqlite::SqliteBus;
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its id within the topic (pass it to [`Bus::ack`]).
+    pub id: String,
+    /// What was published.
+    pub payload: Vec<u8>,
+}
+
+/// What [`Bus::publish_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// The payload was published with this id, and the record remembered.
+    Published(String),
+    /// The key was taken: nothing was published; this is the record stored with it.
+    Existing(Vec<u8>),
+}
+
+/// A blocking receive: `attempt` until it yields messages or `block` has passed, waiting
+/// between attempts for `notify` (a publish on the topic). The wait is registered before each
+/// attempt, so a publish in between is not missed.
+pub(crate) async fn wait_for_messages<F, Fut>(
+    notify: &Notify,
+    block: Duration,
+    mut attempt: F,
+) -> anyhow::Result<Vec<Message>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Message>>>,
+{
+    let deadline = tokio::time::Instant::now() + block;
+    loop {
+        let notified = notify.notified();
+        let got = attempt().await?;
+        if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(got);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(Vec::new());
+        }
+    }
+}
+
+/// Durable topics with consumer groups.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Appends `payloads` to `topic`, in order; returns their ids.
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>>;
+
+    /// Appends `payload` to `topic` and remembers `record` under `key` for `ttl`, as one atomic
+    /// step, unless `key` is remembered already: then nothing is published and the record
+    /// stored first is returned. This is how a retried request queues nothing twice.
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once>;
+
+    /// Creates `group` on `topic` unless it exists; a new group starts at the oldest message
+    /// the topic retains.
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()>;
+
+    /// Up to `max` messages no consumer of `group` has received yet, for `consumer`; waits up
+    /// to `block` when there are none (zero: does not wait). They stay pending until
+    /// acknowledged.
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>>;
+
+    /// Takes over up to `max` messages of `group` that have been pending, unacknowledged, for
+    /// at least `min_idle` (their consumer is presumed dead), for `consumer`.
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>>;
+
+    /// Acknowledges messages of `group`: they are done.
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()>;
+
+    /// How many messages of `group` are pending (received, not acknowledged).
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
+
+    /// How many messages of `group` are not done: never received plus pending. What a
+    /// producer checks to push back before a backlog outgrows its consumers.
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64>;
+
+    /// Whether what is queued on `topic` outlives this process (false for the in-memory bus,
+    /// whose consumers must drain it before their process ends).
+    fn durable(&self, topic: &str) -> bool {
+        let _ = topic;
+        true
+    }
+}
+
+/// The sequence number of a message id of the memory and SQLite buses.
+pub(crate) fn seq_of(id: &str) -> anyhow::Result<u64> {
+    id.parse().with_context(|| format!("{id:?} is not a message id of this bus"))
+}
+
+/// Topics on different buses behind one [`Bus`]: the named topics on their own bus, every
+/// other topic on the default one. `ewpm dev` keeps client-acknowledged work on a durable
+/// bus and derived, rebuildable work in memory.
+pub struct Routed {
+    default: Arc<dyn Bus>,
+    routes: HashMap<String, Arc<dyn Bus>>,
+}
+
+impl Routed {
+    /// Every topic on `default` unless routed.
+    pub fn new(default: Arc<dyn Bus>) -> Self {
+        Self { default, routes: HashMap::new() }
+    }
+
+    /// `topic` on `bus`.
+    pub fn route(mut self, topic: &str, bus: Arc<dyn Bus>) -> Self {
+        self.routes.insert(topic.to_string(), bus);
+        self
+    }
+
+    fn bus(&self, topic: &str) -> &dyn Bus {
+        self.routes.get(topic).unwrap_or(&self.default).as_ref()
+    }
+}
+
+#[async_trait]
+impl Bus for Routed {
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
+        self.bus(topic).publish(topic, payloads).await
+    }
+
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        self.bus(topic).publish_once(topic, key, record, payload, ttl).await
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        self.bus(topic).ensure_group(topic, group).await
+    }
+
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Message>> {
+        self.bus(topic).receive(topic, group, consumer, max, block).await
+    }
+
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<Message>> {
+        self.bus(topic).reclaim(topic, group, consumer, min_idle, max).await
+    }
+
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()> {
+        self.bus(topic).ack(topic, group, ids).await
+    }
+
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        self.bus(topic).pending(topic, group).await
+    }
+
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        self.bus(topic).backlog(topic, group).await
+    }
+
+    fn durable(&self, topic: &str) -> bool {
+        self.bus(topic).durable(topic)
+    }
+}
