@@ -146,9 +146,8 @@ pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
         let snapshot: Vec<(&'static str, String)> =
             UPSTREAMS.iter().map(|(name, _)| *name).zip(results).collect();
         *state.upstream_health.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(HEALTH_EVERY) => {}
+        if ewpm_kit::retry::sleep_or_shutdown(HEALTH_EVERY, &shutdown).await {
+            return;
         }
     }
 }
