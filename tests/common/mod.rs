@@ -38,6 +38,8 @@ pub struct Mesh {
     pub incentive: u16,
     pub http: u16,
     pub procs: Vec<Proc>,
+    /// Where the incentive service's process is in `procs` while it runs.
+    pub incentive_proc: Option<usize>,
 }
 
 impl Mesh {
@@ -83,6 +85,7 @@ impl Mesh {
             incentive: free_port(),
             http: free_port(),
             procs: Vec::new(),
+            incentive_proc: None,
         };
         let status = mesh.ewpm().arg("migrate").status().unwrap();
         assert!(status.success(), "ewpm migrate failed");
@@ -91,8 +94,9 @@ impl Mesh {
         let writers = if progress_writers { "true" } else { "false" };
         mesh.spawn(&["serve", "progress"], p, &[("EWPM_PROGRESS__WRITER_ENABLED", writers)]);
         mesh.spawn(&["serve", "leaderboard"], l, &[]);
-        // The writers show activity to the incentive visitor, which asks this service.
+        // Its processors consume the activity the progress writers publish.
         let i = mesh.incentive;
+        mesh.incentive_proc = Some(mesh.procs.len());
         let processors = if incentive_processors { "true" } else { "false" };
         mesh.spawn(
             &["serve", "incentive"],
@@ -152,6 +156,22 @@ impl Mesh {
             cmd.env(k, v);
         }
         cmd.spawn().unwrap()
+    }
+
+    /// Kills the incentive service with SIGKILL: an outage.
+    pub fn kill_incentive(&mut self) {
+        let i = self.incentive_proc.take().expect("the incentive service runs");
+        self.procs[i].0.kill().unwrap();
+        self.procs[i].0.wait().unwrap();
+    }
+
+    /// Starts the incentive service again, with its processors, on its port; waits until the
+    /// mesh is ready.
+    pub async fn start_incentive(&mut self) {
+        self.incentive_proc = Some(self.procs.len());
+        let i = self.incentive;
+        self.spawn(&["serve", "incentive"], i, &[("EWPM_INCENTIVE__PROCESSOR_ENABLED", "true")]);
+        self.wait_ready().await;
     }
 
     pub fn base(&self) -> String {
