@@ -26,7 +26,7 @@ use tonic::Request;
 use uuid::Uuid;
 
 mod common;
-use common::{Mesh, admin};
+use common::{Mesh, admin, start_dev};
 
 fn acme_admin() -> String {
     bearer("ann", Role::EmployerAdmin, Some("acme"))
@@ -365,4 +365,78 @@ async fn an_incentive_outage_delays_awards_never_progress() {
     assert_eq!(awards_of(&base, "bob").await, Vec::<(String, String)>::new());
     assert_eq!(awards_of(&base, "carol").await, vec![("user-birth".into(), yesterday)]);
     assert_eq!(store.all_awards().await.unwrap().len(), 2);
+}
+
+/// Rows of `table` in the SQLite database of the `ewpm dev` in `dir`.
+async fn dev_rows(dir: &std::path::Path, table: &str) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let url = format!("sqlite://{}?mode=ro", dir.join("data/ewpm.db").display());
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ewpm_dev_keeps_recorded_activity_for_the_processors_across_a_sigkill() {
+    // The first life runs without incentive processors: recorded activity can only wait on
+    // the `activity` topic, which must be the durable SQLite bus to outlive a SIGKILL.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dev, base, admin) =
+        start_dev(dir.path(), &[("EWPM_INCENTIVE__PROCESSOR_ENABLED", "false")]).await;
+    let token = |sub: &str, role: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ewpm"))
+            .current_dir(dir.path())
+            .args(["token", "--sub", sub, "--role", role, "--employer", "acme"])
+            .output()
+            .unwrap();
+        format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let body = json!({"slug": "user-birth", "description": "a birth", "rule": {"eachOccurrence": {}}, "triggerKinds": ["birth"]});
+    let (status, created) =
+        post(&format!("{base}/api/incentives"), &format!("Bearer {admin}"), body).await;
+    assert_eq!(status, 201, "{created}");
+    let link = json!({"programId": "p", "incentiveSlug": "user-birth", "reward": "a pillow",
+        "startTime": rfc3339(Utc::now() - TimeDelta::days(30))});
+    let (status, linked) = post(
+        &format!("{base}/api/employers/acme/incentives"),
+        &token("ann", "employer_admin"),
+        link,
+    )
+    .await;
+    assert_eq!(status, 201, "{linked}");
+    let users: Vec<String> = (0..20).map(|u| format!("mother-{u:02}")).collect();
+    for u in &users {
+        let body = json!({"occurredAt": rfc3339(noon(1))});
+        let (status, _) = post(&format!("{base}/api/births"), &token(u, "employee"), body).await;
+        assert_eq!(status, 202);
+    }
+    // Written (and so published and acknowledged on the progress queue), then killed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dev_rows(dir.path(), "activity_log").await < 20 {
+        assert!(Instant::now() < deadline, "the births were not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dev.0.kill().unwrap();
+    dev.0.wait().unwrap();
+
+    // The second life has processors: every birth earns its award, once.
+    let (_dev, _, _) = start_dev(dir.path(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dev_rows(dir.path(), "awards").await < 20 {
+        assert!(Instant::now() < deadline, "awards missing after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = format!("sqlite://{}?mode=ro", dir.path().join("data/ewpm.db").display());
+    let store = IncentiveStore::new(sea_orm::Database::connect(&url).await.unwrap());
+    let mut awarded: Vec<String> =
+        store.all_awards().await.unwrap().into_iter().map(|a| a.user_id).collect();
+    awarded.sort();
+    assert_eq!(awarded, users);
 }

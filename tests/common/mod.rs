@@ -299,6 +299,44 @@ impl Mesh {
     }
 }
 
+/// `ewpm dev` in `dir` on fresh ports, with `env`; returns the process, the REST base URL and
+/// the printed admin token.
+pub async fn start_dev(dir: &std::path::Path, env: &[(&str, &str)]) -> (Proc, String, String) {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let stdout = std::fs::File::create(dir.join("stdout")).unwrap();
+    let dev = Proc(
+        Command::new(env!("CARGO_BIN_EXE_ewpm"))
+            .current_dir(dir)
+            .env("EWPM_LOG__FORMAT", "json")
+            .env("EWPM_LOG__LEVEL", "warn")
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(stdout))
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    let client = ewpm_testkit::http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status() == 200
+            && r.json::<Value>().await.is_ok_and(|b| b["status"] == "ok")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ewpm dev did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let banner = std::fs::read_to_string(dir.join("stdout")).unwrap();
+    let admin = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ADMIN=").map(str::to_string))
+        .expect("admin token printed");
+    (dev, base, admin)
+}
+
 /// An admin token.
 pub fn admin() -> String {
     bearer("admin-1", Role::Admin, None)
