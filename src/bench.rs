@@ -36,7 +36,7 @@ pub enum Bench {
     Progress(crate::bench_progress::PipelineArgs),
     /// Leaderboard top-10 reads and the update lag of many watchers of one board.
     Leaderboard(crate::bench_progress::LeaderboardArgs),
-    /// Activity events through the incentive visitor and the processors into awards, with
+    /// Recorded activity on the `activity` topic through the incentive processors into awards, with
     /// an exactly-once check.
     Incentives(crate::bench_incentives::IncentiveArgs),
 }

@@ -1,6 +1,7 @@
-//! `ewpm bench incentives`: activity through the real incentive visitor (cached look-ups of
-//! the employer's links over gRPC) onto the bus, and through the processors into streaks and
-//! awards; then a check that every expected award exists exactly once.
+//! `ewpm bench incentives`: recorded activity (`ActivityRecorded`, as the progress writers
+//! publish it) on the bus topic `activity`, through the incentive processors (each activity
+//! against its employer's links from their own tables, cached) into streaks and awards; then a
+//! check that every expected award exists exactly once.
 //!
 //! With `--postgres` and `--redis` the processors run as separate `ewpm serve
 //! incentive-processor` processes (`--processes`, two by default), as in the mesh; without,
@@ -16,15 +17,10 @@ use std::{
 use anyhow::Context;
 use chrono::{Days, TimeDelta, Utc};
 use clap::Args;
-use ewpm_incentive::{
-    INCENTIVE_TOPIC, PROCESSOR_GROUP,
-    notices::MemoryNotices,
-    store::IncentiveStore,
-    visitor::{GrpcLinks, IncentiveVisitor},
-};
+use ewpm_incentive::{PROCESSOR_GROUP, notices::MemoryNotices, store::IncentiveStore};
 use ewpm_kit::{
     CancellationToken,
-    auth::{Authenticator, Role, ServiceToken, TokenKeys},
+    auth::{Authenticator, Role, TokenKeys},
     bus::{Bus, RedisBus},
     clock::{SharedClock, SystemClock},
     db,
@@ -32,11 +28,13 @@ use ewpm_kit::{
     settings::Settings,
     timestamp,
 };
-use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
+use ewpm_progress::activity::{Activity, ActivityKind};
 use ewpm_proto::{
+    activity::v1::ActivityKind as PbKind,
     incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
-    progress::v1::ActivityKind as PbKind,
+    progress::v1::ACTIVITY_TOPIC,
 };
+use prost::Message as _;
 use serde_json::json;
 use tonic::Request;
 use uuid::Uuid;
@@ -69,8 +67,9 @@ pub struct IncentiveArgs {
     /// Redis for the bus and award notices (under a throwaway key prefix).
     #[arg(long, requires = "postgres")]
     redis: Option<String>,
-    /// Drive the client-facing path instead of the visitor: LogActivity over gRPC from
-    /// `--concurrency` clients → progress queue → batch writers → visitor → processors.
+    /// Drive the client-facing path instead of publishing on the topic: LogActivity over gRPC
+    /// from `--concurrency` clients → progress queue → batch writers → topic `activity` →
+    /// processors.
     #[arg(long)]
     log_activity: bool,
     /// Concurrent LogActivity clients (with --log-activity), over 4 connections.
@@ -112,7 +111,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         ),
     };
 
-    // The incentive service, for the visitor's look-ups (and, embedded, the processors).
+    // The incentive service, for seeding the links (and, embedded, the processors).
     let stop = CancellationToken::new();
     let listener = server::bind(settings.grpc.addr).await?;
     let uri = format!("http://{}", listener.local_addr()?);
@@ -133,17 +132,14 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         &stop,
     );
     if args.log_activity {
-        // The progress service and its writers (whose visitor asks the incentive service
-        // mounted beside it).
+        // The progress service and its writers (publishing on the topic `activity`).
         settings.services.challenge = uri.clone();
-        settings.services.incentive = uri.clone();
         background.extend(crate::mount_progress(
             &mut mount,
             &settings,
             &keys,
             conn.clone(),
             bus.clone(),
-            notices,
             clock,
             true,
             &stop,
@@ -176,12 +172,10 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
             children.push(ChildGuard(child));
         }
     }
-    bus.ensure_group(INCENTIVE_TOPIC, PROCESSOR_GROUP).await?;
+    bus.ensure_group(ACTIVITY_TOPIC, PROCESSOR_GROUP).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Activity, day by day as it would arrive, through the real visitor.
-    let links = GrpcLinks::new(&uri, Arc::new(ServiceToken::new(keys.clone(), "progress")))?;
-    let visitor = IncentiveVisitor::new(Arc::new(links), bus.clone(), Duration::from_secs(60));
+    // Activity, day by day as it would arrive, as the progress writers publish it.
     let users: Vec<String> = (0..args.users).map(|u| format!("user-{u:06}")).collect();
     let today = Utc::now().date_naive();
     let noon =
@@ -205,7 +199,8 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         log_activities(&uri, &keys, activities, args.concurrency).await?;
     } else {
         for chunk in activities.chunks(1000) {
-            visitor.visit(chunk).await?;
+            let events: Vec<Vec<u8>> = chunk.iter().map(|a| a.to_event().encode_to_vec()).collect();
+            bus.publish(ACTIVITY_TOPIC, &events).await?;
         }
     }
     let published = started.elapsed();
@@ -216,7 +211,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         } else {
             0
         };
-        let backlog = bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await? + writes;
+        let backlog = bus.backlog(ACTIVITY_TOPIC, PROCESSOR_GROUP).await? + writes;
         peak_backlog = peak_backlog.max(backlog);
         if backlog == 0 {
             break;
@@ -245,7 +240,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
             json!({
                 "backend": backend,
                 "events": total,
-                "path": if args.log_activity { "LogActivity" } else { "visitor" },
+                "path": if args.log_activity { "LogActivity" } else { "activity topic" },
                 "published_per_sec": publish_rate.round(),
                 "processed_per_sec": rate.round(),
                 "seconds": processed.as_secs_f64(),
@@ -262,7 +257,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
             args.users, args.days
         );
         let (from, to) =
-            if args.log_activity { ("LogActivity", "accepted") } else { ("visitor", "bus") };
+            if args.log_activity { ("LogActivity", "accepted") } else { ("topic", "bus") };
         println!(
             "  {:<22} {publish_rate:>9.0} events/s  ({:.2} s)",
             format!("{from} → {to}"),

@@ -200,12 +200,11 @@ impl Target {
             &keys,
             conn.clone(),
             bus.clone(),
-            incentive_notices.clone(),
             clock.clone(),
             true,
             &shutdown,
         )?;
-        // The writers show activity to the incentive visitor, which asks this service.
+        // The incentive processors consume the activity the writers publish, as in `ewpm dev`.
         background.extend(crate::mount_incentive(
             &mut mount,
             &settings,

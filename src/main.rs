@@ -29,7 +29,6 @@ use ewpm_leaderboard::{
     rebuild::{ChallengeOwner, Owners},
     scores::{Dedupe, RedisScores, ScoreStore},
 };
-use ewpm_progress::visitor::Visitors;
 mod bench;
 mod bench_incentives;
 mod bench_progress;
@@ -191,7 +190,6 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         &keys,
         db.clone(),
         bus.clone(),
-        incentive_notices.clone(),
         clock.clone(),
         true,
         &tasks,
@@ -231,15 +229,15 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The embedded mode's bus: accepted progress and activity (what a client was answered 202
-/// for) and incentive events (what the writer acknowledged activity for) in a SQLite file of
-/// its own, so they are still queued after a crash; score deltas in memory, as the in-process
+/// for) and recorded activity (what the writer acknowledged the queue for, until the incentive
+/// processors have counted it) in a SQLite file of its own, so they are still queued after a crash; score deltas in memory, as the in-process
 /// score store they feed is rebuilt from SQL after a restart anyway.
 async fn embedded_bus(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Bus>> {
     let durable = SqliteBus::open(&data_dir.join("bus.db")).await?;
     Ok(Arc::new(
         Routed::new(MemoryBus::new())
             .route(ewpm_progress::PROGRESS_TOPIC, durable.clone())
-            .route(ewpm_incentive::INCENTIVE_TOPIC, durable),
+            .route(ewpm_proto::progress::v1::ACTIVITY_TOPIC, durable),
     ))
 }
 
@@ -266,7 +264,6 @@ fn mount_progress(
     keys: &TokenKeys,
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
-    incentive_notices: Arc<dyn IncentiveNotices>,
     clock: SharedClock,
     with_service: bool,
     shutdown: &CancellationToken,
@@ -277,7 +274,7 @@ fn mount_progress(
             db.clone(),
             bus.clone(),
             &settings.services.challenge,
-            token.clone(),
+            token,
             clock,
             &settings.progress,
             &settings.grpc,
@@ -285,16 +282,8 @@ fn mount_progress(
     }
     let mut background = Background::default();
     if settings.progress.writer_enabled || !with_service {
-        let mut visitors = Visitors::new();
-        visitors.register(Arc::new(ewpm_incentive::app::visitor(
-            bus.clone(),
-            &settings.services.incentive,
-            token,
-            incentive_notices.as_ref(),
-            &settings.incentive,
-        )?));
         let name = ewpm_progress::app::process_name();
-        for writer in ewpm_progress::app::writers(db, bus, &visitors, &settings.progress, &name) {
+        for writer in ewpm_progress::app::writers(db, bus, &settings.progress, &name) {
             background.0.push(tokio::spawn(writer.run(shutdown.clone())));
         }
     }
@@ -404,11 +393,8 @@ async fn serve_progress(settings: Settings, with_service: bool) -> anyhow::Resul
         let bus: Arc<dyn Bus> =
             Arc::new(RedisBus::connect(&redis, prefix).await?.with_max_len(m.settings.bus_max_len));
         m.mount.depend_on(Dependency::Redis(ewpm_kit::redis::connect(&redis).await?));
-        // The incentive visitor hears of link changes.
-        let notices =
-            Arc::new(ewpm_incentive::notices::RedisNotices::connect(&redis, prefix).await?);
         let clock: SharedClock = Arc::new(SystemClock);
-        mount_progress(m.mount, m.settings, m.keys, db, bus, notices, clock, with_service, m.tasks)
+        mount_progress(m.mount, m.settings, m.keys, db, bus, clock, with_service, m.tasks)
     })
     .await
 }

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tonic::Request;
 
 mod common;
-use common::Mesh;
+use common::{Mesh, start_dev};
 
 /// Load: `clients` concurrent submitters over 4 connections, `total` entries spread over
 /// `users` and `challenges`, integer values (so sums are exact in any order). Returns the
@@ -312,48 +312,11 @@ async fn scan_keys(client: &fred::clients::Client, pattern: &str) -> Vec<String>
     }
 }
 
-/// `ewpm dev` in `dir` on fresh ports; returns the process, the REST base URL and the
-/// printed admin token.
-async fn start_dev(dir: &std::path::Path) -> (Proc, String, String) {
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let stdout = std::fs::File::create(dir.join("stdout")).unwrap();
-    let dev = Proc(
-        Command::new(env!("CARGO_BIN_EXE_ewpm"))
-            .current_dir(dir)
-            .env("EWPM_LOG__FORMAT", "json")
-            .env("EWPM_LOG__LEVEL", "warn")
-            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
-            .stdout(Stdio::from(stdout))
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{http_port}");
-    let client = ewpm_testkit::http_client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status() == 200
-            && r.json::<Value>().await.is_ok_and(|b| b["status"] == "ok")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "ewpm dev did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let banner = std::fs::read_to_string(dir.join("stdout")).unwrap();
-    let admin = banner
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("ADMIN=").map(str::to_string))
-        .expect("admin token printed");
-    (dev, base, admin)
-}
-
 /// Submits 301 entries to a fresh `ewpm dev`, stops it with `signal` at once, starts it
 /// again, and checks the board equals what was acknowledged.
 async fn ewpm_dev_keeps_every_accepted_entry_across(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut dev, base, admin) = start_dev(dir.path()).await;
+    let (mut dev, base, admin) = start_dev(dir.path(), &[]).await;
     let http = ewpm_testkit::http_client();
     let created: Value = http
         .post(format!("{base}/api/challenges"))
@@ -410,7 +373,7 @@ async fn ewpm_dev_keeps_every_accepted_entry_across(signal: &str) {
     // A new process: the in-process score store starts empty and the board is rebuilt from
     // SQLite on first read; entries still queued are written by the new writers (and their
     // deltas counted) within a flush interval or two.
-    let (_dev, base, _) = start_dev(dir.path()).await;
+    let (_dev, base, _) = start_dev(dir.path(), &[]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let board: Value = get_json(

@@ -29,11 +29,25 @@ pub mod scan {
     }
 }
 
-/// `ewpm.progress.v1`: challenge progress entries and per-challenge totals.
+/// `ewpm.activity.v1`: the activity vocabulary shared by progress and incentive.
+pub mod activity {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.activity.v1");
+    }
+}
+
+/// `ewpm.progress.v1`: challenge progress entries and per-challenge totals, and the
+/// `ActivityRecorded` event.
 pub mod progress {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("ewpm.progress.v1");
+
+        /// Bus topic of [`ActivityRecorded`] events: published by the progress batch writers
+        /// after their commit, consumed by the incentive processors (group
+        /// `incentive-processor`).
+        pub const ACTIVITY_TOPIC: &str = "activity";
 
         /// Fully qualified name of the service, as health checks and reflection know it.
         pub const SERVICE_NAME: &str = "ewpm.progress.v1.ProgressService";

@@ -38,6 +38,8 @@ pub struct Mesh {
     pub incentive: u16,
     pub http: u16,
     pub procs: Vec<Proc>,
+    /// Where the incentive service's process is in `procs` while it runs.
+    pub incentive_proc: Option<usize>,
 }
 
 impl Mesh {
@@ -83,6 +85,7 @@ impl Mesh {
             incentive: free_port(),
             http: free_port(),
             procs: Vec::new(),
+            incentive_proc: None,
         };
         let status = mesh.ewpm().arg("migrate").status().unwrap();
         assert!(status.success(), "ewpm migrate failed");
@@ -91,8 +94,9 @@ impl Mesh {
         let writers = if progress_writers { "true" } else { "false" };
         mesh.spawn(&["serve", "progress"], p, &[("EWPM_PROGRESS__WRITER_ENABLED", writers)]);
         mesh.spawn(&["serve", "leaderboard"], l, &[]);
-        // The writers show activity to the incentive visitor, which asks this service.
+        // Its processors consume the activity the progress writers publish.
         let i = mesh.incentive;
+        mesh.incentive_proc = Some(mesh.procs.len());
         let processors = if incentive_processors { "true" } else { "false" };
         mesh.spawn(
             &["serve", "incentive"],
@@ -152,6 +156,22 @@ impl Mesh {
             cmd.env(k, v);
         }
         cmd.spawn().unwrap()
+    }
+
+    /// Kills the incentive service with SIGKILL: an outage.
+    pub fn kill_incentive(&mut self) {
+        let i = self.incentive_proc.take().expect("the incentive service runs");
+        self.procs[i].0.kill().unwrap();
+        self.procs[i].0.wait().unwrap();
+    }
+
+    /// Starts the incentive service again, with its processors, on its port; waits until the
+    /// mesh is ready.
+    pub async fn start_incentive(&mut self) {
+        self.incentive_proc = Some(self.procs.len());
+        let i = self.incentive;
+        self.spawn(&["serve", "incentive"], i, &[("EWPM_INCENTIVE__PROCESSOR_ENABLED", "true")]);
+        self.wait_ready().await;
     }
 
     pub fn base(&self) -> String {
@@ -277,6 +297,44 @@ impl Mesh {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// `ewpm dev` in `dir` on fresh ports, with `env`; returns the process, the REST base URL and
+/// the printed admin token.
+pub async fn start_dev(dir: &std::path::Path, env: &[(&str, &str)]) -> (Proc, String, String) {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let stdout = std::fs::File::create(dir.join("stdout")).unwrap();
+    let dev = Proc(
+        Command::new(env!("CARGO_BIN_EXE_ewpm"))
+            .current_dir(dir)
+            .env("EWPM_LOG__FORMAT", "json")
+            .env("EWPM_LOG__LEVEL", "warn")
+            .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("EWPM_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(stdout))
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    let client = ewpm_testkit::http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status() == 200
+            && r.json::<Value>().await.is_ok_and(|b| b["status"] == "ok")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ewpm dev did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let banner = std::fs::read_to_string(dir.join("stdout")).unwrap();
+    let admin = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ADMIN=").map(str::to_string))
+        .expect("admin token printed");
+    (dev, base, admin)
 }
 
 /// An admin token.

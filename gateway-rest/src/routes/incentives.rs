@@ -16,8 +16,9 @@ use axum::{
 };
 use ewpm_kit::auth::Caller;
 use ewpm_proto::{
+    activity::v1::ActivityKind,
     incentive::v1::{self as ipb, rule},
-    progress::v1::{self as ppb, ActivityKind},
+    progress::v1::{self as ppb},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

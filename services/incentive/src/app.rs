@@ -1,10 +1,9 @@
-//! Builds the incentive service, its processors and its activity visitor from settings.
+//! Builds the incentive service and its processors from settings.
 
 use std::{sync::Arc, time::Duration};
 
 use ewpm_kit::{
     CancellationToken,
-    auth::ServiceToken,
     batch::BatchRule,
     bus::Bus,
     clock::SharedClock,
@@ -12,18 +11,19 @@ use ewpm_kit::{
     settings::{GrpcSettings, IncentiveSettings, LimitSettings},
     streams::StreamSlots,
 };
-use ewpm_proto::incentive::v1::incentive_service_server::IncentiveServiceServer;
+use ewpm_proto::{
+    incentive::v1::incentive_service_server::IncentiveServiceServer, progress::v1::ACTIVITY_TOPIC,
+};
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    INCENTIVE_TOPIC, PROCESSOR_GROUP,
+    PROCESSOR_GROUP,
     domain::MAX_BACKFILL_DAYS,
     grpc::IncentiveGrpc,
     notices::IncentiveNotices,
     processor::{Links, Processor},
     service::Incentives,
     store::IncentiveStore,
-    visitor::{GrpcLinks, IncentiveVisitor},
 };
 
 /// The tonic service over `db`; WatchAwards streams from `notices` and end with `streams`.
@@ -41,8 +41,8 @@ pub fn build(
         .max_decoding_message_size(grpc.max_message_bytes)
 }
 
-/// `settings.processors` processors of the incentive events on `bus`, consumers named after
-/// `process`.
+/// `settings.processors` processors of the recorded activity on `bus` (topic `activity`),
+/// consumers named after `process`.
 pub fn processors(
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
@@ -66,7 +66,7 @@ pub fn processors(
                     settings.backfill_days.min(MAX_BACKFILL_DAYS),
                 ),
                 ConsumerConfig {
-                    topic: INCENTIVE_TOPIC,
+                    topic: ACTIVITY_TOPIC,
                     group: PROCESSOR_GROUP,
                     consumer: format!("{process}-p{i}"),
                     rule: BatchRule {
@@ -78,21 +78,4 @@ pub fn processors(
             )
         })
         .collect()
-}
-
-/// The activity visitor the progress service registers: publishes on `bus`, learns links
-/// from the incentive service at `incentive_uri` with `token`, forgets them when `notices`
-/// announce a change.
-pub fn visitor(
-    bus: Arc<dyn Bus>,
-    incentive_uri: &str,
-    token: Arc<ServiceToken>,
-    notices: &dyn IncentiveNotices,
-    settings: &IncentiveSettings,
-) -> anyhow::Result<IncentiveVisitor> {
-    let links = GrpcLinks::new(incentive_uri, token)?;
-    let ttl = Duration::from_secs(settings.lookup_cache_secs);
-    let visitor = IncentiveVisitor::new(Arc::new(links), bus, ttl);
-    visitor.follow(notices.subscribe_links());
-    Ok(visitor)
 }

@@ -4,9 +4,10 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use ewpm_kit::error::FieldViolation;
-use ewpm_progress::visitor::ActivityKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::activity::ActivityKind;
 
 /// Longest streak a rule may ask for (the streak state keeps 64 days; see [`crate::streak`]).
 pub const MAX_STREAK_DAYS: u32 = 32;
@@ -402,9 +403,9 @@ impl EmployerIncentive {
     }
 }
 
-/// An activity that may count towards one employer incentive: the bus message from the
-/// activity visitor to the processors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A recorded activity that counts towards one employer incentive: what a processor applies
+/// (in process; never on the bus).
+#[derive(Debug, Clone, PartialEq)]
 pub struct IncentiveEvent {
     /// The activity (with the link, what makes the event unique).
     pub activity_id: Uuid,

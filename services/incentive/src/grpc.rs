@@ -11,13 +11,13 @@ use ewpm_kit::{
     streams::StreamSlots,
     timestamp,
 };
-use ewpm_progress::visitor::ActivityKind;
 use ewpm_proto::incentive::v1::{self as pb, incentive_service_server::IncentiveService};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    activity::ActivityKind,
     domain::{
         ActionKind, Actions, Award, EmployerIncentive, Incentive, Period, RepeatPolicy, Rule, Slug,
         TriggerKinds, Zone, text,

@@ -3,18 +3,20 @@
 //! a reward, a time zone, an active window, a repeat policy and stacked actions), and the
 //! ledger of awards.
 //!
-//! Activity flows progress service → its batch writer → the [`visitor`] (cached look-ups of
-//! each employer's links) → bus topic `incentive-events` → the [`processor`] pool (a consumer
-//! group; any number of tasks and processes) → streaks and awards in SQL, each award exactly
-//! once → [`notices`] → WatchAwards.
+//! Activity flows progress service → its batch writers → bus topic `activity`
+//! (`ActivityRecorded`, a proto contract) → the [`processor`] pool (consumer group
+//! `incentive-processor`; any number of tasks and processes), which finds the employer
+//! incentives each activity triggers in this service's own tables → streaks and awards in SQL,
+//! each award exactly once → [`notices`] → WatchAwards. The progress service never calls this
+//! one: while it is down, activity waits on the topic and awards come late, never progress.
 //!
 //! # Layout
 //! - [`domain`]: slugs, rules, trigger kinds, zones, periods, repeat policies, actions,
 //!   links, events, awards (no I/O).
 //! - [`streak`]: the consecutive-days rule as a pure state machine over calendar days.
 //! - [`actions`]: the stacked actions (strategies): record the award, notify.
-//! - [`processor`]: incentive events → streaks → actions, one transaction per batch.
-//! - [`visitor`]: the progress service's activity visitor that publishes incentive events.
+//! - [`activity`]: recorded activity from the bus, and the incentive events it makes.
+//! - [`processor`]: activity → incentive events → streaks → actions, one transaction per batch.
 //! - [`notices`]: newly recorded awards to WatchAwards streams (memory or Redis pub/sub).
 //! - [`store`]: the `incentives`, `employer_incentives`, `streaks` and `awards` tables.
 //! - [`service`]: the operations and who may call them.
@@ -23,6 +25,7 @@
 //! - [`app`]: builds the service and the processors from settings.
 
 pub mod actions;
+pub mod activity;
 pub mod app;
 pub mod domain;
 pub mod error;
@@ -32,9 +35,7 @@ pub mod processor;
 pub mod service;
 pub mod store;
 pub mod streak;
-pub mod visitor;
 
-/// Bus topic of incentive events (from the activity visitor to the processors).
-pub const INCENTIVE_TOPIC: &str = "incentive-events";
-/// Consumer group of the processors.
+/// Consumer group of the processors on the `activity` topic
+/// ([`ewpm_proto::progress::v1::ACTIVITY_TOPIC`]).
 pub const PROCESSOR_GROUP: &str = "incentive-processor";

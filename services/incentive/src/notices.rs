@@ -1,9 +1,9 @@
 //! Incentive notices, between processes:
 //!
 //! - newly recorded awards, from the processors to every process serving WatchAwards;
-//! - "an employer's links changed", from the incentive service to every activity visitor, so
-//!   a new or deactivated link counts from the next activity rather than from the next cache
-//!   refresh.
+//! - "an employer's links changed", from the incentive service to every processor's link
+//!   cache, so a new or deactivated link counts from the next activity rather than from the
+//!   next cache refresh.
 //!
 //! Implementations:
 //! - [`MemoryNotices`]: in-process (embedded mode).
@@ -11,7 +11,7 @@
 //!   `<prefix>incentive:links`; one subscriber connection per process, fanned out locally.
 //!
 //! Pub/sub is fire-and-forget: a watcher that is not connected when an award is recorded
-//! finds it with ListAwards, and a visitor that misses a link change sees it when its cache
+//! finds it with ListAwards, and a processor that misses a link change sees it when its cache
 //! entry expires (`lookup_cache_secs`).
 
 use anyhow::Context;
@@ -158,7 +158,7 @@ async fn deliver(
                 Some(employer) => drop(local.links.send(employer.to_string())),
                 None => tracing::warn!(channel = %m.channel, "ignoring a malformed link notice"),
             },
-            // Only worth a warning when somebody was watching; a visitor that missed link
+            // Only worth a warning when somebody was watching; a processor that missed link
             // changes is told everything changed.
             Err(RecvError::Lagged(n)) => {
                 drop(local.links.send(ALL_EMPLOYERS.to_string()));

@@ -1,8 +1,12 @@
-//! The incentive processor: incentive events → each link's rule → its stacked actions →
-//! awards, exactly once.
+//! The incentive processor: recorded activity → the employer incentives it triggers → each
+//! link's rule → its stacked actions → awards, exactly once.
 //!
 //! A [`ewpm_kit::consumer::Handler`]: any number of processors (tasks and processes) consume
-//! the `incentive-events` topic as one group. One transaction per batch:
+//! the `activity` topic (published by the progress batch writers) as one group,
+//! `incentive-processor`. For a batch, each activity's employer's active links are read from
+//! this service's own tables (cached; an announced link change empties the cache) and every
+//! (activity, link) it counts towards becomes an [`IncentiveEvent`]
+//! ([`crate::activity::events_of`]). Then one transaction per batch:
 //!
 //! 1. the streaks the batch touches are locked (created empty when new) in sorted key order,
 //!    so processors working on the same users wait for each other instead of racing, and
@@ -23,22 +27,29 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use anyhow::Context;
 use async_trait::async_trait;
 use ewpm_kit::{cache::TtlCache, clock::SharedClock, consumer::Handler};
+use ewpm_proto::progress::v1::ActivityRecorded;
+use prost::Message as _;
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
 use crate::{
     actions::{Fired, run_stacks},
+    activity::{Activity, events_of},
     domain::{EmployerIncentive, IncentiveEvent, Rule, day_number, day_of_number},
     notices::IncentiveNotices,
     store::{IncentiveStore, StreakKey},
     streak::{Recorded, Streak},
 };
 
-/// Employer incentives by id, cached.
+/// Employer incentives by id and each employer's active ones, cached.
 pub struct Links {
     store: IncentiveStore,
     cache: Arc<TtlCache<Uuid, Option<Arc<EmployerIncentive>>>>,
+    by_employer: Arc<TtlCache<String, Arc<Vec<Arc<EmployerIncentive>>>>>,
 }
+
+/// Links read per page when loading an employer's active links.
+const EMPLOYER_PAGE: u64 = 500;
 
 impl Links {
     /// Reads links from `store`, caching each for `ttl`; any announced link change empties
@@ -49,19 +60,53 @@ impl Links {
         mut changes: tokio::sync::broadcast::Receiver<String>,
     ) -> Self {
         let cache = Arc::new(TtlCache::new(ttl));
-        let weak = Arc::downgrade(&cache);
+        let by_employer = Arc::new(TtlCache::new(ttl));
+        let (weak, weak_employers) = (Arc::downgrade(&cache), Arc::downgrade(&by_employer));
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 let changed = changes.recv().await;
-                let Some(cache) = weak.upgrade() else { return };
+                let (Some(cache), Some(by_employer)) = (weak.upgrade(), weak_employers.upgrade())
+                else {
+                    return;
+                };
                 match changed {
-                    Ok(_) | Err(RecvError::Lagged(_)) => cache.clear(),
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        cache.clear();
+                        by_employer.clear();
+                    }
                     Err(RecvError::Closed) => return,
                 }
             }
         });
-        Self { store, cache }
+        Self { store, cache, by_employer }
+    }
+
+    /// The active links of `employer_id`, from this service's own tables (cached).
+    pub async fn of_employer(
+        &self,
+        employer_id: &str,
+    ) -> anyhow::Result<Arc<Vec<Arc<EmployerIncentive>>>> {
+        if let Some(links) = self.by_employer.get(&employer_id.to_string()) {
+            return Ok(links);
+        }
+        let mut links = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .store
+                .list_employer_incentives(employer_id, before, EMPLOYER_PAGE, false)
+                .await?;
+            let full = page.len() as u64 == EMPLOYER_PAGE;
+            before = page.last().map(|l| l.id);
+            links.extend(page.into_iter().map(Arc::new));
+            if !full {
+                break;
+            }
+        }
+        let links = Arc::new(links);
+        self.by_employer.put(employer_id.to_string(), links.clone());
+        Ok(links)
     }
 
     /// The links of `ids` (unknown ids are absent).
@@ -115,11 +160,34 @@ impl Processor {
         Self { store, links, notices, clock, backfill_days }
     }
 
-    /// Processes one batch (what [`Handler::handle`] does); returns the awards recorded.
+    /// The incentive events of `activities`: each against its employer's active links.
+    pub async fn events(&self, activities: &[Activity]) -> anyhow::Result<Vec<IncentiveEvent>> {
+        let mut events = Vec::new();
+        let mut links: HashMap<&str, Arc<Vec<Arc<EmployerIncentive>>>> = HashMap::new();
+        for a in activities {
+            let Some(employer) = a.employer_id.as_deref() else { continue };
+            let of_employer = match links.get(employer) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = self.links.of_employer(employer).await?;
+                    links.insert(employer, l.clone());
+                    l
+                }
+            };
+            events.extend(events_of(a, &of_employer));
+        }
+        Ok(events)
+    }
+
+    /// Applies one batch of incentive events (what [`Handler::handle`] does after
+    /// [`Processor::events`]); returns the awards recorded.
     pub async fn process(
         &self,
         events: &[IncentiveEvent],
     ) -> anyhow::Result<Vec<crate::domain::Award>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.clock.now();
         let mut ids: Vec<Uuid> = events.iter().map(|e| e.employer_incentive_id).collect();
         ids.sort();
@@ -205,15 +273,20 @@ impl Processor {
 
 #[async_trait]
 impl Handler for Processor {
-    type Item = IncentiveEvent;
+    type Item = Activity;
 
-    fn decode(&self, payload: &[u8]) -> anyhow::Result<IncentiveEvent> {
-        serde_json::from_slice(payload).context("not an incentive event")
+    /// An `ActivityRecorded`; one that does not parse is logged and acknowledged by the
+    /// consumer (it can never count).
+    fn decode(&self, payload: &[u8]) -> anyhow::Result<Activity> {
+        let event = ActivityRecorded::decode(payload).context("not an ActivityRecorded")?;
+        Activity::try_from(event)
     }
 
-    async fn handle(&self, events: &[IncentiveEvent]) -> anyhow::Result<()> {
+    async fn handle(&self, activities: &[Activity]) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        self.process(events).await?;
+        let events = self.events(activities).await?;
+        self.process(&events).await?;
+        metrics::counter!("ewpm_incentive_activities_total").increment(activities.len() as u64);
         metrics::histogram!("ewpm_incentive_batch_events").record(events.len() as f64);
         metrics::histogram!("ewpm_incentive_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())

@@ -111,7 +111,7 @@ impl Incentives {
         Self { store, clock, notices }
     }
 
-    /// Tells the activity visitors that `employer_id`'s links changed. Best effort: a lost
+    /// Tells every processor's link cache that `employer_id`'s links changed. Best effort: a lost
     /// announcement costs at most one cache period.
     async fn announce(&self, employer_id: &str) {
         if let Err(err) = self.notices.links_changed(employer_id).await {

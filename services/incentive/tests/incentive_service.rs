@@ -1,34 +1,36 @@
-//! The incentive service over real gRPC, with the real activity visitor (learning links from
-//! that service) and real processors, on SQLite + the in-process bus and notices and on
-//! PostgreSQL + Redis: one suite, two backends.
+//! The incentive service over real gRPC and real processors consuming recorded activity
+//! (`ActivityRecorded` on the bus topic `activity`, as the progress writers publish it), on
+//! SQLite + the in-process bus and notices and on PostgreSQL + Redis: one suite, two backends.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use ewpm_incentive::{
-    INCENTIVE_TOPIC, PROCESSOR_GROUP, app,
+    PROCESSOR_GROUP,
+    activity::{Activity, ActivityKind, events_of},
+    app,
     domain::{Award, IncentiveEvent},
     notices::{IncentiveNotices, MemoryNotices, RedisNotices},
+    processor::Links,
     store::IncentiveStore,
-    visitor::IncentiveVisitor,
 };
 use ewpm_kit::{
     CancellationToken,
-    auth::{Role, ServiceToken},
+    auth::Role,
     bus::{Bus, MemoryBus, RedisBus},
     clock::{FixedClock, SharedClock},
     settings::{IncentiveSettings, Settings},
     timestamp::to_proto,
 };
-use ewpm_progress::visitor::{Activity, ActivityKind, ActivityVisitor};
 use ewpm_proto::{
+    activity::v1::ActivityKind as PbKind,
     incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
-    progress::v1::ActivityKind as PbKind,
+    progress::v1::{ACTIVITY_TOPIC, ActivityRecorded},
 };
 use ewpm_testkit::{
-    Spawned, TestDb, bearer, key_prefix, keys, reason, request as req, servers, spawn_grpc,
-    violations,
+    Spawned, TestDb, bearer, key_prefix, reason, request as req, servers, spawn_grpc, violations,
 };
+use prost::Message as _;
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 use uuid::Uuid;
@@ -41,7 +43,9 @@ enum Backend {
 
 struct Harness {
     client: IncentiveServiceClient<Channel>,
-    visitor: IncentiveVisitor,
+    /// A link cache like the processors' (hearing the same announcements), to ask which
+    /// links an activity counts towards.
+    links: Links,
     bus: Arc<dyn Bus>,
     store: IncentiveStore,
     stop: CancellationToken,
@@ -59,7 +63,7 @@ fn settings(processors: usize) -> IncentiveSettings {
         processors,
         batch_size: 50,
         flush_interval_ms: 20,
-        // Long enough that only an announced link change can refresh a visitor in a test.
+        // Long enough that only an announced link change can refresh a link cache in a test.
         lookup_cache_secs: 60,
         ..Settings::default().incentive
     }
@@ -101,12 +105,14 @@ async fn harness_with(backend: Backend, processors: usize) -> Harness {
             .into_iter()
             .map(|p| tokio::spawn(p.run(stop.clone())))
             .collect();
-    let token = Arc::new(ServiceToken::new(keys(), "progress"));
-    let visitor =
-        app::visitor(bus.clone(), &server.uri(), token, notices.as_ref(), &settings).unwrap();
+    let links = Links::new(
+        IncentiveStore::new(db.db.clone()),
+        Duration::from_secs(settings.lookup_cache_secs),
+        notices.subscribe_links(),
+    );
     Harness {
         client: IncentiveServiceClient::connect(server.uri()).await.unwrap(),
-        visitor,
+        links,
         bus,
         store: IncentiveStore::new(db.db.clone()),
         stop,
@@ -147,9 +153,21 @@ fn activity(user: &str, kind: ActivityKind, at: DateTime<Utc>) -> Activity {
         kind,
         user_id: user.into(),
         employer_id: Some("acme".into()),
-        value: None,
         occurred_at: at,
     }
+}
+
+/// `a` as the progress writer publishes it.
+fn recorded(a: &Activity) -> Vec<u8> {
+    ActivityRecorded {
+        activity_id: a.id.to_string(),
+        user_id: a.user_id.clone(),
+        employer_id: a.employer_id.clone().unwrap_or_default(),
+        kind: a.kind.to_proto(),
+        value: None,
+        occurred_at: Some(to_proto(a.occurred_at)),
+    }
+    .encode_to_vec()
 }
 
 impl Harness {
@@ -230,21 +248,32 @@ impl Harness {
         Ok(r.into_inner().awards)
     }
 
-    /// Shows `activities` to the visitor and waits until the processors have acknowledged
-    /// everything queued.
+    /// Publishes `activities` on the `activity` topic and waits until the processors have
+    /// acknowledged everything queued.
     async fn process(&self, activities: &[Activity]) {
-        self.visitor.visit(activities).await.unwrap();
+        self.publish(activities).await;
         self.drained().await;
+    }
+
+    async fn publish(&self, activities: &[Activity]) {
+        let payloads: Vec<Vec<u8>> = activities.iter().map(recorded).collect();
+        self.bus.publish(ACTIVITY_TOPIC, &payloads).await.unwrap();
+    }
+
+    /// The incentive events of `activities` against acme's links as the cache knows them.
+    async fn events(&self, activities: &[Activity]) -> Vec<IncentiveEvent> {
+        let links = self.links.of_employer("acme").await.unwrap();
+        activities.iter().flat_map(|a| events_of(a, &links)).collect()
     }
 
     async fn drained(&self) {
         for _ in 0..400 {
-            if self.bus.backlog(INCENTIVE_TOPIC, PROCESSOR_GROUP).await.unwrap() == 0 {
+            if self.bus.backlog(ACTIVITY_TOPIC, PROCESSOR_GROUP).await.unwrap() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("the processors did not drain the incentive events");
+        panic!("the processors did not drain the activity topic");
     }
 
     async fn stop(mut self) -> IncentiveStore {
@@ -318,14 +347,12 @@ async fn redelivered_and_duplicated_events_award_nothing_more(mut h: Harness) {
     let days: Vec<Activity> =
         (10..=14).map(|d| activity("alice", ActivityKind::Mood, berlin(d, 9))).collect();
     h.process(&days).await;
-    // A writer that died before its ack shows the same batch again; the events repeat.
+    // A writer that died before its ack publishes the same batch again, twice.
     h.process(&days).await;
-    let events = h.visitor.events(&days).await.unwrap();
+    let events = h.events(&days).await;
     assert_eq!(events.len(), 5);
     assert!(events.iter().all(|e| e.employer_incentive_id.to_string() == five.id));
-    let raw: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
-    h.bus.publish(INCENTIVE_TOPIC, &raw).await.unwrap();
-    h.drained().await;
+    h.process(&days).await;
     let awards = h.stop().await.all_awards().await.unwrap();
     assert_eq!(awards.len(), 1, "{awards:?}");
     assert_eq!(awards[0].award_day.to_string(), "2026-11-14");
@@ -345,11 +372,10 @@ async fn parallel_processors_award_every_user_exactly_once(backend: Backend) {
         }
         all.push(activity(&user, ActivityKind::Birth, berlin(12, 7)));
     }
-    let events = h.visitor.events(&all).await.unwrap();
-    let mut raw: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    let mut raw: Vec<Vec<u8>> = all.iter().map(recorded).collect();
     raw.extend(raw.clone());
     for chunk in raw.chunks(37) {
-        h.bus.publish(INCENTIVE_TOPIC, chunk).await.unwrap();
+        h.bus.publish(ACTIVITY_TOPIC, chunk).await.unwrap();
     }
     h.drained().await;
     let store = h.stop().await;
@@ -483,9 +509,10 @@ async fn the_catalog_is_for_admins_and_links_for_their_own_employer(mut h: Harne
         .unwrap();
     assert!(!off.active);
     assert_eq!(list(acme_admin()).await.unwrap(), Vec::<pb::EmployerIncentive>::new());
-    // The visitor (which never looked acme up before) turns a birth into no event now.
-    let events = h.visitor.events(&[activity("alice", ActivityKind::Birth, now())]).await;
-    assert_eq!(events.unwrap(), Vec::<IncentiveEvent>::new());
+    // A birth now counts towards nothing (and processed, earns nothing).
+    let birth = activity("alice", ActivityKind::Birth, now());
+    assert_eq!(h.events(std::slice::from_ref(&birth)).await, Vec::<IncentiveEvent>::new());
+    h.process(&[birth]).await;
     let store = h.stop().await;
     assert_eq!(store.all_awards().await.unwrap(), Vec::<Award>::new());
 }
@@ -545,14 +572,16 @@ async fn watch_awards_streams_the_callers_new_awards(mut h: Harness) {
 
 async fn a_new_link_counts_from_the_next_activity(mut h: Harness) {
     h.create_incentive("user-birth", each_rule(), &[PbKind::Birth], &admin()).await.unwrap();
-    // The visitor has looked acme up (no links) and cached that for a minute.
+    // The cache has looked acme up (no links) and holds that for a minute; so do the
+    // processors after an activity of acme's.
     let birth = activity("alice", ActivityKind::Birth, now());
-    assert_eq!(h.visitor.events(std::slice::from_ref(&birth)).await.unwrap(), Vec::new());
+    assert_eq!(h.events(std::slice::from_ref(&birth)).await, Vec::new());
+    h.process(&[activity("carol", ActivityKind::Birth, now())]).await;
     let link = h.link("acme", "user-birth", "", &acme_admin()).await.unwrap();
-    // The link's announcement reaches the visitor (over Redis pub/sub in the mesh) at once.
+    // The link's announcement reaches the caches (over Redis pub/sub in the mesh) at once.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let events = loop {
-        let events = h.visitor.events(std::slice::from_ref(&birth)).await.unwrap();
+        let events = h.events(std::slice::from_ref(&birth)).await;
         if !events.is_empty() || std::time::Instant::now() > deadline {
             break events;
         }
@@ -564,7 +593,7 @@ async fn a_new_link_counts_from_the_next_activity(mut h: Harness) {
     );
     // Bob's birth earns the award (and the processors now hold the link, for a minute).
     h.process(&[activity("bob", ActivityKind::Birth, now())]).await;
-    // And the deactivation reaches the visitor and the processors too.
+    // And the deactivation reaches the caches too.
     h.client
         .deactivate_employer_incentive(req(
             pb::DeactivateEmployerIncentiveRequest { id: link.id },
@@ -573,25 +602,15 @@ async fn a_new_link_counts_from_the_next_activity(mut h: Harness) {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !h.visitor.events(std::slice::from_ref(&birth)).await.unwrap().is_empty() {
+    while !h.events(std::slice::from_ref(&birth)).await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the visitor still counts a deactivated link"
+            "the link cache still counts a deactivated link"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // An event a visitor published before it heard of the deactivation earns nothing.
-    let late = serde_json::to_vec(&IncentiveEvent {
-        activity_id: Uuid::now_v7(),
-        employer_incentive_id: events[0].employer_incentive_id,
-        user_id: "alice".into(),
-        employer_id: "acme".into(),
-        kind: ActivityKind::Birth,
-        occurred_at: now(),
-    })
-    .unwrap();
-    h.bus.publish(INCENTIVE_TOPIC, &[late]).await.unwrap();
-    h.drained().await;
+    // Alice's birth, processed after the deactivation, earns nothing.
+    h.process(&[birth]).await;
     let awards = summary(&h.stop().await.all_awards().await.unwrap());
     assert_eq!(
         awards,

@@ -52,7 +52,7 @@ pub struct Settings {
     pub progress: ProgressSettings,
     /// The leaderboard service and its delta applier.
     pub leaderboard: LeaderboardSettings,
-    /// The incentive service, its processors and the activity visitor's look-ups.
+    /// The incentive service and its processors (consumers of the `activity` topic).
     pub incentive: IncentiveSettings,
 }
 
@@ -63,18 +63,18 @@ pub struct IncentiveSettings {
     /// Run the processors inside `ewpm serve incentive` / `ewpm dev` (they also run alone as
     /// `ewpm serve incentive-processor`).
     pub processor_enabled: bool,
-    /// Processor tasks per process (each a consumer of the incentive events).
+    /// Processor tasks per process (each a consumer of the `activity` topic).
     pub processors: usize,
-    /// Events a processor handles in one transaction at most. Large batches pay: a batch
+    /// Activities a processor handles in one transaction at most. Large batches pay: a batch
     /// costs a handful of statements whatever its size.
     pub batch_size: usize,
-    /// Longest the oldest received event waits for its batch, in milliseconds.
+    /// Longest the oldest received activity waits for its batch, in milliseconds.
     pub flush_interval_ms: u64,
-    /// Events a processor received but has not acknowledged for this long are taken over by
+    /// Activities a processor received but has not acknowledged for this long are taken over by
     /// another processor, in milliseconds.
     pub reclaim_idle_ms: u64,
-    /// How long the activity visitor caches an employer's incentive links, in seconds (and
-    /// the processor a link's definition).
+    /// How long a processor caches an employer's active incentive links and a link's
+    /// definition, in seconds (an announced link change empties the cache at once).
     pub lookup_cache_secs: u64,
     /// How many calendar days before a user's latest counted day a late activity still
     /// lands on its own day of a streak (older ones are ignored): 0 to 31.

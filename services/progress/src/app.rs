@@ -15,7 +15,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     PROGRESS_TOPIC, WRITER_GROUP, challenges::ChallengeWindows, grpc::ProgressGrpc,
-    service::Progress, store::ProgressStore, visitor::Visitors, writer::Writer,
+    service::Progress, store::ProgressStore, writer::Writer,
 };
 
 /// The tonic service: accepts onto `bus`, learns challenge windows from the challenge service
@@ -40,12 +40,11 @@ pub fn build(
         .max_decoding_message_size(grpc.max_message_bytes))
 }
 
-/// `settings.writers` batch writers from `bus` into `db`, showing activity to `visitors`,
-/// consumers named after `process`.
+/// `settings.writers` batch writers from `bus` into `db` (publishing score deltas and recorded
+/// activity back on `bus`), consumers named after `process`.
 pub fn writers(
     db: DatabaseConnection,
     bus: Arc<dyn Bus>,
-    visitors: &Visitors,
     settings: &ProgressSettings,
     process: &str,
 ) -> Vec<Consumer<Writer>> {
@@ -54,7 +53,7 @@ pub fn writers(
         .map(|i| {
             Consumer::new(
                 bus.clone(),
-                Writer::new(bus.clone(), store.clone(), visitors.clone())
+                Writer::new(bus.clone(), store.clone())
                     .split_after_failures(settings.split_after_failures),
                 ConsumerConfig {
                     topic: PROGRESS_TOPIC,

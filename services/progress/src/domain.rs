@@ -6,7 +6,7 @@ use ewpm_kit::{auth::Caller, error::FieldViolation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::visitor::{Activity, ActivityKind};
+use crate::activity::{Activity, ActivityKind};
 
 /// Largest value one entry may carry (a sanity cap against typos and abuse).
 pub const MAX_ENTRY_VALUE: f64 = 1_000_000.0;
@@ -275,7 +275,7 @@ pub enum Queued {
 }
 
 impl Queued {
-    /// The activity the visitors see.
+    /// The activity it records (published on the `activity` topic once written).
     pub fn activity(&self) -> Activity {
         match self {
             Self::Activity(a) => Activity {

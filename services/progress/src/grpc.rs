@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    activity::ActivityKind,
     domain::{
         ActivityValue, Entry, IdempotencyKey, LoggedActivity, Note, ProgressValue,
         parse_challenge_id,
@@ -18,7 +19,6 @@ use crate::{
     error::ProgressError,
     service::{ActivityLog, Progress, Submission},
     store::ProgressStore,
-    visitor::ActivityKind,
 };
 
 /// Page cursor of `ListDeadLetters`: the last id returned.

@@ -4,7 +4,7 @@
 //! topic `progress`) → the [`writer`] (batches of `batch_size` or `flush_interval`, one
 //! transaction each) → SQL → score deltas (bus topic `score-deltas`) → the leaderboard. Logged
 //! activity takes the same queue into `activity_log`; both are then shown to the activity
-//! visitors.
+//! published on the bus topic `activity` (the incentive service's processors consume it).
 //!
 //! Exactly once in effect: an entry's id is minted when it is accepted and is both its
 //! primary key and its score delta's event id, so a batch written again inserts nothing and
@@ -14,8 +14,8 @@
 //! - [`domain`]: progress values, idempotency keys, challenge windows, entries (no I/O).
 //! - [`challenges`]: challenge windows from the challenge service, cached.
 //! - [`service`]: accept an entry or a logged activity: check, queue (idempotently).
-//! - [`visitor`]: the activity visitor hook (the incentive service plugs in here).
-//! - [`writer`]: the batch writer: queue → SQL → score deltas → visitors → acknowledge;
+//! - [`activity`]: activity kinds and the recorded activity the writer publishes.
+//! - [`writer`]: the batch writer: queue → SQL → score deltas and activity → acknowledge;
 //!   what cannot be written is set aside as a dead letter.
 //! - [`poison`]: isolating the items of a batch that can never be written (generic).
 //! - [`store`]: the `progress_entries`, `activity_log` and `progress_dead_letters` tables.
@@ -23,6 +23,7 @@
 //! - [`error`]: [`error::ProgressError`] and its one mapping to `tonic::Status`.
 //! - [`app`]: builds the service and the writer from settings.
 
+pub mod activity;
 pub mod app;
 pub mod challenges;
 pub mod domain;
@@ -31,7 +32,6 @@ pub mod grpc;
 pub mod poison;
 pub mod service;
 pub mod store;
-pub mod visitor;
 pub mod writer;
 
 /// Bus topic of accepted entries.

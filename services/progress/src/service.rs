@@ -1,6 +1,6 @@
 //! Accepting progress and logged activity: check it (an entry against its challenge), then
-//! queue it durably, once per idempotency key. The batch writers take it from there (and show
-//! it to the activity visitors).
+//! queue it durably, once per idempotency key. The batch writers take it from there (and
+//! publish it on the `activity` topic).
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use crate::{
     PROGRESS_TOPIC, WRITER_GROUP,
+    activity::ActivityKind,
     challenges::ChallengeWindows,
     domain::{
         self, ActivityValue, Entry, IdempotencyKey, LoggedActivity, Note, ProgressValue, Queued,
     },
     error::ProgressError,
-    visitor::ActivityKind,
 };
 
 /// How long an idempotency key is remembered.

@@ -1,20 +1,22 @@
-//! The batch writer: queue → SQL → score deltas → activity visitors → acknowledge.
+//! The batch writer: queue → SQL → score deltas and recorded activity → acknowledge.
 //!
 //! A [`ewpm_kit::consumer::Consumer`] of the progress queue (batches of `batch_size`, or when
 //! the oldest has waited `flush_interval`). One transaction per batch writes its progress
 //! entries and logged activities; rows already written (a batch redelivered after a crash)
 //! insert nothing. Only after the commit are the batch's score deltas published and its
-//! activities shown to the visitors, and only after that is it acknowledged, so a crash at any
-//! point leads to redelivery, never to loss, and redelivery changes nothing (an entry's id is
-//! its primary key and its delta's event id; visitors are idempotent).
+//! activities published on the `activity` topic (an `ActivityRecorded` each, consumed by the
+//! incentive service), and only after that is it acknowledged, so a crash at any point leads to
+//! redelivery, never to loss, and redelivery changes nothing (an entry's id is its primary key
+//! and its delta's event id; an activity's id is part of every incentive effect's identity).
+//! The writer calls no other service: an incentive outage only grows the `activity` backlog.
 //!
 //! Poison: a batch whose SQL write failed [`Writer::split_after_failures`] times in a row
 //! with an error about the data (not an outage) is split until the items that cannot be
 //! written are isolated ([`crate::poison`]); those are set aside in `progress_dead_letters`
 //! with their payload and error (`ewpm_progress_dead_letters_total`), the rest is written and
 //! the batch acknowledged. A payload that does not decode is set aside the same way. Deltas
-//! and visitors see only what was written. Failures to publish deltas or to visit are
-//! outages of other systems: they are retried, never set aside.
+//! and activity events cover only what was written. Failures to publish are outages of the
+//! bus: they are retried, never set aside.
 
 use std::{
     hash::{Hash, Hasher},
@@ -25,7 +27,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
 use ewpm_kit::{bus::Bus, consumer::Handler};
-use ewpm_proto::leaderboard::v1::ScoreDelta;
+use ewpm_proto::{leaderboard::v1::ScoreDelta, progress::v1::ACTIVITY_TOPIC};
 use prost::Message as _;
 use uuid::Uuid;
 
@@ -34,7 +36,6 @@ use crate::{
     domain::{Entry, LoggedActivity, Queued},
     poison,
     store::{DeadLetter, ProgressStore},
-    visitor::{Activity, Visitors},
 };
 
 /// Failed attempts of a batch before it is split, unless set otherwise.
@@ -44,7 +45,6 @@ pub const DEFAULT_SPLIT_AFTER_FAILURES: u32 = 3;
 pub struct Writer {
     bus: Arc<dyn Bus>,
     store: ProgressStore,
-    visitors: Visitors,
     split_after: u32,
     /// The failing batch (a hash of its item ids) and its failed attempts so far; the
     /// consumer retries one batch until it succeeds, so one slot is enough.
@@ -52,15 +52,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Writes into `store`, publishes deltas on `bus`, shows activity to `visitors`.
-    pub fn new(bus: Arc<dyn Bus>, store: ProgressStore, visitors: Visitors) -> Self {
-        Self {
-            bus,
-            store,
-            visitors,
-            split_after: DEFAULT_SPLIT_AFTER_FAILURES,
-            failing: Mutex::new((0, 0)),
-        }
+    /// Writes into `store`, publishes deltas and recorded activity on `bus`.
+    pub fn new(bus: Arc<dyn Bus>, store: ProgressStore) -> Self {
+        Self { bus, store, split_after: DEFAULT_SPLIT_AFTER_FAILURES, failing: Mutex::new((0, 0)) }
     }
 
     /// Splits a batch to isolate its poison after `failures` failed attempts (at least 1).
@@ -182,7 +176,7 @@ impl Handler for Writer {
         Ok(())
     }
 
-    /// SQL, then deltas, then visitors.
+    /// SQL, then deltas, then recorded activity.
     async fn handle(&self, batch: &[Queued]) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let (written, inserted) = self.write(batch).await?;
@@ -212,8 +206,13 @@ impl Handler for Writer {
         if !deltas.is_empty() {
             self.bus.publish(SCORE_DELTAS_TOPIC, &deltas).await?;
         }
-        let activities: Vec<Activity> = written.iter().map(|q| q.activity()).collect();
-        self.visitors.visit(&activities).await?;
+        // Every written activity is published, new or not, for the same reason as deltas;
+        // the incentive processors count an (activity, link) pair once.
+        let activities: Vec<Vec<u8>> =
+            written.iter().map(|q| q.activity().to_event().encode_to_vec()).collect();
+        if !activities.is_empty() {
+            self.bus.publish(ACTIVITY_TOPIC, &activities).await.context("publish activity")?;
+        }
         metrics::histogram!("ewpm_progress_batch_entries").record(batch.len() as f64);
         metrics::histogram!("ewpm_progress_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("ewpm_progress_written_total").increment(inserted);

@@ -9,21 +9,26 @@ use ewpm_kit::{
     CancellationToken,
     auth::{Role, ServiceToken},
     batch::BatchRule,
-    bus::{Bus, MemoryBus, RedisBus},
+    bus::{Bus, MemoryBus, Message as BusMessage, Once, RedisBus},
     clock::{FixedClock, SharedClock},
     consumer::{Consumer, ConsumerConfig},
-    timestamp::to_proto,
+    timestamp::{self, to_proto},
 };
 use ewpm_progress::{
-    PROGRESS_TOPIC, SCORE_DELTAS_TOPIC, WRITER_GROUP, app,
+    PROGRESS_TOPIC, SCORE_DELTAS_TOPIC, WRITER_GROUP,
+    activity::{Activity, ActivityKind},
+    app,
     store::{ProgressStore, Summary},
-    visitor::{Activity, ActivityKind, ActivityVisitor, Visitors},
     writer::Writer,
 };
 use ewpm_proto::{
+    activity::v1 as apb,
     challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
     leaderboard::v1::ScoreDelta,
-    progress::v1::{self as pb, progress_service_client::ProgressServiceClient},
+    progress::v1::{
+        self as pb, ACTIVITY_TOPIC, ActivityRecorded,
+        progress_service_client::ProgressServiceClient,
+    },
 };
 use ewpm_testkit::{
     Spawned, TestDb, bearer, key_prefix, keys, reason, request as req, servers, spawn_grpc,
@@ -43,7 +48,8 @@ struct Harness {
     challenges: ChallengeServiceClient<Channel>,
     bus: Arc<dyn Bus>,
     store: ProgressStore,
-    seen: Arc<Recorder>,
+    /// Every activity read from the `activity` topic so far (group `test-activity`).
+    seen: std::sync::Mutex<Vec<Activity>>,
     writer_stop: CancellationToken,
     writer: Option<tokio::task::JoinHandle<()>>,
     /// The Redis key prefix (mesh).
@@ -53,18 +59,16 @@ struct Harness {
     db: TestDb,
 }
 
-/// A visitor that records what it sees.
-#[derive(Default)]
-struct Recorder(std::sync::Mutex<Vec<Activity>>);
-
-#[async_trait::async_trait]
-impl ActivityVisitor for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-    async fn visit(&self, activities: &[Activity]) -> anyhow::Result<()> {
-        self.0.lock().unwrap().extend(activities.iter().cloned());
-        Ok(())
+/// The activity an `ActivityRecorded` from the bus describes.
+fn activity_of(payload: &[u8]) -> Activity {
+    let e = ActivityRecorded::decode(payload).unwrap();
+    Activity {
+        id: e.activity_id.parse().unwrap(),
+        kind: ActivityKind::from_proto(e.kind).unwrap(),
+        user_id: e.user_id,
+        employer_id: (!e.employer_id.is_empty()).then_some(e.employer_id),
+        value: e.value,
+        occurred_at: timestamp::from_proto(&e.occurred_at.unwrap()).unwrap(),
     }
 }
 
@@ -93,9 +97,6 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
     })
     .await
     .unwrap();
-    let seen = Arc::new(Recorder::default());
-    let mut visitors = Visitors::new();
-    visitors.register(seen.clone());
     let service = {
         let (conn, bus, clock) = (db.db.clone(), bus.clone(), clock.clone());
         let uri = challenge_server.uri();
@@ -109,7 +110,7 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
     let writer_stop = CancellationToken::new();
     let writer = Consumer::new(
         bus.clone(),
-        Writer::new(bus.clone(), store.clone(), visitors),
+        Writer::new(bus.clone(), store.clone()),
         ConsumerConfig {
             topic: PROGRESS_TOPIC,
             group: WRITER_GROUP,
@@ -119,13 +120,14 @@ async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSe
         },
     );
     bus.ensure_group(SCORE_DELTAS_TOPIC, "test-deltas").await.unwrap();
+    bus.ensure_group(ACTIVITY_TOPIC, "test-activity").await.unwrap();
     let handle = tokio::spawn(writer.run(writer_stop.clone()));
     Harness {
         progress: ProgressServiceClient::connect(progress_server.uri()).await.unwrap(),
         challenges: ChallengeServiceClient::connect(challenge_server.uri()).await.unwrap(),
         bus,
         store,
-        seen,
+        seen: std::sync::Mutex::default(),
         writer_stop,
         writer: Some(handle),
         prefix,
@@ -224,17 +226,12 @@ impl Harness {
         self.start_writer_with(split_after, None);
     }
 
-    /// [`Harness::start_writer`], with `first` shown every activity before the recorder.
-    fn start_writer_with(&mut self, split_after: u32, first: Option<Arc<dyn ActivityVisitor>>) {
-        let mut visitors = Visitors::new();
-        if let Some(first) = first {
-            visitors.register(first);
-        }
-        visitors.register(self.seen.clone());
+    /// [`Harness::start_writer`], publishing on `out` (default: the harness's bus).
+    fn start_writer_with(&mut self, split_after: u32, out: Option<Arc<dyn Bus>>) {
+        let out = out.unwrap_or_else(|| self.bus.clone());
         let writer = Consumer::new(
             self.bus.clone(),
-            Writer::new(self.bus.clone(), self.store.clone(), visitors)
-                .split_after_failures(split_after),
+            Writer::new(out, self.store.clone()).split_after_failures(split_after),
             ConsumerConfig {
                 topic: PROGRESS_TOPIC,
                 group: WRITER_GROUP,
@@ -344,8 +341,8 @@ async fn an_accepted_entry_reaches_sql_and_emits_its_score_delta(mut h: Harness)
             .collect::<Vec<_>>(),
         vec![(format!("challenge:{challenge}"), "alice".into(), 120.0, accepted.entry_id.clone())]
     );
-    // The visitor saw it once, as challenge progress.
-    let seen = h.seen.0.lock().unwrap().clone();
+    // It was published once on the activity topic, as challenge progress.
+    let seen = h.seen_all().await;
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0],
@@ -412,11 +409,11 @@ async fn bad_submissions_get_clear_errors_and_queue_nothing(mut h: Harness) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    // Nothing reached the queue, SQL or the visitors.
+    // Nothing reached the queue, SQL or the activity topic.
     h.stop_writer().await;
     assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 0, total: None });
     assert_eq!(h.deltas().await, vec![]);
-    assert!(h.seen.0.lock().unwrap().is_empty());
+    assert!(h.seen_all().await.is_empty());
 }
 
 async fn fifty_concurrent_retries_with_one_key_make_one_entry(mut h: Harness) {
@@ -454,7 +451,7 @@ async fn fifty_concurrent_retries_with_one_key_make_one_entry(mut h: Harness) {
     assert_eq!(h.written(2).await, Summary { entries: 2, total: Some(14.0) });
     h.stop_writer().await;
     assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 2, total: Some(14.0) });
-    assert_eq!(h.seen.0.lock().unwrap().len(), 2, "visitors see each accepted entry once");
+    assert_eq!(h.seen_all().await.len(), 2, "each accepted entry is published once");
 }
 
 async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(mut h: Harness) {
@@ -492,7 +489,7 @@ async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(
 impl Harness {
     async fn log(
         &mut self,
-        kind: pb::ActivityKind,
+        kind: apb::ActivityKind,
         value: Option<f64>,
         note: &str,
         key: &str,
@@ -513,24 +510,36 @@ impl Harness {
             .map(tonic::Response::into_inner)
     }
 
-    /// Waits until the visitors saw `n` activities.
+    /// Every activity published on the `activity` topic so far (one read of up to 10,000
+    /// more).
+    async fn seen_all(&self) -> Vec<Activity> {
+        let got = self
+            .bus
+            .receive(ACTIVITY_TOPIC, "test-activity", "t", 10_000, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(got.iter().map(|m| activity_of(&m.payload)));
+        seen.clone()
+    }
+
+    /// Waits until `n` activities were published on the `activity` topic.
     async fn seen(&self, n: usize) -> Vec<Activity> {
-        for _ in 0..200 {
-            let seen = self.seen.0.lock().unwrap().clone();
+        for _ in 0..50 {
+            let seen = self.seen_all().await;
             if seen.len() >= n {
                 return seen;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("the visitors saw fewer than {n} activities");
+        panic!("fewer than {n} activities were published");
     }
 }
 
-async fn a_logged_activity_reaches_the_activity_log_and_the_visitors(mut h: Harness) {
-    let logged = h.log(pb::ActivityKind::Mood, Some(4.0), "rested", "", &alice()).await.unwrap();
+async fn a_logged_activity_reaches_the_activity_log_and_the_activity_topic(mut h: Harness) {
+    let logged = h.log(apb::ActivityKind::Mood, Some(4.0), "rested", "", &alice()).await.unwrap();
     assert_eq!(
         (logged.kind, logged.user_id.as_str(), logged.value, logged.note.as_str()),
-        (pb::ActivityKind::Mood as i32, "alice", Some(4.0), "rested")
+        (apb::ActivityKind::Mood as i32, "alice", Some(4.0), "rested")
     );
     assert_eq!(logged.occurred_at, Some(to_proto(now())));
     let seen = h.seen(1).await;
@@ -558,22 +567,23 @@ async fn a_logged_activity_reaches_the_activity_log_and_the_visitors(mut h: Harn
 
 async fn bad_activity_logs_get_field_errors_and_retries_get_the_first_answer(mut h: Harness) {
     let err = h
-        .log(pb::ActivityKind::Unspecified, Some(-1.0), "a\u{7}b", &"k".repeat(129), &alice())
+        .log(apb::ActivityKind::Unspecified, Some(-1.0), "a\u{7}b", &"k".repeat(129), &alice())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violations(&err), ["kind", "value", "note", "idempotency_key"]);
-    let err = h.log(pb::ActivityKind::ChallengeProgress, None, "", "", &alice()).await.unwrap_err();
+    let err =
+        h.log(apb::ActivityKind::ChallengeProgress, None, "", "", &alice()).await.unwrap_err();
     assert_eq!(violations(&err), ["kind"]);
-    let first = h.log(pb::ActivityKind::Birth, None, "", "birth-1", &alice()).await.unwrap();
-    let again = h.log(pb::ActivityKind::Birth, None, "", "birth-1", &alice()).await.unwrap();
+    let first = h.log(apb::ActivityKind::Birth, None, "", "birth-1", &alice()).await.unwrap();
+    let again = h.log(apb::ActivityKind::Birth, None, "", "birth-1", &alice()).await.unwrap();
     assert_eq!(again, first);
-    let err = h.log(pb::ActivityKind::Mood, None, "", "birth-1", &alice()).await.unwrap_err();
+    let err = h.log(apb::ActivityKind::Mood, None, "", "birth-1", &alice()).await.unwrap_err();
     assert_eq!(reason(&err), "IDEMPOTENCY_KEY_REUSED");
-    // Only the one birth was queued: the visitors see it once, and nothing else.
+    // Only the one birth was queued: it is published once, and nothing else.
     let seen = h.seen(1).await;
     h.stop_writer().await;
-    let seen_after = h.seen.0.lock().unwrap().clone();
+    let seen_after = h.seen_all().await;
     assert_eq!(seen_after, seen);
     assert_eq!(
         seen.iter().map(|a| (a.id.to_string(), a.kind)).collect::<Vec<_>>(),
@@ -792,12 +802,12 @@ async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_bat
     assert!(letters[0].error.contains("mallory may not be written"), "{}", letters[0].error);
     assert!(letters[1].error.contains("does not decode"), "{}", letters[1].error);
     assert!(letters.iter().all(|l| l.fail_time.is_some()));
-    // Only what was written moves boards and reaches the visitors; nothing stays pending.
+    // Only what was written moves boards and is published as activity; nothing stays pending.
     good.sort();
     let mut events: Vec<String> = h.deltas().await.into_iter().map(|d| d.event_id).collect();
     events.sort();
     assert_eq!(events, good);
-    let mut seen: Vec<String> = h.seen.0.lock().unwrap().iter().map(|a| a.id.to_string()).collect();
+    let mut seen: Vec<String> = h.seen_all().await.iter().map(|a| a.id.to_string()).collect();
     seen.sort();
     assert_eq!(seen, good);
     assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 4, total: Some(10.0) });
@@ -811,20 +821,63 @@ async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_bat
     assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
 }
 
-/// A visitor that fails its first visits (as an incentive service outage would).
-struct Flaky(std::sync::atomic::AtomicU32);
+/// The harness's real bus, with its first publishes on the `activity` topic failing (as a
+/// bus outage after the SQL commit would).
+struct FlakyActivity(Arc<dyn Bus>, std::sync::atomic::AtomicU32);
 
 #[async_trait::async_trait]
-impl ActivityVisitor for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    async fn visit(&self, _activities: &[Activity]) -> anyhow::Result<()> {
+impl Bus for FlakyActivity {
+    async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
         use std::sync::atomic::Ordering;
-        match self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
-            Ok(_) => anyhow::bail!("the incentive service is unavailable"),
-            Err(_) => Ok(()),
-        }
+        let fail = topic == ACTIVITY_TOPIC
+            && self
+                .1
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        anyhow::ensure!(!fail, "the bus is unavailable");
+        self.0.publish(topic, payloads).await
+    }
+    async fn publish_once(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        self.0.publish_once(topic, key, record, payload, ttl).await
+    }
+    async fn ensure_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        self.0.ensure_group(topic, group).await
+    }
+    async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<BusMessage>> {
+        self.0.receive(topic, group, consumer, max, block).await
+    }
+    async fn reclaim(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> anyhow::Result<Vec<BusMessage>> {
+        self.0.reclaim(topic, group, consumer, min_idle, max).await
+    }
+    async fn ack(&self, topic: &str, group: &str, ids: &[String]) -> anyhow::Result<()> {
+        self.0.ack(topic, group, ids).await
+    }
+    async fn pending(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        self.0.pending(topic, group).await
+    }
+    async fn backlog(&self, topic: &str, group: &str) -> anyhow::Result<u64> {
+        self.0.backlog(topic, group).await
     }
 }
 
@@ -836,7 +889,8 @@ async fn an_outage_after_the_write_is_retried_and_nothing_is_set_aside(mut h: Ha
         ids.push(h.submit(&challenge, value, "", &alice()).await.unwrap().entry_id);
     }
     // Splitting after the first failure: still nothing is split, since SQL is not what fails.
-    h.start_writer_with(1, Some(Arc::new(Flaky(std::sync::atomic::AtomicU32::new(3)))));
+    let flaky = FlakyActivity(h.bus.clone(), std::sync::atomic::AtomicU32::new(3));
+    h.start_writer_with(1, Some(Arc::new(flaky)));
     let mut seen: Vec<String> = h.seen(2).await.iter().map(|a| a.id.to_string()).collect();
     h.stop_writer().await;
     seen.sort();
@@ -920,7 +974,7 @@ async fn non_normal_numbers_are_field_violations_and_queue_nothing(mut h: Harnes
         );
     }
     for value in [5e-324, f64::NAN, f64::INFINITY] {
-        let err = h.log(pb::ActivityKind::Steps, Some(value), "", "", &alice()).await.unwrap_err();
+        let err = h.log(apb::ActivityKind::Steps, Some(value), "", "", &alice()).await.unwrap_err();
         assert_eq!(
             (err.code(), violations(&err)),
             (Code::InvalidArgument, vec!["value".to_string()]),
@@ -929,7 +983,7 @@ async fn non_normal_numbers_are_field_violations_and_queue_nothing(mut h: Harnes
     }
     h.stop_writer().await;
     assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 0, total: None });
-    assert!(h.seen.0.lock().unwrap().is_empty());
+    assert!(h.seen_all().await.is_empty());
 }
 
 /// Redis refusing the queue's writes (its stream key holds a string): SubmitProgress and
@@ -952,7 +1006,7 @@ async fn a_queue_failure_answers_unavailable_with_retry_info() {
         let err = h.submit(&challenge, 1.0, key, &alice()).await.unwrap_err();
         assert_eq!((err.code(), reason(&err), retry_delay(&err)), unavailable, "{key:?}");
     }
-    let err = h.log(pb::ActivityKind::Mood, Some(3.0), "", "", &alice()).await.unwrap_err();
+    let err = h.log(apb::ActivityKind::Mood, Some(3.0), "", "", &alice()).await.unwrap_err();
     assert_eq!((err.code(), reason(&err), retry_delay(&err)), unavailable);
     // Back: the retry under the same key is queued now (nothing was remembered for it).
     let () = redis.del(&key).await.unwrap();
@@ -971,7 +1025,7 @@ macro_rules! suite {
                 fifty_concurrent_retries_with_one_key_make_one_entry,
                 a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id,
                 challenge_totals_are_for_admins_and_sum_each_user,
-                a_logged_activity_reaches_the_activity_log_and_the_visitors,
+                a_logged_activity_reaches_the_activity_log_and_the_activity_topic,
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
                 an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written,
                 a_batch_larger_than_one_statement_may_bind_is_written_in_chunks,

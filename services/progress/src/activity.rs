@@ -1,17 +1,11 @@
-//! The activity visitor hook ("don't call us, we'll call you"): every accepted activity is
-//! shown to each registered [`ActivityVisitor`]. The incentive service registers one that
-//! turns activity some employer rewards into incentive events.
-//!
-//! Visitors run in the batch writer, once the activities of a batch are committed to SQL and
-//! before they are acknowledged on the queue: a crash anywhere shows the batch to the visitors
-//! again, never loses it. So a visitor sees each activity at least once and must be
-//! idempotent (the incentive visitor derives its event ids from the activity's id). A failing
-//! visitor fails the batch, which is retried with backoff.
+//! Recorded activity: what a user did ([`ActivityKind`]), and the [`Activity`] the batch
+//! writer publishes on the bus topic `activity` (as an `ewpm.progress.v1.ActivityRecorded`)
+//! once it is committed. Consumers (the incentive service) see each activity at least once
+//! and make its id part of every effect's identity.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ewpm_kit::timestamp;
+use ewpm_proto::progress::v1::ActivityRecorded;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -67,7 +61,7 @@ impl ActivityKind {
 
     /// The proto enum value.
     pub fn to_proto(self) -> i32 {
-        use ewpm_proto::progress::v1::ActivityKind as P;
+        use ewpm_proto::activity::v1::ActivityKind as P;
         (match self {
             Self::Mood => P::Mood,
             Self::Symptom => P::Symptom,
@@ -81,7 +75,7 @@ impl ActivityKind {
 
     /// The kind of a proto enum value; `None` for unspecified or unknown values.
     pub fn from_proto(raw: i32) -> Option<Self> {
-        use ewpm_proto::progress::v1::ActivityKind as P;
+        use ewpm_proto::activity::v1::ActivityKind as P;
         Some(match P::try_from(raw).ok()? {
             P::Unspecified => return None,
             P::Mood => Self::Mood,
@@ -112,46 +106,18 @@ pub struct Activity {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Something that wants to see every accepted activity.
-#[async_trait]
-pub trait ActivityVisitor: Send + Sync + 'static {
-    /// A short name for logs and metrics.
-    fn name(&self) -> &'static str;
-
-    /// Sees a batch of accepted activities (each at least once over retries: be idempotent).
-    async fn visit(&self, activities: &[Activity]) -> anyhow::Result<()>;
-}
-
-/// The registered visitors.
-#[derive(Clone, Default)]
-pub struct Visitors(Vec<Arc<dyn ActivityVisitor>>);
-
-impl Visitors {
-    /// No visitors.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers `visitor`; visitors run in registration order.
-    pub fn register(&mut self, visitor: Arc<dyn ActivityVisitor>) -> &mut Self {
-        self.0.push(visitor);
-        self
-    }
-
-    /// Shows `activities` to every visitor in order; the first failure ends the visit (the
-    /// caller retries the batch).
-    pub async fn visit(&self, activities: &[Activity]) -> anyhow::Result<()> {
-        if activities.is_empty() {
-            return Ok(());
+impl Activity {
+    /// The event published on the bus topic `activity`.
+    pub fn to_event(&self) -> ActivityRecorded {
+        let Self { id, kind, user_id, employer_id, value, occurred_at } = self;
+        ActivityRecorded {
+            activity_id: id.to_string(),
+            user_id: user_id.clone(),
+            employer_id: employer_id.clone().unwrap_or_default(),
+            kind: kind.to_proto(),
+            value: *value,
+            occurred_at: Some(timestamp::to_proto(*occurred_at)),
         }
-        for visitor in &self.0 {
-            if let Err(err) = visitor.visit(activities).await {
-                metrics::counter!("ewpm_activity_visitor_failures_total", "visitor" => visitor.name())
-                    .increment(1);
-                return Err(err.context(format!("activity visitor {}", visitor.name())));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -168,5 +134,35 @@ mod tests {
         assert_eq!(ActivityKind::from_proto(0), None);
         assert_eq!(ActivityKind::from_proto(99), None);
         assert_eq!(ActivityKind::from_name("Mood"), None);
+    }
+
+    #[test]
+    fn an_activity_becomes_its_event_with_every_field() {
+        let id = Uuid::now_v7();
+        let at = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().to_utc();
+        let activity = Activity {
+            id,
+            kind: ActivityKind::Mood,
+            user_id: "alice".into(),
+            employer_id: Some("acme".into()),
+            value: Some(4.0),
+            occurred_at: at,
+        };
+        assert_eq!(
+            activity.to_event(),
+            ActivityRecorded {
+                activity_id: id.to_string(),
+                user_id: "alice".into(),
+                employer_id: "acme".into(),
+                kind: ewpm_proto::activity::v1::ActivityKind::Mood as i32,
+                value: Some(4.0),
+                occurred_at: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }),
+            }
+        );
+        let without = Activity { employer_id: None, value: None, ..activity };
+        assert_eq!(
+            (without.to_event().employer_id, without.to_event().value),
+            (String::new(), None)
+        );
     }
 }
