@@ -14,8 +14,7 @@ use ewpm_incentive::notices::IncentiveNotices;
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, ServiceToken, TokenKeys},
-    bus::{Bus, MemoryBus, RedisBus, Routed},
-    bus_sqlite::SqliteBus,
+    bus::{Bus, MemoryBus, RedisBus, Routed, SqliteBus},
     clock::{SharedClock, SystemClock},
     db,
     health::Dependency,

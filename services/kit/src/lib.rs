@@ -55,7 +55,3 @@ pub fn install_tls_provider() {
 }
 
 pub use tokio_util::sync::CancellationToken;
-
-/// The SQLite bus's former path (`ewpm_kit::bus_sqlite::SqliteBus`), kept for its callers;
-/// it lives in [`bus::sqlite`].
-pub use bus::sqlite as bus_sqlite;
