@@ -37,8 +37,8 @@ pub mod activity {
     }
 }
 
-/// `ewpm.progress.v1`: challenge progress entries and per-challenge totals, and the
-/// `ActivityRecorded` event.
+/// `ewpm.progress.v1`: challenge progress entries and per-challenge totals, the
+/// `QueuedEntry` queue item and the `ActivityRecorded` event.
 pub mod progress {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -48,6 +48,10 @@ pub mod progress {
         /// after their commit, consumed by the incentive processors (group
         /// `incentive-processor`).
         pub const ACTIVITY_TOPIC: &str = "activity";
+
+        /// Bus topic of [`QueuedEntry`] items: published by SubmitProgress and LogActivity,
+        /// consumed by the progress batch writers (group `progress-writer`).
+        pub const PROGRESS_TOPIC: &str = "progress";
 
         /// Fully qualified name of the service, as health checks and reflection know it.
         pub const SERVICE_NAME: &str = "ewpm.progress.v1.ProgressService";

@@ -463,8 +463,9 @@ mod tests {
         assert!(activity_occurred_at(Some(now + TimeDelta::minutes(1)), now).is_err());
     }
 
+    /// The previous release queued JSON, told apart by shape (see `crate::queue`).
     #[test]
-    fn the_queue_tells_activities_from_progress_entries() {
+    fn the_json_queue_form_tells_activities_from_progress_entries() {
         let entry = Entry {
             id: Uuid::now_v7(),
             challenge_id: Uuid::now_v7(),

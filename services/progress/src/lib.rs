@@ -15,6 +15,8 @@
 //! - [`challenges`]: challenge windows from the challenge service, cached.
 //! - [`service`]: accept an entry or a logged activity: check, queue (idempotently).
 //! - [`activity`]: activity kinds and the recorded activity the writer publishes.
+//! - [`queue`]: the queue's wire format: an item as an `ewpm.progress.v1.QueuedEntry`, the
+//!   idempotency record (protobuf; the previous release's JSON still decodes).
 //! - [`writer`]: the batch writer: queue → SQL → score deltas and activity → acknowledge;
 //!   what cannot be written is set aside as a dead letter.
 //! - [`poison`]: isolating the items of a batch that can never be written (generic).
@@ -30,12 +32,13 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod poison;
+pub mod queue;
 pub mod service;
 pub mod store;
 pub mod writer;
 
-/// Bus topic of accepted entries.
-pub const PROGRESS_TOPIC: &str = "progress";
+/// Bus topic of accepted entries (defined beside its `QueuedEntry` message in `ewpm-proto`).
+pub use ewpm_proto::progress::v1::PROGRESS_TOPIC;
 /// Consumer group of the batch writers.
 pub const WRITER_GROUP: &str = "progress-writer";
 /// Bus topic of score deltas (consumed by the leaderboard's applier).

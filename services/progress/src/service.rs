@@ -11,7 +11,6 @@ use ewpm_kit::{
     bus::{Bus, Once},
     clock::SharedClock,
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::{
@@ -22,6 +21,7 @@ use crate::{
         self, ActivityValue, Entry, IdempotencyKey, LoggedActivity, Note, ProgressValue, Queued,
     },
     error::ProgressError,
+    queue::{self, Remembered},
 };
 
 /// How long an idempotency key is remembered.
@@ -78,13 +78,6 @@ impl ActivityLog {
             self.occurred_at.map(|t| t.to_rfc3339()).unwrap_or_default()
         )
     }
-}
-
-/// What an idempotency key remembers: the first request's fingerprint and answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Remembered<F, T> {
-    fingerprint: F,
-    answer: T,
 }
 
 /// The writers' backlog as last sampled, shared with a sampling task.
@@ -186,9 +179,13 @@ impl Progress {
             occurred_at,
             accepted_at: now,
         };
-        let queued = Queued::Progress(entry.clone());
         let fingerprint = submission.fingerprint();
-        self.queue(caller, submission.idempotency_key.as_ref(), &fingerprint, entry, &queued).await
+        let key = submission.idempotency_key.as_ref();
+        match self.queue(caller, key, fingerprint, Queued::Progress(entry)).await? {
+            Queued::Progress(first) => Ok(first),
+            // The key first answered a logged activity: another request under it.
+            Queued::Activity(_) => Err(ProgressError::IdempotencyKeyReused),
+        }
     }
 
     /// Accepts one logged activity for `caller`; answers it as queued (for a retry, the first
@@ -215,32 +212,40 @@ impl Progress {
             occurred_at,
             accepted_at: now,
         };
-        let queued = Queued::Activity(activity.clone());
-        self.queue(caller, log.idempotency_key.as_ref(), &fingerprint, activity, &queued).await
+        let key = log.idempotency_key.as_ref();
+        match self.queue(caller, key, fingerprint, Queued::Activity(activity)).await? {
+            Queued::Activity(first) => Ok(first),
+            // The key first answered challenge progress: another request under it.
+            Queued::Progress(_) => Err(ProgressError::IdempotencyKeyReused),
+        }
     }
 
     /// Queues `queued` durably, once per idempotency key: the first request under a key
-    /// queues and is answered `answer`; a retry (same fingerprint) gets the first answer and
-    /// queues nothing; another request under the key is rejected.
-    async fn queue<T: Serialize + DeserializeOwned>(
+    /// queues and is answered `queued`; a retry (same fingerprint) gets the first request's
+    /// item and queues nothing; another request under the key is rejected.
+    async fn queue(
         &self,
         caller: &Caller,
         key: Option<&IdempotencyKey>,
-        fingerprint: &str,
-        answer: T,
-        queued: &Queued,
-    ) -> Result<T, ProgressError> {
-        let payload = serde_json::to_vec(queued).context("encode queued item")?;
-        match key {
+        fingerprint: String,
+        queued: Queued,
+    ) -> Result<Queued, ProgressError> {
+        let payload = queue::encode(&queued);
+        let kind = match &queued {
+            Queued::Progress(_) => "challenge_progress",
+            Queued::Activity(a) => a.kind.as_str(),
+        };
+        let queued = match key {
             None => {
                 self.bus
                     .publish(PROGRESS_TOPIC, &[payload])
                     .await
                     .map_err(ProgressError::QueueUnavailable)?;
+                queued
             }
             Some(key) => {
-                let record = serde_json::to_vec(&Remembered { fingerprint, answer: &answer })
-                    .context("encode idempotency record")?;
+                let remembered = Remembered { fingerprint, answer: queued };
+                let record = queue::encode_record(&remembered);
                 // The key is scoped to the user: one user's key never answers another's request.
                 let scoped = format!("{}\u{1f}{}", caller.user_id, key.as_str());
                 let once = self
@@ -249,20 +254,17 @@ impl Progress {
                     .await
                     .map_err(ProgressError::QueueUnavailable)?;
                 if let Once::Existing(first) = once {
-                    let first: Remembered<String, T> =
-                        serde_json::from_slice(&first).context("decode idempotency record")?;
-                    if first.fingerprint != fingerprint {
+                    let first =
+                        queue::decode_record(&first).context("decode idempotency record")?;
+                    if first.fingerprint != remembered.fingerprint {
                         return Err(ProgressError::IdempotencyKeyReused);
                     }
                     return Ok(first.answer);
                 }
+                remembered.answer
             }
-        }
-        metrics::counter!("ewpm_progress_accepted_total", "kind" => match queued {
-            Queued::Progress(_) => "challenge_progress",
-            Queued::Activity(a) => a.kind.as_str(),
-        })
-        .increment(1);
-        Ok(answer)
+        };
+        metrics::counter!("ewpm_progress_accepted_total", "kind" => kind).increment(1);
+        Ok(queued)
     }
 }

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::{
     SCORE_DELTAS_TOPIC,
     domain::{Entry, LoggedActivity, Queued},
-    poison,
+    poison, queue,
     store::{DeadLetter, ProgressStore},
 };
 
@@ -105,7 +105,7 @@ impl Writer {
             tracing::error!(id = %id, error = format!("{err:#}"), "setting aside an entry that cannot be written");
             letters.push(DeadLetter {
                 id,
-                payload: serde_json::to_vec(item).context("encode dead letter")?,
+                payload: queue::encode(item),
                 error: format!("{err:#}"),
                 failed_at: now,
             });
@@ -155,7 +155,7 @@ impl Handler for Writer {
     type Item = Queued;
 
     fn decode(&self, payload: &[u8]) -> anyhow::Result<Queued> {
-        serde_json::from_slice(payload).context("not a progress entry or logged activity")
+        queue::decode(payload)
     }
 
     /// Sets an undecodable payload aside as a dead letter (then the consumer acknowledges it).

@@ -458,7 +458,8 @@ async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(
     let challenge = h.challenge("").await;
     let accepted = h.submit(&challenge, 5.0, "", &alice()).await.unwrap();
     h.written(1).await;
-    // Simulate a writer that died after its commit: the same entry arrives again.
+    // Simulate a writer that died after its commit: the same entry arrives again, once as
+    // this release queues it and once as the previous release did (JSON).
     let entry = ewpm_progress::domain::Entry {
         id: accepted.entry_id.parse().unwrap(),
         challenge_id: challenge.parse().unwrap(),
@@ -469,7 +470,15 @@ async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(
         accepted_at: now(),
     };
     h.bus
-        .publish(ewpm_progress::PROGRESS_TOPIC, &[serde_json::to_vec(&entry).unwrap()])
+        .publish(
+            ewpm_progress::PROGRESS_TOPIC,
+            &[
+                ewpm_progress::queue::encode(&ewpm_progress::domain::Queued::Progress(
+                    entry.clone(),
+                )),
+                serde_json::to_vec(&entry).unwrap(),
+            ],
+        )
         .await
         .unwrap();
     // And a message that is no entry at all must not block the queue.
@@ -479,7 +488,15 @@ async fn a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id(
     h.stop_writer().await;
     assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 2, total: Some(11.0) });
     let events: Vec<String> = h.deltas().await.into_iter().map(|d| d.event_id).collect();
-    assert_eq!(events, vec![accepted.entry_id.clone(), accepted.entry_id, second.entry_id]);
+    assert_eq!(
+        events,
+        vec![
+            accepted.entry_id.clone(),
+            accepted.entry_id.clone(),
+            accepted.entry_id,
+            second.entry_id
+        ]
+    );
     assert_eq!(
         h.bus.pending(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP).await.unwrap(),
         0
@@ -796,7 +813,7 @@ async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_bat
     // Listed one per page, by id: the entry (accepted first), then the undecodable payload.
     assert_eq!(
         letters.iter().map(|l| l.payload.clone()).collect::<Vec<_>>(),
-        vec![serde_json::to_vec(&mallory).unwrap(), b"not an entry".to_vec()]
+        vec![ewpm_progress::queue::encode(&mallory), b"not an entry".to_vec()]
     );
     assert_eq!(letters[0].id, poisoned.entry_id);
     assert!(letters[0].error.contains("mallory may not be written"), "{}", letters[0].error);
