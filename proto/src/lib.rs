@@ -75,6 +75,16 @@ pub mod incentive {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("ewpm.incentive.v1");
 
+        /// Pub/sub channel (after the deployment's key prefix) of [`AwardRecorded`] notices:
+        /// published by the incentive processors, received by every process serving
+        /// WatchAwards.
+        pub const AWARDS_CHANNEL: &str = "incentive:awards";
+
+        /// Pub/sub channel (after the deployment's key prefix) of [`EmployerLinksChanged`]
+        /// notices: published by the incentive service, received by every processor's link
+        /// cache.
+        pub const LINKS_CHANNEL: &str = "incentive:links";
+
         /// Fully qualified name of the service, as health checks and reflection know it.
         pub const SERVICE_NAME: &str = "ewpm.incentive.v1.IncentiveService";
     }

@@ -8,22 +8,30 @@
 //! Implementations:
 //! - [`MemoryNotices`]: in-process (embedded mode).
 //! - [`RedisNotices`]: Redis pub/sub on channels `<prefix>incentive:awards` and
-//!   `<prefix>incentive:links`; one subscriber connection per process, fanned out locally.
+//!   `<prefix>incentive:links` ([`AWARDS_CHANNEL`], [`LINKS_CHANNEL`]); one subscriber
+//!   connection per process, fanned out locally. The payloads are protobuf messages
+//!   (`ewpm.incentive.v1.AwardRecorded`, `ewpm.incentive.v1.EmployerLinksChanged`, in
+//!   `proto/ewpm/incentive/v1/events.proto`).
 //!
 //! Pub/sub is fire-and-forget: a watcher that is not connected when an award is recorded
 //! finds it with ListAwards, and a processor that misses a link change sees it when its cache
 //! entry expires (`lookup_cache_secs`).
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use async_trait::async_trait;
-use ewpm_kit::CancellationToken;
+use ewpm_kit::{CancellationToken, timestamp};
+use ewpm_proto::incentive::v1::{
+    AWARDS_CHANNEL, Award as ProtoAward, AwardRecorded, EmployerLinksChanged, LINKS_CHANNEL,
+};
 use fred::{
     clients::SubscriberClient,
     prelude::{Client, EventInterface, PubsubInterface},
 };
+use prost::Message;
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
-use crate::domain::Award;
+use crate::{domain::Award, grpc::award_to_proto};
 
 /// Notices a slow receiver may fall behind by before it skips some (it is told how many).
 const FAN_OUT: usize = 1024;
@@ -107,8 +115,8 @@ impl RedisNotices {
         let (publisher, subscriber) = ewpm_kit::redis::pubsub(url).await?;
         // Re-subscribes after a reconnect.
         let _resubscriber = subscriber.manage_subscriptions();
-        let awards_channel = format!("{prefix}incentive:awards");
-        let links_channel = format!("{prefix}incentive:links");
+        let awards_channel = format!("{prefix}{AWARDS_CHANNEL}");
+        let links_channel = format!("{prefix}{LINKS_CHANNEL}");
         let local = MemoryNotices::new();
         let stop = CancellationToken::new();
         tokio::spawn(deliver(
@@ -148,16 +156,13 @@ async fn deliver(
             m = messages.recv() => m,
         };
         match message {
-            Ok(m) if m.channel == awards_channel => {
-                match m.value.as_bytes().map(serde_json::from_slice::<Award>) {
-                    Some(Ok(award)) => drop(local.awards.send(award)),
-                    _ => tracing::warn!(channel = %m.channel, "ignoring a malformed award notice"),
-                }
-            }
-            Ok(m) => match m.value.as_str() {
-                Some(employer) => drop(local.links.send(employer.to_string())),
-                None => tracing::warn!(channel = %m.channel, "ignoring a malformed link notice"),
+            Ok(m) if m.channel == awards_channel => match m.value.as_bytes().map(decode_award) {
+                Some(Ok(award)) => drop(local.awards.send(award)),
+                _ => tracing::warn!(channel = %m.channel, "ignoring a malformed award notice"),
             },
+            Ok(m) => {
+                drop(local.links.send(decode_links_changed(m.value.as_bytes().unwrap_or_default())))
+            }
             // Only worth a warning when somebody was watching; a processor that missed link
             // changes is told everything changed.
             Err(RecvError::Lagged(n)) => {
@@ -175,10 +180,9 @@ async fn deliver(
 impl IncentiveNotices for RedisNotices {
     async fn publish(&self, awards: &[Award]) -> anyhow::Result<()> {
         for a in awards {
-            let json = serde_json::to_string(a).context("encode award notice")?;
             let _: i64 = self
                 .publisher
-                .publish(self.awards_channel.as_str(), json)
+                .publish(self.awards_channel.as_str(), encode_award(a))
                 .await
                 .context("publish award notice")?;
         }
@@ -192,7 +196,7 @@ impl IncentiveNotices for RedisNotices {
     async fn links_changed(&self, employer_id: &str) -> anyhow::Result<()> {
         let _: i64 = self
             .publisher
-            .publish(self.links_channel.as_str(), employer_id)
+            .publish(self.links_channel.as_str(), encode_links_changed(employer_id))
             .await
             .context("publish link notice")?;
         Ok(())
@@ -200,5 +204,125 @@ impl IncentiveNotices for RedisNotices {
 
     fn subscribe_links(&self) -> broadcast::Receiver<String> {
         self.local.subscribe_links()
+    }
+}
+
+/// The pub/sub payload of an award notice (an `AwardRecorded`).
+pub fn encode_award(award: &Award) -> Vec<u8> {
+    AwardRecorded { award: Some(award_to_proto(award)) }.encode_to_vec()
+}
+
+/// The award of a notice: an `AwardRecorded`, or the previous release's JSON (sent by a
+/// process not yet upgraded during a rolling upgrade; notices are transient, so the fallback
+/// can go in the next release).
+pub fn decode_award(payload: &[u8]) -> anyhow::Result<Award> {
+    let proto = AwardRecorded::decode(payload)
+        .context("not a protobuf AwardRecorded")
+        .and_then(|AwardRecorded { award }| award_from_proto(award.context("no award")?));
+    match proto {
+        Ok(award) => Ok(award),
+        Err(err) => {
+            serde_json::from_slice(payload).map_err(|_| err.context("nor a JSON award notice"))
+        }
+    }
+}
+
+/// The pub/sub payload of a link notice (an `EmployerLinksChanged`).
+pub fn encode_links_changed(employer_id: &str) -> Vec<u8> {
+    EmployerLinksChanged { employer_id: employer_id.to_string() }.encode_to_vec()
+}
+
+/// The employer of a link notice; [`ALL_EMPLOYERS`] for one that does not decode (such as the
+/// previous release's bare employer id during a rolling upgrade): dropping every cached link
+/// is always safe, only slower until the caches refill.
+pub fn decode_links_changed(payload: &[u8]) -> String {
+    match EmployerLinksChanged::decode(payload) {
+        Ok(EmployerLinksChanged { employer_id }) if !employer_id.is_empty() => employer_id,
+        _ => ALL_EMPLOYERS.to_string(),
+    }
+}
+
+fn award_from_proto(award: ProtoAward) -> anyhow::Result<Award> {
+    let ProtoAward {
+        id,
+        user_id,
+        employer_id,
+        employer_incentive_id,
+        program_id,
+        incentive_slug,
+        reward,
+        award_day,
+        period_key,
+        activity_id,
+        award_time,
+    } = award;
+    let uuid = |field: &str, raw: &str| {
+        Uuid::parse_str(raw).with_context(|| format!("{field} {raw:?} is not a UUID"))
+    };
+    Ok(Award {
+        id: uuid("id", &id)?,
+        user_id,
+        employer_id,
+        employer_incentive_id: uuid("employer_incentive_id", &employer_incentive_id)?,
+        program_id,
+        incentive_slug,
+        reward,
+        award_day: award_day.parse().with_context(|| format!("award_day {award_day:?}"))?,
+        period_key,
+        activity_id: uuid("activity_id", &activity_id)?,
+        awarded_at: award_time
+            .as_ref()
+            .and_then(timestamp::from_proto)
+            .ok_or_else(|| anyhow!("award_time missing or invalid"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+
+    fn award() -> Award {
+        Award {
+            id: Uuid::now_v7(),
+            user_id: "alice".into(),
+            employer_id: "acme".into(),
+            employer_incentive_id: Uuid::now_v7(),
+            program_id: "wellbeing".into(),
+            incentive_slug: "user-birth".into(),
+            reward: "a day off".into(),
+            award_day: "2026-11-22".parse().unwrap(),
+            period_key: "once".into(),
+            activity_id: Uuid::now_v7(),
+            awarded_at: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.5Z").unwrap().to_utc(),
+        }
+    }
+
+    #[test]
+    fn an_award_notice_round_trips_through_protobuf() {
+        let award = award();
+        let payload = encode_award(&award);
+        assert_eq!(
+            AwardRecorded::decode(payload.as_slice()).unwrap(),
+            AwardRecorded { award: Some(award_to_proto(&award)) }
+        );
+        assert_eq!(decode_award(&payload).unwrap(), award);
+    }
+
+    #[test]
+    fn an_award_notice_sent_as_json_by_the_previous_release_still_decodes() {
+        let award = award();
+        assert_eq!(decode_award(&serde_json::to_vec(&award).unwrap()).unwrap(), award);
+        assert!(decode_award(b"not an award").is_err());
+        assert!(decode_award(&AwardRecorded { award: None }.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_link_notice_round_trips_and_one_that_does_not_decode_means_every_employer() {
+        assert_eq!(decode_links_changed(&encode_links_changed("acme")), "acme");
+        assert_eq!(decode_links_changed(&encode_links_changed(ALL_EMPLOYERS)), ALL_EMPLOYERS);
+        assert_eq!(decode_links_changed(b"acme"), ALL_EMPLOYERS);
+        assert_eq!(decode_links_changed(b""), ALL_EMPLOYERS);
     }
 }
