@@ -35,6 +35,99 @@ pub mod activity {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("ewpm.activity.v1");
     }
+
+    // The contract's kinds as services name and store them (`mood`, `challenge_progress`),
+    // shared by every service that records or reacts to activity.
+    /// What a user did.
+    #[derive(
+        Debug,
+        Clone,
+        Copy,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        serde::Serialize,
+        serde::Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum Kind {
+        /// A mood entry.
+        Mood,
+        /// A symptom entry.
+        Symptom,
+        /// A step count.
+        Steps,
+        /// Hours of sleep.
+        Sleep,
+        /// A weight measurement.
+        Weight,
+        /// A reported birth.
+        Birth,
+        /// Accepted challenge progress.
+        ChallengeProgress,
+    }
+
+    impl Kind {
+        /// Every kind.
+        pub const ALL: [Kind; 7] = [
+            Self::Mood,
+            Self::Symptom,
+            Self::Steps,
+            Self::Sleep,
+            Self::Weight,
+            Self::Birth,
+            Self::ChallengeProgress,
+        ];
+
+        /// The kind's name as stored and shown (`mood`, `challenge_progress`).
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Mood => "mood",
+                Self::Symptom => "symptom",
+                Self::Steps => "steps",
+                Self::Sleep => "sleep",
+                Self::Weight => "weight",
+                Self::Birth => "birth",
+                Self::ChallengeProgress => "challenge_progress",
+            }
+        }
+
+        /// The kind named `name`.
+        pub fn from_name(name: &str) -> Option<Self> {
+            Self::ALL.into_iter().find(|k| k.as_str() == name)
+        }
+
+        /// The proto enum value.
+        pub fn to_proto(self) -> i32 {
+            use v1::ActivityKind as P;
+            (match self {
+                Self::Mood => P::Mood,
+                Self::Symptom => P::Symptom,
+                Self::Steps => P::Steps,
+                Self::Sleep => P::Sleep,
+                Self::Weight => P::Weight,
+                Self::Birth => P::Birth,
+                Self::ChallengeProgress => P::ChallengeProgress,
+            }) as i32
+        }
+
+        /// The kind of a proto enum value; `None` for unspecified or unknown values.
+        pub fn from_proto(raw: i32) -> Option<Self> {
+            use v1::ActivityKind as P;
+            Some(match P::try_from(raw).ok()? {
+                P::Unspecified => return None,
+                P::Mood => Self::Mood,
+                P::Symptom => Self::Symptom,
+                P::Steps => Self::Steps,
+                P::Sleep => Self::Sleep,
+                P::Weight => Self::Weight,
+                P::Birth => Self::Birth,
+                P::ChallengeProgress => Self::ChallengeProgress,
+            })
+        }
+    }
 }
 
 /// `ewpm.progress.v1`: challenge progress entries and per-challenge totals, the

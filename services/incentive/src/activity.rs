@@ -8,90 +8,11 @@
 use chrono::{DateTime, Utc};
 use ewpm_kit::timestamp;
 use ewpm_proto::progress::v1::ActivityRecorded;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{EmployerIncentive, IncentiveEvent};
 
-/// What a user did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActivityKind {
-    /// A mood entry.
-    Mood,
-    /// A symptom entry.
-    Symptom,
-    /// A step count.
-    Steps,
-    /// Hours of sleep.
-    Sleep,
-    /// A weight measurement.
-    Weight,
-    /// A reported birth.
-    Birth,
-    /// Accepted challenge progress.
-    ChallengeProgress,
-}
-
-impl ActivityKind {
-    /// Every kind.
-    pub const ALL: [ActivityKind; 7] = [
-        Self::Mood,
-        Self::Symptom,
-        Self::Steps,
-        Self::Sleep,
-        Self::Weight,
-        Self::Birth,
-        Self::ChallengeProgress,
-    ];
-
-    /// The kind's name as stored and shown (`mood`, `challenge_progress`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mood => "mood",
-            Self::Symptom => "symptom",
-            Self::Steps => "steps",
-            Self::Sleep => "sleep",
-            Self::Weight => "weight",
-            Self::Birth => "birth",
-            Self::ChallengeProgress => "challenge_progress",
-        }
-    }
-
-    /// The kind named `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// The proto enum value.
-    pub fn to_proto(self) -> i32 {
-        use ewpm_proto::activity::v1::ActivityKind as P;
-        (match self {
-            Self::Mood => P::Mood,
-            Self::Symptom => P::Symptom,
-            Self::Steps => P::Steps,
-            Self::Sleep => P::Sleep,
-            Self::Weight => P::Weight,
-            Self::Birth => P::Birth,
-            Self::ChallengeProgress => P::ChallengeProgress,
-        }) as i32
-    }
-
-    /// The kind of a proto enum value; `None` for unspecified or unknown values.
-    pub fn from_proto(raw: i32) -> Option<Self> {
-        use ewpm_proto::activity::v1::ActivityKind as P;
-        Some(match P::try_from(raw).ok()? {
-            P::Unspecified => return None,
-            P::Mood => Self::Mood,
-            P::Symptom => Self::Symptom,
-            P::Steps => Self::Steps,
-            P::Sleep => Self::Sleep,
-            P::Weight => Self::Weight,
-            P::Birth => Self::Birth,
-            P::ChallengeProgress => Self::ChallengeProgress,
-        })
-    }
-}
+pub use ewpm_proto::activity::Kind as ActivityKind;
 
 /// A recorded activity.
 #[derive(Debug, Clone, PartialEq)]
