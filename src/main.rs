@@ -228,15 +228,19 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The embedded mode's bus: accepted progress and activity (what a client was answered 202
-/// for) and recorded activity (what the writer acknowledged the queue for, until the incentive
-/// processors have counted it) in a SQLite file of its own, so they are still queued after a crash; score deltas in memory, as the in-process
-/// score store they feed is rebuilt from SQL after a restart anyway.
+/// for, `data/bus.db`) and recorded activity (what the writer acknowledged the queue for,
+/// until the incentive processors have counted it, `data/activity-bus.db`) in SQLite files of
+/// their own, so they are still queued after a crash; score deltas in memory, as the
+/// in-process score store they feed is rebuilt from SQL after a restart anyway.
 async fn embedded_bus(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Bus>> {
-    let durable = SqliteBus::open(&data_dir.join("bus.db")).await?;
+    // One file (and connection) per topic: the queue that SubmitProgress answers from does
+    // not wait behind the writers' activity publishes and the processors' reads and acks.
+    let queue = SqliteBus::open(&data_dir.join("bus.db")).await?;
+    let activity = SqliteBus::open(&data_dir.join("activity-bus.db")).await?;
     Ok(Arc::new(
         Routed::new(MemoryBus::new())
-            .route(ewpm_progress::PROGRESS_TOPIC, durable.clone())
-            .route(ewpm_proto::progress::v1::ACTIVITY_TOPIC, durable),
+            .route(ewpm_progress::PROGRESS_TOPIC, queue)
+            .route(ewpm_proto::progress::v1::ACTIVITY_TOPIC, activity),
     ))
 }
 
