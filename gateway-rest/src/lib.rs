@@ -74,7 +74,7 @@ pub struct AppState {
     /// Verifies tokens before anything else reads the request.
     keys: Arc<TokenKeys>,
     /// Live SSE streams, per caller and in all.
-    pub streams: Arc<StreamSlots>,
+    pub streams: StreamSlots,
     /// The upstreams' health as last checked (see [`watch_upstreams`]).
     upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
 }
@@ -105,7 +105,7 @@ impl AppState {
             leaderboard_channel,
             incentive_channel,
             keys: Arc::new(keys),
-            streams: Arc::new(StreamSlots::new(limits)),
+            streams: StreamSlots::new(limits),
             upstream_health: Arc::new(RwLock::new(
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
@@ -154,7 +154,7 @@ pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
 
 /// Live SSE streams: at most `limits.max_streams_per_caller` per verified caller and
 /// `limits.max_streams` in all on this edge.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StreamSlots(Arc<ewpm_kit::streams::StreamSlots>);
 
 impl StreamSlots {
@@ -175,11 +175,6 @@ impl StreamSlots {
                 .retry_after(Duration::from_secs(5))
                 .into()
         })
-    }
-
-    /// Streams held now, in all.
-    pub fn held(&self) -> usize {
-        self.0.open()
     }
 }
 
