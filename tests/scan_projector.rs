@@ -120,7 +120,7 @@ async fn wait_for_checkpoint(store: &ScanStore, target: i64, limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_never_loses_or_repeats_an_event() {
-    let db = TestDb::postgres().await.unwrap();
+    let db = TestDb::postgres(ewpm::MODULES).await.unwrap();
     let store = ScanStore::new(db.db.clone());
     let events = generate(100_000, 5_000, 42);
     append(&store, &events).await;
@@ -161,7 +161,7 @@ async fn sigkill_at_random_points_never_loses_or_repeats_an_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_projectors_take_turns_and_the_standby_takes_over() {
-    let db = TestDb::postgres().await.unwrap();
+    let db = TestDb::postgres(ewpm::MODULES).await.unwrap();
     let store = ScanStore::new(db.db.clone());
     let events = generate(40_000, 2_000, 99);
     append(&store, &events[..20_000]).await;

@@ -40,7 +40,7 @@ async fn serve(settings: &Settings) -> (ChallengeServiceClient<Channel>, TestDb)
 
 /// The same, as a channel.
 async fn serve_channel(settings: &Settings) -> (Channel, TestDb, ewpm_kit::CancellationToken) {
-    let db = TestDb::sqlite().await.unwrap();
+    let db = TestDb::sqlite(ewpm::MODULES).await.unwrap();
     let conn = db.db.clone();
     let leaderboard = blackhole().await;
     let server = spawn_grpc_with(settings, move |mount, grpc| {

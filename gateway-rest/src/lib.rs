@@ -17,6 +17,7 @@ pub mod upstream;
 use routes::{challenges, incentives, leaderboards, scans};
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -33,7 +34,7 @@ use axum::{
 use ewpm_kit::{
     CancellationToken,
     auth::{Caller, TokenKeys},
-    settings::{LimitSettings, ServiceAddrs},
+    settings::LimitSettings,
 };
 use ewpm_proto::{
     challenge::v1::challenge_service_client::ChallengeServiceClient,
@@ -66,11 +67,8 @@ pub struct AppState {
     pub leaderboard: LeaderboardServiceClient<Channel>,
     /// The incentive service.
     pub incentive: IncentiveServiceClient<Channel>,
-    challenge_channel: Channel,
-    scan_channel: Channel,
-    progress_channel: Channel,
-    leaderboard_channel: Channel,
-    incentive_channel: Channel,
+    /// Every upstream's channel, by service name (the `EWPM_SERVICES__<NAME>` keys).
+    channels: Arc<BTreeMap<&'static str, Channel>>,
     /// Verifies tokens before anything else reads the request.
     keys: Arc<TokenKeys>,
     /// Live SSE streams, per caller and in all.
@@ -80,46 +78,39 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Clients for the services at `addrs` (connected lazily), verifying tokens with `keys`
-    /// and holding callers to `limits`.
+    /// Clients for the services at `addrs` (service name → URI; connected lazily),
+    /// verifying tokens with `keys` and holding callers to `limits`. Every upstream the edge
+    /// routes to must have an address.
     pub fn connect(
-        addrs: &ServiceAddrs,
+        addrs: &BTreeMap<String, String>,
         keys: TokenKeys,
         limits: &LimitSettings,
     ) -> anyhow::Result<Self> {
-        let challenge_channel = upstream::channel(&addrs.challenge).context("challenge service")?;
-        let scan_channel = upstream::channel(&addrs.scan).context("scan service")?;
-        let progress_channel = upstream::channel(&addrs.progress).context("progress service")?;
-        let leaderboard_channel =
-            upstream::channel(&addrs.leaderboard).context("leaderboard service")?;
-        let incentive_channel = upstream::channel(&addrs.incentive).context("incentive service")?;
+        let mut channels = BTreeMap::new();
+        for (name, _) in UPSTREAMS {
+            let uri = addrs.get(name).with_context(|| {
+                format!(
+                    "EWPM_SERVICES__{} is required: the address of the {name} service",
+                    name.to_ascii_uppercase()
+                )
+            })?;
+            channels
+                .insert(name, upstream::channel(uri).with_context(|| format!("{name} service"))?);
+        }
+        let channel = |name: &str| channels[name].clone();
         Ok(Self {
-            challenge: ChallengeServiceClient::new(challenge_channel.clone()),
-            scan: ScanServiceClient::new(scan_channel.clone()),
-            progress: ProgressServiceClient::new(progress_channel.clone()),
-            leaderboard: LeaderboardServiceClient::new(leaderboard_channel.clone()),
-            incentive: IncentiveServiceClient::new(incentive_channel.clone()),
-            challenge_channel,
-            scan_channel,
-            progress_channel,
-            leaderboard_channel,
-            incentive_channel,
+            challenge: ChallengeServiceClient::new(channel("challenge")),
+            scan: ScanServiceClient::new(channel("scan")),
+            progress: ProgressServiceClient::new(channel("progress")),
+            leaderboard: LeaderboardServiceClient::new(channel("leaderboard")),
+            incentive: IncentiveServiceClient::new(channel("incentive")),
+            channels: Arc::new(channels),
             keys: Arc::new(keys),
             streams: StreamSlots::new(limits),
             upstream_health: Arc::new(RwLock::new(
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
         })
-    }
-
-    fn upstream_channel(&self, name: &str) -> &Channel {
-        match name {
-            "challenge" => &self.challenge_channel,
-            "scan" => &self.scan_channel,
-            "progress" => &self.progress_channel,
-            "leaderboard" => &self.leaderboard_channel,
-            _ => &self.incentive_channel,
-        }
     }
 }
 
@@ -139,9 +130,8 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// answer from (a probe or a flood of `/health` calls costs the upstreams nothing).
 pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
     loop {
-        let checks = UPSTREAMS
-            .iter()
-            .map(|(name, service)| upstream_health(state.upstream_channel(name), service));
+        let checks =
+            UPSTREAMS.iter().map(|(name, service)| upstream_health(&state.channels[name], service));
         let results = futures::future::join_all(checks).await;
         let snapshot: Vec<(&'static str, String)> =
             UPSTREAMS.iter().map(|(name, _)| *name).zip(results).collect();

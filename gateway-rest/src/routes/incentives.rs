@@ -1209,8 +1209,10 @@ mod tests {
 
     fn state() -> AppState {
         let settings = ewpm_kit::settings::Settings::default();
+        let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive"]
+            .map(|name| (name.to_string(), "http://127.0.0.1:50051".to_string()));
         AppState::connect(
-            &settings.services,
+            &addrs.into_iter().collect(),
             ewpm_kit::auth::TokenKeys::new("test", &settings.auth),
             &settings.limits,
         )

@@ -9,11 +9,17 @@
 //! - [`standings`]: a user's total, percent of goal and rank, from the leaderboard service.
 //! - [`error`]: `ChallengeError` and its one mapping to `tonic::Status`.
 //! - [`app`]: `build(..)` → the tonic service, ready to mount.
+//! - [`migrations`]: the `challenges` table's migrations (history `seaql_migrations_challenge`).
+//! - [`module`]: [`MODULE`], what the binary's registry runs.
 
 pub mod app;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod migrations;
+pub mod module;
 pub mod service;
 pub mod standings;
 pub mod store;
+
+pub use module::MODULE;

@@ -510,5 +510,5 @@ macro_rules! suite {
     };
 }
 
-suite!(sqlite, TestDb::sqlite());
-suite!(postgres, TestDb::postgres());
+suite!(sqlite, TestDb::sqlite(&[&ewpm_challenge::MODULE]));
+suite!(postgres, TestDb::postgres(&[&ewpm_challenge::MODULE]));

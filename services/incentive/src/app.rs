@@ -8,7 +8,7 @@ use ewpm_kit::{
     bus::Bus,
     clock::SharedClock,
     consumer::{Consumer, ConsumerConfig},
-    settings::{GrpcSettings, IncentiveSettings, LimitSettings},
+    settings::{GrpcSettings, LimitSettings},
     streams::StreamSlots,
 };
 use ewpm_proto::{
@@ -23,6 +23,7 @@ use crate::{
     notices::IncentiveNotices,
     processor::{Links, Processor},
     service::Incentives,
+    settings::IncentiveSettings,
     store::IncentiveStore,
 };
 

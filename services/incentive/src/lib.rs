@@ -23,6 +23,9 @@
 //! - [`grpc`]: the gRPC service `ewpm.incentive.v1.IncentiveService`.
 //! - [`error`]: [`error::IncentiveError`] and its one mapping to `tonic::Status`.
 //! - [`app`]: builds the service and the processors from settings.
+//! - [`settings`]: the `[incentive]` settings section.
+//! - [`migrations`]: the incentive tables' migrations (history `seaql_migrations_incentive`).
+//! - [`module`]: [`MODULE`], what the binary's registry runs.
 
 pub mod actions;
 pub mod activity;
@@ -30,11 +33,16 @@ pub mod app;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod migrations;
+pub mod module;
 pub mod notices;
 pub mod processor;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod streak;
+
+pub use module::MODULE;
 
 /// Consumer group of the processors on the `activity` topic
 /// ([`ewpm_proto::progress::v1::ACTIVITY_TOPIC`]).

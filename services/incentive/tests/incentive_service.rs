@@ -2,6 +2,7 @@
 //! (`ActivityRecorded` on the bus topic `activity`, as the progress writers publish it), on
 //! SQLite + the in-process bus and notices and on PostgreSQL + Redis: one suite, two backends.
 
+use ewpm_incentive::settings::IncentiveSettings;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -19,7 +20,7 @@ use ewpm_kit::{
     auth::Role,
     bus::{Bus, MemoryBus, RedisBus},
     clock::{FixedClock, SharedClock},
-    settings::{IncentiveSettings, Settings},
+    settings::Settings,
     timestamp::to_proto,
 };
 use ewpm_proto::{
@@ -65,7 +66,7 @@ fn settings(processors: usize) -> IncentiveSettings {
         flush_interval_ms: 20,
         // Long enough that only an announced link change can refresh a link cache in a test.
         lookup_cache_secs: 60,
-        ..Settings::default().incentive
+        ..IncentiveSettings::default()
     }
 }
 
@@ -75,14 +76,16 @@ async fn harness(backend: Backend) -> Harness {
 
 async fn harness_with(backend: Backend, processors: usize) -> Harness {
     let (db, bus, notices): (TestDb, Arc<dyn Bus>, Arc<dyn IncentiveNotices>) = match backend {
-        Backend::Embedded => {
-            (TestDb::sqlite().await.unwrap(), MemoryBus::new(), Arc::new(MemoryNotices::new()))
-        }
+        Backend::Embedded => (
+            TestDb::sqlite(&[&ewpm_incentive::MODULE]).await.unwrap(),
+            MemoryBus::new(),
+            Arc::new(MemoryNotices::new()),
+        ),
         Backend::Mesh => {
             let prefix = key_prefix();
             let url = &servers().redis_url;
             (
-                TestDb::postgres().await.unwrap(),
+                TestDb::postgres(&[&ewpm_incentive::MODULE]).await.unwrap(),
                 Arc::new(RedisBus::connect(url, &prefix).await.unwrap()),
                 Arc::new(RedisNotices::connect(url, &prefix).await.unwrap()),
             )

@@ -5,7 +5,10 @@
 //! once.
 //!
 //! # Layout
-//! - [`settings`]: layered typed configuration (defaults → file → `EWPM_` environment).
+//! - [`module`]: the module contract every service crate exports ([`module::Module`]).
+//! - [`host`]: a process hosting modules (embedded or mesh): stores, mount, drain.
+//! - [`settings`]: layered typed configuration (defaults → file → `EWPM_` environment); each
+//!   module's own section is read typed by the module.
 //! - [`telemetry`]: tracing setup (pretty or JSON) and the Prometheus recorder.
 //! - [`auth`]: JWT claims, token minting, the gRPC interceptor and [`auth::Caller`].
 //! - [`batch`]: batching by size or age (the batch writers' flush rule).
@@ -19,7 +22,7 @@
 //!   message limits, graceful shutdown).
 //! - [`streams`]: caps on live streams per caller and per process.
 //! - [`shutdown`]: SIGTERM / SIGINT → a cancellation token.
-//! - [`db`]: SeaORM connections (SQLite or PostgreSQL) and migrations.
+//! - [`db`]: SeaORM connections (SQLite or PostgreSQL).
 //! - [`cache`]: a time-to-live cache for look-ups from other services.
 //! - [`client`]: lazily connecting channels to other services.
 //! - [`clock`]: the time source services take, so tests can fix it.
@@ -36,6 +39,8 @@ pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod host;
+pub mod module;
 pub mod paging;
 pub mod redis;
 pub mod retry;

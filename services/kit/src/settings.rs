@@ -5,18 +5,94 @@
 //! variables with the `EWPM_` prefix and `__` for nesting (`EWPM_GRPC__ADDR`,
 //! `EWPM_AUTH__SECRET`) → the conventional `DATABASE_URL` and `REDIS_URL`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, bail};
 use figment::{
     Figment,
     providers::{Format, Serialized, Toml},
+    value::{Dict, Value},
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// Every setting of an EWPM process.
+/// The kit's own top-level keys (every field of [`Settings`] but `sections`).
+const KIT_KEYS: &[&str] = &[
+    "data_dir",
+    "database_url",
+    "redis_url",
+    "redis_prefix",
+    "bus_max_len",
+    "log",
+    "auth",
+    "grpc",
+    "http",
+    "health",
+    "limits",
+    "metrics",
+    "services",
+];
+
+/// A module's name and its settings section, as the loader needs them: the defaults and a
+/// typed check of what was loaded. A module without settings still has a (settings-less)
+/// section, so that its name is a known `services` key.
+#[derive(Clone)]
+pub struct Section {
+    name: &'static str,
+    defaults: Option<Value>,
+    check: fn(&Value) -> Result<(), figment::Error>,
+}
+
+impl std::fmt::Debug for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Section").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Section {
+    /// Module `name`, with no settings of its own.
+    pub fn named(name: &'static str) -> Self {
+        Self { name, defaults: None, check: |_| Ok(()) }
+    }
+
+    /// Module `name`, whose settings are a `T` (`T::default()` the defaults; give `T`
+    /// `#[serde(deny_unknown_fields)]` so that a misspelt key fails the load).
+    pub fn of<T: Serialize + DeserializeOwned + Default>(name: &'static str) -> Self {
+        let defaults = Value::serialize(T::default()).expect("a settings struct serializes");
+        Self { name, defaults: Some(defaults), check: |v| typed::<T>(v).map(drop) }
+    }
+
+    /// The module's name (its section's key, its `services` key).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// `value` as a `T`, converting strings from the environment where numbers or booleans are
+/// expected.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, figment::Error> {
+    Figment::from(Serialized::defaults(value.clone())).extract_lossy()
+}
+
+/// A figment error as `path (EWPM_PATH): what`, `prefix` before a section's relative path.
+fn describe(errors: figment::Error, prefix: &[&str]) -> Vec<String> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let mut path: Vec<String> = prefix.iter().map(|p| p.to_string()).collect();
+            path.extend(e.path.iter().cloned());
+            let path = path.join(".");
+            let env = format!("EWPM_{}", path.to_ascii_uppercase().replace('.', "__"));
+            format!("{path} ({env}): {}", e.kind)
+        })
+        .collect()
+}
+
+/// Every setting of an EWPM process the kit knows; each module's own section is in
+/// [`Settings::sections`] (see [`Section`]).
+///
+/// Unknown keys are rejected by [`Settings::load_from`] (top level: neither a kit setting nor
+/// a registered module's section) and by each nested struct (`deny_unknown_fields`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Directory for embedded-mode state: the SQLite file and the development signing key.
     pub data_dir: PathBuf,
@@ -44,129 +120,15 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// The Prometheus endpoint of a single service in mesh mode.
     pub metrics: MetricsSettings,
-    /// Where the other services are, for the REST edge and service-to-service calls.
-    pub services: ServiceAddrs,
-    /// The scan service.
-    pub scan: ScanSettings,
-    /// The progress service and its batch writer.
-    pub progress: ProgressSettings,
-    /// The leaderboard service and its delta applier.
-    pub leaderboard: LeaderboardSettings,
-    /// The incentive service and its processors (consumers of the `activity` topic).
-    pub incentive: IncentiveSettings,
-}
-
-/// Incentive service settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncentiveSettings {
-    /// Run the processors inside `ewpm serve incentive` / `ewpm dev` (they also run alone as
-    /// `ewpm serve incentive-processor`).
-    pub processor_enabled: bool,
-    /// Processor tasks per process (each a consumer of the `activity` topic).
-    pub processors: usize,
-    /// Activities a processor handles in one transaction at most. Large batches pay: a batch
-    /// costs a handful of statements whatever its size.
-    pub batch_size: usize,
-    /// Longest the oldest received activity waits for its batch, in milliseconds.
-    pub flush_interval_ms: u64,
-    /// Activities a processor received but has not acknowledged for this long are taken over by
-    /// another processor, in milliseconds.
-    pub reclaim_idle_ms: u64,
-    /// How long a processor caches an employer's active incentive links and a link's
-    /// definition, in seconds (an announced link change empties the cache at once).
-    pub lookup_cache_secs: u64,
-    /// How many calendar days before a user's latest counted day a late activity still
-    /// lands on its own day of a streak (older ones are ignored): 0 to 31.
-    pub backfill_days: u32,
-}
-
-/// Progress service settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProgressSettings {
-    /// Run the batch writer inside `ewpm serve progress` / `ewpm dev` (it also runs alone as
-    /// `ewpm serve progress-writer`).
-    pub writer_enabled: bool,
-    /// Writer tasks per process (each a consumer of the queue).
-    pub writers: usize,
-    /// Entries that make a batch due at once.
-    pub batch_size: usize,
-    /// Longest the oldest queued entry waits for its batch, in milliseconds.
-    pub flush_interval_ms: u64,
-    /// Entries a writer received but has not acknowledged for this long are taken over by
-    /// another writer (the first is presumed dead), in milliseconds.
-    pub reclaim_idle_ms: u64,
-    /// How long a challenge's window is cached by the submit path, in seconds.
-    pub challenge_cache_secs: u64,
-    /// How long past its cache time a challenge's window is still served while the challenge
-    /// service fails (it is down, or its database is), in seconds; 0 serves nothing stale.
-    pub challenge_stale_secs: u64,
-    /// Failed attempts of a writer batch before it is split to isolate the entries that
-    /// cannot be written (they go to `progress_dead_letters`, the rest is written).
-    pub split_after_failures: u32,
-    /// Entries queued but not yet written beyond which SubmitProgress pushes back with
-    /// RESOURCE_EXHAUSTED (HTTP 429) instead of letting the leaderboards fall behind.
-    pub max_backlog: u64,
-}
-
-/// Leaderboard service settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaderboardSettings {
-    /// Run the score delta applier inside `ewpm serve leaderboard` / `ewpm dev`.
-    pub applier_enabled: bool,
-    /// Shortest gap between two snapshots of one board to its watchers, in milliseconds.
-    pub watch_interval_ms: u64,
-    /// Deltas a dead applier left unacknowledged for this long are taken over, in
-    /// milliseconds.
-    pub reclaim_idle_ms: u64,
-    /// How long a page read is served from this process's memory before the score store is
-    /// read again, in milliseconds (0: always read the store). Boards change by batches
-    /// anyway; this keeps hot top-10 reads off Redis.
-    pub read_cache_ms: u64,
-    /// How long who may read a board (its challenge's employer) is remembered, in seconds.
-    /// A challenge moved to another employer is seen by reads after at most this long.
-    pub audience_cache_secs: u64,
-    /// Most boards whose audience is remembered (and, separately, most unknown boards
-    /// remembered as unknown); the entry expiring first makes room.
-    pub audience_cache_entries: usize,
-    /// Most concurrent WatchLeaderboard streams of one caller (token `sub`) in one process.
-    pub max_streams_per_caller: usize,
-    /// Most concurrent WatchLeaderboard streams in one process.
-    pub max_streams: usize,
-    /// How long an applied delta's event id is remembered, in seconds, counted from the time
-    /// in its UUIDv7 id. A delta older than this is not applied (it makes its board rebuild
-    /// from the owner instead); keep it far beyond any redelivery delay of the bus.
-    pub dedupe_window_secs: u64,
-}
-
-/// Scan service settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScanSettings {
-    /// The projector of parcel states.
-    pub projector: ProjectorSettings,
-}
-
-/// The scan projector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectorSettings {
-    /// Run the projector inside `ewpm serve scan` / `ewpm dev` (it also runs alone as
-    /// `ewpm serve scan-projector`).
-    pub enabled: bool,
-    /// `own` (this service's feed) or the URL of an external Scan Event API, e.g.
-    /// `https://feed.example/v1/scans/scanevents`.
-    pub source: String,
-    /// Bearer token sent to an external source.
-    pub source_token: Option<String>,
-    /// Events per page.
-    pub page_size: u32,
-    /// Wait between polls once caught up, in milliseconds.
-    pub poll_interval_ms: u64,
-    /// Health reports NOT_SERVING when the leading projector has not succeeded for this long.
-    pub stale_after_secs: u64,
+    /// Where the services are, by module name (`EWPM_SERVICES__LEADERBOARD=http://leaderboard:50051`),
+    /// for the REST edge and service-to-service calls. Only registered modules' names are
+    /// accepted; `ewpm dev` points every name at its own listener.
+    pub services: BTreeMap<String, String>,
+    /// Each registered module's own section (`[progress]`, `EWPM_PROGRESS__BATCH_SIZE`), kept
+    /// as loaded (defaults, file, environment) and read typed by the module with
+    /// [`Settings::section`]. Not settable as such.
+    #[serde(skip)]
+    pub sections: BTreeMap<String, Value>,
 }
 
 /// Log output.
@@ -264,28 +226,6 @@ pub struct MetricsSettings {
     pub addr: SocketAddr,
 }
 
-/// Addresses (URIs) of the services.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceAddrs {
-    /// The challenge service, e.g. `http://challenge:50051`.
-    pub challenge: String,
-    /// The scan service, e.g. `http://scan:50051`.
-    pub scan: String,
-    /// The progress service, e.g. `http://progress:50051`.
-    pub progress: String,
-    /// The leaderboard service, e.g. `http://leaderboard:50051`.
-    pub leaderboard: String,
-    /// The incentive service, e.g. `http://incentive:50051`.
-    pub incentive: String,
-}
-
-impl Default for ProgressSettings {
-    fn default() -> Self {
-        Settings::default().progress
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -317,69 +257,29 @@ impl Default for Settings {
                 max_streams: 10_000,
             },
             metrics: MetricsSettings { addr: SocketAddr::from(([0, 0, 0, 0], 9464)) },
-            services: ServiceAddrs {
-                challenge: "http://127.0.0.1:50051".into(),
-                scan: "http://127.0.0.1:50051".into(),
-                progress: "http://127.0.0.1:50051".into(),
-                leaderboard: "http://127.0.0.1:50051".into(),
-                incentive: "http://127.0.0.1:50051".into(),
-            },
-            scan: ScanSettings {
-                projector: ProjectorSettings {
-                    enabled: true,
-                    source: "own".into(),
-                    source_token: None,
-                    page_size: 1000,
-                    poll_interval_ms: 500,
-                    stale_after_secs: 60,
-                },
-            },
-            progress: ProgressSettings {
-                writer_enabled: true,
-                writers: 2,
-                batch_size: 50,
-                flush_interval_ms: 2000,
-                reclaim_idle_ms: 30_000,
-                challenge_cache_secs: 30,
-                challenge_stale_secs: 600,
-                split_after_failures: 3,
-                max_backlog: 10_000,
-            },
-            leaderboard: LeaderboardSettings {
-                applier_enabled: true,
-                watch_interval_ms: 100,
-                reclaim_idle_ms: 30_000,
-                read_cache_ms: 100,
-                audience_cache_secs: 30,
-                audience_cache_entries: 10_000,
-                max_streams_per_caller: 16,
-                max_streams: 10_000,
-                dedupe_window_secs: 7 * 24 * 3600,
-            },
-            incentive: IncentiveSettings {
-                processor_enabled: true,
-                processors: 2,
-                batch_size: 2000,
-                flush_interval_ms: 100,
-                reclaim_idle_ms: 30_000,
-                lookup_cache_secs: 10,
-                backfill_days: 7,
-            },
+            services: BTreeMap::new(),
+            sections: BTreeMap::new(),
         }
     }
 }
 
 impl Settings {
-    /// Loads the settings from the process environment (see the module doc for the layers).
-    pub fn load() -> anyhow::Result<Self> {
+    /// Loads the settings from the process environment (see the module doc for the layers),
+    /// with the registered modules' `sections`.
+    pub fn load(sections: &[Section]) -> anyhow::Result<Self> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_from(&vars)
+        Self::load_from(&vars, sections)
     }
 
     /// Loads the settings with `vars` standing in for the environment.
-    pub fn load_from(vars: &[(String, String)]) -> anyhow::Result<Self> {
+    pub fn load_from(vars: &[(String, String)], sections: &[Section]) -> anyhow::Result<Self> {
         let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        for section in sections {
+            if let Some(defaults) = &section.defaults {
+                figment = figment.merge(Serialized::default(section.name, defaults.clone()));
+            }
+        }
         match var("EWPM_CONFIG") {
             Some(path) => {
                 if !std::path::Path::new(&path).is_file() {
@@ -409,17 +309,70 @@ impl Settings {
         if let Some(url) = var("REDIS_URL").filter(|v| !v.is_empty()) {
             figment = figment.merge(Serialized::default("redis_url", url));
         }
+        let mut errors = Vec::new();
+        let top: Dict = figment.extract().map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        let known = |key: &str| sections.iter().any(|s| s.name == key);
+        for key in top.keys() {
+            let section = sections.iter().find(|s| s.name == key);
+            if !KIT_KEYS.contains(&key.as_str()) && section.is_none_or(|s| s.defaults.is_none()) {
+                let env = format!("EWPM_{}", key.to_ascii_uppercase());
+                errors.push(format!("{key} ({env}): unknown setting"));
+            }
+        }
         // Lossy: environment values are strings; numbers and booleans parse where expected.
-        figment.extract_lossy().map_err(|errors| {
-            let lines: Vec<String> = errors
-                .into_iter()
-                .map(|e| {
-                    let path = e.path.join(".");
-                    let env = format!("EWPM_{}", path.to_ascii_uppercase().replace('.', "__"));
-                    format!("{path} ({env}): {}", e.kind)
-                })
-                .collect();
-            anyhow::anyhow!("invalid settings: {}", lines.join("; "))
+        let mut settings = match figment.extract_lossy::<Settings>() {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                errors.extend(describe(e, &[]));
+                None
+            }
+        };
+        if let Some(s) = &settings {
+            for name in s.services.keys() {
+                if !known(name) {
+                    let env = format!("EWPM_SERVICES__{}", name.to_ascii_uppercase());
+                    errors.push(format!("services.{name} ({env}): no module is named {name}"));
+                }
+            }
+        }
+        let mut loaded = BTreeMap::new();
+        for section in sections.iter().filter(|s| s.defaults.is_some()) {
+            let value = top.get(section.name).cloned().unwrap_or_else(|| Value::from(Dict::new()));
+            match (section.check)(&value) {
+                Ok(()) => {
+                    loaded.insert(section.name.to_string(), value);
+                }
+                Err(e) => errors.extend(describe(e, &[section.name])),
+            }
+        }
+        match settings.as_mut() {
+            Some(s) if errors.is_empty() => {
+                s.sections = loaded;
+                Ok(settings.take().expect("checked"))
+            }
+            _ => bail!("invalid settings: {}", errors.join("; ")),
+        }
+    }
+
+    /// Module `name`'s settings section as a `T` (its defaults when it was not loaded with
+    /// one, e.g. in tests).
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
+        match self.sections.get(name) {
+            Some(value) => typed(value).map_err(|e| {
+                anyhow::anyhow!("invalid settings: {}", describe(e, &[name]).join("; "))
+            }),
+            None => Ok(T::default()),
+        }
+    }
+
+    /// The address of the service module `name` (`services.<name>`), or an error naming the
+    /// variable that sets it.
+    pub fn service_uri(&self, name: &str) -> anyhow::Result<&str> {
+        self.services.get(name).map(String::as_str).with_context(|| {
+            format!(
+                "EWPM_SERVICES__{} is required here: the address of the {name} service, e.g. http://{name}:50051",
+                name.to_ascii_uppercase()
+            )
         })
     }
 
@@ -456,21 +409,24 @@ mod tests {
 
     #[test]
     fn the_defaults_are_the_embedded_mode() {
-        let s = Settings::load_from(&[]).unwrap();
+        let s = Settings::load_from(&[], &[]).unwrap();
         assert_eq!(s, Settings::default());
         assert_eq!(s.database_url_or_embedded(), "sqlite://data/ewpm.db?mode=rwc");
     }
 
     #[test]
     fn environment_overrides_nested_values_and_the_conventional_urls() {
-        let s = Settings::load_from(&vars(&[
-            ("EWPM_GRPC__ADDR", "0.0.0.0:6000"),
-            ("EWPM_GRPC__MAX_MESSAGE_BYTES", "1024"),
-            ("EWPM_AUTH__SECRET", "s3cret"),
-            ("EWPM_LOG__FORMAT", "json"),
-            ("DATABASE_URL", "postgres://localhost/x"),
-            ("REDIS_URL", "redis://localhost:6379"),
-        ]))
+        let s = Settings::load_from(
+            &vars(&[
+                ("EWPM_GRPC__ADDR", "0.0.0.0:6000"),
+                ("EWPM_GRPC__MAX_MESSAGE_BYTES", "1024"),
+                ("EWPM_AUTH__SECRET", "s3cret"),
+                ("EWPM_LOG__FORMAT", "json"),
+                ("DATABASE_URL", "postgres://localhost/x"),
+                ("REDIS_URL", "redis://localhost:6379"),
+            ]),
+            &[],
+        )
         .unwrap();
         assert_eq!(s.grpc.addr, "0.0.0.0:6000".parse().unwrap());
         assert_eq!(s.grpc.max_message_bytes, 1024);
@@ -482,9 +438,9 @@ mod tests {
 
     #[test]
     fn an_unknown_or_malformed_setting_fails_with_its_name() {
-        let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADDR", "nope")])).unwrap_err();
+        let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADDR", "nope")]), &[]).unwrap_err();
         assert!(format!("{err:#}").contains("grpc.addr (EWPM_GRPC__ADDR)"), "{err:#}");
-        let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADRR", "x")])).unwrap_err();
+        let err = Settings::load_from(&vars(&[("EWPM_GRPC__ADRR", "x")]), &[]).unwrap_err();
         assert!(format!("{err:#}").contains("adrr"), "{err:#}");
     }
 
@@ -497,13 +453,77 @@ mod tests {
             "[http]\naddr = \"127.0.0.1:9999\"\n[grpc]\nshutdown_grace_secs = 2\n",
         )
         .unwrap();
-        let s = Settings::load_from(&vars(&[
-            ("EWPM_CONFIG", path.to_str().unwrap()),
-            ("EWPM_GRPC__SHUTDOWN_GRACE_SECS", "3"),
-        ]))
+        let s = Settings::load_from(
+            &vars(&[
+                ("EWPM_CONFIG", path.to_str().unwrap()),
+                ("EWPM_GRPC__SHUTDOWN_GRACE_SECS", "3"),
+            ]),
+            &[],
+        )
         .unwrap();
         assert_eq!(s.http.addr, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(s.grpc.shutdown_grace_secs, 3);
+    }
+
+    /// A module's settings, as a service crate defines them.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Writer {
+        batch_size: usize,
+        enabled: bool,
+    }
+
+    impl Default for Writer {
+        fn default() -> Self {
+            Self { batch_size: 50, enabled: true }
+        }
+    }
+
+    fn sections() -> Vec<Section> {
+        vec![Section::of::<Writer>("writer"), Section::named("plain")]
+    }
+
+    #[test]
+    fn a_module_section_has_its_defaults_and_takes_the_environment() {
+        let s = Settings::load_from(&[], &sections()).unwrap();
+        assert_eq!(s.section::<Writer>("writer").unwrap(), Writer::default());
+        let s = Settings::load_from(
+            &vars(&[("EWPM_WRITER__BATCH_SIZE", "7"), ("EWPM_WRITER__ENABLED", "false")]),
+            &sections(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.section::<Writer>("writer").unwrap(),
+            Writer { batch_size: 7, enabled: false }
+        );
+    }
+
+    #[test]
+    fn unknown_sections_keys_and_services_fail_with_their_names() {
+        let cases = [
+            ("EWPM_WRITER__BATCH_SIZ", "7", "writer.batch_siz"),
+            ("EWPM_WRITER__BATCH_SIZE", "many", "writer.batch_size (EWPM_WRITER__BATCH_SIZE)"),
+            ("EWPM_NOPE__X", "1", "nope (EWPM_NOPE)"),
+            // A module without settings has no section to set.
+            ("EWPM_PLAIN__X", "1", "plain (EWPM_PLAIN)"),
+            ("EWPM_SERVICES__NOPE", "http://x:1", "services.nope (EWPM_SERVICES__NOPE)"),
+        ];
+        for (key, value, named) in cases {
+            let err = Settings::load_from(&vars(&[(key, value)]), &sections()).unwrap_err();
+            assert!(format!("{err:#}").contains(named), "{key}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn service_addresses_are_keyed_by_module_name() {
+        let s = Settings::load_from(
+            &vars(&[("EWPM_SERVICES__PLAIN", "http://plain:50051")]),
+            &sections(),
+        )
+        .unwrap();
+        assert_eq!(s.service_uri("plain").unwrap(), "http://plain:50051");
+        let err = s.service_uri("writer").unwrap_err();
+        assert!(err.to_string().contains("EWPM_SERVICES__WRITER"), "{err}");
     }
 
     #[test]

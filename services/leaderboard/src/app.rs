@@ -10,12 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ewpm_kit::{
-    CancellationToken,
-    bus::Bus,
-    settings::{GrpcSettings, LeaderboardSettings},
-    streams::StreamSlots,
-};
+use ewpm_kit::{CancellationToken, bus::Bus, settings::GrpcSettings, streams::StreamSlots};
 use ewpm_proto::leaderboard::v1::leaderboard_service_server::LeaderboardServiceServer;
 
 use crate::{
@@ -26,6 +21,7 @@ use crate::{
     rebuild::{Owners, RebuildConfig, Rebuilder},
     scores::ScoreStore,
     service::Leaderboards,
+    settings::LeaderboardSettings,
     watch::{WatchConfig, WatchHub},
 };
 

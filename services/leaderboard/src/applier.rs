@@ -35,7 +35,6 @@ use ewpm_kit::{
     batch::BatchRule,
     bus::Bus,
     consumer::{Consumer, ConsumerConfig, Handler},
-    settings::LeaderboardSettings,
 };
 use ewpm_proto::leaderboard::v1::ScoreDelta;
 use prost::Message as _;
@@ -45,6 +44,7 @@ use crate::{
     notices::Notices,
     rebuild::Rebuilder,
     scores::{Applied, Delta, ScoreStore},
+    settings::LeaderboardSettings,
 };
 
 /// The bus topic producers put score deltas on.

@@ -19,6 +19,9 @@
 //! - [`watch`]: the watch hub — one subscription and one snapshot task per board per process.
 //! - [`error`]: [`error::LeaderboardError`] and its one mapping to `tonic::Status`.
 //! - [`app`]: [`app::build`] wires it all into a mountable service and an applier.
+//! - [`settings`]: the `[leaderboard]` settings section.
+//! - [`module`]: [`MODULE`], what the binary's registry runs (memory stores embedded, Redis in
+//!   the mesh).
 
 pub mod access;
 pub mod app;
@@ -26,8 +29,12 @@ pub mod applier;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod module;
 pub mod notices;
 pub mod rebuild;
 pub mod scores;
 pub mod service;
+pub mod settings;
 pub mod watch;
+
+pub use module::MODULE;

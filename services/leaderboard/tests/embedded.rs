@@ -3,13 +3,14 @@
 
 mod common;
 
+use ewpm_leaderboard::settings::LeaderboardSettings;
 use std::{sync::Arc, time::Duration};
 
 use common::{FixedOwner, PATIENCE, e, owned};
 use ewpm_kit::{
     CancellationToken,
     bus::{Bus, MemoryBus},
-    settings::{LeaderboardSettings, Settings},
+    settings::Settings,
 };
 use ewpm_leaderboard::{
     app,
@@ -53,7 +54,7 @@ async fn deltas_a_dead_applier_left_pending_are_reclaimed_and_watched() {
     let settings = LeaderboardSettings {
         watch_interval_ms: 10,
         reclaim_idle_ms: 50,
-        ..Settings::default().leaderboard
+        ..LeaderboardSettings::default()
     };
     let shutdown = CancellationToken::new();
     let built = app::build(
@@ -114,7 +115,7 @@ async fn deltas_of_a_board_without_an_owner_are_kept_when_it_first_appears() {
         bus.clone(),
         Arc::new(MemoryNotices::new()),
         Owners::new(),
-        &settings.leaderboard,
+        &LeaderboardSettings::default(),
         &settings.grpc,
         shutdown.clone(),
     );
@@ -158,7 +159,7 @@ async fn a_delta_older_than_the_dedupe_window_is_counted_once_through_a_rebuild(
         bus.clone(),
         Arc::new(MemoryNotices::new()),
         Owners::new().with("challenge", owner.clone()),
-        &settings.leaderboard,
+        &LeaderboardSettings::default(),
         &settings.grpc,
         shutdown.clone(),
     );

@@ -3,6 +3,7 @@
 
 mod common;
 
+use ewpm_leaderboard::settings::LeaderboardSettings;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use common::{Challenges, FixedOwner, PATIENCE, lose_redis_board, owned, redis};
@@ -10,7 +11,6 @@ use ewpm_kit::{
     CancellationToken,
     auth::Role,
     bus::{Bus, RedisBus},
-    settings::{LeaderboardSettings, Settings},
 };
 use ewpm_leaderboard::{
     app,
@@ -51,7 +51,7 @@ fn settings() -> LeaderboardSettings {
     LeaderboardSettings {
         watch_interval_ms: 20,
         read_cache_ms: 0,
-        ..Settings::default().leaderboard
+        ..LeaderboardSettings::default()
     }
 }
 
@@ -62,7 +62,8 @@ async fn harness(facts: Vec<ewpm_leaderboard::scores::OwnedEntry>) -> Harness {
     let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(url, &prefix).await.unwrap());
     let notices: Arc<dyn Notices> = Arc::new(RedisNotices::connect(url, &prefix).await.unwrap());
     let owner = FixedOwner::new(facts);
-    let challenges = Challenges::start(TestDb::postgres().await.unwrap()).await;
+    let challenges =
+        Challenges::start(TestDb::postgres(&[&ewpm_challenge::MODULE]).await.unwrap()).await;
     let board = challenges.create(None).await;
     let owners = challenges.owners(owner.clone());
     let shutdown = CancellationToken::new();

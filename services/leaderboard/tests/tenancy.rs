@@ -5,6 +5,7 @@
 
 mod common;
 
+use ewpm_leaderboard::settings::LeaderboardSettings;
 use std::{sync::Arc, time::Duration};
 
 use common::{Challenges, FixedOwner, PATIENCE, owned, redis};
@@ -12,7 +13,7 @@ use ewpm_kit::{
     CancellationToken,
     auth::{Role, TokenKeys},
     bus::{Bus, MemoryBus, RedisBus},
-    settings::{LeaderboardSettings, Settings},
+    settings::Settings,
 };
 use ewpm_leaderboard::{
     access::Access,
@@ -65,7 +66,7 @@ async fn harness(backend: Backend, settings: LeaderboardSettings) -> Harness {
         Backend::Embedded => {
             let scores = Arc::new(MemoryScores::new());
             (
-                TestDb::sqlite().await.unwrap(),
+                TestDb::sqlite(&[&ewpm_challenge::MODULE]).await.unwrap(),
                 Store::Memory(scores.clone()),
                 scores,
                 MemoryBus::new(),
@@ -75,7 +76,7 @@ async fn harness(backend: Backend, settings: LeaderboardSettings) -> Harness {
         Backend::Mesh => {
             let (url, prefix) = (&servers().redis_url, key_prefix());
             (
-                TestDb::postgres().await.unwrap(),
+                TestDb::postgres(&[&ewpm_challenge::MODULE]).await.unwrap(),
                 Store::Redis { prefix: prefix.clone() },
                 Arc::new(RedisScores::connect(url, &prefix).await.unwrap()),
                 Arc::new(RedisBus::connect(url, &prefix).await.unwrap()),
@@ -123,7 +124,7 @@ fn settings() -> LeaderboardSettings {
     LeaderboardSettings {
         read_cache_ms: 0,
         watch_interval_ms: 20,
-        ..Settings::default().leaderboard
+        ..LeaderboardSettings::default()
     }
 }
 

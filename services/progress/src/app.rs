@@ -8,14 +8,14 @@ use ewpm_kit::{
     bus::Bus,
     clock::SharedClock,
     consumer::{Consumer, ConsumerConfig},
-    settings::{GrpcSettings, ProgressSettings},
+    settings::GrpcSettings,
 };
 use ewpm_proto::progress::v1::progress_service_server::ProgressServiceServer;
 use sea_orm::DatabaseConnection;
 
 use crate::{
     PROGRESS_TOPIC, WRITER_GROUP, challenges::ChallengeWindows, grpc::ProgressGrpc,
-    service::Progress, store::ProgressStore, writer::Writer,
+    service::Progress, settings::ProgressSettings, store::ProgressStore, writer::Writer,
 };
 
 /// The tonic service: accepts onto `bus`, learns challenge windows from the challenge service
@@ -68,12 +68,4 @@ pub fn writers(
             )
         })
         .collect()
-}
-
-/// A consumer name unique to this process: host, pid and a random suffix (a restarted
-/// process must not inherit the pending entries of its previous life by name; they are
-/// reclaimed by idle time instead).
-pub fn process_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ewpm".into());
-    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }

@@ -24,6 +24,9 @@
 //! - [`grpc`]: the gRPC service `ewpm.progress.v1.ProgressService`.
 //! - [`error`]: [`error::ProgressError`] and its one mapping to `tonic::Status`.
 //! - [`app`]: builds the service and the writer from settings.
+//! - [`settings`]: the `[progress]` settings section.
+//! - [`migrations`]: the progress tables' migrations (history `seaql_migrations_progress`).
+//! - [`module`]: [`MODULE`], what the binary's registry runs.
 
 pub mod activity;
 pub mod app;
@@ -31,11 +34,16 @@ pub mod challenges;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod migrations;
+pub mod module;
 pub mod poison;
 pub mod queue;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod writer;
+
+pub use module::MODULE;
 
 /// Bus topic of accepted entries (defined beside its `QueuedEntry` message in `ewpm-proto`).
 pub use ewpm_proto::progress::v1::PROGRESS_TOPIC;

@@ -77,15 +77,20 @@ fn now() -> DateTime<Utc> {
 }
 
 async fn harness(backend: Backend) -> Harness {
-    harness_with(backend, ewpm_kit::settings::Settings::default().progress).await
+    harness_with(backend, ewpm_progress::settings::ProgressSettings::default()).await
 }
 
-async fn harness_with(backend: Backend, settings: ewpm_kit::settings::ProgressSettings) -> Harness {
+async fn harness_with(
+    backend: Backend,
+    settings: ewpm_progress::settings::ProgressSettings,
+) -> Harness {
     let prefix = key_prefix();
     let (db, bus): (TestDb, Arc<dyn Bus>) = match backend {
-        Backend::Embedded => (TestDb::sqlite().await.unwrap(), MemoryBus::new()),
+        Backend::Embedded => {
+            (TestDb::sqlite(&[&ewpm_progress::MODULE]).await.unwrap(), MemoryBus::new())
+        }
         Backend::Mesh => (
-            TestDb::postgres().await.unwrap(),
+            TestDb::postgres(&[&ewpm_progress::MODULE]).await.unwrap(),
             Arc::new(RedisBus::connect(&servers().redis_url, &prefix).await.unwrap()),
         ),
     };
@@ -650,7 +655,8 @@ async fn challenge_totals_are_for_admins_and_sum_each_user(mut h: Harness) {
 }
 
 async fn a_full_queue_pushes_back_and_queues_nothing(backend: Backend) {
-    let settings = ewpm_kit::settings::ProgressSettings { max_backlog: 3, ..Default::default() };
+    let settings =
+        ewpm_progress::settings::ProgressSettings { max_backlog: 3, ..Default::default() };
     let mut h = harness_with(backend, settings).await;
     let challenge = h.challenge("").await;
     // No writer: whatever is accepted stays queued.
@@ -680,7 +686,7 @@ async fn a_full_queue_pushes_back_and_queues_nothing(backend: Backend) {
 
 async fn the_last_known_window_is_served_while_the_challenge_service_is_down(backend: Backend) {
     // Cached for no time at all: every submission asks the challenge service.
-    let settings = ewpm_kit::settings::ProgressSettings {
+    let settings = ewpm_progress::settings::ProgressSettings {
         challenge_cache_secs: 0,
         challenge_stale_secs: 600,
         ..Default::default()
@@ -705,7 +711,7 @@ async fn the_last_known_window_is_served_while_the_challenge_service_is_down(bac
 
 async fn the_last_known_window_is_served_while_the_challenge_database_fails(backend: Backend) {
     use sea_orm::ConnectionTrait;
-    let settings = ewpm_kit::settings::ProgressSettings {
+    let settings = ewpm_progress::settings::ProgressSettings {
         challenge_cache_secs: 0,
         challenge_stale_secs: 600,
         ..Default::default()
@@ -728,7 +734,7 @@ async fn the_last_known_window_is_served_while_the_challenge_database_fails(back
 }
 
 async fn without_staleness_a_down_challenge_service_answers_unavailable(backend: Backend) {
-    let settings = ewpm_kit::settings::ProgressSettings {
+    let settings = ewpm_progress::settings::ProgressSettings {
         challenge_cache_secs: 0,
         challenge_stale_secs: 0,
         ..Default::default()

@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use ewpm_kit::{
-    CancellationToken,
-    clock::SharedClock,
-    retry::sleep_or_shutdown,
-    settings::{GrpcSettings, ProjectorSettings},
+    CancellationToken, clock::SharedClock, retry::sleep_or_shutdown, settings::GrpcSettings,
 };
 use ewpm_proto::scan::v1::scan_service_server::ScanServiceServer;
 use sea_orm::DatabaseConnection;
@@ -16,6 +13,7 @@ use crate::{
     grpc::ScanGrpc,
     ingest::Ingestor,
     projector::{self, HttpFeed, Lease, Projector, ProjectorConfig, Source},
+    settings::ProjectorSettings,
     store::ScanStore,
 };
 

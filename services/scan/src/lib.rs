@@ -11,6 +11,9 @@
 //! - [`projector`]: sources, the lease, the apply loop with retries, status and metrics.
 //! - [`error`]: `ScanError` and its one mapping to `tonic::Status`.
 //! - [`app`]: builds the service and its background tasks from settings.
+//! - [`settings`]: the `[scan]` settings section.
+//! - [`migrations`]: the scan tables' migrations (history `seaql_migrations_scan`).
+//! - [`module`]: [`MODULE`], what the binary's registry runs.
 
 pub mod app;
 pub mod domain;
@@ -18,5 +21,10 @@ pub mod error;
 pub mod feed;
 pub mod grpc;
 pub mod ingest;
+pub mod migrations;
+pub mod module;
 pub mod projector;
+pub mod settings;
 pub mod store;
+
+pub use module::MODULE;

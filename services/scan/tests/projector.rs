@@ -405,5 +405,5 @@ macro_rules! suite {
     };
 }
 
-suite!(sqlite, TestDb::sqlite());
-suite!(postgres, TestDb::postgres());
+suite!(sqlite, TestDb::sqlite(&[&ewpm_scan::MODULE]));
+suite!(postgres, TestDb::postgres(&[&ewpm_scan::MODULE]));

@@ -22,6 +22,7 @@ use anyhow::Context;
 use ewpm_kit::{
     CancellationToken,
     auth::{Authenticator, Role, TokenKeys},
+    module::Module,
     server::Mount,
     settings::{GrpcSettings, Settings},
 };
@@ -137,10 +138,10 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A new database on the test PostgreSQL server, created and migrated.
-    pub async fn postgres() -> anyhow::Result<Self> {
+    /// A new database on the test PostgreSQL server, created and migrated by `modules`.
+    pub async fn postgres(modules: &[&'static dyn Module]) -> anyhow::Result<Self> {
         let test = Self::postgres_unmigrated().await?;
-        ewpm_kit::db::migrate_all(&test.db).await?;
+        ewpm_kit::host::migrate(&test.db, modules).await?;
         Ok(test)
     }
 
@@ -165,12 +166,12 @@ impl TestDb {
         Ok(Self { db, url, _dir: None })
     }
 
-    /// A new SQLite file in a temporary directory, migrated.
-    pub async fn sqlite() -> anyhow::Result<Self> {
+    /// A new SQLite file in a temporary directory, migrated by `modules`.
+    pub async fn sqlite(modules: &[&'static dyn Module]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temp dir")?;
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ewpm.db").display());
         let db = ewpm_kit::db::connect(&url).await?;
-        ewpm_kit::db::migrate_all(&db).await?;
+        ewpm_kit::host::migrate(&db, modules).await?;
         Ok(Self { db, url, _dir: Some(dir) })
     }
 }
@@ -237,17 +238,36 @@ async fn spawn_mount(
 mod tests {
     use super::*;
 
+    /// A module owning one table.
+    struct Notes;
+
+    #[ewpm_kit::module::async_trait]
+    impl Module for Notes {
+        fn name(&self) -> &'static str {
+            "notes"
+        }
+
+        fn about(&self) -> &'static str {
+            "notes"
+        }
+
+        async fn migrate(&self, db: &DatabaseConnection) -> anyhow::Result<()> {
+            db.execute_unprepared("CREATE TABLE IF NOT EXISTS challenges (id TEXT PRIMARY KEY)")
+                .await?;
+            Ok(())
+        }
+
+        async fn start(&self, _: &mut ewpm_kit::module::Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn the_test_postgres_gives_each_test_its_own_migrated_database() {
-        let a = TestDb::postgres().await.unwrap();
-        let b = TestDb::postgres().await.unwrap();
+        let a = TestDb::postgres(&[&Notes]).await.unwrap();
+        let b = TestDb::postgres(&[&Notes]).await.unwrap();
         assert_ne!(a.url, b.url);
-        a.db.execute_unprepared(
-            "INSERT INTO challenges (id, name, description, starts_at, ends_at, goal_target, goal_unit, created_by, created_at, updated_by, updated_at) \
-             VALUES ('00000000-0000-7000-8000-000000000001', 'n', '', now(), now(), 1, 'u', 'a', now(), 'a', now())",
-        )
-        .await
-        .unwrap();
+        a.db.execute_unprepared("INSERT INTO challenges (id) VALUES ('x')").await.unwrap();
         let count = |db: DatabaseConnection| async move {
             db.query_one_raw(sea_orm::Statement::from_string(
                 db.get_database_backend(),

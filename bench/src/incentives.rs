@@ -8,7 +8,6 @@
 //! in this process on SQLite with the embedded bus.
 
 use std::{
-    net::SocketAddr,
     process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -17,15 +16,10 @@ use std::{
 use anyhow::Context;
 use chrono::{Days, TimeDelta, Utc};
 use clap::Args;
-use ewpm_incentive::{PROCESSOR_GROUP, notices::MemoryNotices, store::IncentiveStore};
+use ewpm_incentive::{PROCESSOR_GROUP, settings::IncentiveSettings, store::IncentiveStore};
 use ewpm_kit::{
-    CancellationToken,
-    auth::{Authenticator, Role, TokenKeys},
-    bus::{Bus, RedisBus},
-    clock::{SharedClock, SystemClock},
-    db,
-    server::{self, Mount},
-    settings::Settings,
+    auth::{Role, TokenKeys},
+    module::Module,
     timestamp,
 };
 use ewpm_progress::activity::{Activity, ActivityKind};
@@ -39,7 +33,7 @@ use serde_json::json;
 use tonic::Request;
 use uuid::Uuid;
 
-use crate::bench::BenchDb;
+use crate::{BenchDb, Stack, Stores};
 
 /// `ewpm bench incentives` options.
 #[derive(Debug, Args)]
@@ -81,74 +75,50 @@ pub struct IncentiveArgs {
 }
 
 /// Runs the bench.
-pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
-    let mut settings = Settings::load()?;
-    settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.incentive.processors = args.processors.max(1);
+pub async fn incentives(
+    args: IncentiveArgs,
+    modules: &'static [&'static dyn Module],
+) -> anyhow::Result<()> {
+    // Embedded, the processors run in this process; with Redis, in processes of their own.
+    let in_process = args.redis.is_none();
+    let mut overrides = vec![
+        ("EWPM_INCENTIVE__PROCESSORS", args.processors.max(1).to_string()),
+        ("EWPM_INCENTIVE__PROCESSOR_ENABLED", in_process.to_string()),
+    ];
     if let Some(size) = args.batch_size {
-        settings.incentive.batch_size = size.max(1);
+        overrides.push(("EWPM_INCENTIVE__BATCH_SIZE", size.max(1).to_string()));
     }
+    let settings = crate::settings(modules, &overrides)?;
+    let batch_size = settings.section::<IncentiveSettings>("incentive")?.batch_size;
     let secret = Uuid::new_v4().to_string();
     let keys = TokenKeys::new(&secret, &settings.auth);
     let prefix = format!("bench{}:", Uuid::new_v4().simple());
     let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
-    let conn = db::connect(&bench_db.url).await?;
-    db::migrate_all(&conn).await?;
-    let (bus, backend): (Arc<dyn Bus>, String) = match &args.redis {
-        Some(redis) => (
-            Arc::new(RedisBus::connect(redis, &prefix).await?),
+    let dir = bench_db.sqlite_dir().map(std::path::Path::to_path_buf);
+    let (stores, backend) = match (&args.redis, &dir) {
+        (Some(redis), _) => (
+            Stores::Redis(redis, &prefix),
             format!(
-                "postgres+redis, {} processor processes × {} tasks, batches of {}",
-                args.processes, args.processors, settings.incentive.batch_size
+                "postgres+redis, {} processor processes × {} tasks, batches of {batch_size}",
+                args.processes, args.processors
             ),
         ),
-        None => (
-            crate::embedded_bus(bench_db.sqlite_dir().context("bench directory")?).await?,
+        (None, Some(dir)) => (
+            Stores::Embedded(dir),
             format!(
-                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {}",
-                args.processors, settings.incentive.batch_size
+                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {batch_size}",
+                args.processors
             ),
         ),
+        (None, None) => anyhow::bail!("--postgres needs --redis"),
     };
-
-    // The incentive service, for seeding the links (and, embedded, the processors).
-    let stop = CancellationToken::new();
-    let listener = server::bind(settings.grpc.addr).await?;
-    let uri = format!("http://{}", listener.local_addr()?);
-    let clock: SharedClock = Arc::new(SystemClock);
-    let mut mount = Mount::new(Authenticator::new(keys.clone()));
-    let in_process = args.redis.is_none();
-    settings.incentive.processor_enabled = in_process;
-    let notices = Arc::new(MemoryNotices::new());
-    let mut background = crate::mount_incentive(
-        &mut mount,
-        &settings,
-        conn.clone(),
-        bus.clone(),
-        notices.clone(),
-        clock.clone(),
-        true,
-        &stop,
-        &stop,
-    );
-    if args.log_activity {
-        // The progress service and its writers (publishing on the topic `activity`).
-        settings.services.challenge = uri.clone();
-        background.extend(crate::mount_progress(
-            &mut mount,
-            &settings,
-            &keys,
-            conn.clone(),
-            bus.clone(),
-            clock,
-            true,
-            &stop,
-        )?);
-    }
-    let server = tokio::spawn({
-        let (stop, grpc) = (stop.clone(), settings.grpc.clone());
-        async move { server::serve(listener, mount, &grpc, stop).await }
-    });
+    // The incentive service, for seeding the links (and, embedded, the processors); with
+    // --log-activity the challenge service and the progress service with its writers too
+    // (publishing on the topic `activity`).
+    let start: &[&str] =
+        if args.log_activity { &["incentive", "challenge", "progress"] } else { &["incentive"] };
+    let stack = Stack::start(settings, keys.clone(), modules, start, &bench_db.url, stores).await?;
+    let (uri, conn, bus) = (stack.uri.clone(), stack.db.clone(), stack.bus.clone());
     seed(&uri, &keys).await?;
 
     // Processor processes, started and idle before any event is published.
@@ -165,7 +135,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
                 .env("EWPM_METRICS__ADDR", "127.0.0.1:0")
                 .env("EWPM_LOG__LEVEL", "warn")
                 .env("EWPM_INCENTIVE__PROCESSORS", args.processors.to_string())
-                .env("EWPM_INCENTIVE__BATCH_SIZE", settings.incentive.batch_size.to_string())
+                .env("EWPM_INCENTIVE__BATCH_SIZE", batch_size.to_string())
                 .stdout(Stdio::null())
                 .spawn()
                 .context("start a processor process")?;
@@ -275,11 +245,7 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
         );
     }
     drop(children);
-    stop.cancel();
-    drop(server.await);
-    if in_process {
-        background.join(Duration::from_secs(5)).await;
-    }
+    stack.stop().await;
     bench_db.drop_database().await;
     anyhow::ensure!(
         exact,

@@ -1,6 +1,9 @@
 //! `ewpm bench`: load generators that report throughput and latency against this machine's
 //! own limits. Figures are printed (or emitted as JSON), never asserted.
 
+mod incentives;
+mod pipeline;
+
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -14,6 +17,8 @@ use ewpm_kit::{
     auth::{Authenticator, Role, TokenKeys},
     clock::{SharedClock, SystemClock},
     db,
+    host::Host,
+    module::Module,
     server::{self, Mount},
     settings::Settings,
 };
@@ -33,12 +38,12 @@ pub enum Bench {
     Scan(ScanArgs),
     /// SubmitProgress throughput and latency, submission-to-visible in WatchLeaderboard,
     /// leaderboard reads and resident memory, each against a bare echo RPC.
-    Progress(crate::bench_progress::PipelineArgs),
+    Progress(crate::pipeline::PipelineArgs),
     /// Leaderboard top-10 reads and the update lag of many watchers of one board.
-    Leaderboard(crate::bench_progress::LeaderboardArgs),
+    Leaderboard(crate::pipeline::LeaderboardArgs),
     /// Recorded activity on the `activity` topic through the incentive processors into awards, with
     /// an exactly-once check.
-    Incentives(crate::bench_incentives::IncentiveArgs),
+    Incentives(crate::incentives::IncentiveArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -68,13 +73,98 @@ pub struct ScanArgs {
     json: bool,
 }
 
-/// Runs a bench.
-pub async fn run(bench: Bench) -> anyhow::Result<()> {
+/// Runs a bench; in-process stacks run `modules` (the binary's registry) as `ewpm dev` or a
+/// mesh would.
+pub async fn run(bench: Bench, modules: &'static [&'static dyn Module]) -> anyhow::Result<()> {
     match bench {
-        Bench::Scan(args) => scan(args).await,
-        Bench::Progress(args) => crate::bench_progress::progress(args).await,
-        Bench::Leaderboard(args) => crate::bench_progress::leaderboard(args).await,
-        Bench::Incentives(args) => crate::bench_incentives::incentives(args).await,
+        Bench::Scan(args) => scan(args, modules).await,
+        Bench::Progress(args) => crate::pipeline::progress(args, modules).await,
+        Bench::Leaderboard(args) => crate::pipeline::leaderboard(args, modules).await,
+        Bench::Incentives(args) => crate::incentives::incentives(args, modules).await,
+    }
+}
+
+/// The settings of an in-process stack: the process environment (`EWPM_*` tunes it, e.g.
+/// EWPM_PROGRESS__WRITERS), then `overrides` (`EWPM_…` names), with every module's section.
+pub(crate) fn settings(
+    modules: &[&'static dyn Module],
+    overrides: &[(&str, String)],
+) -> anyhow::Result<Settings> {
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let sections: Vec<_> = modules.iter().map(|m| m.section()).collect();
+    let mut settings = Settings::load_from(&vars, &sections)?;
+    settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(settings)
+}
+
+/// Where an in-process stack keeps what its modules share.
+pub(crate) enum Stores<'a> {
+    /// As `ewpm dev`: SQLite at the database's URL, the bus's durable topics in files under
+    /// the directory, in-process score stores.
+    Embedded(&'a std::path::Path),
+    /// As the mesh: Redis at the URL, keys under the prefix.
+    Redis(&'a str, &'a str),
+}
+
+/// Some modules of the registry served in this process on one port, as `ewpm dev` (or one
+/// mesh process holding them all) serves them.
+pub(crate) struct Stack {
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) uri: String,
+    /// The stack's database.
+    pub(crate) db: sea_orm::DatabaseConnection,
+    /// The stack's bus (the one its modules publish on and consume).
+    pub(crate) bus: Arc<dyn ewpm_kit::bus::Bus>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Stack {
+    /// Migrates `database_url` and starts the modules named in `start` over `stores`.
+    pub(crate) async fn start(
+        mut settings: Settings,
+        keys: TokenKeys,
+        modules: &'static [&'static dyn Module],
+        start: &[&str],
+        database_url: &str,
+        stores: Stores<'_>,
+    ) -> anyhow::Result<Self> {
+        let listener = server::bind(settings.grpc.addr).await?;
+        let uri = format!("http://{}", listener.local_addr()?);
+        settings.services = modules.iter().map(|m| (m.name().to_string(), uri.clone())).collect();
+        settings.database_url = Some(database_url.to_string());
+        let stop = CancellationToken::new();
+        let mut host = match stores {
+            Stores::Embedded(dir) => {
+                settings.data_dir = dir.to_path_buf();
+                Host::embedded(settings, keys, modules, stop.clone()).await?
+            }
+            Stores::Redis(url, prefix) => {
+                settings.redis_url = Some(url.to_string());
+                settings.redis_prefix = prefix.to_string();
+                let conn = db::connect(database_url).await?;
+                ewpm_kit::host::migrate(&conn, modules).await?;
+                Host::mesh(settings, keys, stop.clone()).await?
+            }
+        };
+        for module in modules.iter().filter(|m| start.contains(&m.name())) {
+            host.start(*module, None).await?;
+        }
+        let db = host.database().context("the stack's database")?.clone();
+        let bus = host.bus().await?;
+        let server = tokio::spawn(async move {
+            if let Err(err) = host.serve(listener, async { Ok(()) }).await {
+                eprintln!("bench server failed: {err:#}");
+            }
+        });
+        Ok(Self { uri, db, bus, stop, server })
+    }
+
+    /// Stops the servers, then the background tasks (up to the grace period).
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        drop(self.server.await);
     }
 }
 
@@ -138,16 +228,20 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-async fn scan(args: ScanArgs) -> anyhow::Result<()> {
+async fn scan(args: ScanArgs, modules: &'static [&'static dyn Module]) -> anyhow::Result<()> {
     let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
-    let result = scan_on(&args, &bench_db).await;
+    let result = scan_on(&args, &bench_db, modules).await;
     bench_db.drop_database().await;
     result
 }
 
-async fn scan_on(args: &ScanArgs, bench_db: &BenchDb) -> anyhow::Result<()> {
+async fn scan_on(
+    args: &ScanArgs,
+    bench_db: &BenchDb,
+    modules: &'static [&'static dyn Module],
+) -> anyhow::Result<()> {
     let conn = db::connect(&bench_db.url).await?;
-    db::migrate_all(&conn).await?;
+    ewpm_kit::host::migrate(&conn, modules).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let keys = TokenKeys::new(&uuid::Uuid::new_v4().to_string(), &Settings::default().auth);
     let token = format!("Bearer {}", keys.mint("bench-device", Role::Employee, None));

@@ -10,7 +10,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -22,16 +21,8 @@ use anyhow::Context;
 use clap::Args;
 use ewpm_kit::{
     CancellationToken,
-    auth::{Authenticator, Role, TokenKeys},
-    bus::{Bus, RedisBus},
-    clock::{SharedClock, SystemClock},
-    db,
-    server::{self, Mount},
-    settings::{ServiceAddrs, Settings},
-};
-use ewpm_leaderboard::{
-    notices::{MemoryNotices, Notices, RedisNotices},
-    scores::{MemoryScores, RedisScores, ScoreStore},
+    auth::{Role, TokenKeys},
+    module::Module,
 };
 use ewpm_proto::{
     challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
@@ -45,7 +36,7 @@ use serde_json::json;
 use tonic::{Request, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::bench::{BenchDb, percentile};
+use crate::{BenchDb, Stack, Stores, percentile};
 
 /// Options shared by both benches.
 #[derive(Debug, Args)]
@@ -99,9 +90,6 @@ pub struct LeaderboardArgs {
     watchers: usize,
 }
 
-/// The in-process stack's database and the bus, score store and notices beside it.
-type Backends = (BenchDb, Arc<dyn Bus>, Arc<dyn ScoreStore>, Arc<dyn Notices>, &'static str);
-
 /// What a run talks to.
 struct Target {
     challenge: Vec<Channel>,
@@ -110,8 +98,8 @@ struct Target {
     leaderboard_uri: String,
     keys: TokenKeys,
     backend: String,
-    /// The in-process stack, stopped at the end.
-    local: Option<(CancellationToken, tokio::task::JoinHandle<()>, Option<BenchDb>)>,
+    /// The in-process stack and its database, stopped and dropped at the end.
+    local: Option<(Stack, BenchDb)>,
 }
 
 async fn channels(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
@@ -128,9 +116,12 @@ async fn channels(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 }
 
 impl Target {
-    async fn open(args: &PipelineArgs) -> anyhow::Result<Self> {
+    async fn open(
+        args: &PipelineArgs,
+        modules: &'static [&'static dyn Module],
+    ) -> anyhow::Result<Self> {
         if let Some(target) = &args.target {
-            let settings = Settings::load()?;
+            let settings = crate::settings(modules, &[])?;
             let keys = match &args.secret {
                 Some(secret) => TokenKeys::new(secret, &settings.auth),
                 None => TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?,
@@ -148,87 +139,46 @@ impl Target {
             });
         }
         // EWPM_* variables tune the in-process stack (e.g. EWPM_PROGRESS__WRITERS).
-        let mut settings = Settings::load()?;
-        settings.grpc.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let settings = crate::settings(modules, &[])?;
         let keys = TokenKeys::new(&uuid::Uuid::new_v4().to_string(), &settings.auth);
-        let (bench_db, bus, scores, notices, backend): Backends = match (
-            &args.postgres,
-            &args.redis,
-        ) {
+        // Every module, the incentive processors included: they consume the activity the
+        // writers publish, as in `ewpm dev`.
+        let every: Vec<&str> = modules.iter().map(|m| m.name()).collect();
+        let (bench_db, stack, backend) = match (&args.postgres, &args.redis) {
             (Some(pg), Some(redis)) => {
+                let bench_db = BenchDb::create(Some(pg)).await?;
                 let prefix = format!("bench{}:", uuid::Uuid::new_v4().simple());
-                (
-                    BenchDb::create(Some(pg)).await?,
-                    Arc::new(RedisBus::connect(redis, &prefix).await?),
-                    Arc::new(RedisScores::connect(redis, &prefix).await?),
-                    Arc::new(RedisNotices::connect(redis, &prefix).await?),
-                    "postgres+redis",
+                let stack = Stack::start(
+                    settings,
+                    keys.clone(),
+                    modules,
+                    &every,
+                    &bench_db.url,
+                    Stores::Redis(redis, &prefix),
                 )
+                .await?;
+                (bench_db, stack, "postgres+redis")
             }
             _ => {
                 let bench_db = BenchDb::create(None).await?;
-                let dir = bench_db.sqlite_dir().context("bench directory")?;
-                let bus = crate::embedded_bus(dir).await?;
+                let dir = bench_db.sqlite_dir().context("bench directory")?.to_path_buf();
+                let stack = Stack::start(
+                    settings,
+                    keys.clone(),
+                    modules,
+                    &every,
+                    &bench_db.url,
+                    Stores::Embedded(&dir),
+                )
+                .await?;
                 (
                     bench_db,
-                    bus,
-                    Arc::new(MemoryScores::new()),
-                    Arc::new(MemoryNotices::new()),
-                    "embedded (sqlite, progress queue in a sqlite file, deltas and scores in memory)",
+                    stack,
+                    "embedded (sqlite, durable topics in sqlite files, deltas and scores in memory)",
                 )
             }
         };
-        let conn = db::connect(&bench_db.url).await?;
-        db::migrate_all(&conn).await?;
-        let listener = server::bind(settings.grpc.addr).await?;
-        let uri = format!("http://{}", listener.local_addr()?);
-        settings.services = ServiceAddrs {
-            challenge: uri.clone(),
-            scan: uri.clone(),
-            progress: uri.clone(),
-            leaderboard: uri.clone(),
-            incentive: uri.clone(),
-        };
-        let shutdown = CancellationToken::new();
-        let clock: SharedClock = Arc::new(SystemClock);
-        let mut mount = Mount::new(Authenticator::new(keys.clone()));
-        crate::mount_challenge(&mut mount, &settings, &keys, conn.clone(), clock.clone())?;
-        let incentive_notices = Arc::new(ewpm_incentive::notices::MemoryNotices::new());
-        let mut background = crate::mount_progress(
-            &mut mount,
-            &settings,
-            &keys,
-            conn.clone(),
-            bus.clone(),
-            clock.clone(),
-            true,
-            &shutdown,
-        )?;
-        // The incentive processors consume the activity the writers publish, as in `ewpm dev`.
-        background.extend(crate::mount_incentive(
-            &mut mount,
-            &settings,
-            conn,
-            bus.clone(),
-            incentive_notices,
-            clock,
-            true,
-            &shutdown,
-            &shutdown,
-        ));
-        background.extend(crate::mount_leaderboard(
-            &mut mount, &settings, &keys, scores, bus, notices, &shutdown, &shutdown,
-        )?);
-        let server = tokio::spawn({
-            let shutdown = shutdown.clone();
-            let grpc = settings.grpc.clone();
-            async move {
-                if let Err(err) = server::serve(listener, mount, &grpc, shutdown).await {
-                    eprintln!("bench server failed: {err:#}");
-                }
-                background.join(Duration::from_secs(5)).await;
-            }
-        });
+        let uri = stack.uri.clone();
         Ok(Self {
             challenge: channels(&uri, 1).await?,
             progress: channels(&uri, 4).await?,
@@ -236,17 +186,14 @@ impl Target {
             leaderboard_uri: uri.clone(),
             keys,
             backend: backend.to_string(),
-            local: Some((shutdown, server, Some(bench_db))),
+            local: Some((stack, bench_db)),
         })
     }
 
     async fn close(self) {
-        if let Some((shutdown, server, bench_db)) = self.local {
-            shutdown.cancel();
-            drop(server.await);
-            if let Some(d) = bench_db {
-                d.drop_database().await;
-            }
+        if let Some((stack, bench_db)) = self.local {
+            stack.stop().await;
+            bench_db.drop_database().await;
         }
     }
 
@@ -511,8 +458,11 @@ async fn read_phase(target: &Target, args: &PipelineArgs, challenges: &[String])
 }
 
 /// `ewpm bench progress`.
-pub async fn progress(args: PipelineArgs) -> anyhow::Result<()> {
-    let target = Target::open(&args).await?;
+pub async fn progress(
+    args: PipelineArgs,
+    modules: &'static [&'static dyn Module],
+) -> anyhow::Result<()> {
+    let target = Target::open(&args, modules).await?;
     let result = progress_on(&target, &args).await;
     target.close().await;
     result
@@ -596,8 +546,11 @@ async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<()>
 
 /// `ewpm bench leaderboard`: reads, then `watchers` streams of one board while submissions
 /// keep changing its top 10; lag from submission to each watcher's snapshot.
-pub async fn leaderboard(args: LeaderboardArgs) -> anyhow::Result<()> {
-    let target = Target::open(&args.pipeline).await?;
+pub async fn leaderboard(
+    args: LeaderboardArgs,
+    modules: &'static [&'static dyn Module],
+) -> anyhow::Result<()> {
+    let target = Target::open(&args.pipeline, modules).await?;
     let result = leaderboard_on(&target, &args).await;
     target.close().await;
     result
