@@ -509,3 +509,44 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         late_grace_seconds,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_challenge_answers_exactly_this_json() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let c = pb::Challenge {
+            id: "c-1".into(),
+            name: "10k steps".into(),
+            description: "walk".into(),
+            start_time: at(1_767_225_600),
+            end_time: at(1_769_904_000),
+            goal: Some(pb::Goal { target: 300_000.0, unit: "steps".into() }),
+            employer_id: String::new(),
+            state: pb::ChallengeState::Active as i32,
+            created_by: "admin-1".into(),
+            create_time: at(1_767_139_200),
+            updated_by: "admin-2".into(),
+            update_time: at(1_767_139_201),
+            late_grace_seconds: 3600,
+        };
+        assert_eq!(
+            serde_json::to_string(&to_dto(c)).unwrap(),
+            concat!(
+                r#"{"id":"c-1","name":"10k steps","description":"walk","#,
+                r#""startTime":"2026-01-01T00:00:00Z","endTime":"2026-02-01T00:00:00Z","#,
+                r#""goal":{"target":300000.0,"unit":"steps"},"employerId":null,"state":"active","#,
+                r#""createdBy":"admin-1","createTime":"2025-12-31T00:00:00Z","updatedBy":"admin-2","#,
+                r#""updateTime":"2025-12-31T00:00:01Z","lateGraceSeconds":3600}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_challenge_without_a_goal_answers_a_zero_goal() {
+        let json = serde_json::to_value(to_dto(pb::Challenge::default())).unwrap();
+        assert_eq!(json["goal"], serde_json::json!({"target": 0.0, "unit": ""}));
+    }
+}

@@ -447,11 +447,15 @@ async fn list_awards(
         page_token: page_token.unwrap_or_default(),
     };
     let r = state.incentive.clone().list_awards(upstream::request(headers, request)).await?;
-    let r = r.into_inner();
-    Ok(Json(AwardPage {
+    Ok(Json(award_page(r.into_inner())))
+}
+
+/// The REST shape of a page of awards.
+fn award_page(r: ipb::ListAwardsResponse) -> AwardPage {
+    AwardPage {
         awards: r.awards.into_iter().map(award_dto).collect(),
         next_page_token: r.next_page_token,
-    }))
+    }
 }
 
 /// A user's awards, newest first.
@@ -1197,6 +1201,62 @@ mod tests {
                 "acceptTime": "2026-01-01T00:00:01Z",
             })
         );
+    }
+
+    fn award(id: &str, award_time: Option<prost_types::Timestamp>) -> ipb::Award {
+        ipb::Award {
+            id: id.into(),
+            user_id: "u-1".into(),
+            employer_id: "acme".into(),
+            employer_incentive_id: "ei-1".into(),
+            program_id: "maternity".into(),
+            incentive_slug: "birth-reported".into(),
+            reward: "pregnancy pillow".into(),
+            award_day: "2026-01-01".into(),
+            period_key: "once".into(),
+            activity_id: "a-1".into(),
+            award_time,
+        }
+    }
+
+    const AWARD_JSON: &str = concat!(
+        r#"{"id":"aw-1","userId":"u-1","employerId":"acme","employerIncentiveId":"ei-1","#,
+        r#""programId":"maternity","incentiveSlug":"birth-reported","reward":"pregnancy pillow","#,
+        r#""awardDay":"2026-01-01","periodKey":"once","activityId":"a-1","#,
+        r#""awardTime":"2026-01-01T00:00:00.000001Z"}"#
+    );
+
+    #[test]
+    fn an_award_answers_exactly_this_json() {
+        let a =
+            award("aw-1", Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 1_000 }));
+        assert_eq!(serde_json::to_string(&award_dto(a)).unwrap(), AWARD_JSON);
+    }
+
+    #[test]
+    fn a_page_of_awards_answers_exactly_this_json_with_an_empty_next_page_token() {
+        let r = ipb::ListAwardsResponse {
+            awards: vec![award(
+                "aw-1",
+                Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 1_000 }),
+            )],
+            next_page_token: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&award_page(r)).unwrap(),
+            format!(r#"{{"awards":[{AWARD_JSON}],"nextPageToken":""}}"#)
+        );
+        let r = ipb::ListAwardsResponse { awards: vec![], next_page_token: "t-2".into() };
+        assert_eq!(
+            serde_json::to_string(&award_page(r)).unwrap(),
+            r#"{"awards":[],"nextPageToken":"t-2"}"#
+        );
+    }
+
+    #[test]
+    fn an_award_without_a_time_answers_an_empty_award_time() {
+        let json = serde_json::to_value(award_dto(award("aw-2", None))).unwrap();
+        assert_eq!(json["awardTime"], "");
     }
 
     #[test]

@@ -84,16 +84,19 @@ pub async fn submit(
         idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
     };
     let r = state.progress.clone().submit_progress(upstream::request(&headers, request)).await?;
-    let r = r.into_inner();
-    let dto = AcceptedDto {
+    Ok((StatusCode::ACCEPTED, Json(accepted_dto(r.into_inner()))).into_response())
+}
+
+/// The REST shape of an accepted entry.
+fn accepted_dto(r: ppb::SubmitProgressResponse) -> AcceptedDto {
+    AcceptedDto {
         entry_id: r.entry_id,
         challenge_id: r.challenge_id,
         user_id: r.user_id,
         value: r.value,
         occurred_at: time(r.occurred_at),
         accept_time: time(r.accept_time),
-    };
-    Ok((StatusCode::ACCEPTED, Json(dto)).into_response())
+    }
 }
 
 /// One place on a board.
@@ -320,4 +323,41 @@ pub async fn stream(
             next_page_token: String::new(),
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos })
+    }
+
+    #[test]
+    fn an_accepted_entry_answers_exactly_this_json() {
+        let r = ppb::SubmitProgressResponse {
+            entry_id: "e-1".into(),
+            challenge_id: "c-1".into(),
+            user_id: "u-1".into(),
+            value: 12.0,
+            occurred_at: at(1_767_225_600, 0),
+            accept_time: at(1_767_225_601, 250_000_000),
+        };
+        assert_eq!(
+            serde_json::to_string(&accepted_dto(r)).unwrap(),
+            concat!(
+                r#"{"entryId":"e-1","challengeId":"c-1","userId":"u-1","value":12.0,"#,
+                r#""occurredAt":"2026-01-01T00:00:00Z","acceptTime":"2026-01-01T00:00:01.250Z"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_accepted_entry_without_times_answers_empty_strings_for_them() {
+        let r = ppb::SubmitProgressResponse { value: 0.5, ..Default::default() };
+        assert_eq!(
+            serde_json::to_string(&accepted_dto(r)).unwrap(),
+            r#"{"entryId":"","challengeId":"","userId":"","value":0.5,"occurredAt":"","acceptTime":""}"#
+        );
+    }
 }

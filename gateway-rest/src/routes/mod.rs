@@ -11,3 +11,73 @@ pub mod challenges;
 pub mod incentives;
 pub mod leaderboards;
 pub mod scans;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every `$ref` under `value`, with where it was found.
+    fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(target)) => {
+                            out.push((at.to_string(), target.clone()))
+                        }
+                        _ => refs(v, &format!("{at}/{key}"), out),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    refs(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_schema_the_document_refers_to_is_in_its_components() {
+        let doc = serde_json::to_value(<crate::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut found = Vec::new();
+        refs(&doc, "", &mut found);
+        assert!(found.len() > 50, "{} refs", found.len());
+        let dangling: Vec<_> = found
+            .iter()
+            .filter(|(_, target)| {
+                target
+                    .strip_prefix("#/components/schemas/")
+                    .is_none_or(|name| !schemas.contains_key(name))
+            })
+            .collect();
+        assert_eq!(dangling, Vec::<&(String, String)>::new());
+    }
+
+    #[test]
+    fn every_json_body_of_the_document_has_a_schema() {
+        let doc = serde_json::to_value(<crate::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let request = op["requestBody"]["content"].as_object();
+                let responses = op["responses"].as_object().unwrap();
+                let bodies = request.into_iter().map(|c| ("request".to_string(), c)).chain(
+                    responses
+                        .iter()
+                        .filter_map(|(code, r)| Some((code.clone(), r["content"].as_object()?))),
+                );
+                for (which, content) in bodies {
+                    for (media, body) in content {
+                        if media.contains("json") && body["schema"].is_null() {
+                            missing.push(format!("{method} {path} {which} {media}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(missing, Vec::<String>::new());
+    }
+}
