@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// A wellness challenge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengeDto {
     /// Server-minted id (UUID v7).
@@ -34,7 +34,7 @@ pub struct ChallengeDto {
     /// Closes at (inclusive), RFC 3339 UTC.
     pub end_time: String,
     /// The goal.
-    pub goal: GoalDto,
+    pub goal: pb::Goal,
     /// The employer it belongs to; `null` means open to everyone.
     pub employer_id: Option<String>,
     /// `upcoming`, `active` or `ended`, as of the response.
@@ -52,8 +52,10 @@ pub struct ChallengeDto {
     pub late_grace_seconds: i32,
 }
 
+// Answers carry the proto `Goal` (the same JSON). Requests keep this type: serde names it in
+// a 400 (`expected struct GoalDto`), and that text stays as it was.
 /// What a participant aims for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct GoalDto {
     /// Amount to reach, > 0.
     pub target: f64,
@@ -121,7 +123,7 @@ pub struct GoalPatch {
 }
 
 /// One page of challenges.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengePage {
     /// The challenges.
@@ -393,7 +395,7 @@ pub async fn active_for_user(
 }
 
 /// One page of a user's active challenges, each with the user's standing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivePage {
     /// The challenges, soonest ending first.
@@ -403,7 +405,7 @@ pub struct ActivePage {
 }
 
 /// An active challenge and the user's standing in it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveChallengeDto {
     /// The challenge.
@@ -492,14 +494,13 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         Ok(pb::ChallengeState::Ended) => "ended",
         _ => "unspecified",
     };
-    let goal = goal.unwrap_or_default();
     ChallengeDto {
         id,
         name,
         description,
         start_time: time(start_time),
         end_time: time(end_time),
-        goal: GoalDto { target: goal.target, unit: goal.unit },
+        goal: goal.unwrap_or_default(),
         employer_id: (!employer_id.is_empty()).then_some(employer_id),
         state: state.to_string(),
         created_by,

@@ -39,6 +39,37 @@ mod tests {
     }
 
     #[test]
+    fn derived_timestamps_read_as_the_hand_mapped_ones_do() {
+        use prost_types::Timestamp;
+        let cases = [
+            None,
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 0 }),
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 250_000_000 }),
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 1_000 }),
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 7 }),
+            Some(Timestamp { seconds: -1, nanos: 999_999_999 }),
+            Some(Timestamp { seconds: 253_402_300_800, nanos: 0 }),
+            Some(Timestamp { seconds: 0, nanos: -1 }),
+            Some(Timestamp { seconds: 0, nanos: 2_000_000_000 }),
+            Some(Timestamp { seconds: i64::MAX, nanos: 0 }),
+        ];
+        let derived: Vec<String> =
+            cases.iter().map(|ts| ewpm_proto::rest::rfc3339(ts.as_ref())).collect();
+        let hand: Vec<String> = cases.iter().map(|ts| crate::rfc3339(*ts)).collect();
+        assert_eq!(derived, hand);
+        assert_eq!(
+            derived[..5],
+            [
+                "",
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:00.250Z",
+                "2026-01-01T00:00:00.000001Z",
+                "2026-01-01T00:00:00.000000007Z"
+            ]
+        );
+    }
+
+    #[test]
     fn every_schema_the_document_refers_to_is_in_its_components() {
         let doc = serde_json::to_value(<crate::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
