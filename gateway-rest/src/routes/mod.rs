@@ -6,6 +6,46 @@
 //! - [`incentives`]: activity logging, the incentive catalog, employer incentives, awards
 //!   and their SSE stream.
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
+//!
+//! # REST shapes and proto messages
+//!
+//! A body that is exactly a proto message's proto3 JSON mapping (`json_name` keys, default
+//! values emitted, Timestamps as RFC 3339, int64 as strings, enums by value name) is that
+//! message: ewpm-proto derives `Serialize` and `ToSchema` for it (feature `rest`,
+//! `REST_MESSAGES` in `proto/build.rs`, whose build fails if a field stops fitting). Every
+//! other shape is written here and mapped by hand, because it differs on purpose:
+//!
+//! | REST shape | proto message | how |
+//! |---|---|---|
+//! | `SubmitProgressResponse` (was `AcceptedDto`) | progress `SubmitProgressResponse` | derived |
+//! | `Award` (was `AwardDto`; also the `award` SSE data) | incentive `Award` | derived |
+//! | `ListAwardsResponse` (was `AwardPage`) | incentive `ListAwardsResponse` | derived |
+//! | `Goal` inside `ChallengeDto` (was `GoalDto`) | challenge `Goal` | derived |
+//! | `GoalDto` (request `goal`) | challenge `Goal` | hand: same JSON, but serde names the type in 400s (`expected struct GoalDto`) |
+//! | `ChallengeDto` | challenge `Challenge` | hand: `state` is `active` not `CHALLENGE_STATE_ACTIVE`; open `employerId` is `null`, not `""` |
+//! | `ChallengePage` | `ListChallengesResponse` | hand: holds `ChallengeDto`s |
+//! | `ActivePage`, `ActiveChallengeDto` | `ListActiveChallengesResponse` | hand: each challenge carries its `standing` (flattened), not a parallel `standings` list |
+//! | `StandingDto` | challenge `Standing` | hand: `rank` (int64) is a number; no `challengeId`; `available: false` is `standing: null` |
+//! | `CreateChallengeBody` | `CreateChallengeRequest` | hand: same names, but times parse with a 400 naming the field; `Idempotency-Key` header fallback |
+//! | `UpdateChallengeBody`, `GoalPatch` | `UpdateChallengeRequest` | hand: a partial object that becomes `challenge` + `update_mask` |
+//! | `ProgressBody` | `SubmitProgressRequest` | hand: challenge id from the path; time parse 400 names `occurredAt`; header key |
+//! | `EntryDto` | leaderboard `LeaderboardEntry` | hand: `member` is `userId`; `rank` (int64) is a number |
+//! | `LeaderboardDto` (also the `snapshot` SSE data) | `GetLeaderboardResponse`, `WatchLeaderboardResponse` | hand: adds `challengeId`; `totalMembers` a number; `nextPageToken` left out when empty |
+//! | `MeDto` | `GetRankResponse` | hand: `entry` is `me`; adds `challengeId`; numbers; a NOT_FOUND rank is `me: null` |
+//! | `ActivityBody`, `BirthBody` | `LogActivityRequest` | hand: `kind` by lower-case name (`birth` fixed for births); field-named 400s |
+//! | `ActivityDto` | `LogActivityResponse` | hand: `kind` is `mood`, not `ACTIVITY_KIND_MOOD`; no value is `null` |
+//! | `RuleDto` | incentive `Rule` | hand: same JSON when set, but it is also the request parser (400 text names its variants); an empty rule is `null` |
+//! | `IncentiveDto`, `IncentivePage` | `Incentive`, `ListIncentivesResponse` | hand: `triggerKinds` by lower-case name |
+//! | `CreateIncentiveBody`, `UpdateIncentiveBody` | `CreateIncentiveRequest`, `UpdateIncentiveRequest` | hand: lower-case kinds; update needs all three fields; id from the path |
+//! | `EmployerIncentiveDto`, `EmployerIncentivePage` | `EmployerIncentive`, `ListEmployerIncentivesResponse` | hand: lower-case enums; unset `period`/`endTime` are `null` |
+//! | `CreateEmployerIncentiveBody` | `CreateEmployerIncentiveRequest` | hand: employer from the path; lower-case enums; time 400s name the field |
+//! | `ScanEventPage`, `ScanEventDto`, `DeviceDto`, `UserDto` | scan `ListScanEventsResponse`, `ScanEvent`, `Device`, `ScanUser` | hand: the seed's Scan Event API shape (`ScanEvents`, PascalCase, `CreatedDateTimeUtc`, `Type`); ids are numbers |
+//! | `UploadBody`, `UploadAnswer` | `IngestScanEventsRequest`, `IngestScanEventsResponse` | hand: seed shape, lenient keys and numbers; `EventIds` are numbers |
+//! | `ParcelDto`, `ParcelPage` | scan `Parcel`, `ListParcelsResponse` | hand: the seed's ParcelStates names (`createdDateTimeUtc`, `pickupTimeUtc`, `deliveryTimeUtc`); ids are numbers; unset times `null` |
+//! | `ProjectorStatusDto` | `GetProjectorStatusResponse` | hand: numbers; `state` is `caught_up`, not `PROJECTOR_STATE_CAUGHT_UP`; unset times `null`; empty `lastError` left out |
+//!
+//! Query strings (`ListQuery`, `ActiveQuery`, `BoardQuery`, `MeQuery`, `PageQuery`,
+//! `IncentiveQuery`, `FeedQuery`, `ParcelQuery`) are not JSON and have no proto message.
 
 pub mod challenges;
 pub mod incentives;
