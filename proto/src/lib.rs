@@ -7,6 +7,33 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ewpm_descriptor.bin"));
 
+/// Serde helpers of the messages that derive `serde::Serialize` with feature `rest` (the REST
+/// edge answers with them as they are: `REST_MESSAGES` in `build.rs`).
+#[cfg(feature = "rest")]
+pub mod rest {
+    use prost_types::Timestamp;
+
+    /// A timestamp as proto JSON writes it: RFC 3339 in UTC with `Z` and 0, 3, 6 or 9
+    /// fractional digits (`2026-01-31T00:00:00Z`, `2026-01-31T00:00:00.250Z`). An unset or
+    /// out-of-range one is `""`, as the REST edge has always answered it (the services set
+    /// every timestamp these messages carry).
+    pub fn rfc3339(ts: Option<&Timestamp>) -> String {
+        ts.and_then(|ts| {
+            chrono::DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+        })
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+    }
+
+    /// `serialize_with` of a Timestamp field: its [`rfc3339`] string.
+    pub fn timestamp<S: serde::Serializer>(
+        ts: &Option<Timestamp>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&rfc3339(ts.as_ref()))
+    }
+}
+
 /// `ewpm.challenge.v1`: wellness challenges.
 pub mod challenge {
     pub mod v1 {

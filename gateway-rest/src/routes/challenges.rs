@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// A wellness challenge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengeDto {
     /// Server-minted id (UUID v7).
@@ -34,7 +34,7 @@ pub struct ChallengeDto {
     /// Closes at (inclusive), RFC 3339 UTC.
     pub end_time: String,
     /// The goal.
-    pub goal: GoalDto,
+    pub goal: pb::Goal,
     /// The employer it belongs to; `null` means open to everyone.
     pub employer_id: Option<String>,
     /// `upcoming`, `active` or `ended`, as of the response.
@@ -52,8 +52,10 @@ pub struct ChallengeDto {
     pub late_grace_seconds: i32,
 }
 
+// Answers carry the proto `Goal` (the same JSON). Requests keep this type: serde names it in
+// a 400 (`expected struct GoalDto`), and that text stays as it was.
 /// What a participant aims for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct GoalDto {
     /// Amount to reach, > 0.
     pub target: f64,
@@ -121,7 +123,7 @@ pub struct GoalPatch {
 }
 
 /// One page of challenges.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengePage {
     /// The challenges.
@@ -393,7 +395,7 @@ pub async fn active_for_user(
 }
 
 /// One page of a user's active challenges, each with the user's standing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivePage {
     /// The challenges, soonest ending first.
@@ -403,7 +405,7 @@ pub struct ActivePage {
 }
 
 /// An active challenge and the user's standing in it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveChallengeDto {
     /// The challenge.
@@ -492,14 +494,13 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         Ok(pb::ChallengeState::Ended) => "ended",
         _ => "unspecified",
     };
-    let goal = goal.unwrap_or_default();
     ChallengeDto {
         id,
         name,
         description,
         start_time: time(start_time),
         end_time: time(end_time),
-        goal: GoalDto { target: goal.target, unit: goal.unit },
+        goal: goal.unwrap_or_default(),
         employer_id: (!employer_id.is_empty()).then_some(employer_id),
         state: state.to_string(),
         created_by,
@@ -507,5 +508,46 @@ pub fn to_dto(c: pb::Challenge) -> ChallengeDto {
         updated_by,
         update_time: time(update_time),
         late_grace_seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_challenge_answers_exactly_this_json() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let c = pb::Challenge {
+            id: "c-1".into(),
+            name: "10k steps".into(),
+            description: "walk".into(),
+            start_time: at(1_767_225_600),
+            end_time: at(1_769_904_000),
+            goal: Some(pb::Goal { target: 300_000.0, unit: "steps".into() }),
+            employer_id: String::new(),
+            state: pb::ChallengeState::Active as i32,
+            created_by: "admin-1".into(),
+            create_time: at(1_767_139_200),
+            updated_by: "admin-2".into(),
+            update_time: at(1_767_139_201),
+            late_grace_seconds: 3600,
+        };
+        assert_eq!(
+            serde_json::to_string(&to_dto(c)).unwrap(),
+            concat!(
+                r#"{"id":"c-1","name":"10k steps","description":"walk","#,
+                r#""startTime":"2026-01-01T00:00:00Z","endTime":"2026-02-01T00:00:00Z","#,
+                r#""goal":{"target":300000.0,"unit":"steps"},"employerId":null,"state":"active","#,
+                r#""createdBy":"admin-1","createTime":"2025-12-31T00:00:00Z","updatedBy":"admin-2","#,
+                r#""updateTime":"2025-12-31T00:00:01Z","lateGraceSeconds":3600}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_challenge_without_a_goal_answers_a_zero_goal() {
+        let json = serde_json::to_value(to_dto(pb::Challenge::default())).unwrap();
+        assert_eq!(json["goal"], serde_json::json!({"target": 0.0, "unit": ""}));
     }
 }

@@ -351,74 +351,6 @@ pub async fn report_birth(
 // ---------------------------------------------------------------------------------------
 // Awards
 
-/// One earned incentive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwardDto {
-    /// The award id (UUID v7).
-    pub id: String,
-    /// Who earned it.
-    pub user_id: String,
-    /// Under which employer.
-    pub employer_id: String,
-    /// Which employer incentive.
-    pub employer_incentive_id: String,
-    /// The employer's program.
-    pub program_id: String,
-    /// The catalog incentive's slug.
-    pub incentive_slug: String,
-    /// What the user gets.
-    pub reward: String,
-    /// The calendar day (employer's time zone, YYYY-MM-DD) the rule fired on.
-    pub award_day: String,
-    /// `once` or the period (`2026-W47`, `2026-11`, `2026`).
-    pub period_key: String,
-    /// The activity that completed it.
-    pub activity_id: String,
-    /// When it was recorded, RFC 3339 UTC.
-    pub award_time: String,
-}
-
-/// The REST shape of an award.
-pub fn award_dto(a: ipb::Award) -> AwardDto {
-    let ipb::Award {
-        id,
-        user_id,
-        employer_id,
-        employer_incentive_id,
-        program_id,
-        incentive_slug,
-        reward,
-        award_day,
-        period_key,
-        activity_id,
-        award_time,
-    } = a;
-    AwardDto {
-        id,
-        user_id,
-        employer_id,
-        employer_incentive_id,
-        program_id,
-        incentive_slug,
-        reward,
-        award_day,
-        period_key,
-        activity_id,
-        award_time: time(award_time),
-    }
-}
-
-/// One page of awards.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwardPage {
-    /// Newest first.
-    pub awards: Vec<AwardDto>,
-    /// Pass as `pageToken` for the next page; empty on the last page.
-    pub next_page_token: String,
-}
-
 /// Query of the award lists.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -438,7 +370,7 @@ async fn list_awards(
     user_id: String,
     employer_id: String,
     q: PageQuery,
-) -> ApiResult<Json<AwardPage>> {
+) -> ApiResult<Json<ipb::ListAwardsResponse>> {
     let PageQuery { page_size, page_token } = q;
     let request = ipb::ListAwardsRequest {
         user_id,
@@ -447,11 +379,7 @@ async fn list_awards(
         page_token: page_token.unwrap_or_default(),
     };
     let r = state.incentive.clone().list_awards(upstream::request(headers, request)).await?;
-    let r = r.into_inner();
-    Ok(Json(AwardPage {
-        awards: r.awards.into_iter().map(award_dto).collect(),
-        next_page_token: r.next_page_token,
-    }))
+    Ok(Json(r.into_inner()))
 }
 
 /// A user's awards, newest first.
@@ -459,7 +387,7 @@ async fn list_awards(
     get, path = "/api/users/{userId}/awards", tag = "incentives",
     params(("userId" = String, Path, description = "The user: the caller, or anyone for their employer's admins and admins"), PageQuery),
     responses(
-        (status = 200, description = "One page", body = AwardPage),
+        (status = 200, description = "One page", body = ipb::ListAwardsResponse),
         (status = 403, description = "Another user's awards, asked by someone who may not see them", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -469,7 +397,7 @@ pub async fn user_awards(
     headers: HeaderMap,
     Path(user_id): Path<String>,
     Query(q): Query<PageQuery>,
-) -> ApiResult<Json<AwardPage>> {
+) -> ApiResult<Json<ipb::ListAwardsResponse>> {
     list_awards(&state, &headers, user_id, String::new(), q).await
 }
 
@@ -478,7 +406,7 @@ pub async fn user_awards(
     get, path = "/api/employers/{employerId}/awards", tag = "incentives",
     params(("employerId" = String, Path, description = "The employer: the caller's own for employer admins"), PageQuery),
     responses(
-        (status = 200, description = "One page", body = AwardPage),
+        (status = 200, description = "One page", body = ipb::ListAwardsResponse),
         (status = 403, description = "Not the employer's admin", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -488,17 +416,17 @@ pub async fn employer_awards(
     headers: HeaderMap,
     Path(employer_id): Path<String>,
     Query(q): Query<PageQuery>,
-) -> ApiResult<Json<AwardPage>> {
+) -> ApiResult<Json<ipb::ListAwardsResponse>> {
     list_awards(&state, &headers, String::new(), employer_id, q).await
 }
 
 /// The caller's new awards as Server-Sent Events, as they are recorded (by incentives with
-/// the `notify` action): an `event: award` whose data is an [`AwardDto`] each. Comments keep
+/// the `notify` action): an `event: award` whose data is an `Award` each. Comments keep
 /// idle connections alive.
 #[utoipa::path(
     get, path = "/api/me/awards/stream", tag = "incentives",
     responses(
-        (status = 200, description = "text/event-stream of `award` events (AwardDto JSON)", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream of `award` events (Award JSON)", content_type = "text/event-stream"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -511,7 +439,7 @@ pub async fn award_stream(
     let slot = state.streams.acquire(&caller)?;
     let request = upstream::stream_request(&headers, ipb::WatchAwardsRequest {});
     let awards = state.incentive.clone().watch_awards(request).await?.into_inner();
-    Ok(upstream::sse(slot, awards, "award", |m: ipb::WatchAwardsResponse| m.award.map(award_dto)))
+    Ok(upstream::sse(slot, awards, "award", |m: ipb::WatchAwardsResponse| m.award))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1197,6 +1125,59 @@ mod tests {
                 "acceptTime": "2026-01-01T00:00:01Z",
             })
         );
+    }
+
+    fn award(id: &str, award_time: Option<prost_types::Timestamp>) -> ipb::Award {
+        ipb::Award {
+            id: id.into(),
+            user_id: "u-1".into(),
+            employer_id: "acme".into(),
+            employer_incentive_id: "ei-1".into(),
+            program_id: "maternity".into(),
+            incentive_slug: "birth-reported".into(),
+            reward: "pregnancy pillow".into(),
+            award_day: "2026-01-01".into(),
+            period_key: "once".into(),
+            activity_id: "a-1".into(),
+            award_time,
+        }
+    }
+
+    const AWARD_JSON: &str = concat!(
+        r#"{"id":"aw-1","userId":"u-1","employerId":"acme","employerIncentiveId":"ei-1","#,
+        r#""programId":"maternity","incentiveSlug":"birth-reported","reward":"pregnancy pillow","#,
+        r#""awardDay":"2026-01-01","periodKey":"once","activityId":"a-1","#,
+        r#""awardTime":"2026-01-01T00:00:00.000001Z"}"#
+    );
+
+    #[test]
+    fn an_award_answers_exactly_this_json() {
+        let a =
+            award("aw-1", Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 1_000 }));
+        assert_eq!(serde_json::to_string(&a).unwrap(), AWARD_JSON);
+    }
+
+    #[test]
+    fn a_page_of_awards_answers_exactly_this_json_with_an_empty_next_page_token() {
+        let r = ipb::ListAwardsResponse {
+            awards: vec![award(
+                "aw-1",
+                Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 1_000 }),
+            )],
+            next_page_token: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            format!(r#"{{"awards":[{AWARD_JSON}],"nextPageToken":""}}"#)
+        );
+        let r = ipb::ListAwardsResponse { awards: vec![], next_page_token: "t-2".into() };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"awards":[],"nextPageToken":"t-2"}"#);
+    }
+
+    #[test]
+    fn an_award_without_a_time_answers_an_empty_award_time() {
+        let json = serde_json::to_value(award("aw-2", None)).unwrap();
+        assert_eq!(json["awardTime"], "");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     AppState,
     challenges::{parse_body, parse_time},
     problem::{ApiError, ApiResult, Problem},
-    rfc3339 as time, upstream,
+    upstream,
 };
 
 /// Body of `POST /api/challenges/{id}/progress`.
@@ -37,31 +37,13 @@ pub struct ProgressBody {
     pub idempotency_key: Option<String>,
 }
 
-/// An accepted progress entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AcceptedDto {
-    /// The entry id.
-    pub entry_id: String,
-    /// The challenge.
-    pub challenge_id: String,
-    /// The user (the token's subject).
-    pub user_id: String,
-    /// The value.
-    pub value: f64,
-    /// When it happened.
-    pub occurred_at: String,
-    /// When it was accepted.
-    pub accept_time: String,
-}
-
 /// Submits progress for the caller; answered once it is durably queued.
 #[utoipa::path(
     post, path = "/api/challenges/{id}/progress", tag = "progress",
     params(("id" = String, Path, description = "Challenge id")),
     request_body = ProgressBody,
     responses(
-        (status = 202, description = "Queued; it reaches the leaderboard within the flush interval", body = AcceptedDto),
+        (status = 202, description = "Queued; it reaches the leaderboard within the flush interval", body = ppb::SubmitProgressResponse),
         (status = 400, description = "Bad field, or an idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The challenge is not active at that time", body = Problem, content_type = "application/problem+json"),
@@ -84,16 +66,8 @@ pub async fn submit(
         idempotency_key: idempotency_key.or(header_key).unwrap_or_default(),
     };
     let r = state.progress.clone().submit_progress(upstream::request(&headers, request)).await?;
-    let r = r.into_inner();
-    let dto = AcceptedDto {
-        entry_id: r.entry_id,
-        challenge_id: r.challenge_id,
-        user_id: r.user_id,
-        value: r.value,
-        occurred_at: time(r.occurred_at),
-        accept_time: time(r.accept_time),
-    };
-    Ok((StatusCode::ACCEPTED, Json(dto)).into_response())
+    // The answer is SubmitProgressResponse as proto JSON (derived: see ewpm_proto::rest).
+    Ok((StatusCode::ACCEPTED, Json(r.into_inner())).into_response())
 }
 
 /// One place on a board.
@@ -320,4 +294,41 @@ pub async fn stream(
             next_page_token: String::new(),
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos })
+    }
+
+    #[test]
+    fn an_accepted_entry_answers_exactly_this_json() {
+        let r = ppb::SubmitProgressResponse {
+            entry_id: "e-1".into(),
+            challenge_id: "c-1".into(),
+            user_id: "u-1".into(),
+            value: 12.0,
+            occurred_at: at(1_767_225_600, 0),
+            accept_time: at(1_767_225_601, 250_000_000),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            concat!(
+                r#"{"entryId":"e-1","challengeId":"c-1","userId":"u-1","value":12.0,"#,
+                r#""occurredAt":"2026-01-01T00:00:00Z","acceptTime":"2026-01-01T00:00:01.250Z"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_accepted_entry_without_times_answers_empty_strings_for_them() {
+        let r = ppb::SubmitProgressResponse { value: 0.5, ..Default::default() };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"entryId":"","challengeId":"","userId":"","value":0.5,"occurredAt":"","acceptTime":""}"#
+        );
+    }
 }

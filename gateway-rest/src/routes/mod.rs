@@ -6,8 +6,149 @@
 //! - [`incentives`]: activity logging, the incentive catalog, employer incentives, awards
 //!   and their SSE stream.
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
+//!
+//! # REST shapes and proto messages
+//!
+//! A body that is exactly a proto message's proto3 JSON mapping (`json_name` keys, default
+//! values emitted, Timestamps as RFC 3339, int64 as strings, enums by value name) is that
+//! message: ewpm-proto derives `Serialize` and `ToSchema` for it (feature `rest`,
+//! `REST_MESSAGES` in `proto/build.rs`, whose build fails if a field stops fitting). Every
+//! other shape is written here and mapped by hand, because it differs on purpose:
+//!
+//! | REST shape | proto message | how |
+//! |---|---|---|
+//! | `SubmitProgressResponse` (was `AcceptedDto`) | progress `SubmitProgressResponse` | derived |
+//! | `Award` (was `AwardDto`; also the `award` SSE data) | incentive `Award` | derived |
+//! | `ListAwardsResponse` (was `AwardPage`) | incentive `ListAwardsResponse` | derived |
+//! | `Goal` inside `ChallengeDto` (was `GoalDto`) | challenge `Goal` | derived |
+//! | `GoalDto` (request `goal`) | challenge `Goal` | hand: same JSON, but serde names the type in 400s (`expected struct GoalDto`) |
+//! | `ChallengeDto` | challenge `Challenge` | hand: `state` is `active` not `CHALLENGE_STATE_ACTIVE`; open `employerId` is `null`, not `""` |
+//! | `ChallengePage` | `ListChallengesResponse` | hand: holds `ChallengeDto`s |
+//! | `ActivePage`, `ActiveChallengeDto` | `ListActiveChallengesResponse` | hand: each challenge carries its `standing` (flattened), not a parallel `standings` list |
+//! | `StandingDto` | challenge `Standing` | hand: `rank` (int64) is a number; no `challengeId`; `available: false` is `standing: null` |
+//! | `CreateChallengeBody` | `CreateChallengeRequest` | hand: same names, but times parse with a 400 naming the field; `Idempotency-Key` header fallback |
+//! | `UpdateChallengeBody`, `GoalPatch` | `UpdateChallengeRequest` | hand: a partial object that becomes `challenge` + `update_mask` |
+//! | `ProgressBody` | `SubmitProgressRequest` | hand: challenge id from the path; time parse 400 names `occurredAt`; header key |
+//! | `EntryDto` | leaderboard `LeaderboardEntry` | hand: `member` is `userId`; `rank` (int64) is a number |
+//! | `LeaderboardDto` (also the `snapshot` SSE data) | `GetLeaderboardResponse`, `WatchLeaderboardResponse` | hand: adds `challengeId`; `totalMembers` a number; `nextPageToken` left out when empty |
+//! | `MeDto` | `GetRankResponse` | hand: `entry` is `me`; adds `challengeId`; numbers; a NOT_FOUND rank is `me: null` |
+//! | `ActivityBody`, `BirthBody` | `LogActivityRequest` | hand: `kind` by lower-case name (`birth` fixed for births); field-named 400s |
+//! | `ActivityDto` | `LogActivityResponse` | hand: `kind` is `mood`, not `ACTIVITY_KIND_MOOD`; no value is `null` |
+//! | `RuleDto` | incentive `Rule` | hand: same JSON when set, but it is also the request parser (400 text names its variants); an empty rule is `null` |
+//! | `IncentiveDto`, `IncentivePage` | `Incentive`, `ListIncentivesResponse` | hand: `triggerKinds` by lower-case name |
+//! | `CreateIncentiveBody`, `UpdateIncentiveBody` | `CreateIncentiveRequest`, `UpdateIncentiveRequest` | hand: lower-case kinds; update needs all three fields; id from the path |
+//! | `EmployerIncentiveDto`, `EmployerIncentivePage` | `EmployerIncentive`, `ListEmployerIncentivesResponse` | hand: lower-case enums; unset `period`/`endTime` are `null` |
+//! | `CreateEmployerIncentiveBody` | `CreateEmployerIncentiveRequest` | hand: employer from the path; lower-case enums; time 400s name the field |
+//! | `ScanEventPage`, `ScanEventDto`, `DeviceDto`, `UserDto` | scan `ListScanEventsResponse`, `ScanEvent`, `Device`, `ScanUser` | hand: the seed's Scan Event API shape (`ScanEvents`, PascalCase, `CreatedDateTimeUtc`, `Type`); ids are numbers |
+//! | `UploadBody`, `UploadAnswer` | `IngestScanEventsRequest`, `IngestScanEventsResponse` | hand: seed shape, lenient keys and numbers; `EventIds` are numbers |
+//! | `ParcelDto`, `ParcelPage` | scan `Parcel`, `ListParcelsResponse` | hand: the seed's ParcelStates names (`createdDateTimeUtc`, `pickupTimeUtc`, `deliveryTimeUtc`); ids are numbers; unset times `null` |
+//! | `ProjectorStatusDto` | `GetProjectorStatusResponse` | hand: numbers; `state` is `caught_up`, not `PROJECTOR_STATE_CAUGHT_UP`; unset times `null`; empty `lastError` left out |
+//!
+//! Query strings (`ListQuery`, `ActiveQuery`, `BoardQuery`, `MeQuery`, `PageQuery`,
+//! `IncentiveQuery`, `FeedQuery`, `ParcelQuery`) are not JSON and have no proto message.
 
 pub mod challenges;
 pub mod incentives;
 pub mod leaderboards;
 pub mod scans;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every `$ref` under `value`, with where it was found.
+    fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(target)) => {
+                            out.push((at.to_string(), target.clone()))
+                        }
+                        _ => refs(v, &format!("{at}/{key}"), out),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    refs(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn derived_timestamps_read_as_the_hand_mapped_ones_do() {
+        use prost_types::Timestamp;
+        let cases = [
+            None,
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 0 }),
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 250_000_000 }),
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 1_000 }),
+            Some(Timestamp { seconds: 1_767_225_600, nanos: 7 }),
+            Some(Timestamp { seconds: -1, nanos: 999_999_999 }),
+            Some(Timestamp { seconds: 253_402_300_800, nanos: 0 }),
+            Some(Timestamp { seconds: 0, nanos: -1 }),
+            Some(Timestamp { seconds: 0, nanos: 2_000_000_000 }),
+            Some(Timestamp { seconds: i64::MAX, nanos: 0 }),
+        ];
+        let derived: Vec<String> =
+            cases.iter().map(|ts| ewpm_proto::rest::rfc3339(ts.as_ref())).collect();
+        let hand: Vec<String> = cases.iter().map(|ts| crate::rfc3339(*ts)).collect();
+        assert_eq!(derived, hand);
+        assert_eq!(
+            derived[..5],
+            [
+                "",
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:00.250Z",
+                "2026-01-01T00:00:00.000001Z",
+                "2026-01-01T00:00:00.000000007Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_schema_the_document_refers_to_is_in_its_components() {
+        let doc = serde_json::to_value(<crate::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut found = Vec::new();
+        refs(&doc, "", &mut found);
+        assert!(found.len() > 50, "{} refs", found.len());
+        let dangling: Vec<_> = found
+            .iter()
+            .filter(|(_, target)| {
+                target
+                    .strip_prefix("#/components/schemas/")
+                    .is_none_or(|name| !schemas.contains_key(name))
+            })
+            .collect();
+        assert_eq!(dangling, Vec::<&(String, String)>::new());
+    }
+
+    #[test]
+    fn every_json_body_of_the_document_has_a_schema() {
+        let doc = serde_json::to_value(<crate::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let request = op["requestBody"]["content"].as_object();
+                let responses = op["responses"].as_object().unwrap();
+                let bodies = request.into_iter().map(|c| ("request".to_string(), c)).chain(
+                    responses
+                        .iter()
+                        .filter_map(|(code, r)| Some((code.clone(), r["content"].as_object()?))),
+                );
+                for (which, content) in bodies {
+                    for (media, body) in content {
+                        if media.contains("json") && body["schema"].is_null() {
+                            missing.push(format!("{method} {path} {which} {media}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(missing, Vec::<String>::new());
+    }
+}
