@@ -184,6 +184,11 @@ pub mod leaderboard {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("ewpm.leaderboard.v1");
 
+        /// Bus topic of [`ScoreDelta`] events: published by every board's producer (the
+        /// progress batch writers), consumed by the leaderboard's delta applier (group
+        /// `leaderboard-applier`).
+        pub const SCORE_DELTAS_TOPIC: &str = "score-deltas";
+
         /// Fully qualified name of the service, as health checks and reflection know it.
         pub const SERVICE_NAME: &str = "ewpm.leaderboard.v1.LeaderboardService";
     }

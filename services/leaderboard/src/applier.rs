@@ -47,8 +47,8 @@ use crate::{
     settings::LeaderboardSettings,
 };
 
-/// The bus topic producers put score deltas on.
-pub const TOPIC: &str = "score-deltas";
+/// The bus topic producers put score deltas on (defined beside `ScoreDelta` in `ewpm-proto`).
+pub use ewpm_proto::leaderboard::v1::SCORE_DELTAS_TOPIC as TOPIC;
 /// The applier's consumer group.
 pub const GROUP: &str = "leaderboard-applier";
 /// Deltas per batch at most.

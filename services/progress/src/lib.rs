@@ -49,5 +49,5 @@ pub use module::MODULE;
 pub use ewpm_proto::progress::v1::PROGRESS_TOPIC;
 /// Consumer group of the batch writers.
 pub const WRITER_GROUP: &str = "progress-writer";
-/// Bus topic of score deltas (consumed by the leaderboard's applier).
-pub const SCORE_DELTAS_TOPIC: &str = "score-deltas";
+/// Bus topic of score deltas (defined beside its `ScoreDelta` message in `ewpm-proto`).
+pub use ewpm_proto::leaderboard::v1::SCORE_DELTAS_TOPIC;
