@@ -5,7 +5,9 @@ Schema validation (kubernetes-validate) cannot see mistakes between resources, s
 checks what ties them together:
 
 - every EWPM_* name set in the ConfigMap or a container's env is a real setting (parsed from
-  services/kit/src/settings.rs; the binary rejects unknown ones);
+  the kit's services/kit/src/settings.rs, each registered module's
+  services/<module>/src/settings.rs and the registry in src/lib.rs; the binary rejects
+  unknown ones);
 - every configMapRef / secretKeyRef names the ConfigMap / a key of base/secret.example.yaml;
 - each `ewpm serve <x>` container sets the variables (from the Secret) that command needs,
   and leaderboard and gateway get no DATABASE_URL;
@@ -30,6 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 SETTINGS_RS = ROOT / "services/kit/src/settings.rs"
+REGISTRY_RS = ROOT / "src/lib.rs"
 
 # Secret keys each `ewpm serve <command>` must get, and those it must not.
 NEEDS = {
@@ -46,12 +49,12 @@ NEEDS = {
 FORBIDDEN = {"leaderboard": {"DATABASE_URL"}, "gateway": {"DATABASE_URL"}}
 
 
-def settings_names():
-    """EWPM_* names of every leaf of `Settings`, from the Rust struct definitions."""
-    text = SETTINGS_RS.read_text()
+def struct_leaves(path, root, prefix):
+    """EWPM_* names of every leaf of struct `root` in the Rust file at `path`."""
+    text = path.read_text()
     structs = {}
     for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", text, re.S):
-        structs[m.group(1)] = re.findall(r"^\s*pub (\w+): ([\w<>:]+),", m.group(2), re.M)
+        structs[m.group(1)] = re.findall(r"^\s*pub (\w+): ([\w<>:, ]+),", m.group(2), re.M)
     names = set()
 
     def walk(struct, prefix):
@@ -59,10 +62,26 @@ def settings_names():
             key = f"{prefix}__{field.upper()}" if prefix else f"EWPM_{field.upper()}"
             if ty in structs:
                 walk(ty, key)
-            else:
+            elif not ty.startswith("BTreeMap"):
                 names.add(key)
 
-    walk("Settings", "")
+    walk(root, prefix)
+    return names
+
+
+def settings_names():
+    """EWPM_* names of every setting: the kit's `Settings`, `EWPM_SERVICES__<MODULE>` for
+    each registered module, and each module's own section."""
+    names = struct_leaves(SETTINGS_RS, "Settings", "")
+    modules = re.findall(r"&ewpm_(\w+)::MODULE", REGISTRY_RS.read_text())
+    for module in modules:
+        names.add(f"EWPM_SERVICES__{module.upper()}")
+        path = ROOT / "services" / module / "src/settings.rs"
+        if path.exists():
+            text = path.read_text()
+            root = re.search(r"Section::of::<(\w+)>", (ROOT / "services" / module / "src/module.rs").read_text())
+            if root:
+                names |= struct_leaves(path, root.group(1), f"EWPM_{module.upper()}")
     return names
 
 
@@ -90,12 +109,12 @@ def check(overlay, docs, allowed, secret_keys, problems):
         for key in cm.get("data", {}):
             if key.startswith("EWPM_") and key not in allowed:
                 bad(f"ConfigMap {name}: unknown setting {key}")
-    # Every service address defaults to 127.0.0.1 (the embedded mode), which in a pod is the
-    # pod itself: a missing one fails only when first called.
+    # A service address has no default in the mesh: a module (or the edge) that calls a
+    # service without one refuses to start.
     set_in_configmaps = {k for cm in configmaps.values() for k in cm.get("data", {})}
     for key in sorted(k for k in allowed if k.startswith("EWPM_SERVICES__")):
         if key not in set_in_configmaps:
-            bad(f"ConfigMap: {key} is not set (its default is the embedded mode's loopback)")
+            bad(f"ConfigMap: {key} is not set (whoever calls that service refuses to start)")
 
     workloads = dict(deployments)
     workloads.update({f"job/{n}": j for n, j in by_kind.get("Job", {}).items()})
