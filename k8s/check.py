@@ -109,12 +109,12 @@ def check(overlay, docs, allowed, secret_keys, problems):
         for key in cm.get("data", {}):
             if key.startswith("EWPM_") and key not in allowed:
                 bad(f"ConfigMap {name}: unknown setting {key}")
-    # A service address has no default in the mesh: a module (or the edge) that calls a
-    # service without one refuses to start.
+    # Every service address defaults to 127.0.0.1 (the embedded mode), which in a pod is the
+    # pod itself: a missing one fails only when first called.
     set_in_configmaps = {k for cm in configmaps.values() for k in cm.get("data", {})}
     for key in sorted(k for k in allowed if k.startswith("EWPM_SERVICES__")):
         if key not in set_in_configmaps:
-            bad(f"ConfigMap: {key} is not set (whoever calls that service refuses to start)")
+            bad(f"ConfigMap: {key} is not set (its default is the embedded mode's loopback)")
 
     workloads = dict(deployments)
     workloads.update({f"job/{n}": j for n, j in by_kind.get("Job", {}).items()})

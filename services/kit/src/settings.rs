@@ -122,7 +122,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Where the services are, by module name (`EWPM_SERVICES__LEADERBOARD=http://leaderboard:50051`),
     /// for the REST edge and service-to-service calls. Only registered modules' names are
-    /// accepted; `ewpm dev` points every name at its own listener.
+    /// accepted; each defaults to the embedded mode's listener (`http://127.0.0.1:50051`), and
+    /// `ewpm dev` points every name at its own listener.
     pub services: BTreeMap<String, String>,
     /// Each registered module's own section (`[progress]`, `EWPM_PROGRESS__BATCH_SIZE`), kept
     /// as loaded (defaults, file, environment) and read typed by the module with
@@ -275,7 +276,13 @@ impl Settings {
     pub fn load_from(vars: &[(String, String)], sections: &[Section]) -> anyhow::Result<Self> {
         let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        // Every module's address defaults to the embedded mode's listener.
+        let embedded = format!("http://{}", Settings::default().grpc.addr);
         for section in sections {
+            figment = figment.merge(Serialized::default(
+                &format!("services.{}", section.name),
+                embedded.clone(),
+            ));
             if let Some(defaults) = &section.defaults {
                 figment = figment.merge(Serialized::default(section.name, defaults.clone()));
             }
@@ -522,8 +529,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.service_uri("plain").unwrap(), "http://plain:50051");
-        let err = s.service_uri("writer").unwrap_err();
-        assert!(err.to_string().contains("EWPM_SERVICES__WRITER"), "{err}");
+        assert_eq!(s.service_uri("writer").unwrap(), "http://127.0.0.1:50051", "the default");
+        let err = s.service_uri("other").unwrap_err();
+        assert!(err.to_string().contains("EWPM_SERVICES__OTHER"), "{err}");
     }
 
     #[test]
