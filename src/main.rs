@@ -1,9 +1,11 @@
-//! `ewpm`: one binary for the whole mesh.
+//! `ewpm`: one binary for the whole mesh; the CLI over the module registry (`ewpm::MODULES`).
 //!
-//! - `ewpm` / `ewpm dev`: every service and the REST edge in one process, embedded defaults.
-//! - `ewpm serve <service>`: one service (or `gateway`) for a mesh deployment.
-//! - `ewpm migrate`: apply every service's migrations to `DATABASE_URL`.
+//! - `ewpm` / `ewpm dev`: every module and the REST edge in one process, embedded defaults.
+//! - `ewpm serve <module>`: one module (or one of its parts, or `gateway`) for a mesh
+//!   deployment.
+//! - `ewpm migrate`: every module's migrations, applied to `DATABASE_URL`.
 //! - `ewpm token`: mint a development token.
+//! - `ewpm bench`: the load generators (crate `ewpm-bench`).
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -41,7 +43,7 @@ enum Command {
     /// Run one module of the mesh (or one of its parts, or the REST edge) against
     /// DATABASE_URL and REDIS_URL.
     Serve {
-        /// Which module, part or `gateway` (see `ewpm serve --help`).
+        /// Which module, part or `gateway`.
         service: String,
     },
     /// Apply every service's pending migrations to DATABASE_URL.

@@ -86,11 +86,12 @@ async fn harness_with(
 ) -> Harness {
     let prefix = key_prefix();
     let (db, bus): (TestDb, Arc<dyn Bus>) = match backend {
-        Backend::Embedded => {
-            (TestDb::sqlite(&[&ewpm_progress::MODULE]).await.unwrap(), MemoryBus::new())
-        }
+        Backend::Embedded => (
+            TestDb::sqlite(&[&ewpm_progress::MODULE, &ewpm_challenge::MODULE]).await.unwrap(),
+            MemoryBus::new(),
+        ),
         Backend::Mesh => (
-            TestDb::postgres(&[&ewpm_progress::MODULE]).await.unwrap(),
+            TestDb::postgres(&[&ewpm_progress::MODULE, &ewpm_challenge::MODULE]).await.unwrap(),
             Arc::new(RedisBus::connect(&servers().redis_url, &prefix).await.unwrap()),
         ),
     };
