@@ -39,7 +39,7 @@ const KIT_KEYS: &[&str] = &[
 pub struct Section {
     name: &'static str,
     defaults: Option<Value>,
-    check: fn(&Value) -> Result<(), figment::Error>,
+    check: fn(&Value) -> Result<(), Box<figment::Error>>,
 }
 
 impl std::fmt::Debug for Section {
@@ -69,8 +69,8 @@ impl Section {
 
 /// `value` as a `T`, converting strings from the environment where numbers or booleans are
 /// expected.
-fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, figment::Error> {
-    Figment::from(Serialized::defaults(value.clone())).extract_lossy()
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, Box<figment::Error>> {
+    Figment::from(Serialized::defaults(value.clone())).extract_lossy().map_err(Box::new)
 }
 
 /// A figment error as `path (EWPM_PATH): what`, `prefix` before a section's relative path.
@@ -349,7 +349,7 @@ impl Settings {
                 Ok(()) => {
                     loaded.insert(section.name.to_string(), value);
                 }
-                Err(e) => errors.extend(describe(e, &[section.name])),
+                Err(e) => errors.extend(describe(*e, &[section.name])),
             }
         }
         match settings.as_mut() {
@@ -366,7 +366,7 @@ impl Settings {
     pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
         match self.sections.get(name) {
             Some(value) => typed(value).map_err(|e| {
-                anyhow::anyhow!("invalid settings: {}", describe(e, &[name]).join("; "))
+                anyhow::anyhow!("invalid settings: {}", describe(*e, &[name]).join("; "))
             }),
             None => Ok(T::default()),
         }
