@@ -1,7 +1,9 @@
-//! `ewpm bench incentives`: recorded activity (`ActivityRecorded`, as the progress writers
-//! publish it) on the bus topic `activity`, through the incentive processors (each activity
-//! against its employer's links from their own tables, cached) into streaks and awards; then a
-//! check that every expected award exists exactly once.
+//! `ewpm bench incentives`: recorded activity (`ActivityRecorded`s in `ActivityBatch`
+//! messages of the progress writers' batch size, as the writers publish them; with
+//! `--single-events`, one `ActivityRecorded` per message, as writers of the previous release
+//! did) on the bus topic `activity`, through the incentive processors (each activity against
+//! its employer's links from their own tables, cached) into streaks and awards; then a check
+//! that every expected award exists exactly once.
 //!
 //! With `--postgres` and `--redis` the processors run as separate `ewpm serve
 //! incentive-processor` processes (`--processes`, two by default), as in the mesh; without,
@@ -32,7 +34,7 @@ use ewpm_progress::activity::{Activity, ActivityKind};
 use ewpm_proto::{
     activity::v1::ActivityKind as PbKind,
     incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
-    progress::v1::ACTIVITY_TOPIC,
+    progress::v1::{ACTIVITY_TOPIC, ActivityBatch},
 };
 use prost::Message as _;
 use serde_json::json;
@@ -72,6 +74,10 @@ pub struct IncentiveArgs {
     /// processors.
     #[arg(long)]
     log_activity: bool,
+    /// Publish one `ActivityRecorded` per message, as writers of the previous release did,
+    /// instead of one `ActivityBatch` per writer batch (EWPM_PROGRESS__BATCH_SIZE activities).
+    #[arg(long, conflicts_with = "log_activity")]
+    single_events: bool,
     /// Concurrent LogActivity clients (with --log-activity), over 4 connections.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -94,18 +100,25 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
     let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
     let conn = db::connect(&bench_db.url).await?;
     db::migrate_all(&conn).await?;
+    let events = if args.log_activity {
+        String::new()
+    } else if args.single_events {
+        ", one event per message".to_string()
+    } else {
+        format!(", {} events per message", settings.progress.batch_size.max(1))
+    };
     let (bus, backend): (Arc<dyn Bus>, String) = match &args.redis {
         Some(redis) => (
             Arc::new(RedisBus::connect(redis, &prefix).await?),
             format!(
-                "postgres+redis, {} processor processes × {} tasks, batches of {}",
+                "postgres+redis, {} processor processes × {} tasks, batches of {}{events}",
                 args.processes, args.processors, settings.incentive.batch_size
             ),
         ),
         None => (
             crate::embedded_bus(bench_db.sqlite_dir().context("bench directory")?).await?,
             format!(
-                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {}",
+                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {}{events}",
                 args.processors, settings.incentive.batch_size
             ),
         ),
@@ -197,10 +210,23 @@ pub async fn incentives(args: IncentiveArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if args.log_activity {
         log_activities(&uri, &keys, activities, args.concurrency).await?;
-    } else {
+    } else if args.single_events {
         for chunk in activities.chunks(1000) {
             let events: Vec<Vec<u8>> = chunk.iter().map(|a| a.to_event().encode_to_vec()).collect();
             bus.publish(ACTIVITY_TOPIC, &events).await?;
+        }
+    } else {
+        // A writer's batch per message, 20 messages per publish (1,000 activities by default).
+        let per_message = settings.progress.batch_size.max(1);
+        let batches: Vec<Vec<u8>> = activities
+            .chunks(per_message)
+            .map(|chunk| {
+                ActivityBatch { activities: chunk.iter().map(Activity::to_event).collect() }
+                    .encode_to_vec()
+            })
+            .collect();
+        for chunk in batches.chunks(20) {
+            bus.publish(ACTIVITY_TOPIC, chunk).await?;
         }
     }
     let published = started.elapsed();
