@@ -17,7 +17,8 @@ use ewpm_kit::{
 };
 use ewpm_progress::activity::{Activity, ActivityKind};
 use ewpm_proto::progress::v1::{
-    ACTIVITY_TOPIC, SubmitProgressRequest, progress_service_client::ProgressServiceClient,
+    ACTIVITY_TOPIC, ActivityBatch, SubmitProgressRequest,
+    progress_service_client::ProgressServiceClient,
 };
 use ewpm_testkit::{Proc, bearer, free_port, get_json, http_client, servers};
 use prost::Message as _;
@@ -185,7 +186,8 @@ async fn two_processor_processes_one_killed_with_sigkill_award_every_user_exactl
     let mesh = Mesh::start_with(true, false).await;
     note_incentives(&mesh.base()).await;
     // 1,500 users each log five consecutive days and a birth: 9,000 activities on the
-    // `activity` topic, as the progress writers publish them.
+    // `activity` topic, as the progress writers publish them (a message per written batch,
+    // here of 10).
     let bus: Arc<dyn Bus> =
         Arc::new(RedisBus::connect(&servers().redis_url, &mesh.prefix).await.unwrap());
     let users: Vec<String> = (0..1500).map(|u| format!("user-{u:04}")).collect();
@@ -206,16 +208,23 @@ async fn two_processor_processes_one_killed_with_sigkill_award_every_user_exactl
     for u in &users {
         activities.push(activity(u, ActivityKind::Birth, 3));
     }
-    for chunk in activities.chunks(500) {
-        let events: Vec<Vec<u8>> = chunk.iter().map(|a| a.to_event().encode_to_vec()).collect();
-        bus.publish(ACTIVITY_TOPIC, &events).await.unwrap();
+    let batches: Vec<Vec<u8>> = activities
+        .chunks(10)
+        .map(|chunk| {
+            ActivityBatch { activities: chunk.iter().map(Activity::to_event).collect() }
+                .encode_to_vec()
+        })
+        .collect();
+    for chunk in batches.chunks(50) {
+        bus.publish(ACTIVITY_TOPIC, chunk).await.unwrap();
     }
     let spawn_processor = || -> Proc {
         let mut cmd: Command = mesh.ewpm();
         cmd.args(["serve", "incentive-processor"])
             .env("EWPM_GRPC__ADDR", format!("127.0.0.1:{}", free_port()))
             .env("EWPM_METRICS__ADDR", format!("127.0.0.1:{}", free_port()))
-            .env("EWPM_INCENTIVE__BATCH_SIZE", "100")
+            // 10 messages: 100 activities per batch.
+            .env("EWPM_INCENTIVE__BATCH_SIZE", "10")
             .env("EWPM_INCENTIVE__RECLAIM_IDLE_MS", "1000")
             .stdout(Stdio::null());
         Proc(cmd.spawn().unwrap())

@@ -1,7 +1,9 @@
-//! `ewpm bench incentives`: recorded activity (`ActivityRecorded`, as the progress writers
-//! publish it) on the bus topic `activity`, through the incentive processors (each activity
-//! against its employer's links from their own tables, cached) into streaks and awards; then a
-//! check that every expected award exists exactly once.
+//! `ewpm bench incentives`: recorded activity (`ActivityRecorded`s in `ActivityBatch`
+//! messages of the progress writers' batch size, as the writers publish them; with
+//! `--single-events`, one `ActivityRecorded` per message, as writers of the previous release
+//! did) on the bus topic `activity`, through the incentive processors (each activity against
+//! its employer's links from their own tables, cached) into streaks and awards; then a check
+//! that every expected award exists exactly once.
 //!
 //! With `--postgres` and `--redis` the processors run as separate `ewpm serve
 //! incentive-processor` processes (`--processes`, two by default), as in the mesh; without,
@@ -23,10 +25,11 @@ use ewpm_kit::{
     timestamp,
 };
 use ewpm_progress::activity::{Activity, ActivityKind};
+use ewpm_progress::settings::ProgressSettings;
 use ewpm_proto::{
     activity::v1::ActivityKind as PbKind,
     incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
-    progress::v1::ACTIVITY_TOPIC,
+    progress::v1::{ACTIVITY_TOPIC, ActivityBatch},
 };
 use prost::Message as _;
 use serde_json::json;
@@ -66,6 +69,10 @@ pub struct IncentiveArgs {
     /// processors.
     #[arg(long)]
     log_activity: bool,
+    /// Publish one `ActivityRecorded` per message, as writers of the previous release did,
+    /// instead of one `ActivityBatch` per writer batch (EWPM_PROGRESS__BATCH_SIZE activities).
+    #[arg(long, conflicts_with = "log_activity")]
+    single_events: bool,
     /// Concurrent LogActivity clients (with --log-activity), over 4 connections.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -94,19 +101,27 @@ pub async fn incentives(
     let keys = TokenKeys::new(&secret, &settings.auth);
     let prefix = format!("bench{}:", Uuid::new_v4().simple());
     let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
+    let progress_batch = settings.section::<ProgressSettings>("progress")?.batch_size.max(1);
+    let events = if args.log_activity {
+        String::new()
+    } else if args.single_events {
+        ", one event per message".to_string()
+    } else {
+        format!(", {progress_batch} events per message")
+    };
     let dir = bench_db.sqlite_dir().map(std::path::Path::to_path_buf);
     let (stores, backend) = match (&args.redis, &dir) {
         (Some(redis), _) => (
             Stores::Redis(redis, &prefix),
             format!(
-                "postgres+redis, {} processor processes × {} tasks, batches of {batch_size}",
+                "postgres+redis, {} processor processes × {} tasks, batches of {batch_size}{events}",
                 args.processes, args.processors
             ),
         ),
         (None, Some(dir)) => (
             Stores::Embedded(dir),
             format!(
-                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {batch_size}",
+                "embedded (sqlite, events in a sqlite file), {} processor tasks, batches of {batch_size}{events}",
                 args.processors
             ),
         ),
@@ -167,10 +182,23 @@ pub async fn incentives(
     let started = Instant::now();
     if args.log_activity {
         log_activities(&uri, &keys, activities, args.concurrency).await?;
-    } else {
+    } else if args.single_events {
         for chunk in activities.chunks(1000) {
             let events: Vec<Vec<u8>> = chunk.iter().map(|a| a.to_event().encode_to_vec()).collect();
             bus.publish(ACTIVITY_TOPIC, &events).await?;
+        }
+    } else {
+        // A writer's batch per message, 20 messages per publish (1,000 activities by default).
+        let per_message = progress_batch;
+        let batches: Vec<Vec<u8>> = activities
+            .chunks(per_message)
+            .map(|chunk| {
+                ActivityBatch { activities: chunk.iter().map(Activity::to_event).collect() }
+                    .encode_to_vec()
+            })
+            .collect();
+        for chunk in batches.chunks(20) {
+            bus.publish(ACTIVITY_TOPIC, chunk).await?;
         }
     }
     let published = started.elapsed();

@@ -158,15 +158,17 @@ pub mod activity {
 }
 
 /// `ewpm.progress.v1`: challenge progress entries and per-challenge totals, the
-/// `QueuedEntry` queue item and the `ActivityRecorded` event.
+/// `QueuedEntry` queue item and the `ActivityRecorded` events (published in `ActivityBatch`es).
 pub mod progress {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("ewpm.progress.v1");
 
-        /// Bus topic of [`ActivityRecorded`] events: published by the progress batch writers
-        /// after their commit, consumed by the incentive processors (group
-        /// `incentive-processor`).
+        /// Bus topic of recorded activity: one [`ActivityBatch`] message (its
+        /// [`ActivityRecorded`] events) per batch the progress batch writers committed,
+        /// published after their commit, consumed by the incentive processors (group
+        /// `incentive-processor`), which for one release also accept a lone
+        /// [`ActivityRecorded`] per message (what earlier writers published).
         pub const ACTIVITY_TOPIC: &str = "activity";
 
         /// Bus topic of [`QueuedEntry`] items: published by SubmitProgress and LogActivity,

@@ -1,13 +1,16 @@
 //! Recorded activity as the incentive service sees it: the `ewpm.progress.v1.ActivityRecorded`
-//! events the progress batch writers publish on the bus topic `activity`, parsed into
-//! [`Activity`], and turned into the [`IncentiveEvent`]s of the employer incentives they
-//! trigger ([`events_of`]). The incentive service keeps its own [`ActivityKind`] (the names it
-//! stores trigger kinds under) over the shared `ewpm.activity.v1.ActivityKind` contract, so
-//! it depends on no other service's crate.
+//! events the progress batch writers publish on the bus topic `activity` (one
+//! `ActivityBatch` message per written batch, [`decode_message`]), parsed into [`Activity`],
+//! and turned into the [`IncentiveEvent`]s of the employer incentives they trigger
+//! ([`events_of`]). The incentive service keeps its own [`ActivityKind`] (the names it stores
+//! trigger kinds under) over the shared `ewpm.activity.v1.ActivityKind` contract, so it
+//! depends on no other service's crate.
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use ewpm_kit::timestamp;
-use ewpm_proto::progress::v1::ActivityRecorded;
+use ewpm_proto::progress::v1::{ActivityBatch, ActivityRecorded};
+use prost::Message as _;
 use uuid::Uuid;
 
 use crate::domain::{EmployerIncentive, IncentiveEvent};
@@ -50,6 +53,53 @@ impl TryFrom<ActivityRecorded> for Activity {
         let employer_id = (!employer_id.is_empty()).then_some(employer_id);
         Ok(Self { id, kind, user_id, employer_id, occurred_at })
     }
+}
+
+/// What one message of the bus topic `activity` holds.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Its activities, in order.
+    pub activities: Vec<Activity>,
+    /// Why each of its events that cannot count was dropped (an `ActivityRecorded` without
+    /// id, kind, time or user: a writer's bug, as redelivery would not change it).
+    pub dropped: Vec<anyhow::Error>,
+}
+
+/// The activities of one message of the bus topic `activity`: an `ActivityBatch` (what the
+/// progress writers publish, one per written batch) or, for one release, a lone
+/// `ActivityRecorded` (what writers of the previous release published, one per activity,
+/// possibly still queued when the new processors start).
+///
+/// The two are told apart by field 16 (`ActivityBatch.activities`), not by which decode
+/// happens to succeed: both messages' field 1 is length-delimited (a batch's first
+/// `ActivityRecorded` vs. an `ActivityRecorded`'s `activity_id`), so either payload can decode
+/// as the other. `ActivityBatch` reserves `ActivityRecorded`'s field numbers 1 to 15, so a lone
+/// event decodes as a batch with no activities (its fields are skipped as unknown) and a batch
+/// is never published empty: no activities means a lone `ActivityRecorded`.
+///
+/// An error means the message can never count (not protobuf, or nothing in it valid). Invalid
+/// events inside an otherwise valid batch are dropped one by one ([`Decoded::dropped`]); the
+/// rest of the batch still counts.
+pub fn decode_message(payload: &[u8]) -> anyhow::Result<Decoded> {
+    let batch = ActivityBatch::decode(payload)
+        .context("neither an ActivityBatch nor an ActivityRecorded")?;
+    if batch.activities.is_empty() {
+        let event = ActivityRecorded::decode(payload).context("not an ActivityRecorded")?;
+        return Ok(Decoded { activities: vec![Activity::try_from(event)?], dropped: Vec::new() });
+    }
+    let mut decoded = Decoded::default();
+    for event in batch.activities {
+        match Activity::try_from(event) {
+            Ok(a) => decoded.activities.push(a),
+            Err(err) => decoded.dropped.push(err),
+        }
+    }
+    if decoded.activities.is_empty() {
+        let n = decoded.dropped.len();
+        let first = decoded.dropped.swap_remove(0);
+        return Err(first.context(format!("none of the batch's {n} activities is valid")));
+    }
+    Ok(decoded)
 }
 
 /// The incentive events of `activity` among its employer's `links`: one per link it counts
@@ -115,6 +165,72 @@ mod tests {
         );
         let none = ActivityRecorded { employer_id: String::new(), ..recorded() };
         assert_eq!(Activity::try_from(none).unwrap().employer_id, None);
+    }
+
+    fn batch_of(events: Vec<ActivityRecorded>) -> Vec<u8> {
+        ActivityBatch { activities: events }.encode_to_vec()
+    }
+
+    fn ids(decoded: &Decoded) -> Vec<String> {
+        decoded.activities.iter().map(|a| a.id.to_string()).collect()
+    }
+
+    #[test]
+    fn a_batch_decodes_to_its_activities_in_order_even_a_batch_of_one() {
+        let second = ActivityRecorded {
+            activity_id: "0194d3c2-0000-7000-8000-000000000002".into(),
+            ..recorded()
+        };
+        let decoded = decode_message(&batch_of(vec![recorded(), second])).unwrap();
+        assert_eq!(
+            ids(&decoded),
+            ["0194d3c2-0000-7000-8000-000000000001", "0194d3c2-0000-7000-8000-000000000002"]
+        );
+        assert!(decoded.dropped.is_empty());
+        let one = decode_message(&batch_of(vec![recorded()])).unwrap();
+        assert_eq!(one.activities, vec![Activity::try_from(recorded()).unwrap()]);
+    }
+
+    #[test]
+    fn a_lone_activity_recorded_of_an_older_writer_decodes_to_its_one_activity() {
+        // Whatever its id looks like (its first bytes would read as fields of a batch), and
+        // whichever optional fields it carries.
+        for id in [
+            "0194d3c2-0000-7000-8000-000000000001",
+            "2a94d3c2-0000-4000-8000-000000000001",
+            "ffffffff-ffff-4fff-bfff-ffffffffffff",
+        ] {
+            for (employer, value) in [("acme", Some(4.0)), ("", None)] {
+                let event = ActivityRecorded {
+                    activity_id: id.into(),
+                    employer_id: employer.into(),
+                    value,
+                    ..recorded()
+                };
+                let payload = event.encode_to_vec();
+                // What the discrimination rests on: a lone event is a batch of nothing.
+                assert_eq!(ActivityBatch::decode(payload.as_slice()).unwrap().activities, vec![]);
+                let decoded = decode_message(&payload).unwrap();
+                assert_eq!(decoded.activities, vec![Activity::try_from(event).unwrap()]);
+                assert!(decoded.dropped.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_event_of_a_batch_is_dropped_alone_and_a_batch_of_nothing_valid_is_rejected() {
+        let bad = ActivityRecorded { user_id: String::new(), ..recorded() };
+        let decoded = decode_message(&batch_of(vec![bad.clone(), recorded()])).unwrap();
+        assert_eq!(ids(&decoded), ["0194d3c2-0000-7000-8000-000000000001"]);
+        assert_eq!(decoded.dropped.len(), 1);
+        let err = decode_message(&batch_of(vec![bad.clone(), bad])).unwrap_err();
+        assert!(format!("{err:#}").contains("none of the batch's 2 activities"), "{err:#}");
+        // Not protobuf; an empty payload (an empty batch, or an empty event); a lone event
+        // that does not parse.
+        assert!(decode_message(b"garbage").is_err());
+        assert!(decode_message(&[]).is_err());
+        let lone = ActivityRecorded { kind: 0, ..recorded() }.encode_to_vec();
+        assert!(decode_message(&lone).is_err());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! link's rule → its stacked actions → awards, exactly once.
 //!
 //! A [`ewpm_kit::consumer::Handler`]: any number of processors (tasks and processes) consume
-//! the `activity` topic (published by the progress batch writers) as one group,
-//! `incentive-processor`. For a batch, each activity's employer's active links are read from
-//! this service's own tables (cached; an announced link change empties the cache) and every
-//! (activity, link) it counts towards becomes an [`IncentiveEvent`]
-//! ([`crate::activity::events_of`]). Then one transaction per batch:
+//! the `activity` topic (published by the progress batch writers, one `ActivityBatch` message
+//! per written batch; see [`crate::activity::decode_message`]) as one group,
+//! `incentive-processor`. For a batch of messages, each activity's employer's active links are
+//! read from this service's own tables (cached; an announced link change empties the cache)
+//! and every (activity, link) it counts towards becomes an [`IncentiveEvent`]
+//! ([`crate::activity::events_of`]); activity of users without an employer stops there, with
+//! no SQL. Then one transaction per [`MAX_EVENTS_PER_TRANSACTION`] events at most:
 //!
 //! 1. the streaks the batch touches are locked (created empty when new) in sorted key order,
 //!    so processors working on the same users wait for each other instead of racing, and
@@ -21,20 +23,23 @@
 //! Events for links that are unknown, inactive, outside their active window, or whose kind
 //! no longer triggers the incentive are dropped (counted in
 //! `ewpm_incentive_events_skipped_total`).
+//!
+//! A redelivered message (a batch the writer published again, or one this group received and
+//! did not acknowledge) brings the same activities with the same ids, so the same events:
+//! each of them records a day already recorded or meets an award already in the ledger, and
+//! counts nothing twice, whichever activities of the batch had been applied.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use ewpm_kit::{cache::TtlCache, clock::SharedClock, consumer::Handler};
-use ewpm_proto::progress::v1::ActivityRecorded;
-use prost::Message as _;
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
 use crate::{
     actions::{Fired, run_stacks},
-    activity::{Activity, events_of},
+    activity::{Activity, decode_message, events_of},
     domain::{EmployerIncentive, IncentiveEvent, Rule, day_number, day_of_number},
     notices::IncentiveNotices,
     store::{IncentiveStore, StreakKey},
@@ -50,6 +55,12 @@ pub struct Links {
 
 /// Links read per page when loading an employer's active links.
 const EMPLOYER_PAGE: u64 = 500;
+
+/// Incentive events one transaction applies at most. A consumer batch is `batch_size`
+/// messages, each a writer's whole batch of activities, so its events are applied in
+/// transactions of this size (short enough not to hold the embedded database's one writer
+/// lock for long); the messages are acknowledged after the last.
+pub const MAX_EVENTS_PER_TRANSACTION: usize = 2000;
 
 impl Links {
     /// Reads links from `store`, caching each for `ttl`; any announced link change empties
@@ -161,7 +172,10 @@ impl Processor {
     }
 
     /// The incentive events of `activities`: each against its employer's active links.
-    pub async fn events(&self, activities: &[Activity]) -> anyhow::Result<Vec<IncentiveEvent>> {
+    pub async fn events<'a>(
+        &self,
+        activities: impl IntoIterator<Item = &'a Activity>,
+    ) -> anyhow::Result<Vec<IncentiveEvent>> {
         let mut events = Vec::new();
         let mut links: HashMap<&str, Arc<Vec<Arc<EmployerIncentive>>>> = HashMap::new();
         for a in activities {
@@ -273,20 +287,32 @@ impl Processor {
 
 #[async_trait]
 impl Handler for Processor {
-    type Item = Activity;
+    /// The activities of one message.
+    type Item = Vec<Activity>;
 
-    /// An `ActivityRecorded`; one that does not parse is logged and acknowledged by the
-    /// consumer (it can never count).
-    fn decode(&self, payload: &[u8]) -> anyhow::Result<Activity> {
-        let event = ActivityRecorded::decode(payload).context("not an ActivityRecorded")?;
-        Activity::try_from(event)
+    /// An `ActivityBatch` (or, from writers of the previous release, a lone
+    /// `ActivityRecorded`); one that does not parse is logged and acknowledged by the consumer
+    /// (it can never count), and so is an invalid event inside a batch, alone.
+    fn decode(&self, payload: &[u8]) -> anyhow::Result<Vec<Activity>> {
+        let decoded = decode_message(payload)?;
+        for err in &decoded.dropped {
+            tracing::error!(error = format!("{err:#}"), "dropping an invalid activity of a batch");
+        }
+        if !decoded.dropped.is_empty() {
+            metrics::counter!("ewpm_incentive_activities_dropped_total")
+                .increment(decoded.dropped.len() as u64);
+        }
+        Ok(decoded.activities)
     }
 
-    async fn handle(&self, activities: &[Activity]) -> anyhow::Result<()> {
+    async fn handle(&self, messages: &[Vec<Activity>]) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let events = self.events(activities).await?;
-        self.process(&events).await?;
-        metrics::counter!("ewpm_incentive_activities_total").increment(activities.len() as u64);
+        let events = self.events(messages.iter().flatten()).await?;
+        for chunk in events.chunks(MAX_EVENTS_PER_TRANSACTION) {
+            self.process(chunk).await?;
+        }
+        let activities: usize = messages.iter().map(Vec::len).sum();
+        metrics::counter!("ewpm_incentive_activities_total").increment(activities as u64);
         metrics::histogram!("ewpm_incentive_batch_events").record(events.len() as f64);
         metrics::histogram!("ewpm_incentive_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())

@@ -1,6 +1,7 @@
 //! The incentive service over real gRPC and real processors consuming recorded activity
-//! (`ActivityRecorded` on the bus topic `activity`, as the progress writers publish it), on
-//! SQLite + the in-process bus and notices and on PostgreSQL + Redis: one suite, two backends.
+//! (`ActivityBatch` messages on the bus topic `activity`, as the progress writers publish them,
+//! and lone `ActivityRecorded` messages, as writers of the previous release did), on SQLite +
+//! the in-process bus and notices and on PostgreSQL + Redis: one suite, two backends.
 
 use ewpm_incentive::settings::IncentiveSettings;
 use std::{sync::Arc, time::Duration};
@@ -26,7 +27,7 @@ use ewpm_kit::{
 use ewpm_proto::{
     activity::v1::ActivityKind as PbKind,
     incentive::v1::{self as pb, incentive_service_client::IncentiveServiceClient},
-    progress::v1::{ACTIVITY_TOPIC, ActivityRecorded},
+    progress::v1::{ACTIVITY_TOPIC, ActivityBatch, ActivityRecorded},
 };
 use ewpm_testkit::{
     Spawned, TestDb, bearer, key_prefix, reason, request as req, servers, spawn_grpc, violations,
@@ -160,8 +161,8 @@ fn activity(user: &str, kind: ActivityKind, at: DateTime<Utc>) -> Activity {
     }
 }
 
-/// `a` as the progress writer publishes it.
-fn recorded(a: &Activity) -> Vec<u8> {
+/// `a`'s event, as the progress writer makes it.
+fn event(a: &Activity) -> ActivityRecorded {
     ActivityRecorded {
         activity_id: a.id.to_string(),
         user_id: a.user_id.clone(),
@@ -170,7 +171,16 @@ fn recorded(a: &Activity) -> Vec<u8> {
         value: None,
         occurred_at: Some(to_proto(a.occurred_at)),
     }
-    .encode_to_vec()
+}
+
+/// `a` alone, as writers of the previous release published it (one message per activity).
+fn recorded(a: &Activity) -> Vec<u8> {
+    event(a).encode_to_vec()
+}
+
+/// `activities` as the progress writer publishes a written batch: one message.
+fn batch(activities: &[Activity]) -> Vec<u8> {
+    ActivityBatch { activities: activities.iter().map(event).collect() }.encode_to_vec()
 }
 
 impl Harness {
@@ -251,16 +261,15 @@ impl Harness {
         Ok(r.into_inner().awards)
     }
 
-    /// Publishes `activities` on the `activity` topic and waits until the processors have
-    /// acknowledged everything queued.
+    /// Publishes `activities` on the `activity` topic as one writer batch and waits until the
+    /// processors have acknowledged everything queued.
     async fn process(&self, activities: &[Activity]) {
-        self.publish(activities).await;
+        self.publish(&[batch(activities)]).await;
         self.drained().await;
     }
 
-    async fn publish(&self, activities: &[Activity]) {
-        let payloads: Vec<Vec<u8>> = activities.iter().map(recorded).collect();
-        self.bus.publish(ACTIVITY_TOPIC, &payloads).await.unwrap();
+    async fn publish(&self, payloads: &[Vec<u8>]) {
+        self.bus.publish(ACTIVITY_TOPIC, payloads).await.unwrap();
     }
 
     /// The incentive events of `activities` against acme's links as the cache knows them.
@@ -364,7 +373,7 @@ async fn redelivered_and_duplicated_events_award_nothing_more(mut h: Harness) {
 async fn parallel_processors_award_every_user_exactly_once(backend: Backend) {
     let mut h = harness_with(backend, 4).await;
     h.note_incentives().await;
-    // 60 users, each logging five days and a birth, each event twice, all at once: four
+    // 60 users, each logging five days and a birth, each activity twice, all at once: four
     // processors race over the same streaks, and days reach a streak in any order (five days
     // in any order fire once, on the last of them).
     let mut all = Vec::new();
@@ -375,8 +384,9 @@ async fn parallel_processors_award_every_user_exactly_once(backend: Backend) {
         }
         all.push(activity(&user, ActivityKind::Birth, berlin(12, 7)));
     }
-    let mut raw: Vec<Vec<u8>> = all.iter().map(recorded).collect();
-    raw.extend(raw.clone());
+    // Once in writer batches of 7, once one by one as an older writer published them.
+    let mut raw: Vec<Vec<u8>> = all.chunks(7).map(batch).collect();
+    raw.extend(all.iter().map(recorded));
     for chunk in raw.chunks(37) {
         h.bus.publish(ACTIVITY_TOPIC, chunk).await.unwrap();
     }
@@ -396,6 +406,89 @@ async fn parallel_processors_award_every_user_exactly_once(backend: Backend) {
     }
     expected.sort();
     assert_eq!(awards, expected);
+}
+
+async fn a_redelivered_batch_counts_each_of_its_activities_once(mut h: Harness) {
+    h.note_incentives().await;
+    // Three of alice's days in one batch, delivered three times (a writer that died after
+    // publishing, twice): three days, not nine, so no 5-day streak yet.
+    let first: Vec<Activity> =
+        (10..=12).map(|d| activity("alice", ActivityKind::Mood, berlin(d, 9))).collect();
+    for _ in 0..3 {
+        h.process(&first).await;
+    }
+    assert_eq!(h.awards_of("alice", &alice()).await.unwrap(), Vec::new());
+    // Her next two days and bob's birth in the next batch, delivered twice, one copy in the
+    // same message as another copy of the first batch.
+    let second = [
+        activity("alice", ActivityKind::Mood, berlin(13, 9)),
+        activity("alice", ActivityKind::Mood, berlin(14, 9)),
+        activity("bob", ActivityKind::Birth, berlin(14, 10)),
+    ];
+    h.process(&second).await;
+    h.publish(&[batch(&first), batch(&second)]).await;
+    h.drained().await;
+    let awards = h.stop().await.all_awards().await.unwrap();
+    assert_eq!(
+        summary(&awards),
+        vec![
+            (
+                "alice".into(),
+                "data-logged-5-sequential-days".into(),
+                "2026-11-14".into(),
+                "once".into()
+            ),
+            ("bob".into(), "user-birth".into(), "2026-11-14".into(), "once".into()),
+        ]
+    );
+    // Each award names the activity that completed it, from inside its batch.
+    let by_user = |u: &str| awards.iter().find(|a| a.user_id == u).unwrap().activity_id;
+    assert_eq!((by_user("alice"), by_user("bob")), (second[1].id, second[2].id));
+}
+
+async fn a_batch_of_more_events_than_one_transaction_takes_counts_every_activity_once(
+    mut h: Harness,
+) {
+    h.note_incentives().await;
+    let n = ewpm_incentive::processor::MAX_EVENTS_PER_TRANSACTION + 150;
+    let births: Vec<Activity> =
+        (0..n).map(|u| activity(&format!("u{u:05}"), ActivityKind::Birth, now())).collect();
+    // One message, and the same message again.
+    h.process(&births).await;
+    h.process(&births).await;
+    let awards = h.stop().await.all_awards().await.unwrap();
+    let mut users: Vec<&str> = awards.iter().map(|a| a.user_id.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!((awards.len(), users.len()), (n, n));
+}
+
+async fn lone_events_of_an_older_writer_and_batches_with_an_invalid_event_still_count(
+    mut h: Harness,
+) {
+    h.note_incentives().await;
+    // What a writer of the previous release left queued: one ActivityRecorded per message.
+    let carol = activity("carol", ActivityKind::Birth, berlin(12, 10));
+    // A batch of this release with one event that can never count (no user): the rest of
+    // the batch counts.
+    let dave = activity("dave", ActivityKind::Birth, berlin(13, 10));
+    let broken = ActivityBatch {
+        activities: vec![ActivityRecorded { user_id: String::new(), ..event(&dave) }, event(&dave)],
+    }
+    .encode_to_vec();
+    // And messages that are neither: dropped, without blocking what follows.
+    let empty = ActivityBatch::default().encode_to_vec();
+    let eve = activity("eve", ActivityKind::Birth, berlin(14, 10));
+    h.publish(&[recorded(&carol), broken, b"garbage".to_vec(), empty, batch(&[eve])]).await;
+    h.drained().await;
+    assert_eq!(
+        summary(&h.stop().await.all_awards().await.unwrap()),
+        vec![
+            ("carol".into(), "user-birth".into(), "2026-11-12".into(), "once".into()),
+            ("dave".into(), "user-birth".into(), "2026-11-13".into(), "once".into()),
+            ("eve".into(), "user-birth".into(), "2026-11-14".into(), "once".into()),
+        ]
+    );
 }
 
 async fn a_weekly_incentive_awards_once_per_iso_week(mut h: Harness) {
@@ -665,6 +758,9 @@ macro_rules! suite {
             suite!(@tests $which;
                 the_notes_two_events_award_exactly_as_a_user_expects,
                 redelivered_and_duplicated_events_award_nothing_more,
+                a_redelivered_batch_counts_each_of_its_activities_once,
+                a_batch_of_more_events_than_one_transaction_takes_counts_every_activity_once,
+                lone_events_of_an_older_writer_and_batches_with_an_invalid_event_still_count,
                 a_weekly_incentive_awards_once_per_iso_week,
                 the_catalog_is_for_admins_and_links_for_their_own_employer,
                 awards_are_for_the_user_their_employer_admins_and_admins,

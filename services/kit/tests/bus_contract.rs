@@ -165,6 +165,52 @@ async fn a_consumer_idling_on_an_empty_topic_does_not_stall_another(
     idle.abort();
 }
 
+async fn consumers_of_one_group_racing_on_publishes_receive_every_message_once(
+    bus: Arc<dyn Bus>,
+    topic: String,
+) {
+    bus.ensure_group(&topic, "g").await.unwrap();
+    bus.ensure_group(&topic, "other").await.unwrap();
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (bus, topic) = (bus.clone(), topic.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < 200 {
+                    let batch = bus
+                        .receive(&topic, "g", &format!("c{c}"), 7, Duration::from_secs(2))
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    got.extend(bodies(&batch));
+                }
+                got
+            })
+        })
+        .collect();
+    // Forty publishes, each waking every consumer; most wake-ups find nothing left.
+    for i in 0..40 {
+        bus.publish(&topic, &payloads(i * 5..i * 5 + 5)).await.unwrap();
+        if i % 8 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(c.await.unwrap());
+    }
+    all.sort();
+    let mut expected: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    // Another group still has every message, and this one nothing more.
+    let other = bus.receive(&topic, "other", "o", 500, NO_WAIT).await.unwrap();
+    assert_eq!(other.len(), 200);
+    assert_eq!(bus.receive(&topic, "g", "c0", 500, NO_WAIT).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -179,6 +225,7 @@ macro_rules! contract {
                 a_receive_with_no_wait_returns_at_once_when_empty,
                 the_backlog_counts_undelivered_and_pending_messages,
                 a_consumer_idling_on_an_empty_topic_does_not_stall_another,
+                consumers_of_one_group_racing_on_publishes_receive_every_message_once,
             );
         }
     };

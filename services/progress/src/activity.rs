@@ -1,7 +1,8 @@
 //! Recorded activity: what a user did ([`ActivityKind`]), and the [`Activity`] the batch
-//! writer publishes on the bus topic `activity` (as an `ewpm.progress.v1.ActivityRecorded`)
-//! once it is committed. Consumers (the incentive service) see each activity at least once
-//! and make its id part of every effect's identity.
+//! writer publishes on the bus topic `activity` (as an `ewpm.progress.v1.ActivityRecorded`,
+//! inside the one `ActivityBatch` message of its written batch) once it is committed.
+//! Consumers (the incentive service) see each activity at least once and make its id part of
+//! every effect's identity.
 
 use chrono::{DateTime, Utc};
 use ewpm_kit::timestamp;
@@ -28,7 +29,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// The event published on the bus topic `activity`.
+    /// The event published on the bus topic `activity` (inside its batch's `ActivityBatch`).
     pub fn to_event(&self) -> ActivityRecorded {
         let Self { id, kind, user_id, employer_id, value, occurred_at } = self;
         ActivityRecorded {

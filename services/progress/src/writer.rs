@@ -4,10 +4,11 @@
 //! the oldest has waited `flush_interval`). One transaction per batch writes its progress
 //! entries and logged activities; rows already written (a batch redelivered after a crash)
 //! insert nothing. Only after the commit are the batch's score deltas published and its
-//! activities published on the `activity` topic (an `ActivityRecorded` each, consumed by the
-//! incentive service), and only after that is it acknowledged, so a crash at any point leads to
-//! redelivery, never to loss, and redelivery changes nothing (an entry's id is its primary key
-//! and its delta's event id; an activity's id is part of every incentive effect's identity).
+//! activities published on the `activity` topic (one `ActivityBatch` message per written batch,
+//! an `ActivityRecorded` per activity inside it, consumed by the incentive service), and only
+//! after that is it acknowledged, so a crash at any point leads to redelivery, never to loss,
+//! and redelivery changes nothing (an entry's id is its primary key and its delta's event id;
+//! an activity's id is part of every incentive effect's identity).
 //! The writer calls no other service: an incentive outage only grows the `activity` backlog.
 //!
 //! Poison: a batch whose SQL write failed [`Writer::split_after_failures`] times in a row
@@ -27,7 +28,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
 use ewpm_kit::{bus::Bus, consumer::Handler};
-use ewpm_proto::{leaderboard::v1::ScoreDelta, progress::v1::ACTIVITY_TOPIC};
+use ewpm_proto::{
+    leaderboard::v1::ScoreDelta,
+    progress::v1::{ACTIVITY_TOPIC, ActivityBatch},
+};
 use prost::Message as _;
 use uuid::Uuid;
 
@@ -207,11 +211,17 @@ impl Handler for Writer {
             self.bus.publish(SCORE_DELTAS_TOPIC, &deltas).await?;
         }
         // Every written activity is published, new or not, for the same reason as deltas;
-        // the incentive processors count an (activity, link) pair once.
-        let activities: Vec<Vec<u8>> =
-            written.iter().map(|q| q.activity().to_event().encode_to_vec()).collect();
-        if !activities.is_empty() {
-            self.bus.publish(ACTIVITY_TOPIC, &activities).await.context("publish activity")?;
+        // the incentive processors count an (activity, link) pair once. One bus message for
+        // the whole batch: the topic's cost (a row to insert, deliver and acknowledge on the
+        // embedded bus, a stream entry on Redis) is paid per batch, not per activity.
+        if !written.is_empty() {
+            let batch = ActivityBatch {
+                activities: written.iter().map(|q| q.activity().to_event()).collect(),
+            };
+            self.bus
+                .publish(ACTIVITY_TOPIC, &[batch.encode_to_vec()])
+                .await
+                .context("publish activity")?;
         }
         metrics::histogram!("ewpm_progress_batch_entries").record(batch.len() as f64);
         metrics::histogram!("ewpm_progress_flush_seconds").record(started.elapsed().as_secs_f64());

@@ -26,7 +26,7 @@ use ewpm_proto::{
     challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
     leaderboard::v1::ScoreDelta,
     progress::v1::{
-        self as pb, ACTIVITY_TOPIC, ActivityRecorded,
+        self as pb, ACTIVITY_TOPIC, ActivityBatch, ActivityRecorded,
         progress_service_client::ProgressServiceClient,
     },
 };
@@ -60,8 +60,7 @@ struct Harness {
 }
 
 /// The activity an `ActivityRecorded` from the bus describes.
-fn activity_of(payload: &[u8]) -> Activity {
-    let e = ActivityRecorded::decode(payload).unwrap();
+fn activity_of(e: ActivityRecorded) -> Activity {
     Activity {
         id: e.activity_id.parse().unwrap(),
         kind: ActivityKind::from_proto(e.kind).unwrap(),
@@ -70,6 +69,13 @@ fn activity_of(payload: &[u8]) -> Activity {
         value: e.value,
         occurred_at: timestamp::from_proto(&e.occurred_at.unwrap()).unwrap(),
     }
+}
+
+/// The activities of a message of the `activity` topic: an `ActivityBatch`, never empty.
+fn activities_of(payload: &[u8]) -> Vec<Activity> {
+    let batch = ActivityBatch::decode(payload).unwrap();
+    assert!(!batch.activities.is_empty(), "a writer published an empty batch");
+    batch.activities.into_iter().map(activity_of).collect()
 }
 
 fn now() -> DateTime<Utc> {
@@ -542,7 +548,7 @@ impl Harness {
             .await
             .unwrap();
         let mut seen = self.seen.lock().unwrap();
-        seen.extend(got.iter().map(|m| activity_of(&m.payload)));
+        seen.extend(got.iter().flat_map(|m| activities_of(&m.payload)));
         seen.clone()
     }
 
@@ -586,6 +592,54 @@ async fn a_logged_activity_reaches_the_activity_log_and_the_activity_topic(mut h
     );
     // Logged activity moves no leaderboard.
     assert_eq!(h.deltas().await, Vec::<ScoreDelta>::new());
+}
+
+async fn a_written_batch_is_published_as_one_message_of_its_activities_in_order(mut h: Harness) {
+    let challenge = h.challenge("").await;
+    // Queued while no writer runs, so that one writer batch takes them all. (A stopped
+    // writer's read may still be blocked in Redis for up to a second, and would take an
+    // entry that the next writer only reclaims later, in a batch of its own: let it expire.)
+    h.stop_writer().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut ids = Vec::new();
+    for value in [1.0, 2.0] {
+        ids.push(h.submit(&challenge, value, "", &alice()).await.unwrap().entry_id);
+    }
+    ids.push(
+        h.log(apb::ActivityKind::Mood, Some(3.0), "", "", &alice()).await.unwrap().activity_id,
+    );
+    ids.push(h.submit(&challenge, 4.0, "", &alice()).await.unwrap().entry_id);
+    h.start_writer(3);
+    h.written(3).await;
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        messages.extend(
+            h.bus
+                .receive(ACTIVITY_TOPIC, "test-activity", "t", 100, Duration::from_millis(100))
+                .await
+                .unwrap(),
+        );
+        if !messages.is_empty() {
+            break;
+        }
+    }
+    h.stop_writer().await;
+    // Nothing else follows.
+    messages.extend(
+        h.bus.receive(ACTIVITY_TOPIC, "test-activity", "t", 100, Duration::ZERO).await.unwrap(),
+    );
+    assert_eq!(messages.len(), 1, "one message for the written batch");
+    let activities = activities_of(&messages[0].payload);
+    assert_eq!(activities.iter().map(|a| a.id.to_string()).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        activities.iter().map(|a| (a.kind, a.value)).collect::<Vec<_>>(),
+        vec![
+            (ActivityKind::ChallengeProgress, Some(1.0)),
+            (ActivityKind::ChallengeProgress, Some(2.0)),
+            (ActivityKind::Mood, Some(3.0)),
+            (ActivityKind::ChallengeProgress, Some(4.0)),
+        ]
+    );
 }
 
 async fn bad_activity_logs_get_field_errors_and_retries_get_the_first_answer(mut h: Harness) {
@@ -1050,6 +1104,7 @@ macro_rules! suite {
                 a_redelivered_entry_is_written_once_and_its_delta_repeats_the_event_id,
                 challenge_totals_are_for_admins_and_sum_each_user,
                 a_logged_activity_reaches_the_activity_log_and_the_activity_topic,
+                a_written_batch_is_published_as_one_message_of_its_activities_in_order,
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
                 an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written,
                 a_batch_larger_than_one_statement_may_bind_is_written_in_chunks,

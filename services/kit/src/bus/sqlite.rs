@@ -7,7 +7,15 @@
 //! retries). Publishes are group-committed: concurrent publishers hand their messages to one
 //! committer task, which writes whatever has gathered in one transaction and then answers
 //! each of them. Blocked receivers of this process wake on publish; the file is not meant to
-//! be shared with another process.
+//! be shared with another process, nor opened twice at once.
+//!
+//! Since this process alone appends to the file, it knows each topic's last sequence number
+//! and how far each group has received without asking SQLite: a receive with nothing new to
+//! deliver (a woken consumer that another consumer of its group beat to the messages, a
+//! consumer polling an idle topic) costs no statement, and receives of one group take turns,
+//! so the one that lost the race finds that out in memory. Every statement is a round trip to
+//! the connection's worker thread, and those hand-offs, not SQLite's work, were most of the
+//! bus's cost.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -38,11 +46,21 @@ enum PublishResult {
     Existing(Vec<u8>),
 }
 
+/// See [`SqliteBus::received`].
+type Received = tokio::sync::Mutex<Option<i64>>;
+
 /// The durable embedded bus.
 pub struct SqliteBus {
     db: DatabaseConnection,
     publishes: mpsc::Sender<Publish>,
     notify: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+    /// Each topic's last sequence number as committed (by this process: see the module doc);
+    /// a topic absent has none. Raised before publishers are answered and receivers woken.
+    last_seq: std::sync::Mutex<HashMap<String, i64>>,
+    /// Per (topic, group), a sequence number through which the group has received every
+    /// message (it only grows; `None` until a receive read the group from the file); its lock
+    /// is held across a receive, so a group's receives take turns.
+    received: std::sync::Mutex<HashMap<(String, String), Arc<Received>>>,
 }
 
 const SCHEMA: &str = "
@@ -103,10 +121,48 @@ impl SqliteBus {
         db.execute_unprepared("UPDATE bus_pending SET delivered_ms = 0")
             .await
             .context("release pending messages")?;
+        let mut last_seq = HashMap::new();
+        for r in db
+            .query_all_raw(stmt("SELECT topic, last_seq FROM bus_topics", Vec::new()))
+            .await
+            .context("read the topics")?
+        {
+            last_seq.insert(r.try_get::<String>("", "topic")?, r.try_get::<i64>("", "last_seq")?);
+        }
         let (tx, rx) = mpsc::channel(4096);
-        let bus = Arc::new(Self { db: db.clone(), publishes: tx, notify: Default::default() });
+        let bus = Arc::new(Self {
+            db: db.clone(),
+            publishes: tx,
+            notify: Default::default(),
+            last_seq: std::sync::Mutex::new(last_seq),
+            received: Default::default(),
+        });
         tokio::spawn(committer(db, rx, Arc::downgrade(&bus)));
         Ok(bus)
+    }
+
+    /// The last sequence number committed on `topic` (0: none yet).
+    fn last_seq(&self, topic: &str) -> i64 {
+        self.last_seq.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied().unwrap_or(0)
+    }
+
+    /// Raises the topics' last sequence numbers to what was just committed.
+    fn committed(&self, topics: &HashMap<String, i64>) {
+        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, seq) in topics {
+            let known = last.entry(topic.clone()).or_insert(0);
+            *known = (*known).max(*seq);
+        }
+    }
+
+    /// How far `group` of `topic` has received, as known in memory.
+    fn received(&self, topic: &str, group: &str) -> Arc<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((topic.to_string(), group.to_string()))
+            .or_default()
+            .clone()
     }
 
     fn notify(&self, topic: &str) -> Arc<Notify> {
@@ -177,7 +233,12 @@ async fn committer(
         let result = commit(&db, &batch).await;
         let topics: Vec<String> = batch.iter().map(|p| p.topic.clone()).collect();
         match result {
-            Ok(results) => {
+            Ok((results, last_seqs)) => {
+                // Known before anyone hears of the messages: a receiver woken below, or
+                // answered publisher's consumer, must not find them missing.
+                if let Some(bus) = bus.upgrade() {
+                    bus.committed(&last_seqs);
+                }
                 for (p, r) in batch.into_iter().zip(results) {
                     p.reply.send(Ok(r)).ok();
                 }
@@ -200,7 +261,11 @@ async fn committer(
 /// Rows per multi-row INSERT (3 or 4 bound values each, well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 500;
 
-async fn commit(db: &DatabaseConnection, batch: &[Publish]) -> anyhow::Result<Vec<PublishResult>> {
+/// Writes `batch` in one transaction; its results, and each topic's last sequence number.
+async fn commit(
+    db: &DatabaseConnection,
+    batch: &[Publish],
+) -> anyhow::Result<(Vec<PublishResult>, HashMap<String, i64>)> {
     let tx = db.begin().await.context("begin publish")?;
     let now = now_ms();
     // Keys of `publish_once` already taken, one query per topic; a key taken twice within
@@ -253,6 +318,7 @@ async fn commit(db: &DatabaseConnection, batch: &[Publish]) -> anyhow::Result<Ve
     }
     // Reserve sequence numbers: one counter update per topic.
     let mut next_seq: HashMap<&str, i64> = HashMap::new();
+    let mut last_seqs: HashMap<String, i64> = HashMap::new();
     for (topic, n) in &counts {
         let row = tx
             .query_one_raw(stmt(
@@ -263,6 +329,7 @@ async fn commit(db: &DatabaseConnection, batch: &[Publish]) -> anyhow::Result<Ve
             .context("topic counter")?;
         let last: i64 = row.try_get("", "last_seq")?;
         next_seq.insert(topic, last - n + 1);
+        last_seqs.insert((*topic).to_string(), last);
     }
     let mut rows: Vec<(&str, i64, &[u8])> = Vec::new();
     for (p, result) in batch.iter().zip(results.iter_mut()) {
@@ -314,7 +381,11 @@ async fn commit(db: &DatabaseConnection, batch: &[Publish]) -> anyhow::Result<Ve
             .await?;
     }
     tx.commit().await.context("commit publish")?;
-    results.into_iter().map(|r| r.context("every publish decided")).collect()
+    let results = results
+        .into_iter()
+        .map(|r| r.context("every publish decided"))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((results, last_seqs))
 }
 
 #[async_trait]
@@ -365,7 +436,15 @@ impl Bus for SqliteBus {
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
         let notify = self.notify(topic);
+        let received = self.received(topic, group);
         wait_for_messages(&notify, block, || async {
+            let mut received = received.lock().await;
+            // Read after taking the turn: the group has received everything through
+            // `*received`; if nothing was committed after that, there is nothing to deliver.
+            let last = self.last_seq(topic);
+            if received.is_some_and(|through| through >= last) {
+                return Ok(Vec::new());
+            }
             let tx = self.db.begin().await.context("begin receive")?;
             let now = now_ms();
             // Deliver: the next `max` messages become pending for `consumer`, in one statement.
@@ -388,16 +467,16 @@ impl Bus for SqliteBus {
                 delivered.iter().map(|r| r.try_get::<i64>("", "seq")).collect::<Result<_, _>>()?;
             seqs.sort_unstable();
             let out = match (seqs.first(), seqs.last()) {
-                (Some(first), Some(last)) => {
+                (Some(first), Some(through)) => {
                     tx.execute_raw(stmt(
                         "UPDATE bus_groups SET next_seq = ? WHERE topic = ? AND grp = ?",
-                        vec![(last + 1).into(), topic.into(), group.into()],
+                        vec![(through + 1).into(), topic.into(), group.into()],
                     ))
                     .await?;
                     let rows = tx
                         .query_all_raw(stmt(
                             "SELECT seq, payload FROM bus_messages WHERE topic = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                            vec![topic.into(), (*first).into(), (*last).into()],
+                            vec![topic.into(), (*first).into(), (*through).into()],
                         ))
                         .await?;
                     rows.iter()
@@ -422,6 +501,11 @@ impl Bus for SqliteBus {
                 }
             };
             tx.commit().await.context("commit receive")?;
+            // Delivery is in order from the group's next message: everything through the
+            // last delivered one has been received; when nothing was, everything through
+            // `last` (committed before this read began) had been.
+            let through = seqs.last().copied().unwrap_or(last);
+            *received = Some(received.map_or(through, |known| known.max(through)));
             Ok(out)
         })
         .await
