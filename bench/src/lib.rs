@@ -134,6 +134,9 @@ impl Stack {
         let uri = format!("http://{}", listener.local_addr()?);
         settings.services = modules.iter().map(|m| (m.name().to_string(), uri.clone())).collect();
         settings.database_url = Some(database_url.to_string());
+        // The bench's few callers send far beyond one user's rate: no per-caller limit (as
+        // `bench --target` wants EWPM_LIMITS__RATE_PER_SEC=0).
+        settings.limits.rate_per_sec = 0;
         let stop = CancellationToken::new();
         let mut host = match stores {
             Stores::Embedded(dir) => {
