@@ -271,6 +271,20 @@ async fn the_sqlite_bus_keeps_queued_and_pending_messages_across_a_restart() {
     let ids: Vec<String> = rest.iter().chain(&reclaimed).map(|m| m.id.clone()).collect();
     bus.ack("t", "g", &ids).await.unwrap();
     assert_eq!(bus.backlog("t", "g").await.unwrap(), 0);
+    // Numbering goes on where it stopped, and what every group acknowledged is gone (a new
+    // group starts after it).
+    assert_eq!(bus.publish("t", &payloads(3..4)).await.unwrap(), ["4"]);
+    bus.ensure_group("t", "late").await.unwrap();
+    let late = bus.receive("t", "late", "l", 10, Duration::ZERO).await.unwrap();
+    assert_eq!((bodies(&late), late[0].id.as_str()), (vec!["m3".to_string()], "4"));
+    drop(bus);
+    // Once more, after a restart that follows only publishes.
+    let bus = SqliteBus::open(&path).await.unwrap();
+    assert_eq!(bus.publish("t", &payloads(4..6)).await.unwrap(), ["5", "6"]);
+    let got = bus.receive("t", "g", "next", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&got), ["m3", "m4", "m5"]);
+    // m3 (received by "late", not acknowledged), m4 and m5.
+    assert_eq!(bus.backlog("t", "late").await.unwrap(), 3);
 }
 
 /// Entries in the Redis stream of `topic` under `prefix`.

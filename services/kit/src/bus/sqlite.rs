@@ -9,13 +9,19 @@
 //! each of them. Blocked receivers of this process wake on publish; the file is not meant to
 //! be shared with another process, nor opened twice at once.
 //!
+//! Every statement is a round trip to the connection's worker thread, and under load those
+//! hand-offs, not SQLite's work, are most of the bus's cost (and the connection is the queue
+//! every publisher and consumer of the file waits in): the bus spends as few as it can.
 //! Since this process alone appends to the file, it knows each topic's last sequence number
 //! and how far each group has received without asking SQLite: a receive with nothing new to
 //! deliver (a woken consumer that another consumer of its group beat to the messages, a
 //! consumer polling an idle topic) costs no statement, and receives of one group take turns,
-//! so the one that lost the race finds that out in memory. Every statement is a round trip to
-//! the connection's worker thread, and those hand-offs, not SQLite's work, were most of the
-//! bus's cost.
+//! so the one that lost the race finds that out in memory. Sequence numbers are handed out
+//! in memory too, and triggers keep the counters in the file (`bus_topics.last_seq` follows
+//! the messages inserted, a group's `next_seq` the messages delivered to it), so each step is
+//! a single atomic statement: a gathering of plain publishes is one INSERT, a receive one
+//! INSERT … RETURNING and one SELECT of the payloads, an ack one DELETE. Acknowledged
+//! messages are trimmed at most once a second per topic (as on Redis).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -49,14 +55,23 @@ enum PublishResult {
 /// See [`SqliteBus::received`].
 type Received = tokio::sync::Mutex<Option<i64>>;
 
+/// See [`SqliteBus::last_seq`].
+type LastSeq = std::sync::Mutex<HashMap<String, i64>>;
+
+/// Acknowledged messages are deleted at most this often per topic.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// The durable embedded bus.
 pub struct SqliteBus {
     db: DatabaseConnection,
     publishes: mpsc::Sender<Publish>,
     notify: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
     /// Each topic's last sequence number as committed (by this process: see the module doc);
-    /// a topic absent has none. Raised before publishers are answered and receivers woken.
-    last_seq: std::sync::Mutex<HashMap<String, i64>>,
+    /// a topic absent has none. Raised by the committer, which hands the next ones out,
+    /// before publishers are answered and receivers woken.
+    last_seq: Arc<LastSeq>,
+    /// When each topic was last trimmed of what every group acknowledged.
+    trimmed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Per (topic, group), a sequence number through which the group has received every
     /// message (it only grows; `None` until a receive read the group from the file); its lock
     /// is held across a receive, so a group's receives take turns.
@@ -79,6 +94,14 @@ CREATE TABLE IF NOT EXISTS bus_once (
   topic TEXT NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL, expires_ms INTEGER NOT NULL,
   PRIMARY KEY (topic, key)
 ) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS bus_messages_last_seq AFTER INSERT ON bus_messages BEGIN
+  INSERT INTO bus_topics (topic, last_seq) VALUES (NEW.topic, NEW.seq)
+  ON CONFLICT (topic) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq);
+END;
+CREATE TRIGGER IF NOT EXISTS bus_pending_next_seq AFTER INSERT ON bus_pending BEGIN
+  UPDATE bus_groups SET next_seq = MAX(next_seq, NEW.seq + 1)
+  WHERE topic = NEW.topic AND grp = NEW.grp;
+END;
 ";
 
 fn now_ms() -> i64 {
@@ -121,37 +144,36 @@ impl SqliteBus {
         db.execute_unprepared("UPDATE bus_pending SET delivered_ms = 0")
             .await
             .context("release pending messages")?;
-        let mut last_seq = HashMap::new();
-        for r in db
-            .query_all_raw(stmt("SELECT topic, last_seq FROM bus_topics", Vec::new()))
-            .await
-            .context("read the topics")?
-        {
-            last_seq.insert(r.try_get::<String>("", "topic")?, r.try_get::<i64>("", "last_seq")?);
-        }
+        let last_seq = Arc::new(LastSeq::default());
+        read_last_seqs(&db, &last_seq).await?;
         let (tx, rx) = mpsc::channel(4096);
         let bus = Arc::new(Self {
             db: db.clone(),
             publishes: tx,
             notify: Default::default(),
-            last_seq: std::sync::Mutex::new(last_seq),
+            last_seq: last_seq.clone(),
+            trimmed: Default::default(),
             received: Default::default(),
         });
-        tokio::spawn(committer(db, rx, Arc::downgrade(&bus)));
+        tokio::spawn(committer(db, rx, last_seq, Arc::downgrade(&bus)));
         Ok(bus)
     }
 
     /// The last sequence number committed on `topic` (0: none yet).
     fn last_seq(&self, topic: &str) -> i64 {
-        self.last_seq.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied().unwrap_or(0)
+        last_seq_of(&self.last_seq, topic)
     }
 
-    /// Raises the topics' last sequence numbers to what was just committed.
-    fn committed(&self, topics: &HashMap<String, i64>) {
-        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, seq) in topics {
-            let known = last.entry(topic.clone()).or_insert(0);
-            *known = (*known).max(*seq);
+    /// Whether `topic` is due for trimming now (and then not again for [`TRIM_EVERY`]).
+    fn trim_due(&self, topic: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut trimmed = self.trimmed.lock().unwrap_or_else(|p| p.into_inner());
+        match trimmed.get(topic) {
+            Some(at) if now.duration_since(*at) < TRIM_EVERY => false,
+            _ => {
+                trimmed.insert(topic.to_string(), now);
+                true
+            }
         }
     }
 
@@ -217,9 +239,38 @@ impl SqliteBus {
 }
 
 /// Writes gathered publishes, one transaction per gathering, then answers and wakes.
+/// The last sequence number committed on `topic` (0: none yet).
+fn last_seq_of(last_seq: &LastSeq, topic: &str) -> i64 {
+    last_seq.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied().unwrap_or(0)
+}
+
+/// Raises the topics' last sequence numbers to `seqs`.
+fn raise_last_seqs(last_seq: &LastSeq, seqs: HashMap<String, i64>) {
+    let mut last = last_seq.lock().unwrap_or_else(|p| p.into_inner());
+    for (topic, seq) in seqs {
+        let known = last.entry(topic).or_insert(0);
+        *known = (*known).max(seq);
+    }
+}
+
+/// Reads every topic's last sequence number from the file into `last_seq`.
+async fn read_last_seqs(db: &DatabaseConnection, last_seq: &LastSeq) -> anyhow::Result<()> {
+    let mut seqs = HashMap::new();
+    for r in db
+        .query_all_raw(stmt("SELECT topic, last_seq FROM bus_topics", Vec::new()))
+        .await
+        .context("read the topics")?
+    {
+        seqs.insert(r.try_get::<String>("", "topic")?, r.try_get::<i64>("", "last_seq")?);
+    }
+    raise_last_seqs(last_seq, seqs);
+    Ok(())
+}
+
 async fn committer(
     db: DatabaseConnection,
     mut rx: mpsc::Receiver<Publish>,
+    last_seq: Arc<LastSeq>,
     bus: std::sync::Weak<SqliteBus>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -230,20 +281,23 @@ async fn committer(
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &batch).await;
+        let result = commit(&db, &batch, &last_seq).await;
         let topics: Vec<String> = batch.iter().map(|p| p.topic.clone()).collect();
         match result {
             Ok((results, last_seqs)) => {
                 // Known before anyone hears of the messages: a receiver woken below, or
                 // answered publisher's consumer, must not find them missing.
-                if let Some(bus) = bus.upgrade() {
-                    bus.committed(&last_seqs);
-                }
+                raise_last_seqs(&last_seq, last_seqs);
                 for (p, r) in batch.into_iter().zip(results) {
                     p.reply.send(Ok(r)).ok();
                 }
             }
             Err(err) => {
+                // The file is the truth about the counters (should anything but this
+                // committer have appended, the next gathering must not reuse a number).
+                if let Err(e) = read_last_seqs(&db, &last_seq).await {
+                    tracing::warn!(error = format!("{e:#}"), "re-reading the bus counters failed");
+                }
                 let message = format!("{err:#}");
                 for p in batch {
                     p.reply.send(Err(anyhow::anyhow!("publish: {message}"))).ok();
@@ -261,11 +315,46 @@ async fn committer(
 /// Rows per multi-row INSERT (3 or 4 bound values each, well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 500;
 
-/// Writes `batch` in one transaction; its results, and each topic's last sequence number.
+/// Writes `batch` atomically, numbering its messages after `last_seq` (which it leaves
+/// alone); its results, and each topic's new last sequence number. Plain publishes that fit
+/// one INSERT are that one statement; anything else is one transaction.
 async fn commit(
     db: &DatabaseConnection,
     batch: &[Publish],
+    last_seq: &LastSeq,
 ) -> anyhow::Result<(Vec<PublishResult>, HashMap<String, i64>)> {
+    let rows: usize = batch.iter().map(|p| p.payloads.len()).sum();
+    if batch.iter().all(|p| p.once.is_none()) && rows <= ROWS_PER_INSERT {
+        let mut next: HashMap<&str, i64> = HashMap::new();
+        let mut values: Vec<Value> = Vec::with_capacity(rows * 3);
+        let mut results = Vec::with_capacity(batch.len());
+        for p in batch {
+            let seq =
+                next.entry(p.topic.as_str()).or_insert_with(|| last_seq_of(last_seq, &p.topic));
+            let mut ids = Vec::with_capacity(p.payloads.len());
+            for payload in &p.payloads {
+                *seq += 1;
+                values.extend([
+                    Value::from(p.topic.as_str()),
+                    Value::from(*seq),
+                    Value::from(payload.clone()),
+                ]);
+                ids.push(seq.to_string());
+            }
+            results.push(PublishResult::Ids(ids));
+        }
+        if rows > 0 {
+            let marks = vec!["(?, ?, ?)"; rows].join(",");
+            db.execute_raw(stmt(
+                &format!("INSERT INTO bus_messages (topic, seq, payload) VALUES {marks}"),
+                values,
+            ))
+            .await
+            .context("publish")?;
+        }
+        let last = next.into_iter().map(|(t, s)| (t.to_string(), s)).collect();
+        return Ok((results, last));
+    }
     let tx = db.begin().await.context("begin publish")?;
     let now = now_ms();
     // Keys of `publish_once` already taken, one query per topic; a key taken twice within
@@ -316,20 +405,14 @@ async fn commit(
         *counts.entry(p.topic.as_str()).or_default() += p.payloads.len() as i64;
         results.push(None);
     }
-    // Reserve sequence numbers: one counter update per topic.
+    // Number the messages after each topic's last (the trigger bus_messages_last_seq
+    // records the new last in the file).
     let mut next_seq: HashMap<&str, i64> = HashMap::new();
     let mut last_seqs: HashMap<String, i64> = HashMap::new();
     for (topic, n) in &counts {
-        let row = tx
-            .query_one_raw(stmt(
-                "INSERT INTO bus_topics (topic, last_seq) VALUES (?, ?)                  ON CONFLICT (topic) DO UPDATE SET last_seq = last_seq + excluded.last_seq                  RETURNING last_seq",
-                vec![(*topic).into(), (*n).into()],
-            ))
-            .await?
-            .context("topic counter")?;
-        let last: i64 = row.try_get("", "last_seq")?;
-        next_seq.insert(topic, last - n + 1);
-        last_seqs.insert((*topic).to_string(), last);
+        let last = last_seq_of(last_seq, topic);
+        next_seq.insert(topic, last + 1);
+        last_seqs.insert((*topic).to_string(), last + n);
     }
     let mut rows: Vec<(&str, i64, &[u8])> = Vec::new();
     for (p, result) in batch.iter().zip(results.iter_mut()) {
@@ -445,15 +528,19 @@ impl Bus for SqliteBus {
             if received.is_some_and(|through| through >= last) {
                 return Ok(Vec::new());
             }
-            let tx = self.db.begin().await.context("begin receive")?;
             let now = now_ms();
-            // Deliver: the next `max` messages become pending for `consumer`, in one statement.
-            let delivered = tx
+            // Deliver, in one statement: the next `max` messages become pending for
+            // `consumer`, the group's next_seq follows them (trigger bus_pending_next_seq),
+            // and their payloads come back.
+            let delivered = self
+                .db
                 .query_all_raw(stmt(
                     "INSERT OR REPLACE INTO bus_pending (topic, grp, seq, consumer, delivered_ms) \
                      SELECT m.topic, g.grp, m.seq, ?, ? FROM bus_groups g \
                      JOIN bus_messages m ON m.topic = g.topic AND m.seq >= g.next_seq \
-                     WHERE g.topic = ? AND g.grp = ? ORDER BY m.seq LIMIT ? RETURNING seq",
+                     WHERE g.topic = ? AND g.grp = ? ORDER BY m.seq LIMIT ? \
+                     RETURNING seq, (SELECT payload FROM bus_messages p \
+                       WHERE p.topic = bus_pending.topic AND p.seq = bus_pending.seq) AS payload",
                     vec![
                         consumer.into(),
                         now.into(),
@@ -463,50 +550,32 @@ impl Bus for SqliteBus {
                     ],
                 ))
                 .await?;
-            let mut seqs: Vec<i64> =
-                delivered.iter().map(|r| r.try_get::<i64>("", "seq")).collect::<Result<_, _>>()?;
-            seqs.sort_unstable();
-            let out = match (seqs.first(), seqs.last()) {
-                (Some(first), Some(through)) => {
-                    tx.execute_raw(stmt(
-                        "UPDATE bus_groups SET next_seq = ? WHERE topic = ? AND grp = ?",
-                        vec![(through + 1).into(), topic.into(), group.into()],
+            let mut out = delivered
+                .iter()
+                .map(|r| Ok((r.try_get::<i64>("", "seq")?, r.try_get::<Vec<u8>>("", "payload")?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            out.sort_unstable_by_key(|(seq, _)| *seq);
+            if out.is_empty() && received.is_none() {
+                // No group is an error, as on the other buses (groups are never removed, so
+                // once is enough).
+                let exists = self
+                    .db
+                    .query_one_raw(stmt(
+                        "SELECT 1 AS one FROM bus_groups WHERE topic = ? AND grp = ?",
+                        vec![topic.into(), group.into()],
                     ))
                     .await?;
-                    let rows = tx
-                        .query_all_raw(stmt(
-                            "SELECT seq, payload FROM bus_messages WHERE topic = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                            vec![topic.into(), (*first).into(), (*through).into()],
-                        ))
-                        .await?;
-                    rows.iter()
-                        .map(|r| {
-                            Ok(Message {
-                                id: r.try_get::<i64>("", "seq")?.to_string(),
-                                payload: r.try_get("", "payload")?,
-                            })
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?
-                }
-                _ => {
-                    // No group is an error, as on the other buses.
-                    let exists = tx
-                        .query_one_raw(stmt(
-                            "SELECT 1 AS one FROM bus_groups WHERE topic = ? AND grp = ?",
-                            vec![topic.into(), group.into()],
-                        ))
-                        .await?;
-                    anyhow::ensure!(exists.is_some(), "no group {group} on {topic}");
-                    Vec::new()
-                }
-            };
-            tx.commit().await.context("commit receive")?;
+                anyhow::ensure!(exists.is_some(), "no group {group} on {topic}");
+            }
             // Delivery is in order from the group's next message: everything through the
             // last delivered one has been received; when nothing was, everything through
             // `last` (committed before this read began) had been.
-            let through = seqs.last().copied().unwrap_or(last);
+            let through = out.last().map_or(last, |(seq, _)| *seq);
             *received = Some(received.map_or(through, |known| known.max(through)));
-            Ok(out)
+            Ok(out
+                .into_iter()
+                .map(|(seq, payload)| Message { id: seq.to_string(), payload })
+                .collect())
         })
         .await
     }
@@ -551,28 +620,31 @@ impl Bus for SqliteBus {
             return Ok(());
         }
         let seqs = ids.iter().map(|id| seq_of(id)).collect::<anyhow::Result<Vec<_>>>()?;
-        let tx = self.db.begin().await.context("begin ack")?;
+        // Each chunk alone: an ack is idempotent, and a half-done one is redone by the retry.
         for chunk in seqs.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
             let mut values: Vec<Value> = vec![topic.into(), group.into()];
             values.extend(chunk.iter().map(|s| Value::from(*s)));
-            tx.execute_raw(stmt(
-                &format!(
-                    "DELETE FROM bus_pending WHERE topic = ? AND grp = ? AND seq IN ({marks})"
-                ),
-                values,
-            ))
-            .await?;
+            self.db
+                .execute_raw(stmt(
+                    &format!(
+                        "DELETE FROM bus_pending WHERE topic = ? AND grp = ? AND seq IN ({marks})"
+                    ),
+                    values,
+                ))
+                .await?;
         }
-        // Drop what every group of the topic has received and acknowledged.
-        tx.execute_raw(stmt(
-            "DELETE FROM bus_messages WHERE topic = ? AND seq < (SELECT MIN(low) FROM ( \
-               SELECT MIN(COALESCE((SELECT MIN(p.seq) FROM bus_pending p WHERE p.topic = g.topic AND p.grp = g.grp), g.next_seq), g.next_seq) AS low \
-               FROM bus_groups g WHERE g.topic = ? GROUP BY g.grp))",
-            vec![topic.into(), topic.into()],
-        ))
-        .await?;
-        tx.commit().await.context("commit ack")?;
+        // Drop what every group of the topic has received and acknowledged, now and then.
+        if self.trim_due(topic) {
+            self.db
+                .execute_raw(stmt(
+                    "DELETE FROM bus_messages WHERE topic = ? AND seq < (SELECT MIN(low) FROM ( \
+                       SELECT MIN(COALESCE((SELECT MIN(p.seq) FROM bus_pending p WHERE p.topic = g.topic AND p.grp = g.grp), g.next_seq), g.next_seq) AS low \
+                       FROM bus_groups g WHERE g.topic = ? GROUP BY g.grp))",
+                    vec![topic.into(), topic.into()],
+                ))
+                .await?;
+        }
         Ok(())
     }
 
