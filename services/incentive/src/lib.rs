@@ -4,7 +4,7 @@
 //! ledger of awards.
 //!
 //! Activity flows progress service → its batch writers → bus topic `activity`
-//! (`ActivityRecorded`, a proto contract) → the [`processor`] pool (consumer group
+//! (`ActivityBatch` of `ActivityRecorded`s, proto contracts) → the [`processor`] pool (consumer group
 //! `incentive-processor`; any number of tasks and processes), which finds the employer
 //! incentives each activity triggers in this service's own tables → streaks and awards in SQL,
 //! each award exactly once → [`notices`] → WatchAwards. The progress service never calls this

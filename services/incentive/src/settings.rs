@@ -11,8 +11,9 @@ pub struct IncentiveSettings {
     pub processor_enabled: bool,
     /// Processor tasks per process (each a consumer of the `activity` topic).
     pub processors: usize,
-    /// Activities a processor handles in one transaction at most. Large batches pay: a batch
-    /// costs a handful of statements whatever its size.
+    /// Messages of the `activity` topic (each an `ActivityBatch` of one writer batch) a
+    /// processor takes at once; their activities are applied in transactions of at most
+    /// 2,000. Large batches pay: a transaction costs a handful of statements whatever its size.
     pub batch_size: usize,
     /// Longest the oldest received activity waits for its batch, in milliseconds.
     pub flush_interval_ms: u64,
