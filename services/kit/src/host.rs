@@ -24,6 +24,10 @@ use crate::{
     settings::Settings,
 };
 
+/// Why a module that needs the database cannot start.
+const NO_DATABASE: &str =
+    "DATABASE_URL is required here (e.g. DATABASE_URL=postgres://user:pass@host/ewpm)";
+
 /// One process's modules and what they share.
 pub struct Host {
     pub(crate) settings: Settings,
@@ -157,14 +161,11 @@ impl Host {
     }
 
     pub(crate) fn db(&self) -> anyhow::Result<DatabaseConnection> {
-        self.db.as_ref().map(|(db, _)| db.clone()).context(
-            "DATABASE_URL is required here (e.g. DATABASE_URL=postgres://user:pass@host/ewpm)",
-        )
+        self.db.as_ref().map(|(db, _)| db.clone()).context(NO_DATABASE)
     }
 
     pub(crate) fn database_url(&self) -> anyhow::Result<String> {
-        self.db().map(drop)?;
-        Ok(self.db.as_ref().map(|(_, url)| url.clone()).unwrap_or_default())
+        self.db.as_ref().map(|(_, url)| url.clone()).context(NO_DATABASE)
     }
 
     /// The bus the modules share (in the mesh: connected to Redis on first use).

@@ -327,7 +327,7 @@ impl Settings {
             }
         }
         // Lossy: environment values are strings; numbers and booleans parse where expected.
-        let mut settings = match figment.extract_lossy::<Settings>() {
+        let settings = match figment.extract_lossy::<Settings>() {
             Ok(settings) => Some(settings),
             Err(e) => {
                 errors.extend(describe(e, &[]));
@@ -352,10 +352,10 @@ impl Settings {
                 Err(e) => errors.extend(describe(*e, &[section.name])),
             }
         }
-        match settings.as_mut() {
-            Some(s) if errors.is_empty() => {
+        match settings {
+            Some(mut s) if errors.is_empty() => {
                 s.sections = loaded;
-                Ok(settings.take().expect("checked"))
+                Ok(s)
             }
             _ => bail!("invalid settings: {}", errors.join("; ")),
         }

@@ -3,7 +3,7 @@
 //! stored as an `ewpm.progress.v1.IdempotencyRecord`.
 //!
 //! Upgrade safety: the previous release queued and remembered JSON. Items it queued may still
-//! sit in a Redis stream or `data/bus.db` when a writer of this release starts, and its
+//! sit in a Redis stream or the embedded queue file when a writer of this release starts, and its
 //! idempotency records live for 24 hours, so decoding tries protobuf first and falls back to
 //! that JSON. The fallback can go in the release after the one that first writes protobuf
 //! (once every queue has drained and 24 hours have passed since the upgrade).
