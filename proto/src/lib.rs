@@ -216,3 +216,18 @@ pub mod incentive {
         pub const SERVICE_NAME: &str = "ewpm.incentive.v1.IncentiveService";
     }
 }
+
+pub mod quiz {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.quiz.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.quiz.v1.QuizService";
+
+        /// The leaderboard board of a session: `quiz:<session id>`.
+        pub fn board(session_id: &str) -> String {
+            format!("quiz:{session_id}")
+        }
+    }
+}
