@@ -270,6 +270,13 @@ async fn a_thousand_players_twenty_questions_two_relays_one_killed_every_answer_
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The board is a cache of the quiz's facts: lost, it is rebuilt from the quiz service
+    // (GetSessionScores) and equals SQL again.
+    let redis = ewpm_kit::redis::connect(&mesh.redis_url).await.unwrap();
+    let key = format!("{}lb:{{quiz:{session}}}", mesh.prefix);
+    let deleted: i64 = fred::prelude::KeysInterface::del(&redis, &key).await.unwrap();
+    assert_eq!(deleted, 1, "the board's sorted set was there");
+    assert_eq!(board(&mesh, &session).await, totals, "rebuilt from the quiz service");
     let db = &mesh.db.db;
     let unpublished = db
         .query_one_raw(Statement::from_string(
