@@ -274,8 +274,9 @@ async fn a_thousand_players_twenty_questions_two_relays_one_killed_every_answer_
     // (GetSessionScores) and equals SQL again.
     let redis = ewpm_kit::redis::connect(&mesh.redis_url).await.unwrap();
     let key = format!("{}lb:{{quiz:{session}}}", mesh.prefix);
-    let deleted: i64 = fred::prelude::KeysInterface::del(&redis, &key).await.unwrap();
-    assert_eq!(deleted, 1, "the board's sorted set was there");
+    let keys = vec![key.clone(), format!("{key}:seen"), format!("{key}:ready")];
+    let deleted: i64 = fred::prelude::KeysInterface::del(&redis, keys).await.unwrap();
+    assert_eq!(deleted, 3, "the board, its dedupe set and its ready mark were there");
     assert_eq!(board(&mesh, &session).await, totals, "rebuilt from the quiz service");
     let db = &mesh.db.db;
     let unpublished = db
