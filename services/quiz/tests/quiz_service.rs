@@ -856,3 +856,66 @@ async fn team_mode_ranks_teams_by_their_members_average() {
     assert_eq!(answers, 4);
     q.streams.cancel();
 }
+
+#[tokio::test]
+async fn speed_counts_from_when_the_question_reached_the_participants_connection() {
+    let mut q = start(Backend::Sqlite).await;
+    let (session, questions) = q.running().await;
+    let me = q.join(&session, &user(1)).await.unwrap();
+    q.join(&session, &user(2)).await.unwrap();
+    // User 2 watches: handing them the revealed question records the moment.
+    let mut watch = q
+        .client
+        .clone()
+        .watch_session(req(
+            pb::WatchSessionRequest { session_id: session.clone(), top: 0 },
+            &user(2),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    q.host(&session, "reveal").await.unwrap();
+    loop {
+        let m = watch.message().await.unwrap().unwrap();
+        if matches!(m.event, Some(Event::QuestionRevealed(_))) {
+            break;
+        }
+    }
+    let recorded = async {
+        loop {
+            let n =
+                q.db.db
+                    .query_one_raw(Statement::from_string(
+                        q.db.db.get_database_backend(),
+                        "SELECT COUNT(*) AS n FROM quiz_deliveries",
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get::<i64>("", "n")
+                    .unwrap();
+            if n == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), recorded).await.expect("delivery recorded");
+    // User 1's connection got it 1.5 s after the reveal (a slow network); they answer 5 s
+    // after the reveal: 3.5 s count.
+    q.store
+        .record_deliveries(&[(
+            me.id.clone(),
+            questions[0].id.clone(),
+            t0() + TimeDelta::milliseconds(1500),
+        )])
+        .await
+        .unwrap();
+    q.clock.set(t0() + TimeDelta::seconds(5));
+    let r = q.answer(&session, &questions[0].id, vec![1], "", &user(1)).await.unwrap();
+    assert_eq!(r.elapsed_ms, 3500);
+    // User 2's stream got it at the reveal itself (the fixed clock): all 5 s count.
+    let r = q.answer(&session, &questions[0].id, vec![1], "", &user(2)).await.unwrap();
+    assert_eq!(r.elapsed_ms, 5000);
+    q.streams.cancel();
+}
