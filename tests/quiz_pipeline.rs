@@ -56,6 +56,27 @@ async fn wait_serving(port: u16, service: &str) {
     }
 }
 
+/// Creates a quiz of `questions` for acme and an OPEN session of it, as the admin.
+async fn open_session(
+    client: &mut QuizServiceClient<Channel>,
+    title: &str,
+    questions: Vec<pb::Question>,
+) -> (pb::Quiz, String) {
+    let r = pb::CreateQuizRequest {
+        title: title.into(),
+        employer_id: "acme".into(),
+        questions,
+        idempotency_key: String::new(),
+    };
+    let quiz = client.create_quiz(req(r, &admin())).await.unwrap().into_inner().quiz.unwrap();
+    let r = pb::CreateSessionRequest { quiz_id: quiz.id.clone(), ..Default::default() };
+    let session =
+        client.create_session(req(r, &admin())).await.unwrap().into_inner().session.unwrap().id;
+    let r = pb::OpenSessionRequest { session_id: session.clone() };
+    client.open_session(req(r, &admin())).await.unwrap();
+    (quiz, session)
+}
+
 /// Every participant's total on the board, read through the leaderboard service.
 async fn board(mesh: &Mesh, session: &str) -> BTreeMap<String, f64> {
     let mut client = LeaderboardServiceClient::new(Mesh::channel(mesh.leaderboard).await);
@@ -137,36 +158,7 @@ async fn a_thousand_players_twenty_questions_two_relays_one_killed_every_answer_
             ..Default::default()
         })
         .collect();
-    let quiz = client
-        .create_quiz(req(
-            pb::CreateQuizRequest {
-                title: "Load".into(),
-                employer_id: "acme".into(),
-                questions,
-                idempotency_key: String::new(),
-            },
-            &admin(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .quiz
-        .unwrap();
-    let session = client
-        .create_session(req(
-            pb::CreateSessionRequest { quiz_id: quiz.id.clone(), ..Default::default() },
-            &admin(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
-    client
-        .open_session(req(pb::OpenSessionRequest { session_id: session.clone() }, &admin()))
-        .await
-        .unwrap();
+    let (quiz, session) = open_session(&mut client, "Load", questions).await;
 
     let joined = futures::stream::iter(0..PARTICIPANTS)
         .map(|n| {
@@ -313,64 +305,15 @@ async fn answers_taken_while_redis_is_down_reach_the_board_once_it_is_back() {
         time_limit_secs: 600,
         ..Default::default()
     };
-    let quiz = client
-        .create_quiz(req(
-            pb::CreateQuizRequest {
-                title: "Faults".into(),
-                employer_id: "acme".into(),
-                questions: vec![question],
-                idempotency_key: String::new(),
-            },
-            &admin(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .quiz
-        .unwrap();
-    let session = client
-        .create_session(req(
-            pb::CreateSessionRequest { quiz_id: quiz.id.clone(), ..Default::default() },
-            &admin(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
-    for action in ["open", "join", "start", "reveal"] {
-        let s = session.clone();
-        match action {
-            "open" => drop(
-                client
-                    .open_session(req(pb::OpenSessionRequest { session_id: s }, &admin()))
-                    .await
-                    .unwrap(),
-            ),
-            "start" => drop(
-                client
-                    .start_session(req(pb::StartSessionRequest { session_id: s }, &admin()))
-                    .await
-                    .unwrap(),
-            ),
-            "reveal" => drop(
-                client
-                    .reveal_next_question(req(
-                        pb::RevealNextQuestionRequest { session_id: s },
-                        &admin(),
-                    ))
-                    .await
-                    .unwrap(),
-            ),
-            _ => {
-                for n in 0..20 {
-                    let r = pb::JoinSessionRequest { session_id: s.clone(), team: String::new() };
-                    client.join_session(req(r, &player(n))).await.unwrap();
-                }
-            }
-        }
+    let (quiz, session) = open_session(&mut client, "Faults", vec![question]).await;
+    for n in 0..20 {
+        let r = pb::JoinSessionRequest { session_id: session.clone(), team: String::new() };
+        client.join_session(req(r, &player(n))).await.unwrap();
     }
+    let r = pb::StartSessionRequest { session_id: session.clone() };
+    client.start_session(req(r, &admin())).await.unwrap();
+    let r = pb::RevealNextQuestionRequest { session_id: session.clone() };
+    client.reveal_next_question(req(r, &admin())).await.unwrap();
     // Redis dies: answers still commit (with their outbox rows) in PostgreSQL.
     redis.kill();
     for n in 0..20 {
