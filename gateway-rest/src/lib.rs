@@ -624,4 +624,66 @@ mod tests {
         assert!(operations >= 20, "{operations} operations");
         assert_eq!(missing, Vec::<String>::new());
     }
+
+    fn state() -> (AppState, TokenKeys) {
+        let settings = ewpm_kit::settings::Settings::default();
+        let addrs = UPSTREAMS.map(|(name, _)| (name.to_string(), "http://127.0.0.1:9".to_string()));
+        let state = AppState::connect(
+            &addrs.into_iter().collect(),
+            TokenKeys::new("test", &settings.auth),
+            &settings.limits,
+        )
+        .unwrap();
+        (state, TokenKeys::new("test", &settings.auth))
+    }
+
+    async fn call(uri: &str, authorization: Option<&str>) -> (u16, serde_json::Value) {
+        use tower::Service;
+        let (state, _) = state();
+        let mut request = http::Request::get(uri);
+        if let Some(value) = authorization {
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let response =
+            router(state).call(request.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn the_quiz_room_takes_its_token_from_the_query_and_no_other_route_does() {
+        let token = state().1.mint("ann", ewpm_kit::auth::Role::Employee, None);
+        // Authenticated: what answers is the upgrade check (this is no WebSocket request).
+        let (status, body) =
+            call(&format!("/api/quiz-sessions/s-1/ws?top=5&access_token={token}"), None).await;
+        assert_eq!((status, &body["reason"]), (400, &serde_json::json!("INVALID_ARGUMENT")));
+        let (status, body) = call("/api/quiz-sessions/s-1/ws?access_token=forged", None).await;
+        assert_eq!((status, &body["reason"]), (401, &serde_json::json!("INVALID_TOKEN")));
+        let (status, body) = call(&format!("/api/quizzes?access_token={token}"), None).await;
+        assert_eq!((status, &body["reason"]), (401, &serde_json::json!("MISSING_TOKEN")));
+        // The header, when present, is the token; the query one is dropped.
+        let bearer = format!("Bearer {token}");
+        let (status, _) =
+            call("/api/quiz-sessions/s-1/ws?access_token=forged", Some(bearer.as_str())).await;
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn the_query_token_is_taken_out_of_the_uri_and_decoded() {
+        let mut request = Request::new(axum::body::Body::empty());
+        *request.uri_mut() =
+            "/api/quiz-sessions/s/ws?top=5&access_token=a%2Eb+c&x=1&access_token=z"
+                .parse()
+                .unwrap();
+        assert_eq!(take_query_token(&mut request).as_deref(), Some("a.b c"));
+        assert_eq!(request.uri().to_string(), "/api/quiz-sessions/s/ws?top=5&x=1");
+        *request.uri_mut() = "/p?access_token=t".parse().unwrap();
+        assert_eq!(take_query_token(&mut request).as_deref(), Some("t"));
+        assert_eq!(request.uri().to_string(), "/p");
+        *request.uri_mut() = "/p?top=5".parse().unwrap();
+        assert_eq!(take_query_token(&mut request), None);
+        assert_eq!(request.uri().to_string(), "/p?top=5");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
 }

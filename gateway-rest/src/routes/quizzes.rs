@@ -1832,3 +1832,432 @@ pub async fn ws(
         .max_frame_size(room::MAX_FRAME_BYTES)
         .on_upgrade(move |socket| room.run(socket, events, slot)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ewpm_kit::error::{FieldViolation, invalid_argument, status};
+    use serde_json::json;
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn choices(c: &[i32]) -> qpb::Answer {
+        qpb::Answer { choices: c.to_vec(), text: String::new() }
+    }
+
+    fn field_names(p: &Problem) -> Vec<&str> {
+        p.errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn an_answer_is_a_choice_an_array_of_choices_or_a_text() {
+        assert_eq!(parse_answer(&json!(2), "answer"), Ok(choices(&[2])));
+        assert_eq!(parse_answer(&json!([0, 3]), "answer"), Ok(choices(&[0, 3])));
+        assert_eq!(parse_answer(&json!([]), "answer"), Ok(choices(&[])));
+        assert_eq!(
+            parse_answer(&json!("Paris"), "answer"),
+            Ok(qpb::Answer { choices: Vec::new(), text: "Paris".into() })
+        );
+    }
+
+    #[test]
+    fn anything_else_as_an_answer_is_a_field_error_naming_the_field() {
+        for bad in [
+            json!(null),
+            json!(true),
+            json!(1.5),
+            json!(1e10),
+            json!({"choice": 1}),
+            json!([1, "2"]),
+            json!([[1]]),
+            json!(4_294_967_296_i64),
+        ] {
+            let err = parse_answer(&bad, "answer").unwrap_err();
+            assert_eq!(err.field, "answer", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_seed_body_missing_every_field_names_them_all_in_snake_case() {
+        let err = parse_answer_object(&json!({}), Some("quiz_session_id"), "question_id", &[])
+            .unwrap_err();
+        assert_eq!(err.0.status, 400);
+        assert_eq!(field_names(&err.0), ["quiz_session_id", "question_id", "answer"]);
+        assert_eq!(
+            err.0.detail,
+            "quiz_session_id is required; question_id is required; answer is required"
+        );
+    }
+
+    #[test]
+    fn a_seed_body_reads_its_three_fields() {
+        let body = json!({"quiz_session_id": " s-1 ", "question_id": "q-1", "answer": [1, 2]});
+        let parsed =
+            parse_answer_object(&body, Some("quiz_session_id"), "question_id", &[]).unwrap();
+        assert_eq!(parsed, ("s-1".to_string(), "q-1".to_string(), choices(&[1, 2])));
+    }
+
+    #[test]
+    fn a_body_with_wrong_types_and_unknown_keys_names_each_field() {
+        let body = json!({"questionId": 7, "answer": false, "userId": "u-1"});
+        let err = parse_answer_object(&body, None, "questionId", &[]).unwrap_err();
+        assert_eq!(field_names(&err.0), ["questionId", "answer", "userId"]);
+        let err = parse_answer_object(&json!([1]), None, "questionId", &[]).unwrap_err();
+        assert_eq!(field_names(&err.0), ["body"]);
+        let err =
+            parse_answer_object(&json!({"questionId": " ", "answer": 1}), None, "questionId", &[])
+                .unwrap_err();
+        assert_eq!(err.0.errors[0].description, "must not be empty");
+    }
+
+    #[test]
+    fn join_failures_answer_the_seeds_statuses() {
+        let cases = [
+            (
+                status(Code::NotFound, "SESSION_NOT_FOUND", "no such session"),
+                400,
+                "SESSION_NOT_FOUND",
+            ),
+            (status(Code::AlreadyExists, "ALREADY_JOINED", "joined"), 409, "ALREADY_JOINED"),
+            (
+                status(Code::FailedPrecondition, "SESSION_NOT_JOINABLE", "finished"),
+                409,
+                "SESSION_NOT_JOINABLE",
+            ),
+            (status(Code::PermissionDenied, "PERMISSION_DENIED", "no"), 403, "PERMISSION_DENIED"),
+            (tonic::Status::unavailable("down"), 503, "UPSTREAM_UNAVAILABLE"),
+        ];
+        for (status, http, reason) in cases {
+            let p = join_problem(&status);
+            assert_eq!((p.status, p.reason.as_str()), (http, reason), "{status:?}");
+        }
+        let p = join_problem(&status(Code::FailedPrecondition, "SESSION_NOT_JOINABLE", "x"));
+        assert_eq!(p.title, "Conflict");
+    }
+
+    #[test]
+    fn a_missing_or_malformed_session_id_on_join_is_400_naming_the_path_id() {
+        let status = invalid_argument(
+            "INVALID_ARGUMENT",
+            &[FieldViolation::new("session_id", "must be a UUID")],
+        );
+        let p = join_problem(&status);
+        assert_eq!(p.status, 400);
+        assert_eq!(
+            p.errors,
+            vec![FieldError { field: "id".into(), description: "must be a UUID".into() }]
+        );
+        assert_eq!(p.detail, "id must be a UUID");
+    }
+
+    #[test]
+    fn answer_failures_answer_the_seeds_statuses_on_both_paths() {
+        let cases = [
+            (Code::PermissionDenied, "NOT_A_PARTICIPANT", 403, 403),
+            (Code::InvalidArgument, "QUESTION_NOT_IN_QUIZ", 400, 400),
+            (Code::FailedPrecondition, "QUESTION_NOT_REVEALED", 400, 400),
+            (Code::FailedPrecondition, "QUESTION_CLOSED", 400, 400),
+            (Code::AlreadyExists, "ALREADY_ANSWERED", 400, 400),
+            (Code::NotFound, "SESSION_NOT_FOUND", 400, 404),
+            (Code::FailedPrecondition, "SESSION_NOT_RUNNING", 422, 422),
+        ];
+        for (code, reason, seed, api) in cases {
+            let s = status(code, reason, "x");
+            let on_seed = answer_problem(&s, AnswerDoor::Seed);
+            let on_api = answer_problem(&s, AnswerDoor::Api);
+            assert_eq!(
+                (on_seed.status, on_seed.reason.as_str(), on_api.status, on_api.reason.as_str()),
+                (seed, reason, api, reason),
+            );
+        }
+    }
+
+    #[test]
+    fn the_services_field_paths_become_each_paths_own_names() {
+        let status = invalid_argument(
+            "INVALID_ARGUMENT",
+            &[
+                FieldViolation::new("session_id", "must be a UUID"),
+                FieldViolation::new("question_id", "must be a UUID"),
+                FieldViolation::new("answer.text", "must be 1 to 200 characters"),
+                FieldViolation::new("answer.choices[0]", "is not a choice"),
+            ],
+        );
+        let seed = answer_problem(&status, AnswerDoor::Seed);
+        assert_eq!(field_names(&seed), ["quiz_session_id", "question_id", "answer", "answer"]);
+        let api = answer_problem(&status, AnswerDoor::Api);
+        assert_eq!(field_names(&api), ["id", "questionId", "answer", "answer"]);
+        assert!(api.detail.starts_with("id must be a UUID; questionId must be a UUID"));
+    }
+
+    fn play_question() -> qpb::PlayQuestion {
+        qpb::PlayQuestion {
+            id: "q-1".into(),
+            index: 0,
+            text: "Capital of France?".into(),
+            kind: qpb::QuestionKind::SingleChoice as i32,
+            choices: vec!["Paris".into(), "Lyon".into()],
+            points: 1000,
+            multiplier: 2.0,
+            time_limit_secs: 20,
+            reveal_time: at(1_767_225_600),
+            deadline: at(1_767_225_620),
+            closed: false,
+        }
+    }
+
+    fn json_of(m: qpb::watch_session_response::Event) -> Value {
+        let event = event(qpb::WatchSessionResponse { event: Some(m) }).unwrap();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], event.kind());
+        json
+    }
+
+    #[test]
+    fn a_revealed_question_event_carries_no_answer() {
+        use qpb::watch_session_response::Event;
+        assert_eq!(
+            serde_json::to_string(&json_of(Event::QuestionRevealed(play_question()))).unwrap(),
+            concat!(
+                r#"{"question":{"choices":["Paris","Lyon"],"closed":false,"deadline":"2026-01-01T00:00:20Z","#,
+                r#""id":"q-1","index":0,"kind":"single_choice","multiplier":2.0,"points":1000,"#,
+                r#""revealTime":"2026-01-01T00:00:00Z","text":"Capital of France?","timeLimitSecs":20},"#,
+                r#""type":"question_revealed"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_closed_question_event_carries_its_result() {
+        use qpb::watch_session_response::Event;
+        let closed = qpb::RevealedQuestion {
+            question: Some(qpb::PlayQuestion { closed: true, ..play_question() }),
+            result: Some(qpb::QuestionResult {
+                question_id: "q-1".into(),
+                choice_counts: vec![3, 1],
+                answered: 4,
+                correct: 3,
+                correct_choices: vec![0],
+                accepted_answers: Vec::new(),
+            }),
+        };
+        let json = json_of(Event::QuestionClosed(closed));
+        assert_eq!(json["question"]["closed"], true);
+        assert_eq!(
+            json["result"],
+            json!({"questionId": "q-1", "choiceCounts": [3, 1], "answered": 4, "correct": 3,
+                   "correctChoices": [0], "acceptedAnswers": []})
+        );
+    }
+
+    #[test]
+    fn count_leaderboard_and_finished_events_read_as_documented() {
+        use qpb::watch_session_response::Event;
+        assert_eq!(
+            json_of(Event::ParticipantCount(7)),
+            json!({"type": "participant_count", "count": 7})
+        );
+        let top = qpb::LeaderboardTop {
+            entries: vec![qpb::leaderboard_top::Entry {
+                rank: 1,
+                user_id: "ann".into(),
+                score: 1500.0,
+            }],
+            member_count: 2,
+        };
+        assert_eq!(
+            json_of(Event::Leaderboard(top)),
+            json!({"type": "leaderboard", "entries": [{"rank": 1, "userId": "ann", "score": 1500.0}],
+                   "memberCount": 2})
+        );
+        let finished = qpb::FinishSessionResponse {
+            session: Some(qpb::Session {
+                id: "s-1".into(),
+                state: qpb::SessionState::Finished as i32,
+                finish_time: at(1_767_225_700),
+                ..Default::default()
+            }),
+            standings: vec![qpb::Standing {
+                rank: 1,
+                user_id: "ann".into(),
+                team: String::new(),
+                score: 1500.0,
+                correct: 1,
+            }],
+            teams: Vec::new(),
+        };
+        let json = json_of(Event::Finished(finished));
+        assert_eq!(
+            (
+                &json["session"]["state"],
+                &json["session"]["finishTime"],
+                &json["session"]["startTime"]
+            ),
+            (&json!("finished"), &json!("2026-01-01T00:01:40Z"), &Value::Null)
+        );
+        assert_eq!(
+            json["standings"],
+            json!([{"rank": 1, "userId": "ann", "team": null, "score": 1500.0, "correct": 1}])
+        );
+        assert!(event(qpb::WatchSessionResponse { event: None }).is_none());
+    }
+
+    #[test]
+    fn a_session_answers_exactly_this_json() {
+        let s = qpb::Session {
+            id: "s-1".into(),
+            quiz_id: "z-1".into(),
+            title: "Friday quiz".into(),
+            employer_id: "acme".into(),
+            state: qpb::SessionState::Running as i32,
+            late_join: true,
+            team_mode: false,
+            scoring: Some(qpb::ScoringRules {
+                accuracy_only: false,
+                speed_weight: Some(0.5),
+                streak_bonus: None,
+                streak_cap: Some(5),
+                delivery_grace_ms: None,
+            }),
+            question_count: 3,
+            revealed_count: 1,
+            participant_count: 2,
+            host: "admin-1".into(),
+            create_time: at(1_767_225_000),
+            start_time: at(1_767_225_600),
+            finish_time: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&session_dto(s)).unwrap(),
+            concat!(
+                r#"{"id":"s-1","quizId":"z-1","title":"Friday quiz","employerId":"acme","state":"running","#,
+                r#""lateJoin":true,"teamMode":false,"scoring":{"accuracyOnly":false,"speedWeight":0.5,"#,
+                r#""streakBonus":null,"streakCap":5,"deliveryGraceMs":null},"questionCount":3,"#,
+                r#""revealedCount":1,"participantCount":2,"host":"admin-1","#,
+                r#""createTime":"2025-12-31T23:50:00Z","startTime":"2026-01-01T00:00:00Z","finishTime":null}"#
+            )
+        );
+    }
+
+    #[test]
+    fn room_replies_and_score_updates_are_tagged_objects() {
+        let receipt = receipt_dto(qpb::SubmitAnswerResponse {
+            answer_id: "a-1".into(),
+            correct: None,
+            points: 0.0,
+            score: 250.5,
+            streak: 0,
+            elapsed_ms: 1234,
+            accept_time: at(1_767_225_601),
+        });
+        assert_eq!(
+            serde_json::to_value(QuizEvent::AnswerReceipt { question_id: "q-1".into(), receipt })
+                .unwrap(),
+            json!({"type": "answer_receipt", "questionId": "q-1", "receipt": {
+                "answerId": "a-1", "correct": null, "points": 0.0, "score": 250.5, "streak": 0,
+                "elapsedMs": 1234, "acceptTime": "2026-01-01T00:00:01Z"}})
+        );
+        let problem = answer_problem(
+            &status(Code::AlreadyExists, "ALREADY_ANSWERED", "twice"),
+            AnswerDoor::Api,
+        );
+        assert_eq!(
+            serde_json::to_value(QuizEvent::Error { question_id: Some("q-1".into()), problem })
+                .unwrap(),
+            json!({"type": "error", "questionId": "q-1", "problem": {
+                "type": "urn:ewpm:problem:already-answered", "title": "Bad Request", "status": 400,
+                "detail": "twice", "reason": "ALREADY_ANSWERED"}})
+        );
+        let update = ScoreUpdateDto {
+            session_id: "s-1".into(),
+            question_id: "q-1".into(),
+            answer_id: "a-1".into(),
+            correct: Some(true),
+            points: 900.0,
+            score: 900.0,
+            streak: 1,
+        };
+        assert_eq!(
+            serde_json::to_value(QuizEvent::ScoreUpdate { update }).unwrap(),
+            json!({"type": "score_update", "update": {"sessionId": "s-1", "questionId": "q-1",
+                   "answerId": "a-1", "correct": true, "points": 900.0, "score": 900.0, "streak": 1}})
+        );
+    }
+
+    #[test]
+    fn an_author_question_keeps_its_answers_and_a_quiz_its_open_employer_as_null() {
+        let quiz = qpb::Quiz {
+            id: "z-1".into(),
+            title: "T".into(),
+            employer_id: String::new(),
+            questions: vec![qpb::Question {
+                id: "q-1".into(),
+                text: "Say hi".into(),
+                kind: qpb::QuestionKind::ShortText as i32,
+                choices: Vec::new(),
+                correct_choices: Vec::new(),
+                accepted_answers: vec!["hi".into()],
+                points: 1000,
+                multiplier: 1.0,
+                wrong_penalty: 0,
+                time_limit_secs: 20,
+            }],
+            created_by: "admin-1".into(),
+            create_time: at(1_767_225_600),
+        };
+        let json = serde_json::to_value(quiz_dto(quiz)).unwrap();
+        assert_eq!(json["employerId"], Value::Null);
+        assert_eq!(json["questions"][0]["kind"], "short_text");
+        assert_eq!(json["questions"][0]["acceptedAnswers"], json!(["hi"]));
+    }
+
+    #[test]
+    fn question_kinds_read_as_lower_case_words_only() {
+        assert_eq!(parse_kind(Some("multiple_choice")), Some(qpb::QuestionKind::MultipleChoice));
+        assert_eq!(parse_kind(None), Some(qpb::QuestionKind::Unspecified));
+        assert_eq!(parse_kind(Some("SINGLE_CHOICE")), None);
+        for kind in 0..=4 {
+            let name = kind_name(kind);
+            if kind > 0 {
+                assert_eq!(parse_kind(Some(name)).map(|k| k as i32), Some(kind));
+            }
+        }
+    }
+
+    #[test]
+    fn score_updates_reach_every_socket_of_the_user_in_that_session_only() {
+        let hub = ScoreHub::default();
+        let id = "0194d3c2-5b1e-7c4f-9a51-2d3e4f5a6b7c";
+        let (tab1, mut rx1) = hub.subscribe(id, "ann");
+        let (_tab2, mut rx2) = hub.subscribe(&id.to_ascii_uppercase(), "ann");
+        let (_bob, mut bob) = hub.subscribe(id, "bob");
+        let update = ScoreUpdateDto {
+            session_id: id.into(),
+            question_id: "q".into(),
+            answer_id: "a".into(),
+            correct: Some(true),
+            points: 1.0,
+            score: 1.0,
+            streak: 1,
+        };
+        hub.publish("ann", &update);
+        assert_eq!(rx1.try_recv().unwrap(), update);
+        assert_eq!(rx2.try_recv().unwrap(), update);
+        assert!(bob.try_recv().is_err());
+        assert_eq!(hub.subscribers(), 3);
+        drop(tab1);
+        assert_eq!(hub.subscribers(), 2);
+    }
+
+    #[test]
+    fn top_and_kind_queries_are_checked_at_the_edge() {
+        assert_eq!(parse_top(None).unwrap(), 0);
+        assert_eq!(parse_top(Some("100")).unwrap(), 100);
+        for bad in ["0", "101", "x", "-1"] {
+            let err = parse_top(Some(bad)).unwrap_err();
+            assert_eq!(field_names(&err.0), ["top"]);
+        }
+    }
+}

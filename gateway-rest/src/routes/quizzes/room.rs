@@ -196,8 +196,12 @@ fn text(event: &QuizEvent) -> Message {
 }
 
 fn close(code: u16, reason: &str) -> Message {
-    // A close reason holds at most 123 bytes.
-    let reason: String = reason.chars().take(100).collect();
+    // A close reason holds at most 123 bytes: cut at a character boundary below that.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = reason[..end].to_string();
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))
 }
 
@@ -248,4 +252,62 @@ async fn forward(
         }
     }
     let _ = out.send(close(1000, "session stream ended")).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(message: &str) -> (Option<String>, u16, Vec<String>) {
+        let (question, problem) = parse_message(message).unwrap_err();
+        (question, problem.status, problem.errors.into_iter().map(|e| e.field).collect())
+    }
+
+    #[test]
+    fn an_answer_message_reads_as_a_question_and_an_answer() {
+        let (question, answer) =
+            parse_message(r#"{"type":"answer","questionId":"q-1","answer":[0,2]}"#).unwrap();
+        assert_eq!(question, "q-1");
+        assert_eq!(
+            answer,
+            ewpm_proto::quiz::v1::Answer { choices: vec![0, 2], text: String::new() }
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused_naming_what_is_wrong() {
+        assert_eq!(refused("hello"), (None, 400, vec!["message".to_string()]));
+        assert_eq!(refused("[]"), (None, 400, vec!["type".to_string()]));
+        assert_eq!(
+            refused(r#"{"type":"cheat","questionId":"q-1"}"#),
+            (Some("q-1".to_string()), 400, vec!["type".to_string()])
+        );
+        assert_eq!(
+            refused(r#"{"type":"answer","questionId":"q-1","answer":{"x":1},"extra":1}"#),
+            (Some("q-1".to_string()), 400, vec!["answer".to_string(), "extra".to_string()])
+        );
+        assert_eq!(
+            refused(r#"{"type":"answer"}"#),
+            (None, 400, vec!["questionId".to_string(), "answer".to_string()])
+        );
+        let long = format!(r#"{{"type":"answer","questionId":"{}","answer":1}}"#, "q".repeat(5000));
+        let (question, status, _) = refused(&long);
+        assert_eq!((question, status), (None, 413));
+    }
+
+    #[test]
+    fn deep_or_odd_json_never_panics() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(refused(&deep[..MAX_MESSAGE_BYTES]).1, 400);
+        assert_eq!(refused("\u{0}").1, 400);
+        assert_eq!(refused(r#"{"type":"answer","questionId":"q","answer":1e400}"#).1, 400);
+    }
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        let Message::Close(Some(frame)) = close(1011, &"é".repeat(200)) else {
+            panic!("a close frame")
+        };
+        assert!(frame.reason.len() <= 123, "{}", frame.reason.len());
+    }
 }
