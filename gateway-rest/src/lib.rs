@@ -79,6 +79,10 @@ pub struct AppState {
     pub streams: StreamSlots,
     /// Score updates for the quiz room sockets on this edge.
     pub score_updates: quizzes::ScoreHub,
+    /// Cancelled when the edge shuts down ([`serve`]'s `shutdown`): WebSockets outlive the
+    /// HTTP server's graceful shutdown (an upgraded connection is no longer its), so the rooms
+    /// watch this to close with 1001 themselves.
+    pub(crate) closing: CancellationToken,
     /// The upstreams' health as last checked (see [`watch_upstreams`]).
     upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
 }
@@ -115,6 +119,7 @@ impl AppState {
             keys: Arc::new(keys),
             streams: StreamSlots::new(limits),
             score_updates: quizzes::ScoreHub::default(),
+            closing: CancellationToken::new(),
             upstream_health: Arc::new(RwLock::new(
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
@@ -496,9 +501,10 @@ async fn problem_errors(request: Request, next: Next) -> Response {
 /// Serves the REST edge on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    state.closing = shutdown.clone();
     let watcher = tokio::spawn(watch_upstreams(state.clone(), shutdown.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -183,15 +183,16 @@ struct Edge {
     keys: TokenKeys,
     state: AppState,
     quiz: Scripted,
-    _stop: Stop,
+    stop: Stop,
 }
 
-/// Cancels the servers when the test ends.
-struct Stop(CancellationToken);
+/// Cancels the edge (the first) and the scripted service (the second) when the test ends.
+struct Stop(CancellationToken, CancellationToken);
 
 impl Drop for Stop {
     fn drop(&mut self) {
         self.0.cancel();
+        self.1.cancel();
     }
 }
 
@@ -201,7 +202,8 @@ async fn start() -> Edge {
     let grpc_addr = grpc.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let service = quiz.clone();
-    let stop = shutdown.clone();
+    let grpc_shutdown = CancellationToken::new();
+    let stop = grpc_shutdown.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(QuizServiceServer::new(service))
@@ -230,7 +232,7 @@ async fn start() -> Edge {
         keys: TokenKeys::new("room-test", &settings.auth),
         state,
         quiz,
-        _stop: Stop(shutdown),
+        stop: Stop(shutdown, grpc_shutdown),
     }
 }
 
@@ -445,4 +447,19 @@ async fn post(base: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_room_closes_with_1001_when_the_edge_shuts_down() {
+    let edge = start().await;
+    let token = edge.keys.mint("ann", Role::Employee, None);
+    let url = format!("{}/api/quiz-sessions/{SESSION}/ws?access_token={token}", edge.ws);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    edge.watchers(1).await;
+    edge.stop.0.cancel();
+    let close = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap();
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
 }

@@ -17,8 +17,9 @@
 //!
 //! Lifetime: a ping every [`PING_EVERY`]; a client silent (no pong, no message) for
 //! [`IDLE_AFTER`] is closed (1001). When the upstream ends the socket closes 1000 after the
-//! events before it; when it fails, an `error` goes out and the socket closes 1011. The
-//! socket holds a stream slot (the same caps as SSE) until it ends.
+//! events before it; when it fails, an `error` goes out and the socket closes 1011; when the
+//! edge shuts down, 1001. The socket holds a stream slot (the same caps as SSE) until it
+//! ends.
 
 use std::time::Duration;
 
@@ -81,9 +82,14 @@ impl Room {
         let (out, outbox) = mpsc::channel::<Message>(OUTBOX);
         let writer = write(sink, outbox);
         let forward = forward(events, out.clone());
-        let read = self.read(inbound, out);
+        let closing = self.state.closing.clone();
+        let read = self.read(inbound, out.clone());
         tokio::pin!(writer, forward, read);
         tokio::select! {
+            () = closing.cancelled() => {
+                let _ = out.send(close(1001, "the edge is shutting down")).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+            }
             () = &mut writer => {}
             () = &mut read => {
                 // The client left or went quiet: let its close reply go out, then stop.
