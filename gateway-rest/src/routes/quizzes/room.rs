@@ -31,7 +31,10 @@ use futures::{SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{AnswerDoor, QuizEvent, parse_answer_object, submit_answer};
+use super::{
+    QuizEvent,
+    answers::{AnswerDoor, parse_answer_object, submit_answer},
+};
 use crate::{AppState, StreamSlot, problem::Problem};
 use ewpm_kit::auth::Caller;
 
