@@ -13,6 +13,7 @@ pub static MODULES: &[&dyn Module] = &[
     &ewpm_scan::MODULE,
     &ewpm_progress::MODULE,
     &ewpm_incentive::MODULE,
+    &ewpm_quiz::MODULE,
     &ewpm_leaderboard::MODULE,
 ];
 

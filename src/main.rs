@@ -206,10 +206,12 @@ fn print_banner(keys: &TokenKeys, grpc: SocketAddr, http: SocketAddr, database: 
     let admin = keys.mint("dev-admin", Role::Admin, None);
     let employee = keys.mint("dev-employee", Role::Employee, Some("acme"));
     let now = example_window();
+    let services: Vec<&str> = ewpm::MODULES.iter().map(|m| m.name()).collect();
+    let services = services.join(", ");
     println!(
         "\
 EWPM dev is running (embedded mode: {database})
-  gRPC      {grpc}   (challenge, progress, leaderboard, incentive, scan, health, reflection)
+  gRPC      {grpc}   ({services}, health, reflection)
   REST      http://{http}   (docs: http://{http}/docs)
 
 Development tokens (valid 24 h; `ewpm token --help` mints more):

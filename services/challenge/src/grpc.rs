@@ -340,12 +340,7 @@ fn state_filter(raw: i32) -> Result<Option<State>, FieldViolation> {
 
 /// FNV-1a of the encoded request: stable across builds, enough to tell a retry from a change.
 fn fingerprint(request: &pb::CreateChallengeRequest) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in request.encode_to_vec() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    ewpm_kit::idempotency::fingerprint(&request.encode_to_vec())
 }
 
 fn page_to_proto(page: Page, now: DateTime<Utc>) -> (Vec<pb::Challenge>, String) {

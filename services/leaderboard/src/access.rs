@@ -9,8 +9,7 @@
 //!   `GetChallenge` — admins see every board, everyone else the open challenges (no employer)
 //!   and those of their own employer. [`ChallengeAudience`] asks it with the service's own
 //!   token (`service:leaderboard`, admin) so one cached answer serves every caller.
-//! - A kind with no registered audience (e.g. `quiz` until the quiz service exists, or any
-//!   made-up kind) is NOT_FOUND for every caller, admins included: nothing can say such a
+//! - A kind with no registered audience (any made-up kind) is NOT_FOUND for every caller, admins included: nothing can say such a
 //!   board exists, so reading it would create keys for any name. The applier still keeps
 //!   such boards from their deltas; they become readable when their owner registers.
 //! - Answers are cached for `audience_cache_secs`; unknown boards for at most

@@ -7,14 +7,16 @@ use ewpm_kit::module::{Context, Mode, Module, async_trait};
 use crate::{
     access::ChallengeAudience,
     app,
-    notices::{MemoryNotices, Notices, RedisNotices},
+    notices::{self, MemoryNotices, Notices},
+    quiz::QuizBoards,
     rebuild::{ChallengeOwner, Owners},
     scores::{Dedupe, MemoryScores, RedisScores, ScoreStore},
     settings::LeaderboardSettings,
 };
 
 /// The leaderboard service and its score delta applier. Challenge boards are rebuilt from the
-/// `progress` service and readable by the audience the `challenge` service names.
+/// `progress` service and readable by the audience the `challenge` service names; quiz boards
+/// (`quiz:<session>`) both come from the `quiz` service.
 pub struct LeaderboardModule;
 
 /// The leaderboard module, for the registry.
@@ -49,16 +51,19 @@ impl Module for LeaderboardModule {
                 let (url, prefix) = ctx.redis().await?;
                 (
                     Arc::new(RedisScores::connect(&url, &prefix).await?.with_dedupe(dedupe)),
-                    Arc::new(RedisNotices::connect(&url, &prefix).await?),
+                    Arc::new(notices::redis(&url, &prefix).await?),
                 )
             }
         };
         let keys = ctx.keys().clone();
         let owner = ChallengeOwner::new(&ctx.service_uri("progress")?, keys.clone())?;
         let audience = ChallengeAudience::new(&ctx.service_uri("challenge")?, keys)?;
+        let quiz = Arc::new(QuizBoards::new(&ctx.service_uri("quiz")?, ctx.service_token())?);
         let owners = Owners::new()
             .with("challenge", Arc::new(owner))
-            .with_audience("challenge", Arc::new(audience));
+            .with_audience("challenge", Arc::new(audience))
+            .with("quiz", quiz.clone())
+            .with_audience("quiz", quiz);
         let grpc = ctx.settings().grpc.clone();
         let built = app::build(scores, bus, notices, owners, &settings, &grpc, ctx.streams());
         ctx.mount().add(built.service);

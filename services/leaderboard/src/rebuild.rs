@@ -11,8 +11,8 @@
 //! - Across processes the lease decides: a process that cannot take it polls until the board
 //!   is ready, and gives up after [`RebuildConfig::wait`] ([`RebuildError::Timeout`]); if the
 //!   holder dies, its lease expires and the next poll takes over.
-//! - Owners are registered per board kind ([`Owners`]). A kind with no owner (e.g. `quiz`
-//!   until the quiz service exists) has no facts to reload: its rebuild loads nothing, so a
+//! - Owners are registered per board kind ([`Owners`]). A kind with no owner (a made-up
+//!   kind) has no facts to reload: its rebuild loads nothing, so a
 //!   missing board of that kind comes back empty. The applier re-applies the deltas that found
 //!   such a board missing once it is ready (see [`crate::applier`]), so only a *loss* of an
 //!   owner-less board loses scores.

@@ -16,7 +16,7 @@ use ewpm_leaderboard::{
     app,
     applier::{GROUP, TOPIC},
     domain::Board,
-    notices::{Notices, RedisNotices},
+    notices::Notices,
     scores::{RedisScores, ScoreStore},
     watch::WatchHub,
 };
@@ -60,7 +60,8 @@ async fn harness(facts: Vec<ewpm_leaderboard::scores::OwnedEntry>) -> Harness {
     let url = &servers().redis_url;
     let scores: Arc<dyn ScoreStore> = Arc::new(RedisScores::connect(url, &prefix).await.unwrap());
     let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(url, &prefix).await.unwrap());
-    let notices: Arc<dyn Notices> = Arc::new(RedisNotices::connect(url, &prefix).await.unwrap());
+    let notices: Arc<dyn Notices> =
+        Arc::new(ewpm_leaderboard::notices::redis(url, &prefix).await.unwrap());
     let owner = FixedOwner::new(facts);
     let challenges =
         Challenges::start(TestDb::postgres(&[&ewpm_challenge::MODULE]).await.unwrap()).await;

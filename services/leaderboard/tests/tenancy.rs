@@ -18,7 +18,7 @@ use ewpm_kit::{
 use ewpm_leaderboard::{
     access::Access,
     app,
-    notices::{MemoryNotices, Notices, RedisNotices},
+    notices::{MemoryNotices, Notices},
     scores::{MemoryScores, RedisScores, ScoreStore},
 };
 use ewpm_proto::leaderboard::v1::{
@@ -80,7 +80,7 @@ async fn harness(backend: Backend, settings: LeaderboardSettings) -> Harness {
                 Store::Redis { prefix: prefix.clone() },
                 Arc::new(RedisScores::connect(url, &prefix).await.unwrap()),
                 Arc::new(RedisBus::connect(url, &prefix).await.unwrap()),
-                Arc::new(RedisNotices::connect(url, &prefix).await.unwrap()),
+                Arc::new(ewpm_leaderboard::notices::redis(url, &prefix).await.unwrap()),
             )
         }
     };
