@@ -103,6 +103,7 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     let ann = bearer("ann", Role::Employee, None);
     let ben = bearer("ben", Role::Employee, None);
     let cid = bearer("cid", Role::Employee, None);
+    let dan = bearer("dan", Role::Employee, None);
 
     // Authoring: a quiz of three questions, and another quiz for a foreign question.
     let (status, quiz) = rest
@@ -169,6 +170,8 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     assert_eq!((status, &me["userId"], &me["sessionId"]), (200, &json!("ann"), &json!(id)));
     let (status, _) = rest.post(&format!("/api/quiz-sessions/{id}/join"), &ben, json!({})).await;
     assert_eq!(status, 200);
+    let (status, _) = rest.post(&format!("/api/quiz-sessions/{id}/join"), &dan, json!({})).await;
+    assert_eq!(status, 200);
     assert_eq!(problem(&join(ann.clone()).await), (409, "ALREADY_JOINED"));
     let unknown = uuid::Uuid::new_v4();
     let answer = rest.post(&format!("/quiz-session/{unknown}/join"), &ann, json!({})).await;
@@ -185,7 +188,32 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     let (mut room, response) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert_eq!(response.status(), 101);
     let first = until(&mut room, "session").await;
+    let mut history = first.clone();
     assert_eq!(first.last().unwrap()["session"]["id"], json!(id));
+    // Dan's room, with the header: he is connected and never answers the first question, so
+    // the service does not close it early ("everyone connected answered").
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{}/api/quiz-sessions/{id}/ws",
+            base.replace("http://", "ws://")
+        ))
+        .unwrap();
+    request.headers_mut().insert("authorization", dan.parse().unwrap());
+    let (mut dans_room, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    until(&mut dans_room, "session").await;
+    // The same events as Server-Sent Events.
+    let mut sse = rest
+        .http
+        .get(format!("{base}/api/quiz-sessions/{id}/stream"))
+        .header("authorization", &ben)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk()).await.unwrap().unwrap();
+    let text = String::from_utf8(chunk.unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: session\ndata: {"), "{text}");
+    drop(sse);
 
     let (status, started) =
         rest.post(&format!("/api/quiz-sessions/{id}/start"), &admin, json!({})).await;
@@ -201,6 +229,7 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
         rest.post(&format!("/api/quiz-sessions/{id}/reveal"), &admin, json!({})).await;
     assert_eq!((status, &revealed["question"]["id"]), (200, &json!(questions[0])), "{revealed}");
     let seen = until(&mut room, "question_revealed").await;
+    history.extend(seen.clone());
     let event = seen.last().unwrap();
     assert_eq!(event["question"]["id"], json!(questions[0]));
     assert_eq!(event["question"]["choices"], json!(["3", "4", "5"]));
@@ -228,27 +257,36 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     let message = json!({"type": "answer", "questionId": questions[0], "answer": 1});
     room.send(Message::text(message.to_string())).await.unwrap();
     let seen = until(&mut room, "answer_receipt").await;
+    history.extend(seen.clone());
     let receipt = &seen.last().unwrap()["receipt"];
     assert_eq!(receipt["correct"], true, "{receipt}");
     let points = receipt["points"].as_f64().unwrap();
     assert!(points > 0.0, "{receipt}");
     let update = match seen.iter().find(|m| m["type"] == "score_update") {
         Some(update) => update.clone(),
-        None => until(&mut room, "score_update").await.pop().unwrap(),
+        None => {
+            let seen = until(&mut room, "score_update").await;
+            history.extend(seen.clone());
+            seen.last().unwrap().clone()
+        }
     };
     assert_eq!(update["update"]["score"], receipt["score"]);
     // A second answer: 400 on the seed path, and the same problem in the room.
     let answer = rest.post("/update-score", &ann, body(&questions[0], json!(0))).await;
     assert_eq!(problem(&answer), (400, "ALREADY_ANSWERED"));
     room.send(Message::text(message.to_string())).await.unwrap();
-    let refused = until(&mut room, "error").await.pop().unwrap();
+    let seen = until(&mut room, "error").await;
+    history.extend(seen.clone());
+    let refused = seen.last().unwrap().clone();
     assert_eq!(
         (&refused["problem"]["status"], &refused["problem"]["reason"]),
         (&json!(400), &json!("ALREADY_ANSWERED"))
     );
     // The room answers garbage and stays open.
     room.send(Message::text("{not json")).await.unwrap();
-    let refused = until(&mut room, "error").await.pop().unwrap();
+    let seen = until(&mut room, "error").await;
+    history.extend(seen.clone());
+    let refused = seen.last().unwrap().clone();
     assert_eq!(refused["problem"]["status"], 400);
 
     // Ben answers twice at once: exactly one is taken.
@@ -270,7 +308,9 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
         (200, &json!([1])),
         "{closed}"
     );
-    let event = until(&mut room, "question_closed").await.pop().unwrap();
+    let seen = until(&mut room, "question_closed").await;
+    history.extend(seen.clone());
+    let event = seen.last().unwrap().clone();
     assert_eq!(event["question"]["id"], json!(questions[0]));
     assert_eq!(
         (&event["result"]["correctChoices"], &event["result"]["answered"]),
@@ -279,16 +319,36 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     let answer = rest.post("/update-score", &ann, body(&questions[0], json!(1))).await;
     assert_eq!(answer.0, 400);
 
+    // Dan never answered: the room told him the result too.
+    let event = until(&mut dans_room, "question_closed").await.pop().unwrap();
+    assert_eq!(event["result"]["correctChoices"], json!([1]));
+
     // The leaderboard reaches the room with ann's points.
+    let has_anns_points = |m: &Value| {
+        m["type"] == "leaderboard"
+            && m["entries"].as_array().is_some_and(|entries| {
+                entries.iter().any(|e| e["userId"] == "ann" && e["score"].as_f64() == Some(points))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !history.iter().any(has_anns_points) {
+        assert!(Instant::now() < deadline, "no leaderboard with ann's points: {history:?}");
+        history.extend(until(&mut room, "leaderboard").await);
+    }
+
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let board = until(&mut room, "leaderboard").await.pop().unwrap();
+        let (status, board) = rest.get(&format!("/api/quiz-sessions/{id}/leaderboard"), &ann).await;
+        assert_eq!((status, &board["sessionId"]), (200, &json!(id)), "{board}");
         let entries = board["entries"].as_array().unwrap();
         if entries.iter().any(|e| e["userId"] == "ann" && e["score"].as_f64() == Some(points)) {
             break;
         }
-        assert!(Instant::now() < deadline, "no leaderboard with ann's points: {board}");
+        assert!(Instant::now() < deadline, "ann's points are not on the board: {board}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let unknown_board = rest.get(&format!("/api/quiz-sessions/{unknown}/leaderboard"), &ann).await;
+    assert_eq!(problem(&unknown_board), (404, "SESSION_NOT_FOUND"));
 
     // Multiple choice and short text, over the resource path.
     rest.post(&format!("/api/quiz-sessions/{id}/reveal"), &admin, json!({})).await;
@@ -305,7 +365,9 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
         rest.post(&format!("/api/quiz-sessions/{id}/finish"), &admin, json!({})).await;
     assert_eq!((status, &finished["session"]["state"]), (200, &json!("finished")), "{finished}");
     assert_eq!(finished["standings"][0]["userId"], "ann");
-    let event = until(&mut room, "finished").await.pop().unwrap();
+    let seen = until(&mut room, "finished").await;
+    history.extend(seen.clone());
+    let event = seen.last().unwrap().clone();
     assert_eq!(event["standings"][0]["userId"], "ann");
     assert_eq!(problem(&join(cid.clone()).await), (409, "SESSION_NOT_JOINABLE"));
     let (status, view) = rest.get(&format!("/api/quiz-sessions/{id}"), &ann).await;
@@ -320,7 +382,7 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let csv = response.text().await.unwrap();
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains("ann"), "{csv}");
     let answer =
         rest.get(&format!("/api/quiz-sessions/{id}/results.csv?kind=everything"), &admin).await;

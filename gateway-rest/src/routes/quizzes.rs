@@ -329,7 +329,8 @@ pub async fn get_session(
         (status = 200, description = "The session, `open`", body = SessionDto),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session visible to the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The session is not `scheduled`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The session is not `scheduled` (`SESSION_STATE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another host action changed the session at the same moment (`CONCURRENT_CHANGE`); retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -351,7 +352,8 @@ pub async fn open_session(
         (status = 200, description = "The session, `running`", body = SessionDto),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session visible to the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The session is not `open`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The session is not `open` (`SESSION_STATE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another host action changed the session at the same moment (`CONCURRENT_CHANGE`); retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -374,7 +376,8 @@ pub async fn start_session(
         (status = 200, description = "The session and the question now open", body = RevealDto),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session visible to the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The session is not `running`, or every question was revealed (`NO_MORE_QUESTIONS`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The session is not `running` (`SESSION_STATE`), or every question was revealed (`NO_MORE_QUESTIONS`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another host action changed the session at the same moment (`CONCURRENT_CHANGE`); retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -400,7 +403,8 @@ pub async fn reveal(
         (status = 200, description = "The session and the question just closed, with its result", body = CloseQuestionDto),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session visible to the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The session is not `running`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The session is not `running` (`SESSION_STATE`), or no question is open (`NO_OPEN_QUESTION`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another host action changed the session at the same moment (`CONCURRENT_CHANGE`); retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -426,7 +430,8 @@ pub async fn close_question(
         (status = 200, description = "The session, `finished`, and the final standings", body = FinishedDto),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session visible to the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The session is finished already, or was never opened", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The session is finished already, or was never opened (`SESSION_STATE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another host action changed the session at the same moment (`CONCURRENT_CHANGE`); retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
