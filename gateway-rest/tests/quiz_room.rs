@@ -463,3 +463,31 @@ async fn a_room_closes_with_1001_when_the_edge_shuts_down() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_frame_over_the_protocol_cap_ends_the_socket_and_nothing_else() {
+    let edge = start().await;
+    let token = edge.keys.mint("ann", Role::Employee, None);
+    let url = format!("{}/api/quiz-sessions/{SESSION}/ws?access_token={token}", edge.ws);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
+    edge.watchers(1).await;
+    socket.send(Message::text("x".repeat(64 * 1024))).await.unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket ends within 5 s")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    // The edge still serves rooms.
+    let (mut again, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let watchers = edge.watchers(2).await;
+    send(&watchers[1], Event::ParticipantCount(1)).await;
+    assert_eq!(next_json(&mut again).await, json!({"type": "participant_count", "count": 1}));
+}

@@ -704,4 +704,69 @@ mod tests {
             assert_eq!(field_names(&err.0), ["top"]);
         }
     }
+
+    #[tokio::test]
+    async fn the_router_mounts_every_quiz_route_and_the_document_lists_each_with_its_methods() {
+        let settings = ewpm_kit::settings::Settings::default();
+        let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive", "quiz"]
+            .map(|name| (name.to_string(), "http://127.0.0.1:9".to_string()));
+        let state = AppState::connect(
+            &addrs.into_iter().collect(),
+            ewpm_kit::auth::TokenKeys::new("test", &settings.auth),
+            &settings.limits,
+        )
+        .unwrap();
+        // Overlapping routes would panic while the router is built.
+        let _router = crate::router(state);
+        let doc = serde_json::to_value(<crate::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let mut operations: Vec<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| path.contains("quiz") || path.as_str() == "/update-score")
+            .flat_map(|(path, item)| {
+                item.as_object().unwrap().keys().map(move |m| format!("{m} {path}"))
+            })
+            .collect();
+        operations.sort_unstable();
+        assert_eq!(
+            operations,
+            [
+                "get /api/quiz-sessions/{id}",
+                "get /api/quiz-sessions/{id}/leaderboard",
+                "get /api/quiz-sessions/{id}/results.csv",
+                "get /api/quiz-sessions/{id}/stream",
+                "get /api/quiz-sessions/{id}/ws",
+                "get /api/quizzes",
+                "get /api/quizzes/{id}",
+                "post /api/quiz-sessions",
+                "post /api/quiz-sessions/{id}/answers",
+                "post /api/quiz-sessions/{id}/close-question",
+                "post /api/quiz-sessions/{id}/finish",
+                "post /api/quiz-sessions/{id}/join",
+                "post /api/quiz-sessions/{id}/open",
+                "post /api/quiz-sessions/{id}/reveal",
+                "post /api/quiz-sessions/{id}/start",
+                "post /api/quizzes",
+                "post /quiz-session/{id}/join",
+                "post /update-score",
+            ]
+        );
+        // The seed's statuses are in the document as the brief states them.
+        let responses = |method: &str, path: &str| -> Vec<String> {
+            let mut codes: Vec<String> = doc["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            codes.sort_unstable();
+            codes
+        };
+        assert_eq!(
+            responses("post", "/quiz-session/{id}/join"),
+            ["200", "400", "401", "403", "409", "429", "503"]
+        );
+        assert_eq!(responses("post", "/update-score"), ["200", "400", "401", "403", "429", "503"]);
+    }
 }

@@ -12,8 +12,8 @@
 //! `POST /api/quiz-sessions/{id}/answers`. Answers are taken one at a time per socket, in
 //! order. A message that is not that (binary, not JSON, another `type`, over
 //! [`MAX_MESSAGE_BYTES`]) is answered with an `error` and the socket stays open; a frame over
-//! [`MAX_FRAME_BYTES`] is refused by the protocol layer, which closes the socket (the edge
-//! never buffers more than that).
+//! [`MAX_FRAME_BYTES`] is refused by the protocol layer (the edge never buffers more than
+//! that) and the socket closes with 1009.
 //!
 //! Lifetime: a ping every [`PING_EVERY`]; a client silent (no pong, no message) for
 //! [`IDLE_AFTER`] is closed (1001). When the upstream ends the socket closes 1000 after the
@@ -117,7 +117,19 @@ impl Room {
                     let _ = out.send(close(1001, "idle")).await;
                     return;
                 }
-                Ok(None) | Ok(Some(Err(_))) => return,
+                Ok(None) => return,
+                Ok(Some(Err(err))) => {
+                    // The protocol layer refused a frame (over MAX_FRAME_BYTES, or malformed):
+                    // say which, if the socket still takes a close frame.
+                    let text = err.to_string();
+                    let frame = if text.contains("Space limit") || text.contains("too long") {
+                        close(1009, "a message may hold at most 16 KiB")
+                    } else {
+                        close(1002, "protocol error")
+                    };
+                    let _ = out.send(frame).await;
+                    return;
+                }
                 Ok(Some(Ok(message))) => message,
             };
             let reply = match message {
