@@ -10,7 +10,9 @@ checks what ties them together:
   unknown ones);
 - every configMapRef / secretKeyRef names the ConfigMap / a key of base/secret.example.yaml;
 - each `ewpm serve <x>` container sets the variables (from the Secret) that command needs,
-  and leaderboard and gateway get no DATABASE_URL;
+  and leaderboard and gateway get no DATABASE_URL; every serve target of the registry (each
+  module, each module's parts `<module>-<part>`, gateway) has a NEEDS entry and runs in a
+  Deployment, and no Deployment serves anything else;
 - pods set enableServiceLinks: false; probe and prometheus.io/port ports are container ports;
 - every Service selects pods of some Deployment, its targetPorts are named container ports;
 - every EWPM_SERVICES__* setting is set in the ConfigMap and points at a Service port;
@@ -44,6 +46,8 @@ NEEDS = {
     "leaderboard": {"REDIS_URL", "EWPM_AUTH__SECRET"},
     "incentive": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "incentive-processor": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
+    "quiz": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
+    "quiz-relay": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "gateway": {"EWPM_AUTH__SECRET"},
 }
 FORBIDDEN = {"leaderboard": {"DATABASE_URL"}, "gateway": {"DATABASE_URL"}}
@@ -85,6 +89,22 @@ def settings_names():
     return names
 
 
+def serve_targets():
+    """What `ewpm serve` takes, as the registry in src/lib.rs defines it: every module, every
+    module's part (`<module>-<part>`, from the `parts()` of services/<module>/src/module.rs)
+    and `gateway`."""
+    targets = {"gateway"}
+    for module in re.findall(r"&ewpm_(\w+)::MODULE", REGISTRY_RS.read_text()):
+        targets.add(module)
+        path = ROOT / "services" / module / "src/module.rs"
+        if path.exists():
+            parts = re.search(r"fn parts\(&self\)[^{]*\{(.*?)\n    \}", path.read_text(), re.S)
+            if parts:
+                names = re.findall(r'name: "([\w-]+)"', parts.group(1))
+                targets |= {f"{module}-{name}" for name in names}
+    return targets
+
+
 def render(overlay):
     out = subprocess.run(
         ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
@@ -93,7 +113,7 @@ def render(overlay):
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-def check(overlay, docs, allowed, secret_keys, problems):
+def check(overlay, docs, allowed, secret_keys, serve_names, problems):
     def bad(msg):
         problems.append(f"{overlay}: {msg}")
 
@@ -116,6 +136,7 @@ def check(overlay, docs, allowed, secret_keys, problems):
         if key not in set_in_configmaps:
             bad(f"ConfigMap: {key} is not set (its default is the embedded mode's loopback)")
 
+    served = set()
     workloads = dict(deployments)
     workloads.update({f"job/{n}": j for n, j in by_kind.get("Job", {}).items()})
     for wname, w in workloads.items():
@@ -144,8 +165,11 @@ def check(overlay, docs, allowed, secret_keys, problems):
             args = c.get("args", [])
             if args[:1] == ["serve"]:
                 cmd = args[1]
+                served.add(cmd)
+                if cmd not in serve_names:
+                    bad(f"{wname}: serve {cmd} is no module, part or gateway of src/lib.rs")
                 if cmd not in NEEDS:
-                    bad(f"{wname}: unknown command serve {cmd}")
+                    bad(f"{wname}: unknown command serve {cmd} (add it to NEEDS in check.py)")
                     continue
                 for key in sorted(NEEDS[cmd] - got):
                     bad(f"{wname}: serve {cmd} needs {key}")
@@ -165,6 +189,11 @@ def check(overlay, docs, allowed, secret_keys, problems):
         if ann.get("prometheus.io/scrape") == "true":
             if int(ann.get("prometheus.io/port", 0)) not in ports:
                 bad(f"{wname}: prometheus.io/port is not a container port")
+
+    # Every module and part must run somewhere in a mesh (a module whose built-in part is
+    # switched off in its Deployment, e.g. EWPM_QUIZ__RELAY_ENABLED=false, relies on it).
+    for target in sorted(serve_names - served):
+        bad(f"serve {target} (src/lib.rs) runs in no Deployment")
 
     for sname, svc in services.items():
         sel = svc["spec"].get("selector", {})
@@ -219,9 +248,10 @@ def main():
         sys.exit(f"no settings parsed from {SETTINGS_RS}")
     secret = yaml.safe_load((K8S / "base/secret.example.yaml").read_text())
     secret_keys = set(secret["stringData"])
-    problems = []
+    targets = serve_targets()
+    problems = [f"serve {t}: no NEEDS entry in k8s/check.py" for t in sorted(targets - set(NEEDS))]
     for overlay in ("dev", "prod"):
-        check(overlay, render(overlay), allowed, secret_keys, problems)
+        check(overlay, render(overlay), allowed, secret_keys, targets, problems)
     for p in problems:
         print(p)
     if problems:

@@ -18,7 +18,7 @@ use ewpm_proto::{
     },
     quiz::v1::{self as pb, quiz_service_client::QuizServiceClient},
 };
-use ewpm_testkit::{Proc, TestDb, bearer, free_port, servers};
+use ewpm_testkit::{OwnRedis, Proc, TestDb, bearer, free_port, servers};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::{Request, transport::Channel};
@@ -270,6 +270,14 @@ async fn a_thousand_players_twenty_questions_two_relays_one_killed_every_answer_
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The board is a cache of the quiz's facts: lost, it is rebuilt from the quiz service
+    // (GetSessionScores) and equals SQL again.
+    let redis = ewpm_kit::redis::connect(&mesh.redis_url).await.unwrap();
+    let key = format!("{}lb:{{quiz:{session}}}", mesh.prefix);
+    let keys = vec![key.clone(), format!("{key}:seen"), format!("{key}:ready")];
+    let deleted: i64 = fred::prelude::KeysInterface::del(&redis, keys).await.unwrap();
+    assert_eq!(deleted, 3, "the board, its dedupe set and its ready mark were there");
+    assert_eq!(board(&mesh, &session).await, totals, "rebuilt from the quiz service");
     let db = &mesh.db.db;
     let unpublished = db
         .query_one_raw(Statement::from_string(
@@ -282,4 +290,127 @@ async fn a_thousand_players_twenty_questions_two_relays_one_killed_every_answer_
         .try_get::<i64>("", "n")
         .unwrap();
     assert_eq!(unpublished, 0, "every outbox row published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_taken_while_redis_is_down_reach_the_board_once_it_is_back() {
+    let mut redis = OwnRedis::start().unwrap();
+    let quiz_port = free_port();
+    let db = TestDb::postgres_unmigrated().await.unwrap();
+    let env = vec![
+        ("EWPM_SERVICES__QUIZ".to_string(), format!("http://127.0.0.1:{quiz_port}")),
+        ("EWPM_QUIZ__RELAY_POLL_MS".to_string(), "50".to_string()),
+    ];
+    let mut mesh = Mesh::start_on(db, redis.url.clone(), env, false, false).await;
+    mesh.spawn(&["serve", "quiz"], quiz_port, &[]);
+    wait_serving(quiz_port, "ewpm.quiz.v1.QuizService").await;
+    let mut client = QuizServiceClient::new(Mesh::channel(quiz_port).await);
+    let question = pb::Question {
+        text: "Steps?".into(),
+        kind: pb::QuestionKind::SingleChoice.into(),
+        choices: vec!["a".into(), "b".into()],
+        correct_choices: vec![1],
+        time_limit_secs: 600,
+        ..Default::default()
+    };
+    let quiz = client
+        .create_quiz(req(
+            pb::CreateQuizRequest {
+                title: "Faults".into(),
+                employer_id: "acme".into(),
+                questions: vec![question],
+                idempotency_key: String::new(),
+            },
+            &admin(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .quiz
+        .unwrap();
+    let session = client
+        .create_session(req(
+            pb::CreateSessionRequest { quiz_id: quiz.id.clone(), ..Default::default() },
+            &admin(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    for action in ["open", "join", "start", "reveal"] {
+        let s = session.clone();
+        match action {
+            "open" => drop(
+                client
+                    .open_session(req(pb::OpenSessionRequest { session_id: s }, &admin()))
+                    .await
+                    .unwrap(),
+            ),
+            "start" => drop(
+                client
+                    .start_session(req(pb::StartSessionRequest { session_id: s }, &admin()))
+                    .await
+                    .unwrap(),
+            ),
+            "reveal" => drop(
+                client
+                    .reveal_next_question(req(
+                        pb::RevealNextQuestionRequest { session_id: s },
+                        &admin(),
+                    ))
+                    .await
+                    .unwrap(),
+            ),
+            _ => {
+                for n in 0..20 {
+                    let r = pb::JoinSessionRequest { session_id: s.clone(), team: String::new() };
+                    client.join_session(req(r, &player(n))).await.unwrap();
+                }
+            }
+        }
+    }
+    // Redis dies: answers still commit (with their outbox rows) in PostgreSQL.
+    redis.kill();
+    for n in 0..20 {
+        let pick = i32::from(n % 2 == 0);
+        let r = pb::SubmitAnswerRequest {
+            session_id: session.clone(),
+            question_id: quiz.questions[0].id.clone(),
+            answer: Some(pb::Answer { choices: vec![pick], text: String::new() }),
+        };
+        client.submit_answer(req(r, &player(n))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.up().unwrap();
+    let (totals, answers) = sql(&mesh, &session).await;
+    assert_eq!(answers, 20);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let client = LeaderboardServiceClient::new(Mesh::channel(mesh.leaderboard).await);
+        let page = client
+            .clone()
+            .get_leaderboard(req(
+                GetLeaderboardRequest {
+                    board: format!("quiz:{session}"),
+                    page_size: 100,
+                    page_token: String::new(),
+                },
+                &admin(),
+            ))
+            .await;
+        if let Ok(page) = page {
+            let on_board: BTreeMap<String, f64> =
+                page.into_inner().entries.into_iter().map(|e| (e.member, e.score)).collect();
+            if on_board == totals {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the board did not catch up within 60 s of Redis returning"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -3,6 +3,7 @@
 
 mod incentives;
 mod pipeline;
+mod quiz;
 
 use std::{
     net::SocketAddr,
@@ -44,6 +45,10 @@ pub enum Bench {
     /// Recorded activity on the `activity` topic through the incentive processors into awards, with
     /// an exactly-once check.
     Incentives(crate::incentives::IncentiveArgs),
+    /// SubmitAnswer throughput against the bare echo, and the fan-out lag of a quiz session's
+    /// room (WatchSession streams) from a reveal to each participant, for rooms of 1,000 and
+    /// 10,000.
+    Quiz(crate::quiz::QuizArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -81,6 +86,7 @@ pub async fn run(bench: Bench, modules: &'static [&'static dyn Module]) -> anyho
         Bench::Progress(args) => crate::pipeline::progress(args, modules).await,
         Bench::Leaderboard(args) => crate::pipeline::leaderboard(args, modules).await,
         Bench::Incentives(args) => crate::incentives::incentives(args, modules).await,
+        Bench::Quiz(args) => crate::quiz::quiz(args, modules).await,
     }
 }
 

@@ -43,7 +43,7 @@ use crate::{BenchDb, Stack, Stores, percentile};
 pub struct PipelineArgs {
     /// Concurrent clients (over 4 connections).
     #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Distinct users submitting.
     #[arg(long, default_value_t = 10_000)]
     users: usize,
@@ -52,7 +52,7 @@ pub struct PipelineArgs {
     challenges: usize,
     /// Seconds of each measured phase.
     #[arg(long, default_value_t = 10)]
-    duration: u64,
+    pub(crate) duration: u64,
     /// A running gRPC endpoint serving challenge, progress and leaderboard (`ewpm dev`'s
     /// port, or one address per service with --progress-target / --leaderboard-target).
     /// Without it the stack runs in this process.
@@ -77,7 +77,7 @@ pub struct PipelineArgs {
     redis: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// `ewpm bench leaderboard` options.
@@ -91,18 +91,20 @@ pub struct LeaderboardArgs {
 }
 
 /// What a run talks to.
-struct Target {
+pub(crate) struct Target {
     challenge: Vec<Channel>,
-    progress: Vec<Channel>,
+    pub(crate) progress: Vec<Channel>,
     leaderboard: Vec<Channel>,
     leaderboard_uri: String,
+    /// Where the quiz service is (the target, or the in-process stack).
+    pub(crate) quiz_uri: String,
     keys: TokenKeys,
-    backend: String,
+    pub(crate) backend: String,
     /// The in-process stack and its database, stopped and dropped at the end.
     local: Option<(Stack, BenchDb)>,
 }
 
-async fn channels(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn channels(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(
@@ -116,7 +118,7 @@ async fn channels(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 }
 
 impl Target {
-    async fn open(
+    pub(crate) async fn open(
         args: &PipelineArgs,
         modules: &'static [&'static dyn Module],
     ) -> anyhow::Result<Self> {
@@ -133,6 +135,7 @@ impl Target {
                 progress: channels(p, 4).await?,
                 leaderboard: channels(l, 4).await?,
                 leaderboard_uri: l.to_string(),
+                quiz_uri: target.clone(),
                 keys,
                 backend: format!("target {target}"),
                 local: None,
@@ -184,20 +187,21 @@ impl Target {
             progress: channels(&uri, 4).await?,
             leaderboard: channels(&uri, 4).await?,
             leaderboard_uri: uri.clone(),
+            quiz_uri: uri.clone(),
             keys,
             backend: backend.to_string(),
             local: Some((stack, bench_db)),
         })
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         if let Some((stack, bench_db)) = self.local {
             stack.stop().await;
             bench_db.drop_database().await;
         }
     }
 
-    fn bearer(
+    pub(crate) fn bearer(
         &self,
         sub: &str,
         role: Role,
@@ -230,19 +234,19 @@ impl Target {
 }
 
 /// Rate and latency of one closed-loop phase.
-struct Phase {
-    ops: u64,
-    errors: u64,
-    secs: f64,
-    latencies: Vec<Duration>,
+pub(crate) struct Phase {
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) secs: f64,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl Phase {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ops as f64 / self.secs
     }
 
-    fn json(&self, echo: f64) -> serde_json::Value {
+    pub(crate) fn json(&self, echo: f64) -> serde_json::Value {
         json!({
             "per_sec": self.rate().round(),
             "ratio_to_echo": (self.rate() / echo * 100.0).round() / 100.0,
@@ -255,7 +259,7 @@ impl Phase {
         })
     }
 
-    fn line(&self, what: &str, echo: f64) -> String {
+    pub(crate) fn line(&self, what: &str, echo: f64) -> String {
         format!(
             "  {what:<22} {:>8.0}/s  ({:>3.0} % of echo)  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms{}",
             self.rate(),
@@ -273,7 +277,7 @@ impl Phase {
 }
 
 /// Runs `call(worker, i)` from `concurrency` workers for `duration`.
-async fn closed_loop<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Phase
+pub(crate) async fn closed_loop<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Phase
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -312,7 +316,7 @@ where
 }
 
 /// The bare RPC: health checks at `concurrency` over `channels`.
-async fn echo(channels: &[Channel], concurrency: usize, duration: Duration) -> Phase {
+pub(crate) async fn echo(channels: &[Channel], concurrency: usize, duration: Duration) -> Phase {
     let clients: Vec<_> = channels.iter().map(|c| HealthClient::new(c.clone())).collect();
     closed_loop(concurrency, duration, move |w, _| {
         let mut client = clients[w % clients.len()].clone();

@@ -239,7 +239,7 @@ impl QuizService for QuizGrpc {
                 return Err(QuizError::from(FieldViolation::new("top", "must be 0 to 100")).into());
             }
         };
-        let rx = self.hub.watch(&self.quizzes, &caller, &session_id, top).await?;
+        let rx = self.hub.watch(&caller, &session_id, top).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

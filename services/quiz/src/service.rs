@@ -196,7 +196,7 @@ impl Quizzes {
             }));
         }
         if let Some((key, hash)) = &idempotency
-            && let Some(found) = self.by_key(caller, key, hash, true).await?
+            && let Some(found) = self.quiz_by_key(caller, key, hash).await?
         {
             return Ok(found);
         }
@@ -213,7 +213,7 @@ impl Quizzes {
             Ok(()) => Ok(Arc::new(quiz)),
             Err(Conflict::Exists) => match &idempotency {
                 Some((key, hash)) => self
-                    .by_key(caller, key, hash, true)
+                    .quiz_by_key(caller, key, hash)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("quiz key conflict without a quiz").into()),
                 None => Err(anyhow::anyhow!("quiz id conflict").into()),
@@ -222,30 +222,33 @@ impl Quizzes {
         }
     }
 
-    async fn by_key(
+    /// The quiz `caller` created with idempotency key `key`, if any; KEY_REUSED when its body
+    /// differs from this one's (`hash`).
+    async fn quiz_by_key(
         &self,
         caller: &Caller,
         key: &str,
         hash: &str,
-        quiz: bool,
     ) -> Result<Option<Arc<QuizRow>>, QuizError> {
-        let found = if quiz {
-            self.store.quiz_by_key(&caller.user_id, key).await?
-        } else {
-            self.store.session_by_key(&caller.user_id, key).await?
-        };
-        match found {
+        match self.store.quiz_by_key(&caller.user_id, key).await? {
             None => Ok(None),
             Some((_, stored)) if stored != hash => Err(QuizError::KeyReused),
-            Some((id, _)) if quiz => self.quiz_row(&id).await,
-            Some((id, _)) => Ok(Some(Arc::new(QuizRow {
-                id,
-                title: String::new(),
-                employer_id: None,
-                created_by: String::new(),
-                created_at: self.now(),
-                questions: Vec::new(),
-            }))),
+            Some((id, _)) => self.quiz_row(&id).await,
+        }
+    }
+
+    /// The session `caller` created with idempotency key `key`, if any (as
+    /// [`Quizzes::quiz_by_key`]).
+    async fn session_by_key(
+        &self,
+        caller: &Caller,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<SessionRow>, QuizError> {
+        match self.store.session_by_key(&caller.user_id, key).await? {
+            None => Ok(None),
+            Some((_, stored)) if stored != hash => Err(QuizError::KeyReused),
+            Some((id, _)) => Ok(Some(self.session_row(&id).await?)),
         }
     }
 
@@ -294,9 +297,9 @@ impl Quizzes {
         let quiz_id = quiz_id.ok_or_else(|| anyhow::anyhow!("violations were reported above"))?;
         let quiz = self.get_quiz(caller, &quiz_id).await?;
         if let Some((key, hash)) = &idempotency
-            && let Some(found) = self.by_key(caller, key, hash, false).await?
+            && let Some(found) = self.session_by_key(caller, key, hash).await?
         {
-            return self.session_row(&found.id).await;
+            return Ok(found);
         }
         let session = SessionRow {
             id: Uuid::now_v7().to_string(),
@@ -318,10 +321,11 @@ impl Quizzes {
         match self.store.create_session(&session, key).await {
             Ok(()) => Ok(session),
             Err(Conflict::Exists) => match &idempotency {
-                Some((key, hash)) => match self.by_key(caller, key, hash, false).await? {
-                    Some(found) => self.session_row(&found.id).await,
-                    None => Err(anyhow::anyhow!("session key conflict without a session").into()),
-                },
+                Some((key, hash)) => {
+                    self.session_by_key(caller, key, hash).await?.ok_or_else(|| {
+                        anyhow::anyhow!("session key conflict without a session").into()
+                    })
+                }
                 None => Err(anyhow::anyhow!("session id conflict").into()),
             },
             Err(Conflict::Other(e)) => Err(e.into()),

@@ -198,11 +198,11 @@ impl Hub {
     /// Starts a stream of `session_id`'s events for `caller` (a host or a participant).
     pub async fn watch(
         &self,
-        quizzes: &Quizzes,
         caller: &Caller,
         session_id: &str,
         top: usize,
     ) -> Result<mpsc::Receiver<Result<pb::WatchSessionResponse, Status>>, QuizError> {
+        let quizzes = &self.inner.quizzes;
         let (session, host) = quizzes.visible(caller, session_id).await?;
         let participant = quizzes.store().participant(&session.id, &caller.user_id).await?;
         if !host && participant.is_none() {

@@ -764,3 +764,158 @@ async fn authoring_names_every_bad_field_and_checks_the_author() {
     assert_eq!(list.quizzes.len(), 1);
     q.streams.cancel();
 }
+
+#[tokio::test]
+async fn team_mode_ranks_teams_by_their_members_average() {
+    let mut q = start(Backend::Sqlite).await;
+    let quiz = q.quiz("acme", vec![choice("Steps?", &["a", "b"], &[1])]).await;
+    let session = q
+        .client
+        .create_session(req(
+            pb::CreateSessionRequest {
+                quiz_id: quiz.id.clone(),
+                team_mode: true,
+                scoring: Some(pb::ScoringRules { accuracy_only: true, ..Default::default() }),
+                ..Default::default()
+            },
+            &admin(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    q.host(&session, "open").await.unwrap();
+    let join =
+        |team: &str| pb::JoinSessionRequest { session_id: session.clone(), team: team.into() };
+    let missing = q.client.join_session(req(join(""), &user(1))).await.unwrap_err();
+    assert_eq!(violations(&missing), ["team"]);
+    // Red: three players, one right; blue: one player, right. Blue wins on the average.
+    for (u, team) in [(1, "red"), (2, "red"), (3, "red"), (4, "blue")] {
+        q.client.join_session(req(join(team), &user(u))).await.unwrap();
+    }
+    q.host(&session, "start").await.unwrap();
+    q.host(&session, "reveal").await.unwrap();
+    q.clock.set(t0() + TimeDelta::seconds(15));
+    for (u, pick) in [(1, 1), (2, 0), (3, 0), (4, 1)] {
+        let r = q.answer(&session, &quiz.questions[0].id, vec![pick], "", &user(u)).await.unwrap();
+        assert_eq!(
+            r.points,
+            if pick == 1 { 1000.0 } else { 0.0 },
+            "accuracy only: no speed factor"
+        );
+    }
+    let finished = q
+        .client
+        .finish_session(req(pb::FinishSessionRequest { session_id: session.clone() }, &admin()))
+        .await
+        .unwrap()
+        .into_inner();
+    let teams: Vec<(i32, &str, f64, i32)> =
+        finished.teams.iter().map(|t| (t.rank, t.team.as_str(), t.score, t.members)).collect();
+    assert!((teams[1].2 - 1000.0 / 3.0).abs() < 1e-9, "{teams:?}");
+    assert_eq!(
+        (teams[0], (teams[1].0, teams[1].1, teams[1].3)),
+        ((1, "blue", 1000.0, 1), (2, "red", 3))
+    );
+    // Not in team mode: a team is refused by name.
+    let plain = q.session(&quiz.id).await;
+    q.host(&plain, "open").await.unwrap();
+    let r = q
+        .client
+        .join_session(req(
+            pb::JoinSessionRequest { session_id: plain, team: "red".into() },
+            &user(1),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&r), ["team"]);
+    // Rebuild facts: admins and services only, every answer with its id.
+    let denied = q
+        .client
+        .get_session_scores(req(
+            pb::GetSessionScoresRequest { session_id: session.clone() },
+            &user(1),
+        ))
+        .await;
+    assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
+    let mut stream = q
+        .client
+        .get_session_scores(req(
+            pb::GetSessionScoresRequest { session_id: session.clone() },
+            &admin(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = 0;
+    while let Some(chunk) = stream.message().await.unwrap() {
+        answers += chunk.participants.iter().map(|p| p.answers.len()).sum::<usize>();
+    }
+    assert_eq!(answers, 4);
+    q.streams.cancel();
+}
+
+#[tokio::test]
+async fn speed_counts_from_when_the_question_reached_the_participants_connection() {
+    let mut q = start(Backend::Sqlite).await;
+    let (session, questions) = q.running().await;
+    let me = q.join(&session, &user(1)).await.unwrap();
+    q.join(&session, &user(2)).await.unwrap();
+    // User 2 watches: handing them the revealed question records the moment.
+    let mut watch = q
+        .client
+        .clone()
+        .watch_session(req(
+            pb::WatchSessionRequest { session_id: session.clone(), top: 0 },
+            &user(2),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    q.host(&session, "reveal").await.unwrap();
+    loop {
+        let m = watch.message().await.unwrap().unwrap();
+        if matches!(m.event, Some(Event::QuestionRevealed(_))) {
+            break;
+        }
+    }
+    let recorded = async {
+        loop {
+            let n =
+                q.db.db
+                    .query_one_raw(Statement::from_string(
+                        q.db.db.get_database_backend(),
+                        "SELECT COUNT(*) AS n FROM quiz_deliveries",
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get::<i64>("", "n")
+                    .unwrap();
+            if n == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), recorded).await.expect("delivery recorded");
+    // User 1's connection got it 1.5 s after the reveal (a slow network); they answer 5 s
+    // after the reveal: 3.5 s count.
+    q.store
+        .record_deliveries(&[(
+            me.id.clone(),
+            questions[0].id.clone(),
+            t0() + TimeDelta::milliseconds(1500),
+        )])
+        .await
+        .unwrap();
+    q.clock.set(t0() + TimeDelta::seconds(5));
+    let r = q.answer(&session, &questions[0].id, vec![1], "", &user(1)).await.unwrap();
+    assert_eq!(r.elapsed_ms, 3500);
+    // User 2's stream got it at the reveal itself (the fixed clock): all 5 s count.
+    let r = q.answer(&session, &questions[0].id, vec![1], "", &user(2)).await.unwrap();
+    assert_eq!(r.elapsed_ms, 5000);
+    q.streams.cancel();
+}
