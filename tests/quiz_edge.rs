@@ -369,6 +369,20 @@ async fn a_live_quiz_plays_over_the_seed_paths_the_api_and_the_room() {
     history.extend(seen.clone());
     let event = seen.last().unwrap().clone();
     assert_eq!(event["standings"][0]["userId"], "ann");
+    // The session's stream ends after `finished`: the room closes normally.
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match room.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the room closes within 10 s of `finished`")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1000, "{close:?}");
     assert_eq!(problem(&join(cid.clone()).await), (409, "SESSION_NOT_JOINABLE"));
     let (status, view) = rest.get(&format!("/api/quiz-sessions/{id}"), &ann).await;
     assert_eq!((status, &view["me"]["answered"]), (200, &json!(3)), "{view}");
