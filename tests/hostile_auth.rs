@@ -153,12 +153,15 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
     let mut mesh = Mesh::start(true).await;
     let scan = free_port();
     mesh.spawn(&["serve", "scan"], scan, &[]);
+    let quiz = free_port();
+    mesh.spawn(&["serve", "quiz"], quiz, &[]);
     let ports: BTreeMap<&str, u16> = [
         ("ewpm.challenge.v1.ChallengeService", mesh.challenge),
         ("ewpm.progress.v1.ProgressService", mesh.progress),
         ("ewpm.leaderboard.v1.LeaderboardService", mesh.leaderboard),
         ("ewpm.incentive.v1.IncentiveService", mesh.incentive),
         ("ewpm.scan.v1.ScanService", scan),
+        ("ewpm.quiz.v1.QuizService", quiz),
     ]
     .into();
     // Some state to protect: a challenge. And the scan projector's first poll (which writes

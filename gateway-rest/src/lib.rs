@@ -3,18 +3,19 @@
 //! `application/problem+json` with the service's stable reason.
 //!
 //! # Layout
-//! - [`routes`]: one file per resource (challenges, leaderboards, incentives, scans).
+//! - [`routes`]: one file per resource (challenges, leaderboards, incentives, scans,
+//!   quizzes with their WebSocket room).
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
 //! - this file: the router, authentication before anything reads a request, `/health`
 //!   (from upstream states checked every second), `/metrics`, `/openapi.json`, `/docs`,
-//!   request spans and metrics, the SSE stream caps.
+//!   request spans and metrics, the live stream caps (SSE and WebSockets).
 
 pub mod problem;
 pub mod routes;
 pub mod upstream;
 
-use routes::{challenges, incentives, leaderboards, scans};
+use routes::{challenges, incentives, leaderboards, quizzes, scans};
 
 use std::{
     collections::BTreeMap,
@@ -41,6 +42,7 @@ use ewpm_proto::{
     incentive::v1::incentive_service_client::IncentiveServiceClient,
     leaderboard::v1::leaderboard_service_client::LeaderboardServiceClient,
     progress::v1::progress_service_client::ProgressServiceClient,
+    quiz::v1::quiz_service_client::QuizServiceClient,
     scan::v1::scan_service_client::ScanServiceClient,
 };
 use tokio::net::TcpListener;
@@ -67,12 +69,20 @@ pub struct AppState {
     pub leaderboard: LeaderboardServiceClient<Channel>,
     /// The incentive service.
     pub incentive: IncentiveServiceClient<Channel>,
+    /// The quiz service.
+    pub quiz: QuizServiceClient<Channel>,
     /// Every upstream's channel, by service name (the `EWPM_SERVICES__<NAME>` keys).
     channels: Arc<BTreeMap<&'static str, Channel>>,
     /// Verifies tokens before anything else reads the request.
     keys: Arc<TokenKeys>,
-    /// Live SSE streams, per caller and in all.
+    /// Live streams (SSE and WebSockets), per caller and in all.
     pub streams: StreamSlots,
+    /// Score updates for the quiz room sockets on this edge.
+    pub score_updates: quizzes::ScoreHub,
+    /// Cancelled when the edge shuts down ([`serve`]'s `shutdown`): WebSockets outlive the
+    /// HTTP server's graceful shutdown (an upgraded connection is no longer its), so the rooms
+    /// watch this to close with 1001 themselves.
+    pub(crate) closing: CancellationToken,
     /// The upstreams' health as last checked (see [`watch_upstreams`]).
     upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
 }
@@ -104,9 +114,12 @@ impl AppState {
             progress: ProgressServiceClient::new(channel("progress")),
             leaderboard: LeaderboardServiceClient::new(channel("leaderboard")),
             incentive: IncentiveServiceClient::new(channel("incentive")),
+            quiz: QuizServiceClient::new(channel("quiz")),
             channels: Arc::new(channels),
             keys: Arc::new(keys),
             streams: StreamSlots::new(limits),
+            score_updates: quizzes::ScoreHub::default(),
+            closing: CancellationToken::new(),
             upstream_health: Arc::new(RwLock::new(
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
@@ -115,12 +128,13 @@ impl AppState {
 }
 
 /// The upstreams `/health` reports, with the health service name each is checked under.
-const UPSTREAMS: [(&str, &str); 5] = [
+const UPSTREAMS: [(&str, &str); 6] = [
     ("challenge", ewpm_proto::challenge::v1::SERVICE_NAME),
     ("scan", ewpm_proto::scan::v1::SERVICE_NAME),
     ("progress", ewpm_proto::progress::v1::SERVICE_NAME),
     ("leaderboard", ewpm_proto::leaderboard::v1::SERVICE_NAME),
     ("incentive", ewpm_proto::incentive::v1::SERVICE_NAME),
+    ("quiz", ewpm_proto::quiz::v1::SERVICE_NAME),
 ];
 
 /// How often the edge checks its upstreams' health.
@@ -142,7 +156,7 @@ pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Live SSE streams: at most `limits.max_streams_per_caller` per verified caller and
+/// Live streams (SSE and WebSockets): at most `limits.max_streams_per_caller` per verified caller and
 /// `limits.max_streams` in all on this edge.
 #[derive(Debug, Clone)]
 pub struct StreamSlots(Arc<ewpm_kit::streams::StreamSlots>);
@@ -201,6 +215,24 @@ pub use ewpm_kit::streams::StreamSlot;
         scans::parcel,
         scans::parcels,
         scans::projector,
+        quizzes::seed_join,
+        quizzes::update_score,
+        quizzes::create_quiz,
+        quizzes::list_quizzes,
+        quizzes::get_quiz,
+        quizzes::create_session,
+        quizzes::get_session,
+        quizzes::open_session,
+        quizzes::start_session,
+        quizzes::reveal,
+        quizzes::close_question,
+        quizzes::finish,
+        quizzes::api_join,
+        quizzes::answer,
+        quizzes::leaderboard,
+        quizzes::stream,
+        quizzes::export,
+        quizzes::ws,
     ),
     components(schemas(Problem, problem::FieldError)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -208,7 +240,8 @@ pub use ewpm_kit::streams::StreamSlot;
         (name = "challenges", description = "Wellness challenges"),
         (name = "progress", description = "Challenge progress and live leaderboards"),
         (name = "incentives", description = "Health activity logging, the incentive catalog, employer incentives and awards"),
-        (name = "scans", description = "Parcel scan events and parcel states")
+        (name = "scans", description = "Parcel scan events and parcel states"),
+        (name = "quizzes", description = "Live quizzes: authoring, hosting, joining, answering, the session's events and its WebSocket room")
     )
 )]
 pub struct ApiDoc;
@@ -324,12 +357,48 @@ fn api_routes() -> Router<AppState> {
         .route("/api/parcels", get(scans::parcels))
         .route("/api/parcels/{parcelId}", get(scans::parcel))
         .route("/api/scans/projector", get(scans::projector))
+        .route("/quiz-session/{id}/join", post(quizzes::seed_join))
+        .route("/update-score", post(quizzes::update_score))
+        .route("/api/quizzes", get(quizzes::list_quizzes).post(quizzes::create_quiz))
+        .route("/api/quizzes/{id}", get(quizzes::get_quiz))
+        .route("/api/quiz-sessions", post(quizzes::create_session))
+        .route("/api/quiz-sessions/{id}", get(quizzes::get_session))
+        .route("/api/quiz-sessions/{id}/open", post(quizzes::open_session))
+        .route("/api/quiz-sessions/{id}/start", post(quizzes::start_session))
+        .route("/api/quiz-sessions/{id}/reveal", post(quizzes::reveal))
+        .route("/api/quiz-sessions/{id}/close-question", post(quizzes::close_question))
+        .route("/api/quiz-sessions/{id}/finish", post(quizzes::finish))
+        .route("/api/quiz-sessions/{id}/join", post(quizzes::api_join))
+        .route("/api/quiz-sessions/{id}/answers", post(quizzes::answer))
+        .route("/api/quiz-sessions/{id}/leaderboard", get(quizzes::leaderboard))
+        .route("/api/quiz-sessions/{id}/stream", get(quizzes::stream))
+        .route("/api/quiz-sessions/{id}/results.csv", get(quizzes::export))
+        .route(QUIZ_ROOM, get(quizzes::ws))
 }
+
+/// The one route that also takes its token as the `access_token` query parameter: browsers
+/// cannot set headers on a WebSocket.
+const QUIZ_ROOM: &str = "/api/quiz-sessions/{id}/ws";
 
 /// Verifies the bearer token before anything reads the request (a bad body from a caller
 /// without a valid token is 401, not 400), and hands the [`Caller`] to the handler. The
 /// services verify it again: the edge forwards it untouched.
+///
+/// On [`QUIZ_ROOM`] only, a request without the header may carry the token as the
+/// `access_token` query parameter. It is taken out of the URI here, before anything else
+/// sees the request (request spans and metrics name the route template, never the URI, and
+/// no handler reads it), and handed on as the `authorization` header the upstream calls
+/// forward.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let is_room =
+        request.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == QUIZ_ROOM);
+    let query_token = if is_room { take_query_token(&mut request) } else { None };
+    if let Some(token) = query_token
+        && !request.headers().contains_key(http::header::AUTHORIZATION)
+        && let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        request.headers_mut().insert(http::header::AUTHORIZATION, value);
+    }
     let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match state.keys.verify_header(header) {
         Ok(caller) => {
@@ -338,6 +407,61 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Err(status) => Problem::from_status(&status, "").into_response(),
     }
+}
+
+/// Removes every `access_token` parameter from the request's query; answers the first one's
+/// value (percent-decoded).
+fn take_query_token(request: &mut Request) -> Option<String> {
+    let query = request.uri().query()?;
+    let mut token = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "access_token" {
+            if token.is_none() {
+                token = Some(percent_decode(value));
+            }
+        } else if !pair.is_empty() {
+            kept.push(pair);
+        }
+    }
+    token.as_ref()?;
+    let path = request.uri().path();
+    let rebuilt =
+        if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = rebuilt.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    token
+}
+
+/// `%XX` escapes and `+` in a query value, decoded; invalid escapes are kept as they are.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Errors axum itself answers (a malformed query or path, 405, 413…) come as plain text;
@@ -377,9 +501,10 @@ async fn problem_errors(request: Request, next: Next) -> Response {
 /// Serves the REST edge on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    state.closing = shutdown.clone();
     let watcher = tokio::spawn(watch_upstreams(state.clone(), shutdown.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -504,5 +629,67 @@ mod tests {
         }
         assert!(operations >= 20, "{operations} operations");
         assert_eq!(missing, Vec::<String>::new());
+    }
+
+    fn state() -> (AppState, TokenKeys) {
+        let settings = ewpm_kit::settings::Settings::default();
+        let addrs = UPSTREAMS.map(|(name, _)| (name.to_string(), "http://127.0.0.1:9".to_string()));
+        let state = AppState::connect(
+            &addrs.into_iter().collect(),
+            TokenKeys::new("test", &settings.auth),
+            &settings.limits,
+        )
+        .unwrap();
+        (state, TokenKeys::new("test", &settings.auth))
+    }
+
+    async fn call(uri: &str, authorization: Option<&str>) -> (u16, serde_json::Value) {
+        use tower::Service;
+        let (state, _) = state();
+        let mut request = http::Request::get(uri);
+        if let Some(value) = authorization {
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let response =
+            router(state).call(request.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn the_quiz_room_takes_its_token_from_the_query_and_no_other_route_does() {
+        let token = state().1.mint("ann", ewpm_kit::auth::Role::Employee, None);
+        // Authenticated: what answers is the upgrade check (this is no WebSocket request).
+        let (status, body) =
+            call(&format!("/api/quiz-sessions/s-1/ws?top=5&access_token={token}"), None).await;
+        assert_eq!((status, &body["reason"]), (400, &serde_json::json!("INVALID_ARGUMENT")));
+        let (status, body) = call("/api/quiz-sessions/s-1/ws?access_token=forged", None).await;
+        assert_eq!((status, &body["reason"]), (401, &serde_json::json!("INVALID_TOKEN")));
+        let (status, body) = call(&format!("/api/quizzes?access_token={token}"), None).await;
+        assert_eq!((status, &body["reason"]), (401, &serde_json::json!("MISSING_TOKEN")));
+        // The header, when present, is the token; the query one is dropped.
+        let bearer = format!("Bearer {token}");
+        let (status, _) =
+            call("/api/quiz-sessions/s-1/ws?access_token=forged", Some(bearer.as_str())).await;
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn the_query_token_is_taken_out_of_the_uri_and_decoded() {
+        let mut request = Request::new(axum::body::Body::empty());
+        *request.uri_mut() =
+            "/api/quiz-sessions/s/ws?top=5&access_token=a%2Eb+c&x=1&access_token=z"
+                .parse()
+                .unwrap();
+        assert_eq!(take_query_token(&mut request).as_deref(), Some("a.b c"));
+        assert_eq!(request.uri().to_string(), "/api/quiz-sessions/s/ws?top=5&x=1");
+        *request.uri_mut() = "/p?access_token=t".parse().unwrap();
+        assert_eq!(take_query_token(&mut request).as_deref(), Some("t"));
+        assert_eq!(request.uri().to_string(), "/p");
+        *request.uri_mut() = "/p?top=5".parse().unwrap();
+        assert_eq!(take_query_token(&mut request), None);
+        assert_eq!(request.uri().to_string(), "/p?top=5");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

@@ -54,10 +54,20 @@ where
     M: Send + 'static,
     D: Serialize,
 {
+    sse_events(slot, upstream.map(move |message| message.map(|m| dto(m).map(|d| (event, d)))))
+}
+
+/// As [`sse`], for a stream whose items name their own event: `Some((name, value))` is an
+/// event `name` with the JSON of `value`, `None` a comment.
+pub fn sse_events<D, S>(slot: crate::StreamSlot, upstream: S) -> Response
+where
+    D: Serialize,
+    S: futures::Stream<Item = Result<Option<(&'static str, D)>, tonic::Status>> + Send + 'static,
+{
     let events = upstream.map(move |message| -> Result<Event, Infallible> {
         let _held = &slot;
-        Ok(match message.map(&mut dto) {
-            Ok(Some(value)) => Event::default()
+        Ok(match message {
+            Ok(Some((event, value))) => Event::default()
                 .event(event)
                 .json_data(&value)
                 .unwrap_or_else(|_| Event::default().comment("unserializable message")),

@@ -112,7 +112,7 @@ fn entries(list: Vec<lpb::LeaderboardEntry>) -> Vec<EntryDto> {
     list.into_iter().map(|e| EntryDto { rank: e.rank, user_id: e.member, score: e.score }).collect()
 }
 
-fn parse_limit(raw: Option<&str>, field: &str) -> ApiResult<i32> {
+pub(crate) fn parse_limit(raw: Option<&str>, field: &str) -> ApiResult<i32> {
     match raw {
         None | Some("") => Ok(0),
         Some(raw) => match raw.parse::<i32>() {

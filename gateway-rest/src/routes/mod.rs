@@ -6,6 +6,8 @@
 //! - [`incentives`]: activity logging, the incentive catalog, employer incentives, awards
 //!   and their SSE stream.
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
+//! - [`quizzes`]: live quizzes (authoring, hosting, the seed's join and update-score paths),
+//!   the session's SSE stream and its WebSocket room ([`quizzes::room`]).
 //!
 //! # REST shapes and proto messages
 //!
@@ -44,12 +46,21 @@
 //! | `ParcelDto`, `ParcelPage` | scan `Parcel`, `ListParcelsResponse` | hand: the seed's ParcelStates names (`createdDateTimeUtc`, `pickupTimeUtc`, `deliveryTimeUtc`); ids are numbers; unset times `null` |
 //! | `ProjectorStatusDto` | `GetProjectorStatusResponse` | hand: numbers; `state` is `caught_up`, not `PROJECTOR_STATE_CAUGHT_UP`; unset times `null`; empty `lastError` left out |
 //!
+//! | `QuizDto`, `QuestionDto`, `QuizPage`, `SessionDto`, `ScoringDto`, `SessionViewDto`, `PlayQuestionDto`, `RevealedQuestionDto`, `QuestionResultDto`, `ParticipantDto`, `QuizStandingDto`, `TeamStandingDto`, `RevealDto`, `CloseQuestionDto`, `FinishedDto` | quiz `Quiz`, `Question`, `ListQuizzesResponse`, `Session`, `ScoringRules`, `GetSessionResponse`, `PlayQuestion`, `RevealedQuestion`, `QuestionResult`, `Participant`, `Standing`, `TeamStanding`, `RevealNextQuestionResponse`, `CloseQuestionResponse`, `FinishSessionResponse` | hand: enums as lower-case words (`single_choice`, `running`); empty `employerId`/`team` and unset `startTime`/`finishTime` are `null` |
+//! | `CreateQuizBody`, `QuestionBody`, `CreateSessionBody`, `JoinBody` | `CreateQuizRequest`, `CreateSessionRequest`, `JoinSessionRequest` | hand: lower-case `kind` with a 400 naming `questions[i].kind`; `Idempotency-Key` header fallback; session id from the path |
+//! | `UpdateScoreBody` (seed, snake_case), `AnswerBody`, `AnswerValue` | `SubmitAnswerRequest`, `Answer` | hand: `answer` is a number, an array of numbers or a string; every bad field named at once |
+//! | `AnswerReceiptDto` | `SubmitAnswerResponse` | hand: `elapsedMs` (int64) is a number; a poll's `correct` is `null` |
+//! | `QuizLeaderboardDto` | leaderboard `GetLeaderboardResponse` on `quiz:<id>` | hand: as `LeaderboardDto`, with `sessionId` |
+//! | `QuizEvent` (SSE data, WebSocket messages), `TopEntryDto`, `ScoreUpdateDto` | `WatchSessionResponse`, `LeaderboardTop` | hand: a JSON object tagged by `type`; room-only `score_update`, `answer_receipt`, `error` |
+//!
 //! Query strings (`ListQuery`, `ActiveQuery`, `BoardQuery`, `MeQuery`, `PageQuery`,
-//! `IncentiveQuery`, `FeedQuery`, `ParcelQuery`) are not JSON and have no proto message.
+//! `IncentiveQuery`, `FeedQuery`, `ParcelQuery`, `QuizListQuery`, `WatchQuery`,
+//! `ExportQuery`) are not JSON and have no proto message.
 
 pub mod challenges;
 pub mod incentives;
 pub mod leaderboards;
+pub mod quizzes;
 pub mod scans;
 
 #[cfg(test)]
