@@ -73,10 +73,10 @@ pub struct QuestionInput {
     pub correct: Vec<i32>,
     /// Accepted answers.
     pub accepted: Vec<String>,
-    /// Points (0: the default).
-    pub points: i32,
-    /// Multiplier (0: the default 1).
-    pub multiplier: f64,
+    /// Points (unset: the default).
+    pub points: Option<i32>,
+    /// Multiplier (unset: 1).
+    pub multiplier: Option<f64>,
     /// Wrong-answer penalty.
     pub wrong_penalty: i32,
     /// Time limit (0: the default 20 s).
@@ -198,13 +198,13 @@ pub fn question(
         }
     }
     let points = match (input.points, kind) {
-        (0, Kind::Poll) => Some(0),
-        (0, _) => Some(1000),
-        (p, Kind::Poll) if p != 0 => {
+        (None | Some(0), Kind::Poll) => Some(0),
+        (Some(_), Kind::Poll) => {
             v.push(FieldViolation::new(at("points"), "must be 0 for a poll"));
             None
         }
-        (p, _) => match u32::try_from(p) {
+        (None, _) => Some(1000),
+        (Some(p), _) => match u32::try_from(p) {
             Ok(p) if p <= 10_000 => Some(p),
             _ => {
                 v.push(FieldViolation::new(at("points"), "must be 0 to 10,000"));
@@ -212,7 +212,7 @@ pub fn question(
             }
         },
     };
-    let multiplier = if input.multiplier == 0.0 { 1.0 } else { input.multiplier };
+    let multiplier = input.multiplier.unwrap_or(1.0);
     if !(multiplier.is_finite() && (0.0..=10.0).contains(&multiplier)) {
         v.push(FieldViolation::new(at("multiplier"), "must be 0 to 10"));
         ok = false;
@@ -551,8 +551,8 @@ mod tests {
             kind: Some(Kind::SingleChoice),
             choices: vec!["a".into(), "A".into()],
             correct: vec![0, 5],
-            points: -1,
-            multiplier: 11.0,
+            points: Some(-1),
+            multiplier: Some(11.0),
             time_limit_secs: 4,
             ..QuestionInput::default()
         };

@@ -365,8 +365,8 @@ pub fn question_to_proto(q: &Question) -> pb::Question {
         choices: q.choices.clone(),
         correct_choices: q.correct.iter().map(|&c| to_i32(c)).collect(),
         accepted_answers: q.accepted.clone(),
-        points: to_i32(q.points),
-        multiplier: q.multiplier,
+        points: Some(to_i32(q.points)),
+        multiplier: Some(q.multiplier),
         wrong_penalty: to_i32(q.wrong_penalty),
         time_limit_secs: to_i32(q.time_limit_secs),
     }

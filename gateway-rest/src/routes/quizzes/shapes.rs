@@ -54,11 +54,9 @@ pub struct QuestionBody {
     #[serde(default)]
     pub accepted_answers: Vec<String>,
     /// 0 to 10,000; default 1,000 (0 for a poll).
-    #[serde(default)]
-    pub points: i32,
+    pub points: Option<i32>,
     /// 0 to 10; default 1.
-    #[serde(default)]
-    pub multiplier: f64,
+    pub multiplier: Option<f64>,
     /// 0 (default) to 10,000.
     #[serde(default)]
     pub wrong_penalty: i32,
@@ -616,8 +614,8 @@ pub fn question_dto(q: qpb::Question) -> QuestionDto {
         choices,
         correct_choices,
         accepted_answers,
-        points,
-        multiplier,
+        points: points.unwrap_or_default(),
+        multiplier: multiplier.unwrap_or_default(),
         wrong_penalty,
         time_limit_secs,
     }
@@ -1036,8 +1034,8 @@ mod tests {
                 choices: Vec::new(),
                 correct_choices: Vec::new(),
                 accepted_answers: vec!["hi".into()],
-                points: 1000,
-                multiplier: 1.0,
+                points: Some(1000),
+                multiplier: Some(1.0),
                 wrong_penalty: 0,
                 time_limit_secs: 20,
             }],
