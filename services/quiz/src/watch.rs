@@ -43,7 +43,7 @@ use ewpm_proto::{
     quiz::v1::{self as pb, watch_session_response::Event},
 };
 use futures::StreamExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tonic::{Status, transport::Channel};
 
 use crate::{
@@ -113,7 +113,12 @@ struct Inner {
     slots: Arc<StreamSlots>,
     streams: CancellationToken,
     rooms: Mutex<HashMap<String, Arc<Room>>>,
+    /// Open streams per participant of this process.
     presence: Mutex<HashMap<String, usize>>,
+    /// Participants whose first stream opened (true) or last closed (false) since the last
+    /// write; written in batches by [`Hub::run_presence`].
+    marks: Mutex<HashMap<String, bool>>,
+    marked: Notify,
     deliveries: mpsc::Sender<Delivery>,
     delivered: Mutex<Option<mpsc::Receiver<Delivery>>>,
     presence_ttl: Duration,
@@ -160,6 +165,8 @@ impl Hub {
                 streams,
                 rooms: Mutex::default(),
                 presence: Mutex::default(),
+                marks: Mutex::default(),
+                marked: Notify::new(),
                 deliveries,
                 delivered: Mutex::new(Some(rx)),
                 presence_ttl,
@@ -222,7 +229,7 @@ impl Hub {
         };
         let participant_id = participant.map(|p| p.id);
         if let Some(id) = &participant_id {
-            self.present(id, true).await;
+            self.present(id, true);
         }
         let (tx, rx) = mpsc::channel(64);
         let hub = self.clone();
@@ -272,7 +279,7 @@ impl Hub {
             }
             drop(events);
             if let Some(id) = &participant_id {
-                hub.present(id, false).await;
+                hub.present(id, false);
             }
             if room.tx.receiver_count() == 0 {
                 room.stop.cancel();
@@ -304,7 +311,11 @@ impl Hub {
         }
     }
 
-    async fn present(&self, participant_id: &str, joined: bool) {
+    /// Counts a participant's stream in (`joined`) or out; their first stream in and their
+    /// last out are marked for [`Hub::run_presence`] to write (in batches, off the stream's
+    /// path: ten thousand participants opening the room at once make a few writes, not ten
+    /// thousand).
+    fn present(&self, participant_id: &str, joined: bool) {
         let first_or_last = {
             let mut p = lock(&self.inner.presence);
             let n = p.entry(participant_id.to_string()).or_insert(0);
@@ -321,12 +332,8 @@ impl Hub {
             }
         };
         if first_or_last {
-            let until = joined.then(|| self.present_until());
-            if let Err(err) =
-                self.inner.quizzes.store().set_presence(&[participant_id.to_string()], until).await
-            {
-                tracing::warn!(error = format!("{err:#}"), "presence not recorded");
-            }
+            lock(&self.inner.marks).insert(participant_id.to_string(), joined);
+            self.inner.marked.notify_one();
         }
     }
 
@@ -335,17 +342,35 @@ impl Hub {
         self.inner.clock.now().timestamp_millis().saturating_add(ttl)
     }
 
-    /// Keeps the presence of this process's connected participants fresh until `shutdown`.
+    /// Writes presence changes as they come (in batches) and keeps the presence of this
+    /// process's connected participants fresh, until `shutdown`.
     pub async fn run_presence(self, shutdown: CancellationToken) {
         let every = self.inner.presence_ttl / 3;
-        while !sleep_or_shutdown(every, &shutdown).await {
-            let ids: Vec<String> = lock(&self.inner.presence).keys().cloned().collect();
-            if ids.is_empty() {
-                continue;
-            }
+        let mut refresh = tokio::time::interval(every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let all = tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.inner.marked.notified() => false,
+                _ = refresh.tick() => true,
+            };
+            let marks = std::mem::take(&mut *lock(&self.inner.marks));
+            let (came, went): (Vec<_>, Vec<_>) =
+                marks.into_iter().partition(|(_, present)| *present);
+            let came: Vec<String> = if all {
+                lock(&self.inner.presence).keys().cloned().collect()
+            } else {
+                came.into_iter().map(|(id, _)| id).collect()
+            };
+            let went: Vec<String> = went.into_iter().map(|(id, _)| id).collect();
+            let store = self.inner.quizzes.store();
             let until = self.present_until();
-            if let Err(err) = self.inner.quizzes.store().set_presence(&ids, Some(until)).await {
-                tracing::warn!(error = format!("{err:#}"), "presence not refreshed");
+            for (ids, until) in [(came, Some(until)), (went, None)] {
+                if !ids.is_empty()
+                    && let Err(err) = store.set_presence(&ids, until).await
+                {
+                    tracing::warn!(error = format!("{err:#}"), "presence not written");
+                }
             }
         }
     }

@@ -76,6 +76,7 @@ async fn start(backend: Backend) -> Quiz {
         Duration::from_secs(30),
     );
     tokio::spawn(hub.clone().run_deliveries(streams.clone()));
+    tokio::spawn(hub.clone().run_presence(streams.clone()));
     let server = spawn_grpc(|mount, _| {
         mount.add(QuizServiceServer::new(QuizGrpc::new(quizzes, hub)));
     })
@@ -553,8 +554,19 @@ async fn scoring_and_rejoin(backend: Backend) {
         .unwrap()
         .into_inner();
     watch.message().await.unwrap().unwrap();
-    let closed =
-        close_due(&q.store, q.notices.as_ref(), &(q.clock.clone() as SharedClock)).await.unwrap();
+    // Presence is written off the stream's path, promptly: the closer sees it.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let clock = q.clock.clone() as SharedClock;
+            let closed = close_due(&q.store, q.notices.as_ref(), &clock).await.unwrap();
+            if !closed.is_empty() {
+                return closed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("closed once presence is written");
     assert_eq!(closed, std::slice::from_ref(&session), "everyone connected answered: closed early");
 
     // Exports: per participant (ranked) and per question.
