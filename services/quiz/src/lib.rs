@@ -6,7 +6,9 @@
 //! - [`grpc`]: `QuizService` — request → domain call → response.
 //! - [`service`]: the rules: who may do what, the host flow, joining, answering, exports.
 //! - [`domain`]: questions, answers, and the scoring rule; no I/O.
-//! - [`store`]: the tables, the answer transaction with its outbox row, and the relay claim.
+//! - [`store`]: the tables, the answers' transaction with their outbox rows, and the relay
+//!   claim.
+//! - [`writer`]: group commit of concurrent answers.
 //! - [`relay`]: the outbox relay and the question closer.
 //! - [`watch`]: WatchSession rooms: session events, leaderboard snapshots, presence, and
 //!   delivery times for fair speed scoring.
@@ -25,6 +27,7 @@ pub mod service;
 pub mod settings;
 pub mod store;
 pub mod watch;
+pub mod writer;
 
 pub use module::MODULE;
 

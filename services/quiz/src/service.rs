@@ -21,6 +21,7 @@ use crate::{
         AnswerRow, Conflict, NewAnswer, ParticipantRow, QuizRow, QuizStore, Revealed, SessionRow,
         State,
     },
+    writer::AnswerWriter,
 };
 
 /// How long a quiz's questions are cached (they never change once created).
@@ -110,6 +111,7 @@ pub struct Quizzes {
     notices: Arc<dyn Notices>,
     quizzes: Arc<TtlCache<String, Arc<QuizRow>>>,
     answered: Arc<Notify>,
+    writer: AnswerWriter,
 }
 
 impl Quizzes {
@@ -122,6 +124,7 @@ impl Quizzes {
         answered: Arc<Notify>,
     ) -> Self {
         Self {
+            writer: AnswerWriter::spawn(store.clone()),
             store,
             clock,
             notices,
@@ -645,19 +648,18 @@ impl Quizzes {
             at: now,
         };
         let board = ewpm_proto::quiz::v1::board(&session_id);
-        let score = match self.store.answer(&answer, &board).await {
-            Ok(score) => score,
-            Err(Conflict::Exists) => return Err(QuizError::AlreadyAnswered(question_id)),
-            Err(Conflict::Other(e)) => return Err(e.into()),
+        let (id, streak) = (answer.id.clone(), answer.streak);
+        let Some(score) = self.writer.write(answer, board).await? else {
+            return Err(QuizError::AlreadyAnswered(question_id));
         };
         self.answered.notify_one();
         metrics::counter!("ewpm_quiz_answers_total").increment(1);
         Ok(Receipt {
-            answer_id: answer.id,
+            answer_id: id,
             correct,
             points: earned.points,
             score,
-            streak: answer.streak,
+            streak,
             elapsed_ms,
             at: now,
         })

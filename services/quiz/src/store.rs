@@ -1,7 +1,7 @@
 //! The quiz tables: every read and write, on SQLite and PostgreSQL alike (statements are
 //! written with `$n` parameters; SQLite gets them as `?n`).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -795,23 +795,36 @@ impl QuizStore {
         }))
     }
 
-    /// Stores an answer, the participant's new totals and the outbox row of its score change
-    /// in one transaction; [`Conflict::Exists`] when the participant answered the question
-    /// before. The participant's score after it.
-    pub async fn answer(&self, a: &NewAnswer, board: &str) -> Result<f64, Conflict> {
-        let change = ScoreChange {
-            board: board.to_string(),
-            member: a.user_id.clone(),
-            delta: a.score,
-            committed_unix_ms: a.at.timestamp_millis(),
-        };
-        let payload = serde_json::to_string(&change).context("score change JSON")?;
-        let tx = self.db.begin().await.map_err(|e| unique(e, "begin answer"))?;
-        tx.execute_raw(stmt(
-            self.backend,
-            "INSERT INTO quiz_answers (id, participant_id, session_id, question_id, position, answer, correct, score, elapsed_ms, answered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            vec![
+    /// Stores answers (with `board`, the board of each one's session), their participants' new
+    /// totals and the outbox rows of their score changes in one transaction of three
+    /// statements whatever the count. Per answer: the participant's score after it, or `None`
+    /// when the participant answered that question before (`UNIQUE(participant_id,
+    /// question_id)`, concurrent answers included: the first one in wins).
+    pub async fn answers(&self, batch: &[(NewAnswer, String)]) -> anyhow::Result<Vec<Option<f64>>> {
+        let mut out = vec![None; batch.len()];
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let tx = self.db.begin().await.context("begin answers")?;
+        // 1. The answers; those the unique constraint refuses are simply not returned.
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut values = Vec::with_capacity(batch.len() * 10);
+        for (i, (a, _)) in batch.iter().enumerate() {
+            let n = i * 10;
+            slots.push(format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8,
+                n + 9,
+                n + 10
+            ));
+            values.extend([
                 a.id.clone().into(),
                 a.participant_id.clone().into(),
                 a.session_id.clone().into(),
@@ -822,40 +835,128 @@ impl QuizStore {
                 a.score.into(),
                 a.elapsed_ms.into(),
                 a.at.into(),
-            ],
-        ))
-        .await
-        .map_err(|e| unique(e, "insert answer"))?;
-        let correct = i32::from(a.correct == Some(true));
-        let row = tx
-            .query_one_raw(stmt(
+            ]);
+        }
+        let inserted = tx
+            .query_all_raw(stmt(
                 self.backend,
-                "UPDATE quiz_participants SET score = score + $1, answered = answered + 1, \
-                   correct = correct + $2, streak = $3, \
-                   streak_position = CASE WHEN $2 = 1 THEN $4 ELSE streak_position END \
-                 WHERE id = $5 RETURNING score",
-                vec![
-                    a.score.into(),
-                    correct.into(),
-                    a.streak.into(),
-                    a.position.into(),
-                    a.participant_id.clone().into(),
-                ],
+                &format!(
+                    "INSERT INTO quiz_answers (id, participant_id, session_id, question_id, position, answer, correct, score, elapsed_ms, answered_at) \
+                     VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                    slots.join(", ")
+                ),
+                values,
             ))
             .await
-            .map_err(|e| unique(e, "update participant"))?
-            .context("participant vanished")?;
-        let score: f64 = row.try_get("", "score").map_err(|e| unique(e, "read score"))?;
+            .context("insert answers")?;
+        let inserted: std::collections::HashSet<String> = inserted
+            .iter()
+            .map(|r| r.try_get::<String>("", "id"))
+            .collect::<Result<_, DbErr>>()
+            .context("read inserted answers")?;
+        let taken: Vec<usize> =
+            (0..batch.len()).filter(|&i| inserted.contains(&batch[i].0.id)).collect();
+        if taken.is_empty() {
+            tx.commit().await.context("commit answers")?;
+            return Ok(out);
+        }
+        // 2. The participants' totals: one UPDATE per round in which each participant appears
+        //    once (a participant has one answer per batch unless a question closed and the
+        //    next opened inside it).
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for &i in &taken {
+            let pid = &batch[i].0.participant_id;
+            match rounds.iter_mut().find(|r| r.iter().all(|&j| &batch[j].0.participant_id != pid)) {
+                Some(round) => round.push(i),
+                None => rounds.push(vec![i]),
+            }
+        }
+        for round in rounds {
+            let mut rows = Vec::with_capacity(round.len());
+            let mut values = Vec::with_capacity(round.len() * 5);
+            for (k, &i) in round.iter().enumerate() {
+                let a = &batch[i].0;
+                let n = k * 5;
+                rows.push(format!(
+                    "SELECT ${} AS pid, ${} AS delta, ${} AS c, ${} AS streak, ${} AS pos",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                ));
+                values.extend([
+                    a.participant_id.clone().into(),
+                    a.score.into(),
+                    i32::from(a.correct == Some(true)).into(),
+                    a.streak.into(),
+                    a.position.into(),
+                ]);
+            }
+            let updated = tx
+                .query_all_raw(stmt(
+                    self.backend,
+                    &format!(
+                        "UPDATE quiz_participants SET score = quiz_participants.score + v.delta, \
+                           answered = quiz_participants.answered + 1, correct = quiz_participants.correct + v.c, \
+                           streak = v.streak, \
+                           streak_position = CASE WHEN v.c = 1 THEN v.pos ELSE quiz_participants.streak_position END \
+                         FROM ({}) AS v WHERE quiz_participants.id = v.pid \
+                         RETURNING id, score",
+                        rows.join(" UNION ALL ")
+                    ),
+                    values,
+                ))
+                .await
+                .context("update participants")?;
+            let scores: HashMap<String, f64> = updated
+                .iter()
+                .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "score")?)))
+                .collect::<Result<_, DbErr>>()
+                .context("read participant scores")?;
+            for &i in &round {
+                out[i] =
+                    Some(*scores.get(&batch[i].0.participant_id).context("participant vanished")?);
+            }
+        }
+        // 3. The outbox rows, in the order the answers came.
+        let mut slots = Vec::with_capacity(taken.len());
+        let mut values = Vec::with_capacity(taken.len() * 4);
+        for (k, &i) in taken.iter().enumerate() {
+            let (a, board) = &batch[i];
+            let change = ScoreChange {
+                board: board.clone(),
+                member: a.user_id.clone(),
+                delta: a.score,
+                committed_unix_ms: a.at.timestamp_millis(),
+            };
+            let n = k * 4;
+            slots.push(format!(
+                "(${}, ${}, 'participant_score_change', 'ADD_ANSWER', ${}, ${}, NULL)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ));
+            values.extend([
+                a.id.clone().into(),
+                a.session_id.clone().into(),
+                serde_json::to_string(&change).context("score change JSON")?.into(),
+                a.at.into(),
+            ]);
+        }
         tx.execute_raw(stmt(
             self.backend,
-            "INSERT INTO quiz_outbox (event_id, session_id, event_name, type, payload, created_at, published_at) \
-             VALUES ($1, $2, 'participant_score_change', 'ADD_ANSWER', $3, $4, NULL)",
-            vec![a.id.clone().into(), a.session_id.clone().into(), payload.into(), a.at.into()],
+            &format!(
+                "INSERT INTO quiz_outbox (event_id, session_id, event_name, type, payload, created_at, published_at) VALUES {}",
+                slots.join(", ")
+            ),
+            values,
         ))
         .await
-        .map_err(|e| unique(e, "insert outbox row"))?;
-        tx.commit().await.map_err(|e| unique(e, "commit answer"))?;
-        Ok(score)
+        .context("insert outbox rows")?;
+        tx.commit().await.context("commit answers")?;
+        Ok(out)
     }
 
     /// Every answer to a question of a session.

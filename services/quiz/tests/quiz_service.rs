@@ -24,7 +24,7 @@ use ewpm_quiz::{
     grpc::QuizGrpc,
     relay::{Relay, close_due},
     service::Quizzes,
-    store::QuizStore,
+    store::{NewAnswer, QuizStore},
     watch::Hub,
 };
 use ewpm_testkit::{Spawned, TestDb, bearer, reason, spawn_grpc, violations};
@@ -930,4 +930,53 @@ async fn speed_counts_from_when_the_question_reached_the_participants_connection
     let r = q.answer(&session, &questions[0].id, vec![1], "", &user(2)).await.unwrap();
     assert_eq!(r.elapsed_ms, 5000);
     q.streams.cancel();
+}
+
+async fn batch_semantics(backend: Backend) {
+    let mut q = start(backend).await;
+    let (session, questions) = q.running().await;
+    let p = q.join(&session, &user(1)).await.unwrap();
+    let other = q.join(&session, &user(2)).await.unwrap();
+    let answer = |participant: &pb::Participant, question: usize, score: f64| NewAnswer {
+        id: uuid::Uuid::now_v7().to_string(),
+        participant_id: participant.id.clone(),
+        session_id: session.clone(),
+        user_id: participant.user_id.clone(),
+        question_id: questions[question].id.clone(),
+        position: i32::try_from(question).unwrap(),
+        answer: "1".into(),
+        correct: Some(true),
+        score,
+        streak: 1,
+        elapsed_ms: 0,
+        at: t0(),
+    };
+    let board = format!("quiz:{session}");
+    // In one batch: the same answer twice (the second is refused), the same participant on
+    // two questions (both count, in order), and another participant.
+    let batch = vec![
+        (answer(&p, 0, 100.0), board.clone()),
+        (answer(&p, 0, 999.0), board.clone()),
+        (answer(&p, 1, 50.0), board.clone()),
+        (answer(&other, 0, 7.0), board.clone()),
+    ];
+    let scores = q.store.answers(&batch).await.unwrap();
+    assert_eq!(scores, [Some(100.0), None, Some(150.0), Some(7.0)]);
+    // Already stored: refused in a later batch too.
+    let again = q.store.answers(&[(answer(&other, 0, 1.0), board.clone())]).await.unwrap();
+    assert_eq!(again, [None]);
+    assert_eq!(q.store.outbox_backlog().await.unwrap(), 3, "one outbox row per stored answer");
+    let me = q.view(&session, &user(1)).await.me.unwrap();
+    assert_eq!((me.score, me.answered, me.correct), (150.0, 2, 2));
+    q.streams.cancel();
+}
+
+#[tokio::test]
+async fn a_batch_of_answers_counts_each_once_on_sqlite() {
+    batch_semantics(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_answers_counts_each_once_on_postgres() {
+    batch_semantics(Backend::Postgres).await;
 }
