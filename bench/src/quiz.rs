@@ -275,15 +275,50 @@ async fn room(
     let ready = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(AtomicUsize::new(0));
     let stop = ewpm_kit::CancellationToken::new();
+    let refused: Arc<Mutex<Option<tonic::Status>>> = Arc::default();
+    let retries = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(n);
     for w in 0..n {
         let mut client = QuizServiceClient::new(channels[w % connections].clone());
         let request =
             req(pb::WatchSessionRequest { session_id: session.clone(), top: 1 }, &q.player(w))?;
-        let (lags, sent, ready, seen, stop) =
-            (lags.clone(), sent.clone(), ready.clone(), seen.clone(), stop.clone());
+        let metadata = request.metadata().clone();
+        let (retries, failed) = (retries.clone(), failed.clone());
+        let (lags, sent, ready, seen, stop, refused) = (
+            lags.clone(),
+            sent.clone(),
+            ready.clone(),
+            seen.clone(),
+            stop.clone(),
+            refused.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let Ok(response) = client.watch_session(request).await else { return };
+            // Everyone opens the room at once, as when a host shares the link; a call over
+            // the server's in-flight cap is refused with RetryInfo, and retried after it, as
+            // clients should.
+            let mut attempt = 0;
+            let response = loop {
+                let mut request = Request::new(request.get_ref().clone());
+                request.metadata_mut().clone_from(&metadata);
+                match client.watch_session(request).await {
+                    Ok(r) => break r,
+                    Err(status)
+                        if status.code() == tonic::Code::ResourceExhausted && attempt < 100 =>
+                    {
+                        attempt += 1;
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        let wait = ewpm_kit::error::retry_delay(&status)
+                            .unwrap_or(Duration::from_millis(100));
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(status) => {
+                        refused.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(status);
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            };
             let mut stream = response.into_inner();
             ready.fetch_add(1, Ordering::Relaxed);
             loop {
@@ -303,10 +338,20 @@ async fn room(
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ready.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+    while ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let connected = ready.load(Ordering::Relaxed);
+    if let Some(status) = refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        eprintln!(
+            "  {} of {n} streams refused, e.g. {:?}: {}",
+            n - connected,
+            status.code(),
+            status.message()
+        );
+    }
     for r in 0..reveals {
         *sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         q.reveal(&session).await?;
@@ -322,5 +367,11 @@ async fn room(
     }
     let mut lags = std::mem::take(&mut *lags.lock().unwrap_or_else(|p| p.into_inner()));
     lags.sort();
+    let retried = retries.load(Ordering::Relaxed);
+    if retried > 0 {
+        eprintln!(
+            "  room of {n}: {retried} stream opens were refused as over the in-flight cap and retried after RetryInfo"
+        );
+    }
     Ok((connected, lags))
 }

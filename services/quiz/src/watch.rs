@@ -119,6 +119,8 @@ struct Inner {
     /// write; written in batches by [`Hub::run_presence`].
     marks: Mutex<HashMap<String, bool>>,
     marked: Notify,
+    /// Held while a room is made (see [`Hub::room`]).
+    making: tokio::sync::Mutex<()>,
     deliveries: mpsc::Sender<Delivery>,
     delivered: Mutex<Option<mpsc::Receiver<Delivery>>>,
     presence_ttl: Duration,
@@ -154,7 +156,7 @@ impl Hub {
         streams: CancellationToken,
         presence_ttl: Duration,
     ) -> Self {
-        let (deliveries, rx) = mpsc::channel(10_000);
+        let (deliveries, rx) = mpsc::channel(65_536);
         Self {
             inner: Arc::new(Inner {
                 quizzes,
@@ -167,6 +169,7 @@ impl Hub {
                 presence: Mutex::default(),
                 marks: Mutex::default(),
                 marked: Notify::new(),
+                making: tokio::sync::Mutex::new(()),
                 deliveries,
                 delivered: Mutex::new(Some(rx)),
                 presence_ttl,
@@ -376,10 +379,16 @@ impl Hub {
     }
 
     async fn room(&self, session_id: &str) -> Result<Arc<Room>, QuizError> {
-        if let Some(room) =
-            lock(&self.inner.rooms).get(session_id).filter(|r| !r.stop.is_cancelled())
-        {
-            return Ok(room.clone());
+        let existing =
+            || lock(&self.inner.rooms).get(session_id).filter(|r| !r.stop.is_cancelled()).cloned();
+        if let Some(room) = existing() {
+            return Ok(room);
+        }
+        // One room is made at a time: when a whole audience opens a new room at once, one
+        // call reads the session and the others wait for it rather than each reading it.
+        let _making = self.inner.making.lock().await;
+        if let Some(room) = existing() {
+            return Ok(room);
         }
         let room = Arc::new(Room {
             session_id: session_id.to_string(),
