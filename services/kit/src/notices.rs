@@ -7,7 +7,7 @@
 //! - [`MemoryNotices`]: in-process, for the embedded mode.
 //! - [`RedisNotices`]: Redis pub/sub on channel `<prefix><namespace><key>` (e.g.
 //!   `lb:changed:challenge:…`, `quiz:changed:…`). One
-//!   subscriber connection per process; a board's channel is subscribed while at least one
+//!   subscriber connection per process; a key's channel is subscribed while at least one
 //!   local [`Subscription`] to it exists and unsubscribed when the last one is dropped;
 //!   subscriptions are restored after a reconnect (and every local subscriber is nudged,
 //!   since notices may have been missed meanwhile).
@@ -27,22 +27,22 @@ use fred::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Publishes and delivers change notices per board.
+/// Publishes and delivers change notices per key (a board, a session).
 #[async_trait]
 pub trait Notices: Send + Sync + 'static {
-    /// Tells every watcher of `boards` (in any process) that they changed.
-    async fn publish(&self, boards: &[String]) -> anyhow::Result<()>;
+    /// Tells every watcher of `keys` (in any process) that they changed.
+    async fn publish(&self, keys: &[String]) -> anyhow::Result<()>;
 
-    /// Notices of `board` from now on, until the subscription is dropped.
-    async fn subscribe(&self, board: &str) -> anyhow::Result<Subscription>;
+    /// Notices of `key` from now on, until the subscription is dropped.
+    async fn subscribe(&self, key: &str) -> anyhow::Result<Subscription>;
 
-    /// Upstream subscriptions to `board`'s notices: on Redis, the server's count over every
+    /// Upstream subscriptions to `key`'s notices: on Redis, the server's count over every
     /// process (`PUBSUB NUMSUB`); in memory, live [`Subscription`]s. For tests and
     /// diagnostics.
-    async fn subscribers(&self, board: &str) -> anyhow::Result<u64>;
+    async fn subscribers(&self, key: &str) -> anyhow::Result<u64>;
 }
 
-/// A subscription to one board's notices. Notices that arrive while nobody waits are merged
+/// A subscription to one key's notices. Notices that arrive while nobody waits are merged
 /// into one.
 pub struct Subscription {
     rx: watch::Receiver<u64>,
@@ -57,7 +57,7 @@ impl Subscription {
     }
 }
 
-/// Local fan-out: per board, a counter bumped by each notice and the number of
+/// Local fan-out: per key, a counter bumped by each notice and the number of
 /// subscriptions.
 #[derive(Default)]
 struct Local {
