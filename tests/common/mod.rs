@@ -178,19 +178,29 @@ impl Mesh {
         format!("http://127.0.0.1:{}", self.http)
     }
 
+    /// Waits until the edge sees challenge, progress, leaderboard and incentive serving (two
+    /// minutes at most: several meshes may start at once on a small machine); fails with the
+    /// last health answer.
     pub async fn wait_ready(&self) {
         let client = ewpm_testkit::http_client();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = String::from("no answer from the edge");
         loop {
-            if let Ok(r) = client.get(format!("{}/health", self.base())).send().await
-                && let Ok(body) = r.json::<Value>().await
-                && ["challenge", "progress", "leaderboard", "incentive"]
-                    .iter()
-                    .all(|s| body["services"][s] == "serving")
-            {
-                return;
+            match client.get(format!("{}/health", self.base())).send().await {
+                Ok(r) => match r.json::<Value>().await {
+                    Ok(body)
+                        if ["challenge", "progress", "leaderboard", "incentive"]
+                            .iter()
+                            .all(|s| body["services"][s] == "serving") =>
+                    {
+                        return;
+                    }
+                    Ok(body) => last = body.to_string(),
+                    Err(err) => last = format!("unreadable /health: {err}"),
+                },
+                Err(err) => last = format!("/health: {err}"),
             }
-            assert!(Instant::now() < deadline, "the mesh did not become ready");
+            assert!(Instant::now() < deadline, "the mesh did not become ready: {last}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
