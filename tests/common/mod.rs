@@ -184,9 +184,8 @@ impl Mesh {
     pub async fn wait_ready(&self) {
         let client = ewpm_testkit::http_client();
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut last = String::from("no answer from the edge");
         loop {
-            match client.get(format!("{}/health", self.base())).send().await {
+            let last = match client.get(format!("{}/health", self.base())).send().await {
                 Ok(r) => match r.json::<Value>().await {
                     Ok(body)
                         if ["challenge", "progress", "leaderboard", "incentive"]
@@ -195,11 +194,11 @@ impl Mesh {
                     {
                         return;
                     }
-                    Ok(body) => last = body.to_string(),
-                    Err(err) => last = format!("unreadable /health: {err}"),
+                    Ok(body) => body.to_string(),
+                    Err(err) => format!("unreadable /health: {err}"),
                 },
-                Err(err) => last = format!("/health: {err}"),
-            }
+                Err(err) => format!("/health: {err}"),
+            };
             assert!(Instant::now() < deadline, "the mesh did not become ready: {last}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
