@@ -18,7 +18,7 @@ use crate::{
     domain::{self, Given, Kind, Question, QuestionInput, Scoring, ScoringInput},
     error::QuizError,
     store::{
-        AnswerRow, Conflict, NewAnswer, ParticipantRow, QuizRow, QuizStore, Revealed, SessionRow,
+        AnswerGroup, Conflict, NewAnswer, ParticipantRow, QuizRow, QuizStore, Revealed, SessionRow,
         State,
     },
     writer::AnswerWriter,
@@ -30,8 +30,8 @@ const QUIZ_CACHE: Duration = Duration::from_secs(600);
 /// A request's idempotency key and the fingerprint of its body.
 pub type Idempotency = Option<(String, String)>;
 
-/// A closed question's outcome.
-#[derive(Debug, Clone, PartialEq)]
+/// A question's outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// Answers per choice.
     pub choice_counts: Vec<i32>,
@@ -472,7 +472,7 @@ impl Quizzes {
             return Err(QuizError::NoOpenQuestion);
         };
         self.changed(&session.id).await;
-        let shown = self.shown(&session).await?;
+        let shown = self.shown(&session, false).await?;
         let closed = shown
             .into_iter()
             .find(|s| s.revealed.position == position)
@@ -480,8 +480,14 @@ impl Quizzes {
         Ok((self.session_row(&session.id).await?, closed))
     }
 
-    /// The session's revealed questions with the outcomes of the closed ones.
-    pub async fn shown(&self, session: &SessionRow) -> Result<Vec<Shown>, QuizError> {
+    /// The session's revealed questions with the outcomes of the closed ones (of every one
+    /// with `every_outcome`, for hosts' exports). The outcomes come from one aggregate read,
+    /// made only when one is wanted.
+    pub async fn shown(
+        &self,
+        session: &SessionRow,
+        every_outcome: bool,
+    ) -> Result<Vec<Shown>, QuizError> {
         let quiz = self
             .quiz_row(&session.quiz_id)
             .await?
@@ -494,12 +500,13 @@ impl Quizzes {
                 continue;
             };
             let closed = revealed.is_closed(now) || session.state == State::Finished;
-            let outcome = if closed {
-                Some(outcome(question, &self.store.answers_to(&session.id, &question.id).await?))
-            } else {
-                None
-            };
-            out.push(Shown { question: question.clone(), revealed, closed, outcome });
+            out.push(Shown { question: question.clone(), revealed, closed, outcome: None });
+        }
+        if out.iter().any(|s| s.closed || every_outcome) {
+            let groups = self.store.answer_groups(&session.id).await?;
+            for s in out.iter_mut().filter(|s| s.closed || every_outcome) {
+                s.outcome = Some(outcome(&s.question, &groups));
+            }
         }
         Ok(out)
     }
@@ -516,7 +523,7 @@ impl Quizzes {
     pub async fn view(&self, caller: &Caller, id: &str) -> Result<SessionView, QuizError> {
         let (session, host) = self.visible(caller, id).await?;
         let me = self.store.participant(&session.id, &caller.user_id).await?;
-        let shown = self.shown(&session).await?;
+        let shown = self.shown(&session, false).await?;
         let quiz = if host { self.quiz_row(&session.quiz_id).await? } else { None };
         let standings = if host || session.state == State::Finished {
             Some(self.standings(&session).await?)
@@ -676,14 +683,8 @@ impl Quizzes {
         let mut csv = String::new();
         if per_question {
             csv.push_str("index,question_id,kind,text,answered,correct,correct_rate,mean_points\n");
-            for s in self.shown(&session).await? {
-                let outcome = match s.outcome {
-                    Some(o) => o,
-                    None => outcome(
-                        &s.question,
-                        &self.store.answers_to(&session.id, &s.question.id).await?,
-                    ),
-                };
+            for s in self.shown(&session, true).await? {
+                let outcome = s.outcome.unwrap_or_default();
                 let rate = if outcome.answered > 0 {
                     f64::from(outcome.correct) / f64::from(outcome.answered)
                 } else {
@@ -778,26 +779,31 @@ fn elapsed_ms(
     ((now - revealed.revealed_at).num_milliseconds() - delay).max(0)
 }
 
-/// The outcome of a question from its answers.
-pub fn outcome(question: &Question, answers: &[AnswerRow]) -> Outcome {
-    let mut counts = vec![0i32; question.choices.len()];
-    let mut correct = 0;
-    let mut points = 0.0;
-    for a in answers {
+/// The outcome of a question from its session's answer groups (others' groups are skipped).
+pub fn outcome(question: &Question, groups: &[AnswerGroup]) -> Outcome {
+    let mut counts = vec![0i64; question.choices.len()];
+    let (mut answered, mut correct, mut points) = (0i64, 0i64, 0.0);
+    for g in groups.iter().filter(|g| g.question_id == question.id) {
         if question.kind.has_choices() {
-            for c in Given::stored_choices(&a.answer) {
+            for c in Given::stored_choices(&g.answer) {
                 if let Some(n) = counts.get_mut(c) {
-                    *n += 1;
+                    *n += g.count;
                 }
             }
         }
-        correct += i32::from(a.correct == Some(true));
-        points += a.score;
+        answered += g.count;
+        correct += g.correct;
+        points += g.score;
     }
-    let answered = i32::try_from(answers.len()).unwrap_or(i32::MAX);
+    let to_i32 = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
     #[allow(clippy::cast_precision_loss)]
-    let mean_points = if answers.is_empty() { 0.0 } else { points / answers.len() as f64 };
-    Outcome { choice_counts: counts, answered, correct, mean_points }
+    let mean_points = if answered == 0 { 0.0 } else { points / answered as f64 };
+    Outcome {
+        choice_counts: counts.into_iter().map(to_i32).collect(),
+        answered: to_i32(answered),
+        correct: to_i32(correct),
+        mean_points,
+    }
 }
 
 /// A canonical UUID field (lowercase, hyphenated).

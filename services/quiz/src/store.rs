@@ -215,14 +215,18 @@ pub struct OutboxRow {
     pub change: ScoreChange,
 }
 
-/// One answer of a question, for results.
+/// The answers of one question that gave the same answer, for results.
 #[derive(Debug, Clone)]
-pub struct AnswerRow {
-    /// As stored.
+pub struct AnswerGroup {
+    /// The question.
+    pub question_id: String,
+    /// The answer as stored.
     pub answer: String,
-    /// Correct.
-    pub correct: Option<bool>,
-    /// Points.
+    /// How many gave it.
+    pub count: i64,
+    /// How many of them were correct (all or none).
+    pub correct: i64,
+    /// Their points, summed.
     pub score: f64,
 }
 
@@ -959,29 +963,30 @@ impl QuizStore {
         Ok(out)
     }
 
-    /// Every answer to a question of a session.
-    pub async fn answers_to(
-        &self,
-        session_id: &str,
-        question_id: &str,
-    ) -> anyhow::Result<Vec<AnswerRow>> {
+    /// A session's answers grouped by question and answer: one aggregate read for the
+    /// results of every question (rows per distinct answer, not per participant).
+    pub async fn answer_groups(&self, session_id: &str) -> anyhow::Result<Vec<AnswerGroup>> {
         let rows = self
             .all(
-                "SELECT answer, correct, score FROM quiz_answers WHERE session_id = $1 AND question_id = $2",
-                vec![session_id.into(), question_id.into()],
+                "SELECT question_id, answer, COUNT(*) AS n, \
+                   SUM(CASE WHEN correct THEN 1 ELSE 0 END) AS c, SUM(score) AS s \
+                 FROM quiz_answers WHERE session_id = $1 GROUP BY question_id, answer",
+                vec![session_id.into()],
             )
             .await
-            .context("read answers")?;
+            .context("read answer groups")?;
         rows.iter()
             .map(|r| {
-                Ok(AnswerRow {
+                Ok(AnswerGroup {
+                    question_id: r.try_get("", "question_id")?,
                     answer: r.try_get("", "answer")?,
-                    correct: r.try_get("", "correct")?,
-                    score: r.try_get("", "score")?,
+                    count: r.try_get("", "n")?,
+                    correct: r.try_get("", "c")?,
+                    score: r.try_get("", "s")?,
                 })
             })
             .collect::<Result<_, DbErr>>()
-            .context("read answers")
+            .context("read answer groups")
     }
 
     /// Every answer score of a session: (user, answer id, points), by user.

@@ -465,10 +465,29 @@ async fn refresh(inner: &Inner, room: &Room) -> Result<(), QuizError> {
         .await?
         .ok_or_else(|| QuizError::SessionNotFound(room.session_id.clone()))?;
     let participants = quizzes.store().participant_count(&session.id).await?;
-    let shown = quizzes.shown(&session).await?;
+    let state = (session.state, session.revealed_count);
+    let now = inner.clock.now();
+    let over = session.state == State::Finished;
+    let questions: Vec<(i32, bool)> = quizzes
+        .store()
+        .revealed(&session.id)
+        .await?
+        .iter()
+        .map(|r| (r.position, r.is_closed(now) || over))
+        .collect();
+    {
+        // Nothing changed (the once-a-second refresh, mostly): no results to read.
+        let seen = lock(&room.seen);
+        if seen.state == Some(state)
+            && seen.questions == questions
+            && seen.participants == Some(participants)
+        {
+            return Ok(());
+        }
+    }
+    let shown = quizzes.shown(&session, false).await?;
     let questions: Vec<(i32, bool)> =
         shown.iter().map(|s| (s.revealed.position, s.closed)).collect();
-    let state = (session.state, session.revealed_count);
     let finished_now = session.state == State::Finished;
     let standings = if finished_now && lock(&room.seen).state.map(|s| s.0) != Some(State::Finished)
     {
