@@ -217,6 +217,20 @@ pub mod incentive {
     }
 }
 
+/// `ewpm.engagement.v1`: fan engagement: match events and live match metrics.
+pub mod engagement {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("ewpm.engagement.v1");
+
+        /// Fully qualified name of the service, as health checks and reflection know it.
+        pub const SERVICE_NAME: &str = "ewpm.engagement.v1.EngagementService";
+
+        /// The bus topic of accepted match events (`QueuedEvents` payloads).
+        pub const MATCH_EVENTS_TOPIC: &str = "match-events";
+    }
+}
+
 pub mod quiz {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
