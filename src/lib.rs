@@ -14,6 +14,7 @@ pub static MODULES: &[&dyn Module] = &[
     &ewpm_progress::MODULE,
     &ewpm_incentive::MODULE,
     &ewpm_quiz::MODULE,
+    &ewpm_engagement::MODULE,
     &ewpm_leaderboard::MODULE,
 ];
 

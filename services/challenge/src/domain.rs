@@ -438,7 +438,7 @@ pub fn can_read(caller: &Caller, employer: Option<&EmployerId>) -> bool {
 pub fn can_author(caller: &Caller) -> Result<(), Denied> {
     match caller.role {
         Role::Admin | Role::EmployerAdmin => Ok(()),
-        Role::Employee => {
+        Role::Employee | Role::Ingest => {
             Err(Denied("only admins and employer admins create or change challenges"))
         }
     }
@@ -461,7 +461,9 @@ pub fn scope_for_create(
                 Err(Denied("employer admins create challenges only for their own employer"))
             }
         },
-        Role::Employee => Err(Denied("only admins and employer admins create challenges")),
+        Role::Employee | Role::Ingest => {
+            Err(Denied("only admins and employer admins create challenges"))
+        }
     }
 }
 
@@ -478,7 +480,9 @@ pub fn can_manage(caller: &Caller, employer: Option<&EmployerId>) -> Result<(), 
         Role::EmployerAdmin => {
             Err(Denied("employer admins change only their own employer's challenges"))
         }
-        Role::Employee => Err(Denied("only admins and employer admins change challenges")),
+        Role::Employee | Role::Ingest => {
+            Err(Denied("only admins and employer admins change challenges"))
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub enum Role {
     EmployerAdmin,
     /// A participant.
     Employee,
+    /// A device or feed that sends events (fan engagement's IngestEvents) and nothing else:
+    /// every other service refuses it (see [`Authenticator::admitting_ingest`]).
+    Ingest,
 }
 
 impl Role {
@@ -36,6 +39,7 @@ impl Role {
             Role::Admin => "admin",
             Role::EmployerAdmin => "employer_admin",
             Role::Employee => "employee",
+            Role::Ingest => "ingest",
         }
     }
 }
@@ -48,7 +52,10 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "employer_admin" => Ok(Role::EmployerAdmin),
             "employee" => Ok(Role::Employee),
-            other => Err(format!("unknown role {other:?}: use admin, employer_admin or employee")),
+            "ingest" => Ok(Role::Ingest),
+            other => Err(format!(
+                "unknown role {other:?}: use admin, employer_admin, employee or ingest"
+            )),
         }
     }
 }
@@ -296,17 +303,25 @@ impl TokenKeys {
 pub struct Authenticator {
     keys: Arc<TokenKeys>,
     limit: Option<Arc<RateLimit>>,
+    /// Whether `ingest` tokens pass (only for the services that take events).
+    ingest: bool,
 }
 
 impl Authenticator {
     /// An interceptor verifying with `keys`, with no rate limit.
     pub fn new(keys: TokenKeys) -> Self {
-        Self { keys: Arc::new(keys), limit: None }
+        Self { keys: Arc::new(keys), limit: None, ingest: false }
     }
 
     /// The same, holding every caller to `limits` (none when its rate is 0).
     pub fn with_limits(keys: TokenKeys, limits: &LimitSettings) -> Self {
-        Self { keys: Arc::new(keys), limit: RateLimit::new(limits).map(Arc::new) }
+        Self { keys: Arc::new(keys), limit: RateLimit::new(limits).map(Arc::new), ingest: false }
+    }
+
+    /// The same interceptor, letting `ingest` tokens through as well (every other service
+    /// refuses them with PERMISSION_DENIED `INGEST_TOKEN`, so a device's token reads nothing).
+    pub fn admitting_ingest(&self) -> Self {
+        Self { ingest: true, ..self.clone() }
     }
 }
 
@@ -314,6 +329,13 @@ impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let caller = self.keys.verify_header(header)?;
+        if caller.role == Role::Ingest && !self.ingest {
+            return Err(error::status(
+                Code::PermissionDenied,
+                "INGEST_TOKEN",
+                "an ingest token may only send events",
+            ));
+        }
         if let Some(limit) = &self.limit {
             limit.check(&caller)?;
         }
@@ -399,6 +421,23 @@ mod tests {
                 role: Role::EmployerAdmin
             }
         );
+    }
+
+    #[test]
+    fn an_ingest_token_passes_only_the_interceptor_that_admits_ingest() {
+        let k = keys("secret");
+        let bearer = format!("Bearer {}", k.mint("feed-1", Role::Ingest, None));
+        let request = || {
+            let mut r = Request::new(());
+            r.metadata_mut().insert("authorization", bearer.parse().unwrap());
+            r
+        };
+        let mut plain = Authenticator::new(k.clone());
+        let err = plain.call(request()).unwrap_err();
+        assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "INGEST_TOKEN".into()));
+        let mut ingest = plain.admitting_ingest();
+        let admitted = ingest.call(request()).unwrap();
+        assert_eq!(admitted.extensions().get::<Caller>().map(|c| c.role), Some(Role::Ingest));
     }
 
     #[test]

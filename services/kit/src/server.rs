@@ -123,6 +123,23 @@ impl Mount {
         self
     }
 
+    /// As [`Mount::add`], for a service that also takes `ingest` tokens (it checks itself
+    /// which of its RPCs they may call).
+    pub fn add_admitting_ingest<S>(&mut self, service: S) -> &mut Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(InterceptedService::new(service, self.auth.admitting_ingest()));
+        self
+    }
+
     /// The fully qualified names of the mounted services.
     pub fn names(&self) -> &[&'static str] {
         &self.names

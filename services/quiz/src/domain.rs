@@ -469,7 +469,7 @@ pub fn can_author(caller: &Caller, employer: Option<&str>) -> bool {
     match caller.role {
         Role::Admin => true,
         Role::EmployerAdmin => employer.is_some() && caller.employer_id.as_deref() == employer,
-        Role::Employee => false,
+        Role::Employee | Role::Ingest => false,
     }
 }
 
