@@ -90,24 +90,30 @@ impl EventStore {
             return Ok(inserted);
         }
         let results = if self.pg() {
-            let ev = |f: fn(&Stored) -> Option<String>| text_array(rows.iter().map(f));
+            // Array binds carry no NULL elements: optional text travels as '' and the match
+            // minute as -1, and NULLIF turns them back.
+            let ev = |f: fn(&Stored) -> String| text_array(rows.iter().map(|r| Some(f(r))));
             let values = vec![
-                ev(|r| Some(r.event.event_id.to_string())),
-                ev(|r| r.event.client_event_id.clone()),
-                ev(|r| Some(r.event.match_id.clone())),
-                ev(|r| Some(r.event.event_type.clone())),
-                ev(|r| r.event.team_id.clone()),
-                ev(|r| r.event.player_id.clone()),
-                ev(|r| r.event.metadata_json.clone()),
+                ev(|r| r.event.event_id.to_string()),
+                ev(|r| r.event.client_event_id.clone().unwrap_or_default()),
+                ev(|r| r.event.match_id.clone()),
+                ev(|r| r.event.event_type.clone()),
+                ev(|r| r.event.team_id.clone().unwrap_or_default()),
+                ev(|r| r.event.player_id.clone().unwrap_or_default()),
+                ev(|r| r.event.metadata_json.clone().unwrap_or_default()),
                 bigint_array(rows.iter().map(|r| r.event.occurred_us)),
                 bigint_array(rows.iter().map(|r| r.event.client_occurred_us)),
                 bigint_array(rows.iter().map(|r| r.event.received_us)),
                 bigint_array(rows.iter().map(|r| r.stored_us)),
                 bigint_array(rows.iter().map(|r| r.latency_bucket)),
-                ev(|r| Some(r.event.source.clone())),
+                ev(|r| r.event.source.clone()),
                 Value::Array(
                     ArrayType::Int,
-                    Some(Box::new(rows.iter().map(|r| Value::Int(r.event.match_minute)).collect())),
+                    Some(Box::new(
+                        rows.iter()
+                            .map(|r| Value::Int(Some(r.event.match_minute.unwrap_or(-1))))
+                            .collect(),
+                    )),
                 ),
                 Value::Array(
                     ArrayType::SmallInt,
@@ -125,14 +131,19 @@ impl EventStore {
                             .collect(),
                     )),
                 ),
-                ev(|r| Some(r.event.ingest_id.to_string())),
-                ev(|r| Some(r.event.fingerprint.clone())),
+                ev(|r| r.event.ingest_id.to_string()),
+                ev(|r| r.event.fingerprint.clone()),
             ];
             let sql = format!(
-                "INSERT INTO match_events ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], \
-                 $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], \
-                 $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::int4[], \
-                 $15::int2[], $16::int2[], $17::uuid[], $18::text[]) \
+                "INSERT INTO match_events ({COLUMNS}) \
+                 SELECT id, NULLIF(cid, ''), mid, typ, NULLIF(team, ''), NULLIF(player, ''), \
+                   NULLIF(meta, ''), occ, cocc, rcv, sto, lat, src, NULLIF(mm, -1), late, bf, ing, fp \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                   $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
+                   $12::int8[], $13::text[], $14::int4[], $15::int2[], $16::int2[], $17::uuid[], \
+                   $18::text[]) \
+                   AS t(id, cid, mid, typ, team, player, meta, occ, cocc, rcv, sto, lat, src, mm, \
+                        late, bf, ing, fp) \
                  ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
             );
             self.db.query_all_raw(self.stmt(&sql, values)).await.context("insert match events")?
