@@ -7,10 +7,12 @@
 //!   quizzes with their WebSocket room).
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
+//! - [`cors`]: the CORS policy for browser pages on other origins (`http.cors_origins`).
 //! - this file: the router, authentication before anything reads a request, `/health`
 //!   (from upstream states checked every second), `/metrics`, `/openapi.json`, `/docs`,
 //!   request spans and metrics, the live stream caps (SSE and WebSockets).
 
+pub mod cors;
 pub mod problem;
 pub mod routes;
 pub mod upstream;
@@ -85,6 +87,8 @@ pub struct AppState {
     pub(crate) closing: CancellationToken,
     /// The upstreams' health as last checked (see [`watch_upstreams`]).
     upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
+    /// The CORS policy (none unless [`AppState::with_cors`] set one).
+    cors: cors::Cors,
 }
 
 impl AppState {
@@ -123,7 +127,15 @@ impl AppState {
             upstream_health: Arc::new(RwLock::new(
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
+            cors: cors::Cors::default(),
         })
+    }
+
+    /// The same, answering CORS for browser pages on `origins` (`http.cors_origins`:
+    /// `scheme://host[:port]` or `*`; empty: no CORS headers).
+    pub fn with_cors(mut self, origins: &[String]) -> Self {
+        self.cors = cors::Cors::new(origins);
+        self
     }
 }
 
@@ -311,16 +323,21 @@ impl Modify for BearerAuth {
 
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
+    let policy = state.cors.clone();
     let api = api_routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state);
+    // Outside `problem_errors` (which rebuilds error answers) so every answer, problems
+    // included, carries the CORS headers; inside `observe` so preflights are counted under
+    // their route template.
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .merge(api)
         .layer(middleware::from_fn(problem_errors))
+        .layer(middleware::from_fn_with_state(policy, cors::handle))
         .layer(middleware::from_fn(observe))
 }
 
