@@ -24,7 +24,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable reason (the gRPC `ErrorInfo.reason`), e.g. `CHALLENGE_NOT_FOUND`.
     pub reason: String,
-    /// The bad fields, for 400 answers (camelCase JSON paths).
+    /// The bad fields, for 400 answers (camelCase JSON paths), and the field a 409 is about
+    /// (a rejected event's `eventId`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// Seconds after which a retry may succeed (429 and 503): the `Retry-After` header.

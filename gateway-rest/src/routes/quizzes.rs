@@ -708,7 +708,7 @@ mod tests {
     #[tokio::test]
     async fn the_router_mounts_every_quiz_route_and_the_document_lists_each_with_its_methods() {
         let settings = ewpm_kit::settings::Settings::default();
-        let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive", "quiz"]
+        let addrs = crate::upstream_names()
             .map(|name| (name.to_string(), "http://127.0.0.1:9".to_string()));
         let state = AppState::connect(
             &addrs.into_iter().collect(),
