@@ -126,7 +126,8 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
         host.start(*module, None).await?;
     }
     let state =
-        ewpm_gateway::AppState::connect(&settings.services, keys.clone(), &settings.limits)?;
+        ewpm_gateway::AppState::connect(&settings.services, keys.clone(), &settings.limits)?
+            .with_cors(&settings.http.cors_origins);
     print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &database);
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
     let edge =
@@ -166,7 +167,8 @@ async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
     let keys = TokenKeys::required(&settings.auth)?;
-    let state = ewpm_gateway::AppState::connect(&settings.services, keys, &settings.limits)?;
+    let state = ewpm_gateway::AppState::connect(&settings.services, keys, &settings.limits)?
+        .with_cors(&settings.http.cors_origins);
     let listener = server::bind(settings.http.addr).await?;
     tracing::info!(http = %listener.local_addr()?, services = ?settings.services, "REST edge listening");
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);

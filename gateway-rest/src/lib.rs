@@ -4,18 +4,20 @@
 //!
 //! # Layout
 //! - [`routes`]: one file per resource (challenges, leaderboards, incentives, scans,
-//!   quizzes with their WebSocket room).
+//!   quizzes with their WebSocket room, match engagement).
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
+//! - [`cors`]: the CORS policy for browser pages on other origins (`http.cors_origins`).
 //! - this file: the router, authentication before anything reads a request, `/health`
 //!   (from upstream states checked every second), `/metrics`, `/openapi.json`, `/docs`,
 //!   request spans and metrics, the live stream caps (SSE and WebSockets).
 
+pub mod cors;
 pub mod problem;
 pub mod routes;
 pub mod upstream;
 
-use routes::{challenges, incentives, leaderboards, quizzes, scans};
+use routes::{challenges, engagement, incentives, leaderboards, quizzes, scans};
 
 use std::{
     collections::BTreeMap,
@@ -39,6 +41,7 @@ use ewpm_kit::{
 };
 use ewpm_proto::{
     challenge::v1::challenge_service_client::ChallengeServiceClient,
+    engagement::v1::engagement_service_client::EngagementServiceClient,
     incentive::v1::incentive_service_client::IncentiveServiceClient,
     leaderboard::v1::leaderboard_service_client::LeaderboardServiceClient,
     progress::v1::progress_service_client::ProgressServiceClient,
@@ -71,6 +74,8 @@ pub struct AppState {
     pub incentive: IncentiveServiceClient<Channel>,
     /// The quiz service.
     pub quiz: QuizServiceClient<Channel>,
+    /// The engagement service.
+    pub engagement: EngagementServiceClient<Channel>,
     /// Every upstream's channel, by service name (the `EWPM_SERVICES__<NAME>` keys).
     channels: Arc<BTreeMap<&'static str, Channel>>,
     /// Verifies tokens before anything else reads the request.
@@ -85,6 +90,8 @@ pub struct AppState {
     pub(crate) closing: CancellationToken,
     /// The upstreams' health as last checked (see [`watch_upstreams`]).
     upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
+    /// The CORS policy (none unless [`AppState::with_cors`] set one).
+    cors: cors::Cors,
 }
 
 impl AppState {
@@ -115,6 +122,7 @@ impl AppState {
             leaderboard: LeaderboardServiceClient::new(channel("leaderboard")),
             incentive: IncentiveServiceClient::new(channel("incentive")),
             quiz: QuizServiceClient::new(channel("quiz")),
+            engagement: EngagementServiceClient::new(channel("engagement")),
             channels: Arc::new(channels),
             keys: Arc::new(keys),
             streams: StreamSlots::new(limits),
@@ -123,19 +131,34 @@ impl AppState {
             upstream_health: Arc::new(RwLock::new(
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
+            cors: cors::Cors::default(),
         })
+    }
+
+    /// The same, answering CORS for browser pages on `origins` (`http.cors_origins`:
+    /// `scheme://host[:port]` or `*`; empty: no CORS headers).
+    pub fn with_cors(mut self, origins: &[String]) -> Self {
+        self.cors = cors::Cors::new(origins);
+        self
     }
 }
 
 /// The upstreams `/health` reports, with the health service name each is checked under.
-const UPSTREAMS: [(&str, &str); 6] = [
+const UPSTREAMS: [(&str, &str); 7] = [
     ("challenge", ewpm_proto::challenge::v1::SERVICE_NAME),
     ("scan", ewpm_proto::scan::v1::SERVICE_NAME),
     ("progress", ewpm_proto::progress::v1::SERVICE_NAME),
     ("leaderboard", ewpm_proto::leaderboard::v1::SERVICE_NAME),
     ("incentive", ewpm_proto::incentive::v1::SERVICE_NAME),
     ("quiz", ewpm_proto::quiz::v1::SERVICE_NAME),
+    ("engagement", ewpm_proto::engagement::v1::SERVICE_NAME),
 ];
+
+/// The name of every upstream the edge needs an address for (the keys
+/// [`AppState::connect`] requires).
+pub fn upstream_names() -> impl Iterator<Item = &'static str> {
+    UPSTREAMS.into_iter().map(|(name, _)| name)
+}
 
 /// How often the edge checks its upstreams' health.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -233,6 +256,14 @@ pub use ewpm_kit::streams::StreamSlot;
         quizzes::stream,
         quizzes::export,
         quizzes::ws,
+        engagement::ingest,
+        engagement::ingest_batch,
+        engagement::metrics,
+        engagement::live,
+        engagement::stream,
+        engagement::events,
+        engagement::event,
+        engagement::replay,
     ),
     components(schemas(Problem, problem::FieldError)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -241,7 +272,8 @@ pub use ewpm_kit::streams::StreamSlot;
         (name = "progress", description = "Challenge progress and live leaderboards"),
         (name = "incentives", description = "Health activity logging, the incentive catalog, employer incentives and awards"),
         (name = "scans", description = "Parcel scan events and parcel states"),
-        (name = "quizzes", description = "Live quizzes: authoring, hosting, joining, answering, the session's events and its WebSocket room")
+        (name = "quizzes", description = "Live quizzes: authoring, hosting, joining, answering, the session's events and its WebSocket room"),
+        (name = "engagement", description = "Fan engagement: match events in, live match metrics out (once, or as Server-Sent Events), stored events, replay")
     )
 )]
 pub struct ApiDoc;
@@ -311,16 +343,21 @@ impl Modify for BearerAuth {
 
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
+    let policy = state.cors.clone();
     let api = api_routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state);
+    // Outside `problem_errors` (which rebuilds error answers) so every answer, problems
+    // included, carries the CORS headers; inside `observe` so preflights are counted under
+    // their route template.
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .merge(api)
         .layer(middleware::from_fn(problem_errors))
+        .layer(middleware::from_fn_with_state(policy, cors::handle))
         .layer(middleware::from_fn(observe))
 }
 
@@ -374,6 +411,14 @@ fn api_routes() -> Router<AppState> {
         .route("/api/quiz-sessions/{id}/stream", get(quizzes::stream))
         .route("/api/quiz-sessions/{id}/results.csv", get(quizzes::export))
         .route(QUIZ_ROOM, get(quizzes::ws))
+        .route("/api/events", post(engagement::ingest))
+        .route("/api/events/batch", post(engagement::ingest_batch))
+        .route("/api/matches/{matchId}/metrics", get(engagement::metrics))
+        .route("/api/matches/{matchId}/metrics/live", get(engagement::live))
+        .route("/api/matches/{matchId}/stream", get(engagement::stream))
+        .route("/api/matches/{matchId}/events", get(engagement::events))
+        .route("/api/matches/{matchId}/events/{eventId}", get(engagement::event))
+        .route("/api/matches/{matchId}/replay", post(engagement::replay))
 }
 
 /// The one route that also takes its token as the `access_token` query parameter: browsers

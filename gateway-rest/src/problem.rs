@@ -24,7 +24,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable reason (the gRPC `ErrorInfo.reason`), e.g. `CHALLENGE_NOT_FOUND`.
     pub reason: String,
-    /// The bad fields, for 400 answers (camelCase JSON paths).
+    /// The bad fields, for 400 answers (camelCase JSON paths), and the field a 409 is about
+    /// (a rejected event's `eventId`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// Seconds after which a retry may succeed (429 and 503): the `Retry-After` header.
@@ -74,9 +75,27 @@ impl Problem {
         p
     }
 
+    /// 400 naming every field in `errors` (all of a body's bad fields at once).
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let detail =
+            errors.iter().map(|e| format!("{} {}", e.field, e.description)).collect::<Vec<_>>();
+        let mut p = Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", detail.join("; "));
+        p.errors = errors;
+        p
+    }
+
     /// The problem for a gRPC status from a service. `strip` is a field-path prefix that
     /// the REST shape does not have (`challenge.` for an update whose body is the challenge).
     pub fn from_status(status: &tonic::Status, strip: &str) -> Self {
+        Self::from_status_with(status, |field| {
+            camel_path(field.strip_prefix(strip).unwrap_or(field))
+        })
+    }
+
+    /// As [`Problem::from_status`], naming each violated field `rename(field)`: for a route
+    /// whose JSON paths are not just the proto paths in camelCase (a single-event body is
+    /// `events[0]` of the request; free-form keys under it keep their spelling).
+    pub fn from_status_with(status: &tonic::Status, rename: impl Fn(&str) -> String) -> Self {
         // A call the transport broke (the upstream closed the connection, e.g. dropped at its
         // shutdown, or reset it) never reached an answer: the upstream is unavailable, not
         // failing. tonic reports those as Unknown/Internal with the transport error as source
@@ -108,10 +127,7 @@ impl Problem {
             p.errors = bad
                 .field_violations
                 .iter()
-                .map(|v| FieldError {
-                    field: camel_path(v.field.strip_prefix(strip).unwrap_or(&v.field)),
-                    description: v.description.clone(),
-                })
+                .map(|v| FieldError { field: rename(&v.field), description: v.description.clone() })
                 .collect();
             p.detail = p
                 .errors

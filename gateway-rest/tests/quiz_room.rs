@@ -215,7 +215,7 @@ async fn start() -> Edge {
             .unwrap();
     });
     let settings = Settings::default();
-    let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive", "quiz"]
+    let addrs = ewpm_gateway::upstream_names()
         .map(|name| (name.to_string(), format!("http://{grpc_addr}")));
     let state = AppState::connect(
         &addrs.into_iter().collect(),

@@ -50,7 +50,7 @@ async fn the_query_token_reaches_neither_logs_nor_metrics() {
     let settings = Settings::default();
     // No quiz service listens there: the room's upstream call fails (503) after the token
     // was checked, which is enough to have the request logged and counted.
-    let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive", "quiz"]
+    let addrs = ewpm_gateway::upstream_names()
         .map(|name| (name.to_string(), "http://127.0.0.1:9".to_string()));
     let keys = TokenKeys::new("privacy-test", &settings.auth);
     let state =

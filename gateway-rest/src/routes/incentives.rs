@@ -1190,7 +1190,7 @@ mod tests {
 
     fn state() -> AppState {
         let settings = ewpm_kit::settings::Settings::default();
-        let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive", "quiz"]
+        let addrs = crate::upstream_names()
             .map(|name| (name.to_string(), "http://127.0.0.1:50051".to_string()));
         AppState::connect(
             &addrs.into_iter().collect(),

@@ -8,6 +8,8 @@
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
 //! - [`quizzes`]: live quizzes (authoring, hosting, the seed's join and update-score paths),
 //!   the session's SSE stream and its WebSocket room ([`quizzes::room`]).
+//! - [`engagement`]: match events in (one, or a batch), match metrics out (the seed's shape,
+//!   the full snapshot, its SSE stream), stored events, replay.
 //!
 //! # REST shapes and proto messages
 //!
@@ -52,12 +54,21 @@
 //! | `AnswerReceiptDto` | `SubmitAnswerResponse` | hand: `elapsedMs` (int64) is a number; a poll's `correct` is `null` |
 //! | `QuizLeaderboardDto` | leaderboard `GetLeaderboardResponse` on `quiz:<id>` | hand: as `LeaderboardDto`, with `sessionId` |
 //! | `QuizEvent` (SSE data, WebSocket messages), `TopEntryDto`, `ScoreUpdateDto` | `WatchSessionResponse`, `LeaderboardTop` | hand: a JSON object tagged by `type`; room-only `score_update`, `answer_receipt`, `error` |
+//! | `NewEventDto`, `EventBody`, `BatchBody` | engagement `EventInput`, `IngestEventsRequest` | hand: read from JSON naming every bad field (`events[3].eventType`); `metadata` any JSON object → `Struct`; times RFC 3339; `Idempotency-Key` header fallback for `eventId` |
+//! | `IngestedDto` | `IngestEventsResponse` (one event) | hand: the seed's `{"eventId"}`; 202 accepted, 200 `duplicate: true`, a rejection is a 409 problem |
+//! | `BatchAnswerDto`, `EventResultDto` | `IngestEventsResponse`, `EventResult` | hand: `outcome` is `accepted`/`duplicate`/`rejected`; a rejected `eventId` is `null`; `field` in JSON naming |
+//! | `MatchMetricsDto`, `PeakPeriodDto`, `PercentilesDto` | `GetMatchMetricsResponse`, `MatchMetrics` | hand: exactly the seed note's keys; int64 counts are numbers |
+//! | `LiveMetricsDto`, `LivePeakDto`, `MinuteDto`, `WatermarkDto` | `MatchMetrics`, `PeakPeriod`, `MinuteCount`, `Watermark` | hand: `bucketing` is `wall_clock`/`match_clock`; unset watermark times `null`; `matchMinute` only when set |
+//! | `MetricsPushDto`, `CorrectionDto` (`metrics` SSE data) | `WatchMatchResponse`, `Correction` | hand: the live snapshot's keys plus `corrections` |
+//! | `ReplayDto` | `ReplayMatchResponse` | hand: `metrics` is the live snapshot |
+//! | `MatchEventDto`, `MatchEventPage` | `MatchEvent`, `ListMatchEventsResponse` | hand: `metadata` a JSON object; empty optional ids `null` |
 //!
 //! Query strings (`ListQuery`, `ActiveQuery`, `BoardQuery`, `MeQuery`, `PageQuery`,
 //! `IncentiveQuery`, `FeedQuery`, `ParcelQuery`, `QuizListQuery`, `WatchQuery`,
-//! `ExportQuery`) are not JSON and have no proto message.
+//! `ExportQuery`, `EventQuery`) are not JSON and have no proto message.
 
 pub mod challenges;
+pub mod engagement;
 pub mod incentives;
 pub mod leaderboards;
 pub mod quizzes;

@@ -47,11 +47,11 @@ pub mod answers;
 pub mod room;
 pub mod shapes;
 
+use answers::submit_answer;
 pub use answers::{
     AnswerDoor, ScoreHub, ScoreSubscription, answer_problem, join_problem, parse_answer,
     parse_answer_object,
 };
-use answers::{invalid, submit_answer};
 pub use shapes::*;
 use shapes::{finished_dto, parse_kind, revealed_dto, scoring_proto, standing_dto, team_dto};
 
@@ -187,7 +187,7 @@ pub async fn create_quiz(
         })
         .collect();
     if !bad.is_empty() {
-        return Err(invalid(bad).into());
+        return Err(Problem::invalid(bad).into());
     }
     let request = qpb::CreateQuizRequest {
         title,
@@ -708,7 +708,7 @@ mod tests {
     #[tokio::test]
     async fn the_router_mounts_every_quiz_route_and_the_document_lists_each_with_its_methods() {
         let settings = ewpm_kit::settings::Settings::default();
-        let addrs = ["challenge", "scan", "progress", "leaderboard", "incentive", "quiz"]
+        let addrs = crate::upstream_names()
             .map(|name| (name.to_string(), "http://127.0.0.1:9".to_string()));
         let state = AppState::connect(
             &addrs.into_iter().collect(),

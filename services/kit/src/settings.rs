@@ -217,6 +217,54 @@ pub struct LimitSettings {
 pub struct HttpSettings {
     /// Listen address.
     pub addr: SocketAddr,
+    /// Browser origins allowed to call the edge cross-origin (CORS), as
+    /// `scheme://host[:port]`, or `*` for any. Empty (the default): no CORS headers at all, so
+    /// browsers only call the edge from its own origin. From the environment a comma-separated
+    /// list (`EWPM_HTTP__CORS_ORIGINS=https://app.example.com,http://localhost:3000`).
+    #[serde(default, deserialize_with = "cors_origins")]
+    pub cors_origins: Vec<String>,
+}
+
+/// `cors_origins` from a list or a comma-separated string (environment variables are
+/// strings), each checked and normalized (lower case, no trailing `/`): a setting that is no
+/// origin fails the load naming it, rather than silently never matching.
+fn cors_origins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let raw = match Raw::deserialize(d)? {
+        Raw::List(list) => list,
+        Raw::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    raw.iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .map(|o| cors_origin(o).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// One allowed origin, normalized: `*`, or `http(s)://host[:port]` without a path.
+fn cors_origin(raw: &str) -> Result<String, String> {
+    if raw == "*" {
+        return Ok(raw.to_string());
+    }
+    let origin = raw.trim_end_matches('/').to_ascii_lowercase();
+    let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    match host {
+        Some(host)
+            if !host.is_empty()
+                && !host.contains(['/', '?', '#', '@', ' ', '*'])
+                && host.is_ascii() =>
+        {
+            Ok(origin)
+        }
+        _ => Err(format!(
+            "{raw:?} is not an origin: use scheme://host[:port] (e.g. https://app.example.com) or *"
+        )),
+    }
 }
 
 /// Metrics endpoint of a single service (`ewpm serve <service>`).
@@ -247,7 +295,10 @@ impl Default for Settings {
                 max_message_bytes: 4 * 1024 * 1024,
                 shutdown_grace_secs: 5,
             },
-            http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            http: HttpSettings {
+                addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                cors_origins: Vec::new(),
+            },
             health: HealthSettings { check_interval_ms: 1000, unready_after_secs: 5 },
             limits: LimitSettings {
                 rate_per_sec: 1000,
@@ -532,6 +583,39 @@ mod tests {
         assert_eq!(s.service_uri("writer").unwrap(), "http://127.0.0.1:50051", "the default");
         let err = s.service_uri("other").unwrap_err();
         assert!(err.to_string().contains("EWPM_SERVICES__OTHER"), "{err}");
+    }
+
+    #[test]
+    fn cors_origins_come_as_a_list_or_a_comma_separated_variable_and_are_normalized() {
+        let s = Settings::load_from(
+            &vars(&[(
+                "EWPM_HTTP__CORS_ORIGINS",
+                "https://App.example.com/, http://localhost:3000",
+            )]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.http.cors_origins, ["https://app.example.com", "http://localhost:3000"]);
+        let s = Settings::load_from(&vars(&[("EWPM_HTTP__CORS_ORIGINS", "*")]), &[]).unwrap();
+        assert_eq!(s.http.cors_origins, ["*"]);
+        let s = Settings::load_from(&vars(&[("EWPM_HTTP__CORS_ORIGINS", "")]), &[]).unwrap();
+        assert_eq!(s.http.cors_origins, Vec::<String>::new());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ewpm.toml");
+        std::fs::write(&path, "[http]\ncors_origins = [\"https://a.example\", \"*\"]\n").unwrap();
+        let s =
+            Settings::load_from(&vars(&[("EWPM_CONFIG", path.to_str().unwrap())]), &[]).unwrap();
+        assert_eq!(s.http.cors_origins, ["https://a.example", "*"]);
+    }
+
+    #[test]
+    fn a_cors_origin_that_is_no_origin_fails_the_load_naming_the_setting() {
+        for bad in ["app.example.com", "https://app.example.com/path", "ftp://x", "https://"] {
+            let err =
+                Settings::load_from(&vars(&[("EWPM_HTTP__CORS_ORIGINS", bad)]), &[]).unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains("http.cors_origins (EWPM_HTTP__CORS_ORIGINS)"), "{bad}: {err}");
+        }
     }
 
     #[test]

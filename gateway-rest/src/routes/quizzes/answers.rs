@@ -61,15 +61,6 @@ pub fn parse_answer(value: &Value, field: &str) -> Result<qpb::Answer, FieldErro
     }
 }
 
-/// A 400 naming every field in `errors`.
-pub(crate) fn invalid(errors: Vec<FieldError>) -> Problem {
-    let detail =
-        errors.iter().map(|e| format!("{} {}", e.field, e.description)).collect::<Vec<_>>();
-    let mut p = Problem::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", detail.join("; "));
-    p.errors = errors;
-    p
-}
-
 /// A required non-empty string field of `object`.
 fn string_field(
     object: &serde_json::Map<String, Value>,
@@ -126,7 +117,7 @@ pub fn parse_answer_object(
     }
     match answer {
         Some(answer) if errors.is_empty() => Ok((session_id, question_id, answer)),
-        _ => Err(invalid(errors).into()),
+        _ => Err(Problem::invalid(errors).into()),
     }
 }
 
