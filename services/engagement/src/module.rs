@@ -133,7 +133,7 @@ impl Module for EngagementModule {
                             size: settings.persister_batch.max(1),
                             max_wait: Duration::from_millis(settings.persister_max_wait_ms),
                         },
-                        reclaim_idle: Duration::from_secs(30),
+                        reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms.max(100)),
                     },
                 );
                 let tasks = ctx.tasks();

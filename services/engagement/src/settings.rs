@@ -15,6 +15,9 @@ pub struct EngagementSettings {
     pub persister_batch: usize,
     /// Longest a persister batch waits to fill, in milliseconds.
     pub persister_max_wait_ms: u64,
+    /// How long a message a persister took stays unacknowledged before another persister
+    /// takes it over (its taker presumed dead), in milliseconds.
+    pub reclaim_idle_ms: u64,
     /// Most events one IngestEvents call may carry.
     pub max_batch_events: usize,
     /// Most distinct event types per match.
@@ -49,6 +52,7 @@ impl Default for EngagementSettings {
             persisters: 2,
             persister_batch: 32,
             persister_max_wait_ms: 20,
+            reclaim_idle_ms: 30_000,
             max_batch_events: 1000,
             max_event_types: 100,
             source_rate_per_sec: 200_000,
