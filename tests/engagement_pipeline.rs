@@ -146,6 +146,9 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
                                 .await;
                             match r {
                                 Ok(r) => {
+                                    // Paced to about 10,000 events/s, so the run spans
+                                    // several persister lives.
+                                    tokio::time::sleep(Duration::from_millis(400)).await;
                                     let r = r.into_inner();
                                     assert_eq!(r.rejected, 0, "{r:?}");
                                     return r
@@ -173,7 +176,11 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
 
     let mut persister = Proc(mesh.spawn_child(&["serve", "engagement-persister"], free_port(), &[]));
     let mut kills = 0;
+    let mut kills_during_ingest = 0;
     while !ingest.is_finished() || kills < 3 {
+        if !ingest.is_finished() {
+            kills_during_ingest += 1;
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         persister.0.kill().unwrap();
         persister.0.wait().unwrap();
@@ -193,7 +200,8 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
     }
     let acknowledged = ingest.await.unwrap();
     assert_eq!(acknowledged.len(), EVENTS, "every event acknowledged once, by its id");
-    eprintln!("persister killed {kills} times");
+    eprintln!("persister killed {kills} times, {kills_during_ingest} of them while events arrived");
+    assert!(kills_during_ingest >= 3, "the persister died only {kills_during_ingest} times during ingest");
 
     // Every acknowledged event is stored once …
     let deadline = Instant::now() + Duration::from_secs(180);
