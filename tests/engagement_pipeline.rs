@@ -14,9 +14,7 @@ use std::{
 use common::{Mesh, admin};
 use ewpm_engagement::{domain, grpc::metrics, store::EventStore};
 use ewpm_kit::auth::Role;
-use ewpm_proto::engagement::v1::{
-    self as pb, engagement_service_client::EngagementServiceClient,
-};
+use ewpm_proto::engagement::v1::{self as pb, engagement_service_client::EngagementServiceClient};
 use ewpm_testkit::{Proc, TestDb, bearer, free_port, servers};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, Statement};
@@ -174,7 +172,8 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
         })
     };
 
-    let mut persister = Proc(mesh.spawn_child(&["serve", "engagement-persister"], free_port(), &[]));
+    let mut persister =
+        Proc(mesh.spawn_child(&["serve", "engagement-persister"], free_port(), &[]));
     let mut kills = 0;
     let mut kills_during_ingest = 0;
     while !ingest.is_finished() || kills < 3 {
@@ -201,7 +200,10 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
     let acknowledged = ingest.await.unwrap();
     assert_eq!(acknowledged.len(), EVENTS, "every event acknowledged once, by its id");
     eprintln!("persister killed {kills} times, {kills_during_ingest} of them while events arrived");
-    assert!(kills_during_ingest >= 3, "the persister died only {kills_during_ingest} times during ingest");
+    assert!(
+        kills_during_ingest >= 3,
+        "the persister died only {kills_during_ingest} times during ingest"
+    );
 
     // Every acknowledged event is stored once …
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -212,7 +214,10 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
         for m in 0..MATCHES {
             let id = format!("m{m}");
             let r = c
-                .get_match_metrics(req(pb::GetMatchMetricsRequest { match_id: id.clone() }, &admin()))
+                .get_match_metrics(req(
+                    pb::GetMatchMetricsRequest { match_id: id.clone() },
+                    &admin(),
+                ))
                 .await
                 .unwrap()
                 .into_inner()
@@ -223,10 +228,7 @@ async fn a_hundred_thousand_events_through_a_persister_killed_every_two_seconds_
         if sql.values().sum::<i64>() == EVENTS as i64 && counted == sql {
             break sql;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not converged: SQL {sql:?}, counted {counted:?}"
-        );
+        assert!(Instant::now() < deadline, "not converged: SQL {sql:?}, counted {counted:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(stored.len(), MATCHES);
@@ -305,7 +307,13 @@ async fn the_seed_notes_requests_work_through_the_rest_edge() {
     let keys: Vec<&str> = metrics.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["eventsByType", "matchId", "peakEngagementPeriods", "responseTimePercentiles", "totalEvents"]
+        [
+            "eventsByType",
+            "matchId",
+            "peakEngagementPeriods",
+            "responseTimePercentiles",
+            "totalEvents"
+        ]
     );
     assert_eq!(metrics["eventsByType"], json!({"goal": 1}));
     assert_eq!(metrics["peakEngagementPeriods"][0]["eventCount"], 1);
@@ -318,7 +326,10 @@ async fn the_seed_notes_requests_work_through_the_rest_edge() {
         .json()
         .await
         .unwrap();
-    assert_eq!((stored["eventId"].as_str(), stored["teamId"].as_str()), (Some(event_id.as_str()), Some("al-hilal")));
+    assert_eq!(
+        (stored["eventId"].as_str(), stored["teamId"].as_str()),
+        (Some(event_id.as_str()), Some("al-hilal"))
+    );
 
     // A bad event names its field and stores nothing.
     let bad = http
