@@ -48,6 +48,8 @@ NEEDS = {
     "incentive-processor": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "quiz": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "quiz-relay": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
+    "engagement": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
+    "engagement-persister": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "gateway": {"EWPM_AUTH__SECRET"},
 }
 FORBIDDEN = {"leaderboard": {"DATABASE_URL"}, "gateway": {"DATABASE_URL"}}
