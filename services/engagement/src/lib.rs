@@ -15,7 +15,7 @@
 //! - [`counters`]: live per-match counters (Redis or memory), exactly once per ingest call.
 //! - [`rebuild`]: counters rebuilt from SQL (on a miss, or ReplayMatch).
 //! - [`watch`]: WatchMatch rooms (latest-wins snapshots per match).
-//! - [`store`]: `match_events`.
+//! - [`store`]: the `match_events` table.
 //! - [`error`]: `EngagementError` and its one mapping to `tonic::Status`.
 //! - [`settings`]: the `[engagement]` settings section.
 //! - [`migrations`]: the engagement table (history `seaql_migrations_engagement`).

@@ -66,17 +66,15 @@ impl Hub {
     }
 
     async fn room(self: Arc<Self>, match_id: String, tx: watch::Sender<Option<Arc<Snapshot>>>) {
-        let mut subscription = loop {
-            match self.notices.subscribe(&match_id).await {
-                Ok(s) => break Some(s),
-                Err(err) => {
-                    tracing::warn!(
-                        match_id,
-                        error = format!("{err:#}"),
-                        "match notices unavailable; polling"
-                    );
-                    break None;
-                }
+        let mut subscription = match self.notices.subscribe(&match_id).await {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::warn!(
+                    match_id,
+                    error = format!("{err:#}"),
+                    "match notices unavailable; polling"
+                );
+                None
             }
         };
         let mut last: Option<Snapshot> = None;
