@@ -57,7 +57,8 @@ enum Command {
         /// User id (`sub`).
         #[arg(long)]
         sub: String,
-        /// `admin`, `employer_admin` or `employee`.
+        /// `admin`, `employer_admin`, `employee` or `ingest` (a device or match feed: sends
+        /// fan-engagement events, reads nothing).
         #[arg(long)]
         role: Role,
         /// Employer id.

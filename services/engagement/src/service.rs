@@ -219,15 +219,18 @@ impl Engagement {
         let mut settle: Vec<(Uuid, String)> = Vec::new();
         if !reserved.is_empty() {
             let ids: Vec<Uuid> = reserved.iter().map(|&i| events[i].event_id).collect();
+            // With SQL down, ingest goes on: an old event sent again is then queued again,
+            // and the persister still stores its id once (it only misses being answered
+            // DUPLICATE, or a reuse with another body being answered a conflict).
             let stored = match s.store.fingerprints(&ids).await {
                 Ok(f) => f,
                 Err(err) => {
-                    let held: Vec<(Uuid, String)> = reserved
-                        .iter()
-                        .map(|&i| (events[i].event_id, events[i].fingerprint.clone()))
-                        .collect();
-                    drop(s.admission.release(source, &held).await);
-                    return Err(EngagementError::Unavailable(err));
+                    metrics::counter!("ewpm_engagement_dedupe_sql_unavailable_total").increment(1);
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "looking up stored event ids failed; accepting without"
+                    );
+                    HashMap::new()
                 }
             };
             for &i in &reserved {

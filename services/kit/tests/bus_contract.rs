@@ -341,3 +341,30 @@ async fn a_redis_stream_stays_capped_while_a_group_lags_and_its_backlog_is_known
     // The group never read: what it can still read is what the stream kept.
     assert_eq!(bus.backlog("t", "abandoned").await.unwrap(), len);
 }
+
+#[tokio::test]
+async fn a_group_redis_lost_with_its_data_is_created_again_by_its_consumers() {
+    use fred::prelude::{ClientLike, KeysInterface};
+    let prefix = key_prefix();
+    let bus = RedisBus::connect(&servers().redis_url, &prefix).await.unwrap();
+    bus.ensure_group("t", "g").await.unwrap();
+    bus.publish("t", &payloads(0..3)).await.unwrap();
+    // Redis restarts without persistence: the stream and its groups are gone.
+    let config = fred::prelude::Config::from_url(&servers().redis_url).unwrap();
+    let client = fred::types::Builder::from_config(config).build().unwrap();
+    client.init().await.unwrap();
+    let _: i64 = client.del(format!("{prefix}bus:{{t}}")).await.unwrap();
+    assert_eq!(bus.reclaim("t", "g", "c", Duration::ZERO, 10).await.unwrap(), Vec::new());
+    bus.publish("t", &payloads(3..4)).await.unwrap();
+    let got = bus.receive("t", "g", "c", 10, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(got.into_iter().map(|m| m.payload).collect::<Vec<_>>(), payloads(3..4));
+    // The same when the first call after the loss is a read.
+    let _: i64 = client.del(format!("{prefix}bus:{{t}}")).await.unwrap();
+    assert_eq!(
+        bus.receive("t", "g", "c", 10, Duration::from_millis(10)).await.unwrap(),
+        Vec::new()
+    );
+    bus.publish("t", &payloads(4..5)).await.unwrap();
+    let got = bus.receive("t", "g", "c", 10, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(got.into_iter().map(|m| m.payload).collect::<Vec<_>>(), payloads(4..5));
+}

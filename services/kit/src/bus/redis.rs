@@ -144,6 +144,20 @@ impl RedisBus {
         self
     }
 
+    /// Creates `group` again after Redis answered NOGROUP: the stream or its groups are gone
+    /// (a Redis restarted without persistence, a flushed database). Consumers carry on with
+    /// whatever is published from now on instead of failing every read until someone
+    /// re-creates the group by hand.
+    async fn recreate_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
+        tracing::warn!(
+            topic,
+            group,
+            "consumer group missing (Redis lost its data?); creating it again"
+        );
+        metrics::counter!("ewpm_bus_groups_recreated_total").increment(1);
+        self.ensure_group(topic, group).await
+    }
+
     /// The read connection of `consumer`, opened on its first read.
     async fn reader(&self, consumer: &str) -> anyhow::Result<Client> {
         let lock = || self.blocking.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,7 +256,7 @@ impl Bus for RedisBus {
         max: usize,
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
-        let reply: Value = self
+        let reply: Result<Value, _> = self
             .reader(consumer)
             .await?
             .with_options(&crate::redis::with_timeout(block))
@@ -257,8 +271,15 @@ impl Bus for RedisBus {
                 self.key(topic),
                 ">",
             )
-            .await
-            .context("XREADGROUP")?;
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if e.details().contains("NOGROUP") => {
+                self.recreate_group(topic, group).await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("XREADGROUP")),
+        };
         // [[key, entries]] or nil on timeout.
         Ok(reply
             .into_array()
@@ -277,7 +298,7 @@ impl Bus for RedisBus {
         min_idle: Duration,
         max: usize,
     ) -> anyhow::Result<Vec<Message>> {
-        let reply: Value = self
+        let reply: Result<Value, _> = self
             .client
             .xautoclaim(
                 self.key(topic),
@@ -288,8 +309,15 @@ impl Bus for RedisBus {
                 Some(max as u64),
                 false,
             )
-            .await
-            .context("XAUTOCLAIM")?;
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if e.details().contains("NOGROUP") => {
+                self.recreate_group(topic, group).await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("XAUTOCLAIM")),
+        };
         // [next-cursor, entries, deleted-ids]
         Ok(reply.into_array().into_iter().nth(1).map(entries).unwrap_or_default())
     }
