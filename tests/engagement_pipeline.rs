@@ -362,3 +362,129 @@ async fn the_seed_notes_requests_work_through_the_rest_edge() {
     let sql: BTreeMap<String, i64> = sql_counts(&mesh).await;
     assert_eq!(sql, [("match_123".to_string(), 1)].into());
 }
+
+/// Ingests `n` events with client ids `{prefix}-{i}` into match `f1`, retrying each call until
+/// it is answered (as a client does); returns how many calls were refused meanwhile.
+async fn ingest_all(client: &EngagementServiceClient<Channel>, prefix: &str, n: usize) -> usize {
+    let mut refused = 0;
+    let events: Vec<pb::EventInput> = (0..n)
+        .map(|i| pb::EventInput {
+            event_id: format!("{prefix}-{i}"),
+            match_id: "f1".into(),
+            event_type: "goal".into(),
+            ..Default::default()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .clone()
+            .ingest_events(req(
+                pb::IngestEventsRequest { events: events.clone(), ..Default::default() },
+                &feed(),
+            ))
+            .await;
+        match r {
+            Ok(r) => {
+                assert_eq!(r.into_inner().rejected, 0);
+                return refused;
+            }
+            Err(status) => {
+                assert!(
+                    matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                    ),
+                    "{status:?}"
+                );
+                refused += 1;
+                assert!(Instant::now() < deadline, "ingest did not recover: {status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Waits until match `f1` counts `total` events and SQL holds as many.
+async fn counted(mesh: &Mesh, client: &EngagementServiceClient<Channel>, total: i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let live = client
+            .clone()
+            .get_match_metrics(req(pb::GetMatchMetricsRequest { match_id: "f1".into() }, &admin()))
+            .await
+            .map(|r| r.into_inner().metrics.unwrap().total_events);
+        let sql = sql_counts(mesh).await.get("f1").copied().unwrap_or_default();
+        if live.as_ref().ok() == Some(&total) && sql == total {
+            return;
+        }
+        assert!(Instant::now() < deadline, "f1: counted {live:?}, SQL {sql}, want {total}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingest_rides_out_postgres_and_redis_outages_and_a_redis_that_lost_its_data() {
+    let mut redis = ewpm_testkit::OwnRedis::start().unwrap();
+    let pg = ewpm_testkit::OwnPostgres::start().unwrap();
+    let db = TestDb::postgres_unmigrated_on(&pg.url).await.unwrap();
+    let port = free_port();
+    let env = vec![
+        ("EWPM_SERVICES__ENGAGEMENT".to_string(), format!("http://127.0.0.1:{port}")),
+        ("EWPM_LIMITS__RATE_PER_SEC".to_string(), "0".to_string()),
+        ("EWPM_ENGAGEMENT__RECLAIM_IDLE_MS".to_string(), "1000".to_string()),
+    ];
+    let mut mesh = Mesh::start_on(db, redis.url.clone(), env, true, false).await;
+    mesh.spawn(&["serve", "engagement"], port, &[]);
+    wait_serving(port, pb::SERVICE_NAME).await;
+    let client = EngagementServiceClient::new(Mesh::channel(port).await);
+    ingest_all(&client, "a", 10).await;
+    counted(&mesh, &client, 10).await;
+
+    // PostgreSQL stops: events are still taken (queued in Redis) and written once it is back.
+    pg.down().unwrap();
+    assert_eq!(ingest_all(&client, "b", 20).await, 0, "ingest refused while only SQL was down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.up().unwrap();
+    counted(&mesh, &client, 30).await;
+
+    // Redis is SIGKILLed for longer than a command may wait (5 s): ingest answers UNAVAILABLE
+    // meanwhile (calls in the first seconds just wait for the reconnect), then goes on.
+    redis.kill();
+    let refused = {
+        let c = client.clone();
+        let during = tokio::spawn(async move { ingest_all(&c, "c", 10).await });
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        redis.up().unwrap();
+        during.await.unwrap()
+    };
+    assert!(refused > 0, "ingest must not be accepted while Redis is down");
+    counted(&mesh, &client, 40).await;
+
+    // Redis comes back empty (no persistence): the queue's consumer group, the counters and the
+    // remembered ids are gone. Nobody intervenes: the group is created again, the counters are
+    // rebuilt from SQL, and a retry of an old id is found among the stored events.
+    let conn = ewpm_kit::redis::connect(&redis.url).await.unwrap();
+    let _: () = fred::prelude::ClientLike::flushall(&conn, false).await.unwrap();
+    ingest_all(&client, "d", 10).await;
+    counted(&mesh, &client, 50).await;
+    let again = client
+        .clone()
+        .ingest_events(req(
+            pb::IngestEventsRequest {
+                events: vec![pb::EventInput {
+                    event_id: "a-0".into(),
+                    match_id: "f1".into(),
+                    event_type: "goal".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            &feed(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.results[0].outcome(), pb::EventOutcome::Duplicate);
+    drop(mesh);
+}
