@@ -59,7 +59,7 @@ async fn wait_serving(port: u16, service: &str) {
 /// every other event.
 fn event(n: usize) -> pb::EventInput {
     let types = ["goal", "cheer", "card", "shot"];
-    let metadata = (n % 2 == 0).then(|| prost_types::Struct {
+    let metadata = n.is_multiple_of(2).then(|| prost_types::Struct {
         fields: [(
             "minute".to_string(),
             prost_types::Value {
