@@ -155,6 +155,8 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
     mesh.spawn(&["serve", "scan"], scan, &[]);
     let quiz = free_port();
     mesh.spawn(&["serve", "quiz"], quiz, &[]);
+    let engagement = free_port();
+    mesh.spawn(&["serve", "engagement"], engagement, &[]);
     let ports: BTreeMap<&str, u16> = [
         ("ewpm.challenge.v1.ChallengeService", mesh.challenge),
         ("ewpm.progress.v1.ProgressService", mesh.progress),
@@ -162,6 +164,7 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
         ("ewpm.incentive.v1.IncentiveService", mesh.incentive),
         ("ewpm.scan.v1.ScanService", scan),
         ("ewpm.quiz.v1.QuizService", quiz),
+        ("ewpm.engagement.v1.EngagementService", engagement),
     ]
     .into();
     // Some state to protect: a challenge. And the scan projector's first poll (which writes
@@ -257,6 +260,22 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
         "{} of {calls} hostile calls were not rejected as unauthenticated",
         wrong.len()
     );
+    // A device's valid ingest token reads and changes nothing either: every RPC but the one
+    // that takes events refuses it (IngestEvents itself refuses this empty request).
+    let ingest = ewpm_testkit::bearer("device-1", Role::Ingest, None);
+    let mut leaked = Vec::new();
+    for (service, method, streaming) in &rpcs {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", ports[service.as_str()]))
+            .unwrap()
+            .connect_lazy();
+        let code = call(channel, service, method, *streaming, Some(&ingest)).await;
+        let expected =
+            if method == "IngestEvents" { Code::InvalidArgument } else { Code::PermissionDenied };
+        if code != expected {
+            leaked.push(format!("{service}/{method} with an ingest token: {code:?}"));
+        }
+    }
+    assert_eq!(leaked, Vec::<String>::new());
     // Nothing changed: not a row, not a key.
     assert_eq!(state(&mesh).await, before);
 }
