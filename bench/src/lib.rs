@@ -1,6 +1,7 @@
 //! `ewpm bench`: load generators that report throughput and latency against this machine's
 //! own limits. Figures are printed (or emitted as JSON), never asserted.
 
+mod engagement;
 mod incentives;
 mod pipeline;
 mod quiz;
@@ -49,6 +50,10 @@ pub enum Bench {
     /// room (WatchSession streams) from a reveal to each participant, for rooms of 1,000 and
     /// 10,000.
     Quiz(crate::quiz::QuizArgs),
+    /// Match event ingest: batched IngestEvents (accepted and persisted events/s) against the
+    /// bare echo, the lag from an event to the WatchMatch push counting it, and single-event
+    /// `POST /api/events` through the REST edge against the edge's `/health`.
+    Engagement(crate::engagement::EngagementArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -87,6 +92,7 @@ pub async fn run(bench: Bench, modules: &'static [&'static dyn Module]) -> anyho
         Bench::Leaderboard(args) => crate::pipeline::leaderboard(args, modules).await,
         Bench::Incentives(args) => crate::incentives::incentives(args, modules).await,
         Bench::Quiz(args) => crate::quiz::quiz(args, modules).await,
+        Bench::Engagement(args) => crate::engagement::engagement(args, modules).await,
     }
 }
 
@@ -124,6 +130,8 @@ pub(crate) struct Stack {
     pub(crate) bus: Arc<dyn ewpm_kit::bus::Bus>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// Redis and the stack's throwaway key prefix, emptied at the end.
+    redis: Option<(String, String)>,
 }
 
 impl Stack {
@@ -144,6 +152,10 @@ impl Stack {
         // `bench --target` wants EWPM_LIMITS__RATE_PER_SEC=0).
         settings.limits.rate_per_sec = 0;
         let stop = CancellationToken::new();
+        let redis = match stores {
+            Stores::Redis(url, prefix) => Some((url.to_string(), prefix.to_string())),
+            Stores::Embedded(_) => None,
+        };
         let mut host = match stores {
             Stores::Embedded(dir) => {
                 settings.data_dir = dir.to_path_buf();
@@ -167,10 +179,69 @@ impl Stack {
                 eprintln!("bench server failed: {err:#}");
             }
         });
-        Ok(Self { uri, db, bus, stop, server })
+        Ok(Self { uri, db, bus, stop, server, redis })
     }
 
-    /// Stops the servers, then the background tasks (up to the grace period).
+    /// Stops the servers, then the background tasks (up to the grace period); then deletes
+    /// the stack's Redis keys (client event ids, for one, would stay for a day).
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        drop(self.server.await);
+        if let Some((url, prefix)) = self.redis
+            && let Err(err) = delete_prefix(&url, &prefix).await
+        {
+            eprintln!("could not delete the bench's Redis keys under {prefix}: {err:#}");
+        }
+    }
+}
+
+/// Deletes every key under `prefix`, a thousand at a time.
+async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    use fred::prelude::KeysInterface;
+    use futures::StreamExt;
+    let client = ewpm_kit::redis::connect(url).await?;
+    let mut keys = client.scan_buffered(format!("{prefix}*"), Some(10_000), None).chunks(1_000);
+    while let Some(chunk) = keys.next().await {
+        let chunk = chunk.into_iter().collect::<Result<Vec<fred::types::Key>, _>>()?;
+        let _: i64 = client.unlink(chunk).await?;
+    }
+    Ok(())
+}
+
+/// The REST edge in front of a stack, served in this process on a port-0 listener, as
+/// `ewpm dev` serves it beside its gRPC port.
+pub(crate) struct Edge {
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Edge {
+    /// The edge with every upstream at `uri`, verifying tokens with `keys`.
+    pub(crate) async fn start(
+        uri: &str,
+        keys: TokenKeys,
+        limits: &ewpm_kit::settings::LimitSettings,
+    ) -> anyhow::Result<Self> {
+        let addrs =
+            ewpm_gateway::upstream_names().map(|n| (n.to_string(), uri.to_string())).collect();
+        let state = ewpm_gateway::AppState::connect(&addrs, keys, limits)?;
+        let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                if let Err(err) = ewpm_gateway::serve(listener, state, stop).await {
+                    eprintln!("bench REST edge failed: {err:#}");
+                }
+            }
+        });
+        Ok(Self { base, stop, server })
+    }
+
+    /// Stops the edge.
     pub(crate) async fn stop(self) {
         self.stop.cancel();
         drop(self.server.await);

@@ -23,6 +23,7 @@ use ewpm_kit::{
     CancellationToken,
     auth::{Role, TokenKeys},
     module::Module,
+    settings::LimitSettings,
 };
 use ewpm_proto::{
     challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
@@ -36,7 +37,7 @@ use serde_json::json;
 use tonic::{Request, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::{BenchDb, Stack, Stores, percentile};
+use crate::{BenchDb, Edge, Stack, Stores, percentile};
 
 /// Options shared by both benches.
 #[derive(Debug, Args)]
@@ -98,7 +99,11 @@ pub(crate) struct Target {
     leaderboard_uri: String,
     /// Where the quiz service is (the target, or the in-process stack).
     pub(crate) quiz_uri: String,
+    /// Where the engagement service is (the target, or the in-process stack).
+    pub(crate) engagement_uri: String,
     keys: TokenKeys,
+    /// The limits an in-process REST edge holds callers to (the stack's settings).
+    limits: LimitSettings,
     pub(crate) backend: String,
     /// The in-process stack and its database, stopped and dropped at the end.
     local: Option<(Stack, BenchDb)>,
@@ -136,7 +141,9 @@ impl Target {
                 leaderboard: channels(l, 4).await?,
                 leaderboard_uri: l.to_string(),
                 quiz_uri: target.clone(),
+                engagement_uri: target.clone(),
                 keys,
+                limits: settings.limits,
                 backend: format!("target {target}"),
                 local: None,
             });
@@ -144,6 +151,7 @@ impl Target {
         // EWPM_* variables tune the in-process stack (e.g. EWPM_PROGRESS__WRITERS).
         let settings = crate::settings(modules, &[])?;
         let keys = TokenKeys::new(&uuid::Uuid::new_v4().to_string(), &settings.auth);
+        let limits = settings.limits.clone();
         // Every module, the incentive processors included: they consume the activity the
         // writers publish, as in `ewpm dev`.
         let every: Vec<&str> = modules.iter().map(|m| m.name()).collect();
@@ -188,7 +196,9 @@ impl Target {
             leaderboard: channels(&uri, 4).await?,
             leaderboard_uri: uri.clone(),
             quiz_uri: uri.clone(),
+            engagement_uri: uri.clone(),
             keys,
+            limits,
             backend: backend.to_string(),
             local: Some((stack, bench_db)),
         })
@@ -198,6 +208,17 @@ impl Target {
         if let Some((stack, bench_db)) = self.local {
             stack.stop().await;
             bench_db.drop_database().await;
+        }
+    }
+
+    /// The REST edge in front of the in-process stack, served in this process as `ewpm dev`
+    /// serves it beside its gRPC port; `None` for a running target (its edge is its own).
+    pub(crate) async fn local_edge(&self) -> anyhow::Result<Option<Edge>> {
+        match &self.local {
+            Some((stack, _)) => {
+                Ok(Some(Edge::start(&stack.uri, self.keys.clone(), &self.limits).await?))
+            }
+            None => Ok(None),
         }
     }
 

@@ -128,7 +128,7 @@ impl Module for EngagementModule {
                     ConsumerConfig {
                         topic: MATCH_EVENTS_TOPIC,
                         group: GROUP,
-                        consumer: format!("{}-p{i}", ctx.process_name()),
+                        consumer: format!("{}-engagement-p{i}", ctx.process_name()),
                         rule: BatchRule {
                             size: settings.persister_batch.max(1),
                             max_wait: Duration::from_millis(settings.persister_max_wait_ms),
