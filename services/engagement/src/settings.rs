@@ -38,8 +38,9 @@ pub struct EngagementSettings {
     /// How long client event ids are remembered in Redis (or memory), in hours; after that a
     /// retry is still stored once (ids derive from them) but reported as accepted.
     pub dedupe_hours: u64,
-    /// Queued ingest calls (bus messages) not yet written above which ingest answers
-    /// RESOURCE_EXHAUSTED `QUEUE_FULL`.
+    /// Queued ingest calls (bus messages, up to `max_batch_events` events each) not yet
+    /// written above which ingest answers RESOURCE_EXHAUSTED `QUEUE_FULL`: what bounds the
+    /// queue (and, embedded, its file) while the persisters fall behind.
     pub max_backlog: u64,
     /// Hours of event time of per-minute counts kept per match.
     pub minute_retention_hours: u64,
@@ -62,7 +63,7 @@ impl Default for EngagementSettings {
             skew_tolerance_ms: 1000,
             lateness_secs: 60,
             dedupe_hours: 24,
-            max_backlog: 50_000,
+            max_backlog: 2_000,
             minute_retention_hours: 24,
         }
     }

@@ -165,6 +165,28 @@ async fn a_consumer_idling_on_an_empty_topic_does_not_stall_another(
     idle.abort();
 }
 
+/// Two modules in one process may name their consumers alike (`<process>-p0`): a consumer
+/// idling on one topic never stalls its namesake on another.
+async fn namesakes_on_two_topics_do_not_stall_each_other(bus: Arc<dyn Bus>, topic: String) {
+    let idle_topic = format!("{topic}-idle");
+    bus.ensure_group(&idle_topic, "processors").await.unwrap();
+    bus.ensure_group(&topic, "persisters").await.unwrap();
+    let idle = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            bus.receive(&idle_topic, "processors", "p0", 10, Duration::from_secs(20)).await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bus.publish(&topic, &payloads(0..1)).await.unwrap();
+    let started = std::time::Instant::now();
+    let got = bus.receive(&topic, "persisters", "p0", 10, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(bodies(&got), ["m0"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "the namesake's read waited");
+    assert!(!idle.is_finished(), "the read waited for its namesake's");
+    idle.abort();
+}
+
 async fn consumers_of_one_group_racing_on_publishes_receive_every_message_once(
     bus: Arc<dyn Bus>,
     topic: String,
@@ -225,6 +247,7 @@ macro_rules! contract {
                 a_receive_with_no_wait_returns_at_once_when_empty,
                 the_backlog_counts_undelivered_and_pending_messages,
                 a_consumer_idling_on_an_empty_topic_does_not_stall_another,
+                namesakes_on_two_topics_do_not_stall_each_other,
                 consumers_of_one_group_racing_on_publishes_receive_every_message_once,
             );
         }

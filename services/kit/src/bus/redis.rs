@@ -19,8 +19,9 @@ use super::{Bus, Message, Once};
 pub struct RedisBus {
     client: Client,
     /// A blocked XREADGROUP holds its connection, and every command queued behind it on that
-    /// connection waits too: each consumer gets a connection of its own for its reads, so
-    /// one consumer idling on an empty topic never stalls another.
+    /// connection waits too: each consumer (of each topic and group: two modules in one
+    /// process may name their consumers alike) gets a connection of its own for its reads,
+    /// so one consumer idling on an empty topic never stalls another.
     blocking: Mutex<HashMap<String, Client>>,
     url: String,
     prefix: String,
@@ -158,14 +159,15 @@ impl RedisBus {
         self.ensure_group(topic, group).await
     }
 
-    /// The read connection of `consumer`, opened on its first read.
-    async fn reader(&self, consumer: &str) -> anyhow::Result<Client> {
+    /// The read connection of `consumer` of `group` on `topic`, opened on its first read.
+    async fn reader(&self, topic: &str, group: &str, consumer: &str) -> anyhow::Result<Client> {
+        let name = format!("{topic}\n{group}\n{consumer}");
         let lock = || self.blocking.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = lock().get(consumer) {
+        if let Some(client) = lock().get(&name) {
             return Ok(client.clone());
         }
         let client = crate::redis::connect(&self.url).await?;
-        Ok(lock().entry(consumer.to_string()).or_insert(client).clone())
+        Ok(lock().entry(name).or_insert(client).clone())
     }
 
     fn key(&self, topic: &str) -> String {
@@ -257,7 +259,7 @@ impl Bus for RedisBus {
         block: Duration,
     ) -> anyhow::Result<Vec<Message>> {
         let reply: Result<Value, _> = self
-            .reader(consumer)
+            .reader(topic, group, consumer)
             .await?
             .with_options(&crate::redis::with_timeout(block))
             .xreadgroup(
