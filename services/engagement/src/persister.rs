@@ -168,26 +168,36 @@ impl Handler for Persister {
         }
         metrics::counter!("events_processed_total").increment(inserted.len() as u64);
         let now_ms = self.clock.now().timestamp_millis();
+        // Every (match, call) at once: the Redis client pipelines them on its connection.
+        let applied =
+            futures::future::try_join_all(deltas.iter().map(|((match_id, ingest), delta)| {
+                let ingest = ingest.to_string();
+                async move {
+                    let give_up = tokio::time::Instant::now() + BUSY_WAIT;
+                    loop {
+                        match self
+                            .rebuilder
+                            .counters()
+                            .apply(match_id, &ingest, delta, now_ms)
+                            .await?
+                        {
+                            Applied::Busy if tokio::time::Instant::now() < give_up => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Applied::Busy => anyhow::bail!("match {match_id} stayed in rebuild"),
+                            done => return Ok::<_, anyhow::Error>((match_id.clone(), done)),
+                        }
+                    }
+                }
+            }))
+            .await?;
         let mut touched = BTreeSet::new();
         let mut missing = BTreeSet::new();
-        for ((match_id, ingest_id), delta) in &deltas {
-            let ingest = ingest_id.to_string();
-            let give_up = tokio::time::Instant::now() + BUSY_WAIT;
-            loop {
-                match self.rebuilder.counters().apply(match_id, &ingest, delta, now_ms).await? {
-                    Applied::Applied | Applied::Already => {
-                        touched.insert(match_id.clone());
-                        break;
-                    }
-                    Applied::Missing => {
-                        missing.insert(match_id.clone());
-                        break;
-                    }
-                    Applied::Busy if tokio::time::Instant::now() < give_up => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Applied::Busy => anyhow::bail!("match {match_id} stayed in rebuild"),
-                }
+        for (match_id, done) in applied {
+            if done == Applied::Missing {
+                missing.insert(match_id);
+            } else {
+                touched.insert(match_id);
             }
         }
         for match_id in missing {
