@@ -31,6 +31,9 @@ use crate::{
 /// The persisters' consumer group.
 pub const GROUP: &str = "engagement-persister";
 
+/// Rows one insert statement writes at most (a batch of many large calls takes several).
+const ROWS_PER_WRITE: usize = 20_000;
+
 /// How long increments refused by a rebuild are retried before the batch is.
 const BUSY_WAIT: Duration = Duration::from_secs(20);
 
@@ -144,7 +147,27 @@ impl Handler for Persister {
                 latency_bucket: latency_bucket(stored_us - e.received_us),
             })
             .collect();
-        let inserted: HashSet<Uuid> = self.store.insert(&rows).await?.into_iter().collect();
+        // Statements of at most ROWS_PER_WRITE rows, split only between messages: a rebuild
+        // must never see part of one ingest call's rows.
+        let mut inserted: HashSet<Uuid> = HashSet::with_capacity(rows.len());
+        let ends: Vec<usize> = items
+            .iter()
+            .scan(0, |acc, m| {
+                *acc += m.len();
+                Some(*acc)
+            })
+            .collect();
+        let (mut start, mut next) = (0, 0);
+        while next < ends.len() {
+            let mut end = ends[next];
+            next += 1;
+            while next < ends.len() && ends[next] - start <= ROWS_PER_WRITE {
+                end = ends[next];
+                next += 1;
+            }
+            inserted.extend(self.store.insert(&rows[start..end]).await?);
+            start = end;
+        }
         let others: Vec<Uuid> =
             rows.iter().map(|r| r.event.event_id).filter(|id| !inserted.contains(id)).collect();
         let owners =

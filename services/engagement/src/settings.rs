@@ -51,7 +51,7 @@ impl Default for EngagementSettings {
         Self {
             persister_enabled: true,
             persisters: 2,
-            persister_batch: 32,
+            persister_batch: 128,
             persister_max_wait_ms: 20,
             reclaim_idle_ms: 30_000,
             max_batch_events: 1000,
@@ -63,7 +63,7 @@ impl Default for EngagementSettings {
             skew_tolerance_ms: 1000,
             lateness_secs: 60,
             dedupe_hours: 24,
-            max_backlog: 2_000,
+            max_backlog: 10_000,
             minute_retention_hours: 24,
         }
     }
