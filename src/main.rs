@@ -50,7 +50,7 @@ enum Command {
     Migrate,
     /// Load generators; figures are printed, never asserted.
     #[command(subcommand)]
-    Bench(ewpm_bench::Bench),
+    Bench(Box<ewpm_bench::Bench>),
     /// Mint a token that an `ewpm dev` started in the same directory (or a mesh with the same
     /// EWPM_AUTH__SECRET) accepts.
     Token {
@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { service } if service == "gateway" => serve_gateway(settings).await,
             Command::Serve { service } => serve(settings, &service).await,
             Command::Migrate => migrate(settings).await,
-            Command::Bench(b) => ewpm_bench::run(b, MODULES).await,
+            Command::Bench(b) => ewpm_bench::run(*b, MODULES).await,
             Command::Token { sub, role, employer } => {
                 let keys = TokenKeys::for_embedded(&settings.auth, &settings.data_dir)?;
                 println!("{}", keys.mint(&sub, role, employer.as_deref()));

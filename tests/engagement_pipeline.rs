@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Mesh, admin};
+use common::{Mesh, admin, wait_serving};
 use ewpm_engagement::{domain, grpc::metrics, store::EventStore};
 use ewpm_kit::auth::Role;
 use ewpm_proto::engagement::v1::{self as pb, engagement_service_client::EngagementServiceClient};
@@ -34,25 +34,6 @@ fn req<T>(message: T, token: &str) -> Request<T> {
 
 fn feed() -> String {
     bearer("feed-e2e", Role::Ingest, None)
-}
-
-async fn wait_serving(port: u16, service: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(channel) =
-            Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await
-        {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let r = health
-                .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-                .await;
-            if r.is_ok_and(|r| r.into_inner().status == 1) {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{service} on {port} did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Event `n` of the run: a client id, one of the matches, one of four types, a match clock on

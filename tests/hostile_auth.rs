@@ -157,6 +157,8 @@ async fn every_rpc_and_route_rejects_every_bad_token_and_changes_nothing() {
     mesh.spawn(&["serve", "quiz"], quiz, &[]);
     let engagement = free_port();
     mesh.spawn(&["serve", "engagement"], engagement, &[]);
+    common::wait_serving(quiz, "ewpm.quiz.v1.QuizService").await;
+    common::wait_serving(engagement, "ewpm.engagement.v1.EngagementService").await;
     let ports: BTreeMap<&str, u16> = [
         ("ewpm.challenge.v1.ChallengeService", mesh.challenge),
         ("ewpm.progress.v1.ProgressService", mesh.progress),

@@ -350,3 +350,23 @@ pub async fn start_dev(dir: &std::path::Path, env: &[(&str, &str)]) -> (Proc, St
 pub fn admin() -> String {
     bearer("admin-1", Role::Admin, None)
 }
+
+/// Waits until the process on `port` reports `service` SERVING (one minute at most).
+pub async fn wait_serving(port: u16, service: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) =
+            Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await
+        {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let r = health
+                .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+                .await;
+            if r.is_ok_and(|r| r.into_inner().status == 1) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{service} on {port} did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -118,9 +118,8 @@ impl Mount {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.names.push(S::NAME);
-        self.routes.add_service(InterceptedService::new(service, self.auth.clone()));
-        self
+        let auth = self.auth.clone();
+        self.add_behind(service, auth)
     }
 
     /// As [`Mount::add`], for a service that also takes `ingest` tokens (it checks itself
@@ -135,8 +134,22 @@ impl Mount {
             + 'static,
         S::Future: Send + 'static,
     {
+        let auth = self.auth.admitting_ingest();
+        self.add_behind(service, auth)
+    }
+
+    fn add_behind<S>(&mut self, service: S, auth: Authenticator) -> &mut Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         self.names.push(S::NAME);
-        self.routes.add_service(InterceptedService::new(service, self.auth.admitting_ingest()));
+        self.routes.add_service(InterceptedService::new(service, auth));
         self
     }
 

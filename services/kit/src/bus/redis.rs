@@ -145,18 +145,31 @@ impl RedisBus {
         self
     }
 
-    /// Creates `group` again after Redis answered NOGROUP: the stream or its groups are gone
-    /// (a Redis restarted without persistence, a flushed database). Consumers carry on with
-    /// whatever is published from now on instead of failing every read until someone
-    /// re-creates the group by hand.
-    async fn recreate_group(&self, topic: &str, group: &str) -> anyhow::Result<()> {
-        tracing::warn!(
-            topic,
-            group,
-            "consumer group missing (Redis lost its data?); creating it again"
-        );
-        metrics::counter!("ewpm_bus_groups_recreated_total").increment(1);
-        self.ensure_group(topic, group).await
+    /// The reply of a group read, or `None` after Redis answered NOGROUP: the stream or its
+    /// groups are gone (a Redis restarted without persistence, a flushed database), so the
+    /// group is created again and consumers carry on with whatever is published from now on,
+    /// instead of failing every read until someone re-creates the group by hand.
+    async fn or_recreate(
+        &self,
+        topic: &str,
+        group: &str,
+        reply: Result<Value, fred::error::Error>,
+        command: &'static str,
+    ) -> anyhow::Result<Option<Value>> {
+        match reply {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.details().contains("NOGROUP") => {
+                tracing::warn!(
+                    topic,
+                    group,
+                    "consumer group missing (Redis lost its data?); creating it again"
+                );
+                metrics::counter!("ewpm_bus_groups_recreated_total").increment(1);
+                self.ensure_group(topic, group).await?;
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(command)),
+        }
     }
 
     /// The read connection of `consumer` of `group` on `topic`, opened on its first read.
@@ -274,13 +287,8 @@ impl Bus for RedisBus {
                 ">",
             )
             .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) if e.details().contains("NOGROUP") => {
-                self.recreate_group(topic, group).await?;
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("XREADGROUP")),
+        let Some(reply) = self.or_recreate(topic, group, reply, "XREADGROUP").await? else {
+            return Ok(Vec::new());
         };
         // [[key, entries]] or nil on timeout.
         Ok(reply
@@ -312,13 +320,8 @@ impl Bus for RedisBus {
                 false,
             )
             .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) if e.details().contains("NOGROUP") => {
-                self.recreate_group(topic, group).await?;
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("XAUTOCLAIM")),
+        let Some(reply) = self.or_recreate(topic, group, reply, "XAUTOCLAIM").await? else {
+            return Ok(Vec::new());
         };
         // [next-cursor, entries, deleted-ids]
         Ok(reply.into_array().into_iter().nth(1).map(entries).unwrap_or_default())
