@@ -9,7 +9,7 @@ use ewpm_kit::{
 };
 use ewpm_proto::engagement::v1::{self as pb, engagement_service_server::EngagementService};
 use futures::Stream;
-use prost_types::{ListValue, Struct, value::Kind};
+use prost_types::Struct;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -35,49 +35,9 @@ impl EngagementGrpc {
     }
 }
 
-/// A protobuf `Struct` as a JSON value (non-finite numbers are refused: JSON has none).
-pub fn struct_to_json(s: Struct) -> Result<serde_json::Value, String> {
-    fn value(v: prost_types::Value) -> Result<serde_json::Value, String> {
-        Ok(match v.kind {
-            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-            Some(Kind::BoolValue(b)) => b.into(),
-            Some(Kind::StringValue(s)) => s.into(),
-            Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
-                .map(serde_json::Value::Number)
-                .ok_or("numbers must be finite")?,
-            Some(Kind::StructValue(s)) => struct_to_json(s)?,
-            Some(Kind::ListValue(ListValue { values })) => {
-                values.into_iter().map(value).collect::<Result<Vec<_>, _>>()?.into()
-            }
-        })
-    }
-    Ok(serde_json::Value::Object(
-        s.fields.into_iter().map(|(k, v)| Ok((k, value(v)?))).collect::<Result<_, String>>()?,
-    ))
-}
-
-/// A JSON value as a protobuf `Value`.
-pub fn json_to_value(v: serde_json::Value) -> prost_types::Value {
-    let kind = match v {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => {
-            Kind::ListValue(ListValue { values: items.into_iter().map(json_to_value).collect() })
-        }
-        serde_json::Value::Object(map) => Kind::StructValue(Struct {
-            fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
 fn metadata_struct(json: Option<&str>) -> Option<Struct> {
     match serde_json::from_str(json?).ok()? {
-        serde_json::Value::Object(map) => {
-            Some(Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() })
-        }
+        serde_json::Value::Object(map) => Some(ewpm_kit::json::to_struct(map)),
         _ => None,
     }
 }
@@ -98,7 +58,10 @@ fn input(e: pb::EventInput) -> Input {
         event_type,
         team_id,
         player_id,
-        metadata: metadata.map(struct_to_json).transpose(),
+        metadata: metadata
+            .map(|m| ewpm_kit::json::from_struct(m).map(serde_json::Value::Object))
+            .transpose()
+            .map_err(|e| e.to_string()),
         // An out-of-range timestamp is far outside every window: checked there.
         occurred_at: occurred_at
             .map(|t| timestamp::from_proto(&t).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)),

@@ -291,7 +291,7 @@ fn id(event: pb::EventInput, client_id: &str) -> pb::EventInput {
 }
 
 fn json_struct(v: serde_json::Value) -> Struct {
-    match ewpm_engagement::grpc::json_to_value(v).kind {
+    match ewpm_kit::json::to_value(v).kind {
         Some(Kind::StructValue(s)) => s,
         other => panic!("not an object: {other:?}"),
     }

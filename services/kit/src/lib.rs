@@ -28,6 +28,7 @@
 //! - [`clock`]: the time source services take, so tests can fix it.
 //! - [`redis`]: Redis helpers (cached Lua scripts).
 //! - [`paging`]: page sizes and opaque page tokens shared by every List RPC.
+//! - [`json`]: `google.protobuf.Struct` ↔ JSON (free-form request fields, REST bodies).
 
 pub mod auth;
 pub mod batch;
@@ -41,6 +42,7 @@ pub mod error;
 pub mod health;
 pub mod host;
 pub mod idempotency;
+pub mod json;
 pub mod module;
 pub mod notices;
 pub mod paging;

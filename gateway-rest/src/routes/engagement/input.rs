@@ -228,7 +228,7 @@ fn event_input(e: NewEventDto, at: &str, bad: &mut Vec<FieldError>) -> pb::Event
         event_type,
         team_id: team_id.unwrap_or_default(),
         player_id: player_id.unwrap_or_default(),
-        metadata: metadata.map(struct_from_json),
+        metadata: metadata.map(ewpm_kit::json::to_struct),
         occurred_at: time(occurred_at.as_deref(), &format!("{at}occurredAt"), bad),
     }
 }
@@ -249,54 +249,6 @@ fn time(
             });
             None
         }
-    }
-}
-
-/// A JSON object as a `google.protobuf.Struct` (numbers become doubles, as in proto JSON).
-pub(crate) fn struct_from_json(map: Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, proto_value(v))).collect() }
-}
-
-fn proto_value(v: Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(proto_value).collect(),
-        }),
-        Value::Object(map) => Kind::StructValue(struct_from_json(map)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-/// A `google.protobuf.Struct` as a JSON object. Whole numbers within ±2^53 are written
-/// without a fraction (`"minute": 34`, as the client sent it, not `34.0`); non-finite
-/// numbers, which JSON cannot hold, are `null`.
-pub(crate) fn json_from_struct(s: prost_types::Struct) -> Map<String, Value> {
-    s.fields.into_iter().map(|(k, v)| (k, json_value(v))).collect()
-}
-
-fn json_value(v: prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::NumberValue(n)) => {
-            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-            if n.fract() == 0.0 && n.abs() <= EXACT {
-                Value::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
-            }
-        }
-        Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::ListValue(list)) => {
-            Value::Array(list.values.into_iter().map(json_value).collect())
-        }
-        Some(Kind::StructValue(s)) => Value::Object(json_from_struct(s)),
     }
 }
 
@@ -350,7 +302,7 @@ mod tests {
                     event_type: "goal".into(),
                     team_id: "al-hilal".into(),
                     player_id: "player_456".into(),
-                    metadata: Some(struct_from_json(
+                    metadata: Some(ewpm_kit::json::to_struct(
                         json!({"minute": 34, "score": "2-1"}).as_object().unwrap().clone()
                     )),
                     occurred_at: at(1_766_586_910, 0),
@@ -446,7 +398,10 @@ mod tests {
             "where": {"x": -12, "big": 1e300}
         });
         let map = metadata.as_object().unwrap().clone();
-        assert_eq!(Value::Object(json_from_struct(struct_from_json(map))), metadata);
+        assert_eq!(
+            Value::Object(ewpm_kit::json::from_struct_lossy(ewpm_kit::json::to_struct(map))),
+            metadata
+        );
         let odd = prost_types::Struct {
             fields: [(
                 "nan".to_string(),
@@ -454,6 +409,6 @@ mod tests {
             )]
             .into(),
         };
-        assert_eq!(Value::Object(json_from_struct(odd)), json!({"nan": null}));
+        assert_eq!(Value::Object(ewpm_kit::json::from_struct_lossy(odd)), json!({"nan": null}));
     }
 }

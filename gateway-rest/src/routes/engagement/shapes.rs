@@ -13,7 +13,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::input::json_from_struct;
 use crate::rfc3339 as time;
 
 // ---------------------------------------------------------------------------------------
@@ -465,7 +464,7 @@ pub fn event_dto(e: pb::MatchEvent) -> MatchEventDto {
         event_type,
         team_id: some(team_id),
         player_id: some(player_id),
-        metadata: metadata.map(json_from_struct).unwrap_or_default(),
+        metadata: metadata.map(ewpm_kit::json::from_struct_lossy).unwrap_or_default(),
         occurred_at: time(occurred_at),
         client_occurred_at: time(client_occurred_at),
         received_at: time(received_at),
