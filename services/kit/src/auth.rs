@@ -189,6 +189,24 @@ impl TokenKeys {
         }
     }
 
+    /// A keyed digest of `message`: HMAC-SHA256 under the token secret (base64url), stable
+    /// while the secret is, and unguessable without it (e.g. pseudonyms that cannot be
+    /// computed from a known user id). It is the signature of a token that expired at the
+    /// epoch for an audience nothing accepts, so it is never a credential.
+    pub fn digest(&self, message: &str) -> String {
+        let claims = Claims {
+            sub: message.to_string(),
+            employer_id: None,
+            role: Role::Employee,
+            iss: "ewpm-digest".to_string(),
+            aud: "ewpm-digest".to_string(),
+            iat: 0,
+            exp: 0,
+        };
+        let token = self.encode(&claims);
+        token.rsplit('.').next().unwrap_or_default().to_string()
+    }
+
     /// Keys from the configured secret; without one, the development key kept in
     /// `<data_dir>/dev-jwt-secret` (created on first use), so that `ewpm token` run in the
     /// same directory mints tokens a running `ewpm dev` accepts.
@@ -507,6 +525,16 @@ mod tests {
         assert_eq!(reason(&k.verify_header(None).unwrap_err()), "MISSING_TOKEN");
         assert_eq!(reason(&k.verify_header(Some("Basic abc")).unwrap_err()), "MISSING_TOKEN");
         assert_eq!(reason(&k.verify_header(Some("Bearer garbage")).unwrap_err()), "INVALID_TOKEN");
+    }
+
+    #[test]
+    fn a_digest_is_stable_per_secret_and_differs_across_secrets_and_messages() {
+        let (a, b) = (keys("one"), keys("two"));
+        assert_eq!(a.digest("alice"), a.digest("alice"));
+        assert_ne!(a.digest("alice"), a.digest("bob"));
+        assert_ne!(a.digest("alice"), b.digest("alice"));
+        assert!(a.digest("alice").len() >= 40);
+        assert!(a.verify(&format!("x.y.{}", a.digest("alice"))).is_err());
     }
 
     #[test]

@@ -138,11 +138,12 @@ impl Access {
         self.known.len() + self.unknown.len()
     }
 
-    /// `Ok` when `board` exists and `caller` may read it; NOT_FOUND otherwise (both alike).
-    pub async fn check(&self, caller: &Caller, board: &Board) -> Result<(), LeaderboardError> {
+    /// The board's audience when `board` exists and `caller` may read it; NOT_FOUND
+    /// otherwise (both alike).
+    pub async fn check(&self, caller: &Caller, board: &Board) -> Result<Audience, LeaderboardError> {
         let not_found = || LeaderboardError::BoardNotFound { board: board.to_string() };
         let audience = self.audience(board).await?.ok_or_else(not_found)?;
-        if audience.admits(caller) { Ok(()) } else { Err(not_found()) }
+        if audience.admits(caller) { Ok(audience) } else { Err(not_found()) }
     }
 
     async fn audience(&self, board: &Board) -> Result<Option<Audience>, LeaderboardError> {

@@ -40,6 +40,7 @@ use ewpm_proto::leaderboard::v1::ScoreDelta;
 use prost::Message as _;
 
 use crate::{
+    definition::Target,
     domain::Board,
     notices::Notices,
     rebuild::Rebuilder,
@@ -136,7 +137,7 @@ impl Handler for Apply {
                             .record(lag as f64 / 1000.0);
                     }
                 }
-                Applied::Duplicate => duplicate += 1,
+                Applied::Duplicate | Applied::Voided => duplicate += 1,
                 Applied::Missing => {
                     missing.entry(d.board.clone()).or_default().push(d.delta.clone());
                 }
@@ -149,7 +150,7 @@ impl Handler for Apply {
                     .increment(n);
                 tracing::warn!(%board, deltas = n, "deltas older than the dedupe window; rebuilding the board from its owner");
                 self.scores.forget(board.as_str()).await?;
-                self.rebuilder.spawn_ensure_ready(board);
+                self.rebuilder.spawn_ensure_ready(Target::owned(board));
             } else {
                 metrics::counter!("ewpm_leaderboard_deltas_skipped_total", "reason" => "stale_lost")
                     .increment(n);
@@ -160,10 +161,11 @@ impl Handler for Apply {
             metrics::counter!("ewpm_leaderboard_deltas_skipped_total", "reason" => "missing_board")
                 .increment(deltas.len() as u64);
             if self.rebuilder.has_owner(board.kind()) {
-                self.rebuilder.spawn_ensure_ready(board);
+                self.rebuilder.spawn_ensure_ready(Target::owned(board));
             } else {
                 // No owner holds these facts: make the (empty) board and count them now.
-                self.rebuilder.ensure_ready(&board).await.map_err(anyhow::Error::new)?;
+                let target = Target::owned(board.clone());
+                self.rebuilder.ensure_ready(&target).await.map_err(anyhow::Error::new)?;
                 let again = self.scores.apply_many(&deltas).await?;
                 let n = again.iter().filter(|a| **a == Applied::Applied).count() as u64;
                 applied += n;
@@ -194,6 +196,9 @@ fn decode(payload: &[u8]) -> anyhow::Result<Decoded> {
     let Ok(parsed) = Board::parse(&board, "board") else {
         anyhow::bail!("bad board name");
     };
+    if parsed.kind() == crate::definition::OWN_KIND {
+        anyhow::bail!("board: boards take SubmitScore, not bus deltas");
+    }
     if member.is_empty() || event_id.is_empty() || !delta.is_finite() {
         anyhow::bail!("empty member or event id, or a non-finite delta");
     }
@@ -203,7 +208,7 @@ fn decode(payload: &[u8]) -> anyhow::Result<Decoded> {
         metrics::counter!("ewpm_leaderboard_deltas_untimed_total").increment(1);
     }
     Ok(Decoded {
-        delta: Delta { board, member, delta, event_id },
+        delta: Delta::sum(&board, &member, delta, &event_id),
         board: parsed,
         committed_unix_ms,
     })

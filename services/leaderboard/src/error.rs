@@ -47,6 +47,50 @@ pub enum LeaderboardError {
         /// Whose cap was reached: `caller` or `process`.
         scope: &'static str,
     },
+    /// The board is below its employer's minimum members: nothing of it is shown.
+    #[error("board {board} is withheld")]
+    Withheld {
+        /// The board.
+        board: String,
+    },
+    /// The caller's role or employer does not allow this.
+    #[error("{message}")]
+    PermissionDenied {
+        /// Machine-readable reason.
+        reason: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// The period no longer takes facts.
+    #[error("period {period} of {board} is closed")]
+    PeriodClosed {
+        /// The board.
+        board: String,
+        /// The period.
+        period: String,
+    },
+    /// A write that contradicts what is stored.
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable reason.
+        reason: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// Scores of challenge and quiz boards come from their owners.
+    #[error("board {board} does not take submitted scores")]
+    NotSubmittable {
+        /// The board.
+        board: String,
+    },
+    /// No fact with that event id on the board.
+    #[error("no event {event_id} on board {board}")]
+    EventNotOnBoard {
+        /// The board.
+        board: String,
+        /// The event id.
+        event_id: String,
+    },
     /// Anything else: logged, answered as Internal.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -108,6 +152,32 @@ impl From<LeaderboardError> for Status {
                     _ => "too many open watch streams on this server; try again shortly",
                 },
                 STREAM_RETRY_AFTER,
+            ),
+            LeaderboardError::Withheld { board } => error::status(
+                Code::FailedPrecondition,
+                "BOARD_WITHHELD",
+                format!("board {board} has fewer members than its employer's minimum; it is not shown yet"),
+            ),
+            LeaderboardError::PermissionDenied { reason, message } => {
+                error::status(Code::PermissionDenied, reason, message)
+            }
+            LeaderboardError::PeriodClosed { board, period } => error::status(
+                Code::FailedPrecondition,
+                "PERIOD_CLOSED",
+                format!("period {period} of board {board} is closed; its archive is final"),
+            ),
+            LeaderboardError::Conflict { reason, message } => {
+                error::status(Code::AlreadyExists, reason, message)
+            }
+            LeaderboardError::NotSubmittable { board } => error::status(
+                Code::FailedPrecondition,
+                "BOARD_NOT_SUBMITTABLE",
+                format!("board {board} is fed by its owner (progress, quiz answers); SubmitScore takes board: boards"),
+            ),
+            LeaderboardError::EventNotOnBoard { board, event_id } => error::status(
+                Code::NotFound,
+                "EVENT_NOT_ON_BOARD",
+                format!("no event {event_id} on board {board}"),
             ),
             LeaderboardError::Unexpected(err) => error::internal(&err),
         }

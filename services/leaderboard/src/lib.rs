@@ -26,17 +26,25 @@
 pub mod access;
 pub mod app;
 pub mod applier;
+pub mod background;
+pub mod definition;
 pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod module;
 pub mod notices;
+pub mod own;
 pub mod period;
+pub mod privacy;
 pub mod quiz;
+pub mod ranking;
+pub mod reader;
 pub mod rebuild;
 pub mod scores;
 pub mod service;
 pub mod settings;
+pub mod store;
 pub mod watch;
+pub mod writes;
 
 pub use module::MODULE;

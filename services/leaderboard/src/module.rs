@@ -12,6 +12,7 @@ use crate::{
     rebuild::{ChallengeOwner, Owners},
     scores::{Dedupe, MemoryScores, RedisScores, ScoreStore},
     settings::LeaderboardSettings,
+    store::LeaderboardStore,
 };
 
 /// The leaderboard service and its score delta applier. Challenge boards are rebuilt from the
@@ -65,8 +66,20 @@ impl Module for LeaderboardModule {
             .with("quiz", quiz.clone())
             .with_audience("quiz", quiz);
         let grpc = ctx.settings().grpc.clone();
-        let built = app::build(scores, bus, notices, owners, &settings, &grpc, ctx.streams());
+        let parts = app::Parts {
+            scores,
+            bus,
+            notices,
+            owners,
+            store: LeaderboardStore::new(ctx.db()?),
+            keys: ctx.keys().clone(),
+            clock: ctx.clock(),
+        };
+        let built = app::build(parts, &settings, &grpc, ctx.streams());
         ctx.mount().add(built.service);
+        let background = built.background;
+        let tasks = ctx.tasks();
+        ctx.spawn(async move { background.run(tasks).await });
         if settings.applier_enabled {
             let applier = built.applier;
             let tasks = ctx.tasks();

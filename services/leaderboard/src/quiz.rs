@@ -49,7 +49,7 @@ impl QuizBoards {
 
 #[async_trait]
 impl BoardOwner for QuizBoards {
-    async fn entries(&self, board: &Board) -> anyhow::Result<EntryStream> {
+    async fn entries(&self, board: &Board, _period: &str) -> anyhow::Result<EntryStream> {
         let Some(session_id) = Self::session_id(board) else {
             return Ok(futures::stream::empty().boxed());
         };
@@ -73,6 +73,7 @@ impl BoardOwner for QuizBoards {
                             member: member.clone(),
                             event_id: a.answer_id,
                             value: a.points,
+                            ..OwnedEntry::default()
                         })
                     })
                     .collect())

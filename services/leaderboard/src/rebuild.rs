@@ -38,6 +38,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     access::BoardAudience,
+    definition::Target,
     domain::Board,
     scores::{OwnedEntry, ScoreStore},
 };
@@ -48,9 +49,17 @@ pub type EntryStream = BoxStream<'static, anyhow::Result<Vec<OwnedEntry>>>;
 /// The service that holds the facts of one kind of board.
 #[async_trait]
 pub trait BoardOwner: Send + Sync + 'static {
-    /// Every fact of `board` committed so far, in chunks. Read after the rebuild took its
-    /// lease, so every fact whose delta found the board missing is included.
-    async fn entries(&self, board: &Board) -> anyhow::Result<EntryStream>;
+    /// Every fact of `board`'s `period` committed so far, in chunks (void ones may be
+    /// included: the store skips them). Read after the rebuild took its lease, so every fact
+    /// whose delta found the board missing is included.
+    async fn entries(&self, board: &Board, period: &str) -> anyhow::Result<EntryStream>;
+}
+
+/// Where a board's voids are kept (see [`crate::scores::void_member`]).
+#[async_trait]
+pub trait VoidSource: Send + Sync + 'static {
+    /// Every void of `board`, as the score store keeps them.
+    async fn voids(&self, board: &Board) -> anyhow::Result<Vec<String>>;
 }
 
 /// The owners of each board kind: who holds its facts (for rebuilds) and who says who may
@@ -59,6 +68,7 @@ pub trait BoardOwner: Send + Sync + 'static {
 pub struct Owners {
     facts: HashMap<String, Arc<dyn BoardOwner>>,
     audiences: HashMap<String, Arc<dyn BoardAudience>>,
+    voids: Option<Arc<dyn VoidSource>>,
 }
 
 impl Owners {
@@ -77,6 +87,20 @@ impl Owners {
     pub fn with_audience(mut self, kind: &str, audience: Arc<dyn BoardAudience>) -> Self {
         self.audiences.insert(kind.to_string(), audience);
         self
+    }
+
+    /// Registers where every board's voids are kept.
+    pub fn with_voids(mut self, voids: Arc<dyn VoidSource>) -> Self {
+        self.voids = Some(voids);
+        self
+    }
+
+    /// The voids of `board` (none without a registered source).
+    pub async fn voids(&self, board: &Board) -> anyhow::Result<Vec<String>> {
+        match &self.voids {
+            Some(source) => source.voids(board).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The owner of the facts of `kind`, if one is registered.
@@ -111,7 +135,7 @@ impl ChallengeOwner {
 
 #[async_trait]
 impl BoardOwner for ChallengeOwner {
-    async fn entries(&self, board: &Board) -> anyhow::Result<EntryStream> {
+    async fn entries(&self, board: &Board, _period: &str) -> anyhow::Result<EntryStream> {
         // Challenge ids are UUIDs; any other id names no challenge, so the board is empty.
         if uuid::Uuid::parse_str(board.id()).is_err() {
             return Ok(futures::stream::empty().boxed());
@@ -145,6 +169,7 @@ impl BoardOwner for ChallengeOwner {
                         member: total.user_id.clone(),
                         event_id: e.entry_id,
                         value: e.value,
+                        ..OwnedEntry::default()
                     }));
                 }
                 Ok(out)
@@ -225,71 +250,79 @@ impl Rebuilder {
         self.inner.owners.get(kind).is_some()
     }
 
-    /// Returns once `board` is ready, rebuilding it first if it is missing.
-    pub async fn ensure_ready(&self, board: &Board) -> Result<(), RebuildError> {
+    /// Returns once `target` is ready, rebuilding it first if it is missing.
+    pub async fn ensure_ready(&self, target: &Target) -> Result<(), RebuildError> {
+        let board = &target.board;
         let ready = self
             .inner
             .scores
-            .exists(board.as_str())
+            .exists(&target.key())
             .await
             .map_err(|e| RebuildError::failed(board, e))?;
         if ready {
             return Ok(());
         }
-        let flight = self.flight(board);
+        let flight = self.flight(target);
         tokio::time::timeout(self.inner.config.wait, flight)
             .await
             .unwrap_or_else(|_| Err(RebuildError::Timeout(board.to_string())))
     }
 
-    /// Starts making `board` ready in the background (the applier's path: it must not wait).
-    pub fn spawn_ensure_ready(&self, board: Board) {
+    /// Starts making `target` ready in the background (the applier's path: it must not
+    /// wait).
+    pub fn spawn_ensure_ready(&self, target: Target) {
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = this.ensure_ready(&board).await {
+            if let Err(err) = this.ensure_ready(&target).await {
+                let board = target.key();
                 tracing::warn!(%board, error = format!("{:#}", anyhow::Error::new(err)), "board rebuild failed");
             }
         });
     }
 
-    /// The rebuild of `board` in flight in this process, started if there is none.
-    fn flight(&self, board: &Board) -> Flight {
+    /// The rebuild of `target` in flight in this process, started if there is none.
+    fn flight(&self, target: &Target) -> Flight {
+        let key = target.key();
         let mut inflight = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flight) = inflight.get(board.as_str()) {
+        if let Some(flight) = inflight.get(&key) {
             return flight.clone();
         }
         let inner = self.inner.clone();
-        let b = board.clone();
+        let t = target.clone();
         // Spawned, so that callers giving up (a client hanging up) do not abandon a rebuild
         // that holds the lease.
         let handle = tokio::spawn(async move {
-            let result = inner.rebuild(&b).await;
-            inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(b.as_str());
+            let result = inner.rebuild(&t).await;
+            inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.key());
             result
         });
-        let b = board.clone();
+        let b = target.board.clone();
         let flight =
             async move { handle.await.unwrap_or_else(|e| Err(RebuildError::failed(&b, e.into()))) }
                 .boxed()
                 .shared();
-        inflight.insert(board.to_string(), flight.clone());
+        inflight.insert(key, flight.clone());
         flight
     }
 }
 
 impl Inner {
-    async fn rebuild(&self, board: &Board) -> Result<(), RebuildError> {
+    async fn rebuild(&self, target: &Target) -> Result<(), RebuildError> {
+        let board = &target.key();
         let deadline = Instant::now() + self.config.wait;
-        let failed = |e| RebuildError::failed(board, e);
+        let failed = |e| RebuildError::failed(&target.board, e);
         loop {
             let token = uuid::Uuid::new_v4().to_string();
+            // Read before the lease: a void made after this read is followed by its own
+            // rebuild (see VoidEntry).
+            let voids = self.owners.voids(&target.board).await.map_err(failed)?;
             if self
                 .scores
-                .begin_rebuild(board.as_str(), &token, self.config.lease)
+                .begin_rebuild(board, &token, self.config.lease, &voids)
                 .await
                 .map_err(failed)?
             {
-                match self.load_and_finish(board, &token).await {
+                match self.load_and_finish(target, &token).await {
                     Ok(true) => {
                         tracing::info!(%board, "board rebuilt");
                         return Ok(());
@@ -298,39 +331,43 @@ impl Inner {
                     // finishes, or the next round does.
                     Ok(false) => tracing::warn!(%board, "rebuild lost its lease"),
                     Err(err) => {
-                        if let Err(e) = self.scores.abort_rebuild(board.as_str(), &token).await {
+                        if let Err(e) = self.scores.abort_rebuild(board, &token).await {
                             tracing::warn!(%board, error = format!("{e:#}"), "release rebuild lease");
                         }
                         return Err(failed(err));
                     }
                 }
             }
-            if self.scores.exists(board.as_str()).await.map_err(failed)? {
+            if self.scores.exists(board).await.map_err(failed)? {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(RebuildError::Timeout(board.to_string()));
+                return Err(RebuildError::Timeout(board.clone()));
             }
             tokio::time::sleep(self.config.poll).await;
         }
     }
 
     /// Loads the owner's facts and swaps the board in; `false` when the lease was lost.
-    async fn load_and_finish(&self, board: &Board, token: &str) -> anyhow::Result<bool> {
+    async fn load_and_finish(&self, target: &Target, token: &str) -> anyhow::Result<bool> {
         let lease = self.config.lease;
-        if let Some(owner) = self.owners.get(board.kind()) {
-            let mut chunks = owner.entries(board).await.context("read the owner's entries")?;
+        let board = &target.key();
+        if let Some(owner) = self.owners.get(target.board.kind()) {
+            let mut chunks = owner
+                .entries(&target.board, &target.period.id)
+                .await
+                .context("read the owner's entries")?;
             loop {
                 let next = tokio::time::timeout(lease, chunks.next())
                     .await
                     .context("the owner stalled longer than the rebuild lease")?;
                 let Some(chunk) = next else { break };
                 let chunk = chunk.context("read the owner's entries")?;
-                if !self.scores.load(board.as_str(), token, &chunk, lease).await? {
+                if !self.scores.load(board, target.shape, token, &chunk, lease).await? {
                     return Ok(false);
                 }
             }
         }
-        self.scores.finish_rebuild(board.as_str(), token).await
+        self.scores.finish_rebuild(board, token).await
     }
 }

@@ -31,6 +31,14 @@ pub struct LeaderboardSettings {
     /// in its UUIDv7 id. A delta older than this is not applied (it makes its board rebuild
     /// from the owner instead); keep it far beyond any redelivery delay of the bus.
     pub dedupe_window_secs: u64,
+    /// How long after its end a period of a resetting board still takes scores (late
+    /// deliveries, clock skew), in seconds; then it is closed and archived.
+    pub close_grace_secs: u64,
+    /// Gap between two rounds of the period closer, in milliseconds.
+    pub close_interval_ms: u64,
+    /// Gap between two rounds of the fact relay when idle (it applies scores whose inline
+    /// apply failed), in milliseconds.
+    pub relay_interval_ms: u64,
 }
 
 impl Default for LeaderboardSettings {
@@ -45,6 +53,9 @@ impl Default for LeaderboardSettings {
             max_streams_per_caller: 16,
             max_streams: 10_000,
             dedupe_window_secs: 7 * 24 * 3600,
+            close_grace_secs: 60,
+            close_interval_ms: 5_000,
+            relay_interval_ms: 1_000,
         }
     }
 }

@@ -33,19 +33,15 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{
-    domain::Board,
-    error::LeaderboardError,
-    notices::Notices,
-    rebuild::Rebuilder,
-    scores::{Entry, ScoreStore},
-};
+use crate::{domain::Board, error::LeaderboardError, notices::Notices, reader::Reader, scores::Entry};
 
 /// A board's best entries at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// The board.
     pub board: String,
+    /// The period read (the board's current one when it was read).
+    pub period: String,
     /// The top entries, best first.
     pub entries: Vec<Entry>,
     /// Members on the board.
@@ -79,9 +75,8 @@ pub struct WatchHub {
 }
 
 struct Inner {
-    scores: Arc<dyn ScoreStore>,
+    reader: Reader,
     notices: Arc<dyn Notices>,
-    rebuilder: Rebuilder,
     config: WatchConfig,
     shutdown: CancellationToken,
     boards: Mutex<HashMap<String, Arc<BoardHub>>>,
@@ -130,20 +125,18 @@ impl BoardHub {
 }
 
 impl WatchHub {
-    /// A hub reading `scores`, woken by `notices`, making boards ready with `rebuilder`; every
+    /// A hub reading boards' current periods through `reader`, woken by `notices`; every
     /// stream ends when `shutdown` is cancelled.
     pub fn new(
-        scores: Arc<dyn ScoreStore>,
+        reader: Reader,
         notices: Arc<dyn Notices>,
-        rebuilder: Rebuilder,
         config: WatchConfig,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                scores,
+                reader,
                 notices,
-                rebuilder,
                 config,
                 shutdown,
                 boards: Mutex::default(),
@@ -156,9 +149,15 @@ impl WatchHub {
         self.inner.lock().len()
     }
 
-    /// Watches the top `top_n` of `board` (made ready first).
-    pub async fn watch(&self, board: Board, top_n: u32) -> Result<WatchStream, LeaderboardError> {
-        self.inner.rebuilder.ensure_ready(&board).await?;
+    /// Watches the top `top_n` of `board`'s current period. With `every`, each new read is
+    /// yielded even when the top N did not change (for watchers of their own place).
+    pub async fn watch(
+        &self,
+        board: Board,
+        top_n: u32,
+        every: bool,
+    ) -> Result<WatchStream, LeaderboardError> {
+        self.inner.reader.current(&board).await?;
         let (hub, guard) = self.inner.register(&board, top_n);
         let mut upstream = hub.upstream.subscribe();
         let state = tokio::select! {
@@ -176,8 +175,9 @@ impl WatchHub {
         // Subscribed before reading: a change after this read is noticed.
         let snapshots = hub.snapshots.subscribe();
         let ticket = hub.reads.fetch_add(1, Ordering::SeqCst) + 1;
-        let first = read(self.inner.scores.as_ref(), &board, u64::from(top_n)).await?;
+        let first = read(&self.inner.reader, &board, u64::from(top_n)).await?;
         let watcher = Watcher {
+            every,
             last_ticket: ticket,
             last_sent: (first.entries.clone(), first.total_members),
             first: Some(first),
@@ -256,9 +256,16 @@ impl Drop for Guard {
     }
 }
 
-async fn read(scores: &dyn ScoreStore, board: &Board, limit: u64) -> anyhow::Result<Snapshot> {
-    let (entries, total_members) = scores.page(board.as_str(), 0, limit).await?.unwrap_or_default();
-    Ok(Snapshot { board: board.to_string(), entries, total_members, taken_at: Utc::now() })
+async fn read(reader: &Reader, board: &Board, limit: u64) -> Result<Snapshot, LeaderboardError> {
+    let target = reader.current(board).await?;
+    let (entries, total_members) = reader.page(&target, 0, limit).await?;
+    Ok(Snapshot {
+        board: board.to_string(),
+        period: target.period.id,
+        entries,
+        total_members,
+        taken_at: Utc::now(),
+    })
 }
 
 /// The board's snapshot task.
@@ -305,11 +312,9 @@ async fn run(inner: Arc<Inner>, hub: Arc<BoardHub>) {
                 next_read = Instant::now() + config.interval;
                 let limit = u64::from(hub.limit());
                 let ticket = hub.reads.fetch_add(1, Ordering::SeqCst) + 1;
-                // A board lost while watched is rebuilt before it is read again.
-                let result = match inner.rebuilder.ensure_ready(board).await {
-                    Ok(()) => read(inner.scores.as_ref(), board, limit).await,
-                    Err(err) => Err(anyhow::Error::new(err)),
-                };
+                // A board lost while watched is rebuilt before it is read again; a board
+                // that resets moves to its new period.
+                let result = read(&inner.reader, board, limit).await.map_err(anyhow::Error::new);
                 match result {
                     Ok(snapshot) => {
                         hub.snapshots.send_replace(Some(Tagged {
@@ -332,6 +337,7 @@ async fn run(inner: Arc<Inner>, hub: Arc<BoardHub>) {
 
 /// One watcher's stream state.
 struct Watcher {
+    every: bool,
     first: Option<Snapshot>,
     top_n: u64,
     last_ticket: u64,
@@ -363,12 +369,13 @@ impl Watcher {
             let take = usize::try_from(self.top_n).unwrap_or(usize::MAX);
             let entries: Vec<Entry> = tagged.snapshot.entries.iter().take(take).cloned().collect();
             let view = (entries, tagged.snapshot.total_members);
-            if view == self.last_sent {
+            if view == self.last_sent && !self.every {
                 continue;
             }
             self.last_sent = view.clone();
             let snapshot = Snapshot {
                 board: tagged.snapshot.board.clone(),
+                period: tagged.snapshot.period.clone(),
                 entries: view.0,
                 total_members: view.1,
                 taken_at: tagged.snapshot.taken_at,

@@ -4,17 +4,22 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 
-use super::{Applied, Around, Cut, Dedupe, Delta, Entry, OwnedEntry, ScoreStore, fact_time_ms};
+use super::{
+    Applied, Around, Cut, Dedupe, Delta, Entry, OwnedEntry, ScoreStore, Shape, fact_time_ms,
+    void_event, void_member,
+};
+use crate::ranking::{RankStyle, Record};
 
-/// Board order key: score descending, then member descending.
-type OrderKey = (Reverse<OrderedScore>, Reverse<String>);
+/// Board order key: score then subscore as they sort (bigger first), then member
+/// descending.
+type OrderKey = (Reverse<OrderedScore>, Reverse<OrderedScore>, Reverse<String>);
 
 /// A total order on finite scores.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,71 +77,100 @@ impl Seen {
 
 #[derive(Debug, Default)]
 struct MemoryBoard {
-    scores: HashMap<String, f64>,
+    records: HashMap<String, Record>,
     order: BTreeSet<OrderKey>,
     seen: Seen,
+    voids: HashSet<String>,
 }
 
 impl MemoryBoard {
-    /// A delta: counted unless stale or its id is remembered.
-    fn apply(&mut self, member: &str, delta: f64, event_id: &str, cut: Cut) -> Applied {
+    /// A delta: counted unless stale, its id is remembered, or it is void.
+    fn apply(&mut self, d: &Delta, cut: Cut) -> Applied {
         self.seen.forget_before(cut.forget_before);
-        let time = fact_time_ms(event_id);
+        let time = fact_time_ms(&d.event_id);
         if cut.is_stale(time) {
             return Applied::Stale;
         }
-        if !self.seen.insert(event_id, time) {
+        if !self.seen.insert(&d.event_id, time) {
             return Applied::Duplicate;
         }
-        self.add(member, delta);
+        if self.is_void(&d.member, &d.event_id) {
+            return Applied::Voided;
+        }
+        let fact = Record { score: d.delta, sub: d.subscore, version: d.version.clone() };
+        self.update(d.shape, &d.member, &fact);
         Applied::Applied
     }
 
-    /// An owner's entry: counted unless its id is remembered; remembered unless stale.
-    fn load(&mut self, member: &str, value: f64, event_id: &str, cut: Cut) {
-        if self.seen.contains(event_id) {
+    /// An owner's entry: counted unless its id is remembered or it is void; remembered
+    /// unless stale.
+    fn load(&mut self, shape: Shape, e: &OwnedEntry, cut: Cut) {
+        if self.seen.contains(&e.event_id) {
             return;
         }
-        let time = fact_time_ms(event_id);
+        let time = fact_time_ms(&e.event_id);
         if !cut.is_stale(time) {
-            self.seen.insert(event_id, time);
+            self.seen.insert(&e.event_id, time);
         }
-        self.add(member, value);
+        if !self.is_void(&e.member, &e.event_id) {
+            let fact = Record { score: e.value, sub: e.subscore, version: e.version.clone() };
+            self.update(shape, &e.member, &fact);
+        }
     }
 
-    fn add(&mut self, member: &str, delta: f64) {
-        let old = self.scores.get(member).copied();
+    fn is_void(&self, member: &str, event_id: &str) -> bool {
+        !self.voids.is_empty()
+            && (self.voids.contains(&void_member(member)) || self.voids.contains(&void_event(event_id)))
+    }
+
+    fn key(shape: Shape, member: &str, r: &Record) -> OrderKey {
+        (
+            Reverse(OrderedScore(shape.key_score(r.score))),
+            Reverse(OrderedScore(shape.key_sub(r.sub))),
+            Reverse(member.to_string()),
+        )
+    }
+
+    fn update(&mut self, shape: Shape, member: &str, fact: &Record) {
+        let old = self.records.get(member);
+        let Some(new) = shape.combine(old, fact) else { return };
         if let Some(old) = old {
-            self.order.remove(&(Reverse(OrderedScore(old)), Reverse(member.to_string())));
+            self.order.remove(&Self::key(shape, member, old));
         }
-        let new = old.unwrap_or(0.0) + delta;
-        self.scores.insert(member.to_string(), new);
-        self.order.insert((Reverse(OrderedScore(new)), Reverse(member.to_string())));
+        self.order.insert(Self::key(shape, member, &new));
+        self.records.insert(member.to_string(), new);
     }
 
-    /// One plus the members strictly above `score` (they come first in the order). Linear
-    /// in the rank: fine for embedded boards.
-    fn rank_of(&self, score: f64) -> u64 {
-        self.order.iter().take_while(|(Reverse(s), _)| s.0 > score).count() as u64 + 1
+    /// Every entry in board order with its rank; linear in the board (fine for embedded
+    /// boards).
+    fn ranked(&self, shape: Shape) -> impl Iterator<Item = Entry> + '_ {
+        let mut previous: Option<(f64, f64, u64)> = None;
+        self.order.iter().enumerate().map(move |(i, (Reverse(z), Reverse(b), Reverse(member)))| {
+            let position = i as u64;
+            let rank = match previous {
+                Some((pz, pb, rank)) if pz == z.0 && pb == b.0 => rank,
+                Some((_, _, rank)) if shape.style == RankStyle::Dense => rank + 1,
+                _ => position + 1,
+            };
+            previous = Some((z.0, b.0, rank));
+            let r = &self.records[member];
+            Entry {
+                rank,
+                member: member.clone(),
+                score: r.score,
+                subscore: if shape.sub.is_some() { r.sub } else { 0.0 },
+                position,
+            }
+        })
     }
 
-    fn entries_from(&self, offset: usize, limit: usize) -> Vec<Entry> {
-        let mut out = Vec::with_capacity(limit.min(self.order.len()));
-        let mut rank = 0;
-        let mut previous: Option<f64> = None;
-        for (i, (Reverse(score), Reverse(member))) in self.order.iter().enumerate() {
-            if previous != Some(score.0) {
-                rank = i as u64 + 1;
-                previous = Some(score.0);
-            }
-            if i >= offset.saturating_add(limit) {
-                break;
-            }
-            if i >= offset {
-                out.push(Entry { rank, member: member.clone(), score: score.0 });
-            }
-        }
-        out
+    fn entries_from(&self, shape: Shape, offset: usize, limit: usize) -> Vec<Entry> {
+        self.ranked(shape).skip(offset).take(limit).collect()
+    }
+
+    fn position_of(&self, shape: Shape, member: &str) -> Option<usize> {
+        let r = self.records.get(member)?;
+        Some(self.order.range(..Self::key(shape, member, r)).count())
     }
 }
 
@@ -207,7 +241,7 @@ impl ScoreStore for MemoryScores {
                         None if building => &mut state.next,
                         None => return Applied::Missing,
                     };
-                    target.apply(&d.member, d.delta, &d.event_id, cut)
+                    target.apply(d, cut)
                 })
                 .collect()
         }))
@@ -218,6 +252,7 @@ impl ScoreStore for MemoryScores {
         board: &str,
         token: &str,
         lease: Duration,
+        voids: &[String],
     ) -> anyhow::Result<bool> {
         Ok(self.with(|boards| {
             let state = boards.entry(board.to_string()).or_default();
@@ -225,7 +260,7 @@ impl ScoreStore for MemoryScores {
                 return false;
             }
             state.building = Some((token.to_string(), Instant::now() + lease));
-            state.next = MemoryBoard::default();
+            state.next = MemoryBoard { voids: voids.iter().cloned().collect(), ..MemoryBoard::default() };
             true
         }))
     }
@@ -233,6 +268,7 @@ impl ScoreStore for MemoryScores {
     async fn load(
         &self,
         board: &str,
+        shape: Shape,
         token: &str,
         entries: &[OwnedEntry],
         lease: Duration,
@@ -244,7 +280,7 @@ impl ScoreStore for MemoryScores {
             };
             state.building = Some((token.to_string(), Instant::now() + lease));
             for e in entries {
-                state.next.load(&e.member, e.value, &e.event_id, cut);
+                state.next.load(shape, e, cut);
             }
             true
         }))
@@ -271,28 +307,55 @@ impl ScoreStore for MemoryScores {
         Ok(())
     }
 
-    async fn top(&self, board: &str, offset: u64, limit: u64) -> anyhow::Result<Vec<Entry>> {
+    async fn page(
+        &self,
+        board: &str,
+        shape: Shape,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
         let (offset, limit) = (to_usize(offset), to_usize(limit));
-        Ok(self.with_live(board, |b| b.entries_from(offset, limit)).unwrap_or_default())
+        Ok(self.with_live(board, |b| {
+            (b.entries_from(shape, offset, limit), b.records.len() as u64)
+        }))
     }
 
-    async fn around(&self, board: &str, member: &str, n: u64) -> anyhow::Result<Option<Around>> {
+    async fn around(
+        &self,
+        board: &str,
+        shape: Shape,
+        member: &str,
+        n: u64,
+    ) -> anyhow::Result<Option<Around>> {
         let n = to_usize(n);
         Ok(self
             .with_live(board, |b| {
-                let score = b.scores.get(member).copied()?;
-                let key = (Reverse(OrderedScore(score)), Reverse(member.to_string()));
-                let position = b.order.range(..&key).count();
+                let position = b.position_of(shape, member)?;
                 let start = position.saturating_sub(n);
-                let window = b.entries_from(start, (position - start + 1).saturating_add(n));
-                let me = Entry { rank: b.rank_of(score), member: member.to_string(), score };
+                let window =
+                    b.entries_from(shape, start, (position - start + 1).saturating_add(n));
+                let me = window.iter().find(|e| e.member == member)?.clone();
                 Some(Around { me, window })
             })
             .flatten())
     }
 
+    async fn ranks(
+        &self,
+        board: &str,
+        shape: Shape,
+        members: &[String],
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
+        let wanted: HashSet<&str> = members.iter().map(String::as_str).collect();
+        Ok(self.with_live(board, |b| {
+            let entries =
+                b.ranked(shape).filter(|e| wanted.contains(e.member.as_str())).collect();
+            (entries, b.records.len() as u64)
+        }))
+    }
+
     async fn len(&self, board: &str) -> anyhow::Result<u64> {
-        Ok(self.with_live(board, |b| b.scores.len() as u64).unwrap_or(0))
+        Ok(self.with_live(board, |b| b.records.len() as u64).unwrap_or(0))
     }
 
     async fn exists(&self, board: &str) -> anyhow::Result<bool> {
@@ -308,18 +371,13 @@ impl ScoreStore for MemoryScores {
         Ok(())
     }
 
-    async fn remembered(&self, board: &str) -> anyhow::Result<u64> {
-        Ok(self.with_live(board, |b| b.seen.ids.len() as u64).unwrap_or(0))
+    async fn delete(&self, board: &str) -> anyhow::Result<()> {
+        self.with(|boards| boards.remove(board));
+        Ok(())
     }
 
-    async fn page(
-        &self,
-        board: &str,
-        offset: u64,
-        limit: u64,
-    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
-        let (offset, limit) = (to_usize(offset), to_usize(limit));
-        Ok(self.with_live(board, |b| (b.entries_from(offset, limit), b.scores.len() as u64)))
+    async fn remembered(&self, board: &str) -> anyhow::Result<u64> {
+        Ok(self.with_live(board, |b| b.seen.ids.len() as u64).unwrap_or(0))
     }
 }
 

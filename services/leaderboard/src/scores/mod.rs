@@ -12,14 +12,20 @@
 //!   [`ScoreStore::load`] (the owner's entries, deduped by event id against deltas that
 //!   landed in the aside copy meanwhile), [`ScoreStore::finish_rebuild`] (swap the aside
 //!   copy in and mark the board ready, in one step, only while the lease is still ours).
-//! - Order: score descending; within a tie, member id descending (Redis' own order for
-//!   `ZREVRANGE`, kept by the memory store too), so pages are stable.
-//! - Ranks are competition ranks (1, 2, 2, 4): one plus the number of members with a strictly
-//!   higher score. On Redis a page and its ranks are read by one script, so a concurrent
-//!   delta cannot tear them apart.
+//! - Shape: each board's [`Shape`] (operator, orders, rank style; see [`crate::ranking`])
+//!   travels with its deltas and reads. Order: the board's order on the score, then the
+//!   subscore's, then member id descending, so pages are stable. Plain sum boards (challenge
+//!   and quiz) keep exactly the layout they always had.
+//! - Ranks are read with the page in one script, so a concurrent delta cannot tear a page
+//!   from its ranks.
+//! - Voids: a board holds its voids (`m:<member>`, `e:<event id>`); a void fact is
+//!   remembered but not counted. A void arrives by a rebuild (the owner's facts without it).
 //! - Keys of one board share a Redis Cluster hash slot: `lb:{<board>}` (the sorted set),
-//!   `…:seen` (applied event ids, scored by fact time), `…:ready`, `…:building` (the lease: the rebuild's token,
-//!   with a TTL), `…:next` and `…:next:seen` (the aside copy).
+//!   `…:seen` (applied event ids, scored by fact time), `…:r` (each member's record:
+//!   score, subscore, version; not for plain sums), `…:d` and `…:dn` (the distinct
+//!   (score, subscore) pairs and their counts, for dense ranks), `…:void`, `…:ready`,
+//!   `…:building` (the lease: the rebuild's token, with a TTL), and `…:next…` (the aside copy
+//!   of each data key).
 //!
 //! # Bounded dedupe: a time window
 //!
@@ -72,18 +78,24 @@ use anyhow::Context;
 use async_trait::async_trait;
 use ewpm_kit::clock::{SharedClock, SystemClock};
 
+pub use crate::ranking::Shape;
+
 pub use memory::MemoryScores;
 pub use redis::RedisScores;
 
 /// One member's place on a board.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    /// Competition rank (1 is first; ties share a rank).
+    /// Rank in the board's style (1 is first; ties share a rank).
     pub rank: u64,
     /// Member id.
     pub member: String,
-    /// Total score.
+    /// Score.
     pub score: f64,
+    /// Subscore (0 on boards without one).
+    pub subscore: f64,
+    /// 0-based position in board order.
+    pub position: u64,
 }
 
 /// A member and the entries around it.
@@ -95,23 +107,47 @@ pub struct Around {
     pub window: Vec<Entry>,
 }
 
-/// A change of one member's score on one board.
+/// One fact for one member on one board.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delta {
-    /// Board name.
+    /// Board name (in the store: `<board>` or `<board>@<period>`).
     pub board: String,
     /// Member id.
     pub member: String,
-    /// Amount added (finite; may be negative).
+    /// The fact's value (finite; may be negative): added (sum), compared (best), or taken
+    /// (set).
     pub delta: f64,
     /// The fact's id: a board counts it at most once.
     pub event_id: String,
+    /// The fact's subscore (ignored by boards without one).
+    pub subscore: f64,
+    /// The fact's version for `set` boards ([`crate::ranking::version`]); empty otherwise.
+    pub version: String,
+    /// The board's shape.
+    pub shape: Shape,
+}
+
+impl Delta {
+    /// A fact of a plain sum board (challenge and quiz boards).
+    pub fn sum(board: &str, member: &str, delta: f64, event_id: &str) -> Self {
+        Self {
+            board: board.to_string(),
+            member: member.to_string(),
+            delta,
+            event_id: event_id.to_string(),
+            subscore: 0.0,
+            version: String::new(),
+            shape: Shape::default(),
+        }
+    }
 }
 
 /// What became of one delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// Counted (on the live board, or on the aside copy of a rebuild in progress).
+    /// Counted (on the live board, or on the aside copy of a rebuild in progress). For
+    /// `best` and `set` boards a fact that does not beat the member's record is counted too
+    /// (remembered) without changing the board.
     Applied,
     /// The board had counted this event before: nothing changed.
     Duplicate,
@@ -121,6 +157,8 @@ pub enum Applied {
     /// The fact is older than the dedupe window: not counted, as the board no longer knows
     /// whether it did; a rebuild from the owner must follow to include it.
     Stale,
+    /// The fact, or its member, is void on this board: not counted.
+    Voided,
 }
 
 /// Allowance for the clocks of applier processes disagreeing: remembered ids are kept this
@@ -182,7 +220,7 @@ pub fn fact_time_ms(event_id: &str) -> Option<i64> {
 }
 
 /// One fact as the board's owner has it, for a rebuild.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OwnedEntry {
     /// Member id.
     pub member: String,
@@ -190,16 +228,31 @@ pub struct OwnedEntry {
     pub event_id: String,
     /// The fact's value.
     pub value: f64,
+    /// The fact's subscore.
+    pub subscore: f64,
+    /// The fact's version (`set` boards).
+    pub version: String,
+}
+
+/// A void on a board, as the store keeps it: `m:<member>` (everything of a member) or
+/// `e:<event id>` (one fact).
+pub fn void_member(member: &str) -> String {
+    format!("m:{member}")
+}
+
+/// See [`void_member`].
+pub fn void_event(event_id: &str) -> String {
+    format!("e:{event_id}")
 }
 
 /// Scores of named boards.
 #[async_trait]
 pub trait ScoreStore: Send + Sync + 'static {
     /// Applies each delta at most once per board (see [`Applied`]); one result per delta, in
-    /// order.
+    /// order. Deltas of one board carry the same shape.
     async fn apply_many(&self, deltas: &[Delta]) -> anyhow::Result<Vec<Applied>>;
 
-    /// Applies one delta.
+    /// Applies one fact of a plain sum board.
     async fn apply(
         &self,
         board: &str,
@@ -207,29 +260,28 @@ pub trait ScoreStore: Send + Sync + 'static {
         delta: f64,
         event_id: &str,
     ) -> anyhow::Result<Applied> {
-        let one = Delta {
-            board: board.to_string(),
-            member: member.to_string(),
-            delta,
-            event_id: event_id.to_string(),
-        };
+        let one = Delta::sum(board, member, delta, event_id);
         self.apply_many(&[one]).await?.pop().context("apply_many returned no result")
     }
 
-    /// Starts a rebuild of `board` under `token`: takes the lease for `lease` and empties the
-    /// aside copy. `false` when the board is ready or another rebuild holds the lease.
+    /// Starts a rebuild of `board` under `token`: takes the lease for `lease`, empties the
+    /// aside copy and gives it the board's `voids` ([`void_member`], [`void_event`]).
+    /// `false` when the board is ready or another rebuild holds the lease.
     async fn begin_rebuild(
         &self,
         board: &str,
         token: &str,
         lease: Duration,
+        voids: &[String],
     ) -> anyhow::Result<bool>;
 
-    /// Adds the owner's `entries` to the aside copy (each event id at most once) and extends
-    /// the lease to `lease` from now. `false`, adding nothing, when the lease is not ours.
+    /// Adds the owner's `entries` to the aside copy (each event id at most once; void ones
+    /// remembered but not counted) and extends the lease to `lease` from now. `false`,
+    /// adding nothing, when the lease is not ours.
     async fn load(
         &self,
         board: &str,
+        shape: Shape,
         token: &str,
         entries: &[OwnedEntry],
         lease: Duration,
@@ -242,11 +294,34 @@ pub trait ScoreStore: Send + Sync + 'static {
     /// Gives up a rebuild: releases the lease if it is ours, so another can start at once.
     async fn abort_rebuild(&self, board: &str, token: &str) -> anyhow::Result<()>;
 
-    /// `limit` entries from position `offset` (0-based), in board order.
-    async fn top(&self, board: &str, offset: u64, limit: u64) -> anyhow::Result<Vec<Entry>>;
+    /// `limit` entries from position `offset` and the number of members, as one consistent
+    /// read; `None` when the board is not ready. The read path's one round trip.
+    async fn page(
+        &self,
+        board: &str,
+        shape: Shape,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>>;
 
-    /// `member`'s entry and up to `n` neighbours on each side; `None` if not on the board.
-    async fn around(&self, board: &str, member: &str, n: u64) -> anyhow::Result<Option<Around>>;
+    /// `member`'s entry and up to `n` neighbours on each side; `None` if the member is not
+    /// on the board (or the board is not ready).
+    async fn around(
+        &self,
+        board: &str,
+        shape: Shape,
+        member: &str,
+        n: u64,
+    ) -> anyhow::Result<Option<Around>>;
+
+    /// The entries of those `members` that are on the board, in board order, and the number
+    /// of members; `None` when the board is not ready.
+    async fn ranks(
+        &self,
+        board: &str,
+        shape: Shape,
+        members: &[String],
+    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>>;
 
     /// Number of members on `board`.
     async fn len(&self, board: &str) -> anyhow::Result<u64>;
@@ -254,23 +329,18 @@ pub trait ScoreStore: Send + Sync + 'static {
     /// Whether `board` is ready (a board that is not must be rebuilt from its owner).
     async fn exists(&self, board: &str) -> anyhow::Result<bool>;
 
-    /// Marks `board` missing, so that it is rebuilt from its owner (after a stale delta).
+    /// Marks `board` missing, so that it is rebuilt from its owner (after a stale delta, a
+    /// void).
     async fn forget(&self, board: &str) -> anyhow::Result<()>;
+
+    /// Deletes everything of `board` (a closed period, archived in SQL).
+    async fn delete(&self, board: &str) -> anyhow::Result<()>;
 
     /// Event ids the live `board` remembers (for tests and metrics).
     async fn remembered(&self, board: &str) -> anyhow::Result<u64>;
 
-    /// `limit` entries from `offset` and the number of members, as one consistent read;
-    /// `None` when the board is not ready. The read path's one round trip.
-    async fn page(
-        &self,
-        board: &str,
-        offset: u64,
-        limit: u64,
-    ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
-        if !self.exists(board).await? {
-            return Ok(None);
-        }
-        Ok(Some((self.top(board, offset, limit).await?, self.len(board).await?)))
+    /// `limit` entries of a plain sum board from position `offset` (empty when not ready).
+    async fn top(&self, board: &str, offset: u64, limit: u64) -> anyhow::Result<Vec<Entry>> {
+        Ok(self.page(board, Shape::default(), offset, limit).await?.unwrap_or_default().0)
     }
 }
