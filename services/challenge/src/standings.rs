@@ -54,7 +54,7 @@ impl Standings {
         let mut request = token.authorize(Request::new(GetRankRequest {
             board: format!("challenge:{}", challenge.id),
             member: user.to_string(),
-            neighbours: 0,
+            neighbours: 0, ..Default::default()
         }));
         request.set_timeout(LOOKUP_TIMEOUT);
         match client.clone().get_rank(request).await {

@@ -6,13 +6,14 @@ mod common;
 use ewpm_leaderboard::settings::LeaderboardSettings;
 use std::{sync::Arc, time::Duration};
 
-use common::{FixedOwner, PATIENCE, e, owned};
+use common::{np, FixedOwner, PATIENCE, e, owned};
 use ewpm_kit::{
     CancellationToken,
     bus::{Bus, MemoryBus},
     settings::Settings,
 };
 use ewpm_leaderboard::{
+    definition::Target,
     app,
     applier::{GROUP, TOPIC},
     domain::Board,
@@ -57,15 +58,7 @@ async fn deltas_a_dead_applier_left_pending_are_reclaimed_and_watched() {
         ..LeaderboardSettings::default()
     };
     let shutdown = CancellationToken::new();
-    let built = app::build(
-        scores.clone(),
-        bus.clone(),
-        notices.clone(),
-        owners,
-        &settings,
-        &Settings::default().grpc,
-        shutdown.clone(),
-    );
+    let built = app::build(common::parts(scores.clone(), bus.clone(), notices.clone(), owners).await, &settings, &Settings::default().grpc, shutdown.clone());
 
     // A consumer that takes two deltas and dies without acknowledging them.
     bus.ensure_group(TOPIC, GROUP).await.unwrap();
@@ -74,15 +67,15 @@ async fn deltas_a_dead_applier_left_pending_are_reclaimed_and_watched() {
     assert_eq!(taken.len(), 2);
 
     let board = Board::parse(BOARD, "board").unwrap();
-    let mut watch = built.hub.watch(board, 10).await.unwrap();
+    let mut watch = built.hub.watch(board, 10, false).await.unwrap();
     let first = tokio::time::timeout(PATIENCE, watch.next()).await.unwrap().unwrap();
-    assert_eq!(first.entries, vec![e(1, "a", 1.0)]);
+    assert_eq!(np(first.entries), vec![e(1, "a", 1.0)]);
 
     let applier = tokio::spawn(built.applier.run(shutdown.clone()));
     let s = scores.clone();
     eventually(|| {
         let s = s.clone();
-        async move { s.top(BOARD, 0, 10).await.unwrap() == vec![e(1, "b", 5.0), e(2, "a", 3.0)] }
+        async move { np(s.top(BOARD, 0, 10).await.unwrap()) == vec![e(1, "b", 5.0), e(2, "a", 3.0)] }
     })
     .await;
     let b = bus.clone();
@@ -97,7 +90,7 @@ async fn deltas_a_dead_applier_left_pending_are_reclaimed_and_watched() {
             break s;
         }
     };
-    assert_eq!(latest.entries, vec![e(1, "b", 5.0), e(2, "a", 3.0)]);
+    assert_eq!(np(latest.entries), vec![e(1, "b", 5.0), e(2, "a", 3.0)]);
 
     shutdown.cancel();
     assert_eq!(tokio::time::timeout(PATIENCE, watch.next()).await.unwrap(), None);
@@ -110,15 +103,7 @@ async fn deltas_of_a_board_without_an_owner_are_kept_when_it_first_appears() {
     let bus: Arc<dyn Bus> = MemoryBus::new();
     let shutdown = CancellationToken::new();
     let settings = Settings::default();
-    let built = app::build(
-        scores.clone(),
-        bus.clone(),
-        Arc::new(MemoryNotices::new()),
-        Owners::new(),
-        &LeaderboardSettings::default(),
-        &settings.grpc,
-        shutdown.clone(),
-    );
+    let built = app::build(common::parts(scores.clone(), bus.clone(), Arc::new(MemoryNotices::new()), Owners::new()).await, &LeaderboardSettings::default(), &settings.grpc, shutdown.clone());
     let quiz = |member: &str, event_id: &str| {
         ScoreDelta {
             board: "quiz:s1".into(),
@@ -136,7 +121,7 @@ async fn deltas_of_a_board_without_an_owner_are_kept_when_it_first_appears() {
     let s = scores.clone();
     eventually(|| {
         let s = s.clone();
-        async move { s.top("quiz:s1", 0, 10).await.unwrap() == vec![e(1, "a", 2.0), e(2, "b", 1.0)] }
+        async move { np(s.top("quiz:s1", 0, 10).await.unwrap()) == vec![e(1, "a", 2.0), e(2, "b", 1.0)] }
     })
     .await;
     shutdown.cancel();
@@ -154,17 +139,9 @@ async fn a_delta_older_than_the_dedupe_window_is_counted_once_through_a_rebuild(
     let owner = FixedOwner::new(vec![]);
     let shutdown = CancellationToken::new();
     let settings = Settings::default();
-    let built = app::build(
-        scores.clone(),
-        bus.clone(),
-        Arc::new(MemoryNotices::new()),
-        Owners::new().with("challenge", owner.clone()),
-        &LeaderboardSettings::default(),
-        &settings.grpc,
-        shutdown.clone(),
-    );
+    let built = app::build(common::parts(scores.clone(), bus.clone(), Arc::new(MemoryNotices::new()), Owners::new().with("challenge", owner.clone())).await, &LeaderboardSettings::default(), &settings.grpc, shutdown.clone());
     let board = Board::parse(BOARD, "board").unwrap();
-    built.rebuilder.ensure_ready(&board).await.unwrap();
+    built.rebuilder.ensure_ready(&Target::owned(board.clone())).await.unwrap();
     let applier = tokio::spawn(built.applier.run(shutdown.clone()));
     // A fact accepted three hours ago (past the 1 h window) whose delta arrives only now:
     // the board cannot tell whether it counted it, so it is rebuilt from the owner.
@@ -179,7 +156,7 @@ async fn a_delta_older_than_the_dedupe_window_is_counted_once_through_a_rebuild(
         let s = scores.clone();
         eventually(|| {
             let s = s.clone();
-            async move { s.top(BOARD, 0, 10).await.unwrap() == vec![e(1, "bob", 7.0)] }
+            async move { np(s.top(BOARD, 0, 10).await.unwrap()) == vec![e(1, "bob", 7.0)] }
         })
         .await;
         // Each delivery made one rebuild (after the first, empty one); none counted twice.
@@ -196,7 +173,7 @@ async fn a_delta_older_than_the_dedupe_window_is_counted_once_through_a_rebuild(
         })
         .await;
     }
-    assert_eq!(scores.top(BOARD, 0, 10).await.unwrap(), vec![e(1, "bob", 7.0)]);
+    assert_eq!(np(scores.top(BOARD, 0, 10).await.unwrap()), vec![e(1, "bob", 7.0)]);
     shutdown.cancel();
     tokio::time::timeout(PATIENCE, applier).await.unwrap().unwrap().unwrap();
 }

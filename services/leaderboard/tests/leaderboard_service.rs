@@ -70,8 +70,9 @@ async fn harness(facts: Vec<ewpm_leaderboard::scores::OwnedEntry>) -> Harness {
     let shutdown = CancellationToken::new();
     let mut parts = None;
     let (s, b, n, t) = (scores.clone(), bus.clone(), notices.clone(), shutdown.clone());
+    let parts_of = common::parts(s, b, n, owners).await;
     let server = spawn_grpc(|mount, grpc| {
-        let built = app::build(s, b, n, owners, &settings(), grpc, t);
+        let built = app::build(parts_of, &settings(), grpc, t);
         mount.add(built.service);
         parts = Some((built.applier, built.hub));
     })
@@ -107,16 +108,26 @@ fn req<T>(message: T) -> Request<T> {
     r
 }
 
+/// Entries with positions zeroed, to compare with [`entry`].
+fn strip(entries: Vec<pb::LeaderboardEntry>) -> Vec<pb::LeaderboardEntry> {
+    entries.into_iter().map(|e| pb::LeaderboardEntry { position: 0, ..e }).collect()
+}
+
 fn entry(rank: i64, member: &str, score: f64) -> pb::LeaderboardEntry {
-    pb::LeaderboardEntry { rank, member: member.into(), score }
+    pb::LeaderboardEntry { rank, member: member.into(), score, ..Default::default() }
 }
 
 fn page(board: &str, page_size: i32, page_token: &str) -> pb::GetLeaderboardRequest {
-    pb::GetLeaderboardRequest { board: board.into(), page_size, page_token: page_token.into() }
+    pb::GetLeaderboardRequest {
+        board: board.into(),
+        page_size,
+        page_token: page_token.into(),
+        ..Default::default()
+    }
 }
 
 fn rank(board: &str, member: &str, neighbours: i32) -> pb::GetRankRequest {
-    pb::GetRankRequest { board: board.into(), member: member.into(), neighbours }
+    pb::GetRankRequest { board: board.into(), member: member.into(), neighbours, ..Default::default() }
 }
 
 /// a 50, b 40, c 40, d 30, e 10 — as the owner has them.
@@ -192,7 +203,7 @@ async fn a_missing_board_is_rebuilt_from_its_owner_on_first_read_once() {
 async fn pages_carry_competition_ranks_and_cross_a_tie() {
     let mut h = harness(five()).await;
     let first = h.client.get_leaderboard(req(page(&h.board, 2, ""))).await.unwrap().into_inner();
-    assert_eq!(first.entries, vec![entry(1, "a", 50.0), entry(2, "c", 40.0)]);
+    assert_eq!(strip(first.entries), vec![entry(1, "a", 50.0), entry(2, "c", 40.0)]);
     assert_eq!(first.total_members, 5);
     assert!(!first.next_page_token.is_empty());
     // The page starts inside the tie: b keeps the tied rank, d skips to 4.
@@ -202,14 +213,14 @@ async fn pages_carry_competition_ranks_and_cross_a_tie() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(second.entries, vec![entry(2, "b", 40.0), entry(4, "d", 30.0)]);
+    assert_eq!(strip(second.entries), vec![entry(2, "b", 40.0), entry(4, "d", 30.0)]);
     let last = h
         .client
         .get_leaderboard(req(page(&h.board, 2, &second.next_page_token)))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((last.entries, last.next_page_token), (vec![entry(5, "e", 10.0)], String::new()));
+    assert_eq!((strip(last.entries), last.next_page_token), (vec![entry(5, "e", 10.0)], String::new()));
     // An exact fit has no next page either.
     let all = h.client.get_leaderboard(req(page(&h.board, 5, ""))).await.unwrap().into_inner();
     assert_eq!((all.entries.len(), all.next_page_token), (5, String::new()));
@@ -222,7 +233,7 @@ async fn page_size_defaults_to_ten_and_is_clamped_to_a_hundred() {
     let mut h = harness(facts).await;
     let default = h.client.get_leaderboard(req(page(&h.board, 0, ""))).await.unwrap().into_inner();
     assert_eq!((default.entries.len(), default.total_members), (10, 120));
-    assert_eq!(default.entries[0], entry(1, "m119", 119.0));
+    assert_eq!(strip(default.entries)[0], entry(1, "m119", 119.0));
     let clamped =
         h.client.get_leaderboard(req(page(&h.board, 1000, ""))).await.unwrap().into_inner();
     assert_eq!(clamped.entries.len(), 100);
@@ -241,8 +252,9 @@ async fn bad_requests_name_every_bad_field() {
         .client
         .get_rank(req(pb::GetRankRequest {
             board: "challenge:a}b".into(),
-            member: String::new(),
+            member: "a\nb".into(),
             neighbours: 51,
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -251,7 +263,7 @@ async fn bad_requests_name_every_bad_field() {
     assert_eq!(violations(&err), vec!["neighbours"]);
     let err = h
         .client
-        .watch_leaderboard(req(pb::WatchLeaderboardRequest { board: "x".into(), top_n: -3 }))
+        .watch_leaderboard(req(pb::WatchLeaderboardRequest { board: "x".into(), top_n: -3, ..Default::default() }))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["board", "top_n"]);
@@ -265,21 +277,26 @@ async fn a_rank_shows_its_neighbours_clipped_at_both_ends() {
     let mut h = harness(five()).await;
     let top = h.client.get_rank(req(rank(&h.board, "a", 2))).await.unwrap().into_inner();
     assert_eq!(
-        top,
-        pb::GetRankResponse {
-            entry: Some(entry(1, "a", 50.0)),
-            window: vec![entry(1, "a", 50.0), entry(2, "c", 40.0), entry(2, "b", 40.0)],
-            total_members: 5,
-        }
+        (strip(top.entry.into_iter().collect()), strip(top.window), top.total_members),
+        (
+            vec![entry(1, "a", 50.0)],
+            vec![entry(1, "a", 50.0), entry(2, "c", 40.0), entry(2, "b", 40.0)],
+            5
+        )
     );
+    // a is in the top 20 % (rank 1 of 5), on the first page of 10.
+    assert_eq!((top.top_percent, top.page, top.period.as_str()), (20, 1, "all"));
     let tied = h.client.get_rank(req(rank(&h.board, "b", 1))).await.unwrap().into_inner();
-    assert_eq!(tied.entry, Some(entry(2, "b", 40.0)));
-    assert_eq!(tied.window, vec![entry(2, "c", 40.0), entry(2, "b", 40.0), entry(4, "d", 30.0)]);
+    assert_eq!(strip(tied.entry.into_iter().collect()), vec![entry(2, "b", 40.0)]);
+    assert_eq!(
+        strip(tied.window),
+        vec![entry(2, "c", 40.0), entry(2, "b", 40.0), entry(4, "d", 30.0)]
+    );
     let bottom = h.client.get_rank(req(rank(&h.board, "e", 50))).await.unwrap().into_inner();
-    assert_eq!(bottom.entry, Some(entry(5, "e", 10.0)));
-    assert_eq!(bottom.window.len(), 5);
+    assert_eq!(strip(bottom.entry.into_iter().collect()), vec![entry(5, "e", 10.0)]);
+    assert_eq!((bottom.window.len(), bottom.top_percent), (5, 100));
     let alone = h.client.get_rank(req(rank(&h.board, "d", 0))).await.unwrap().into_inner();
-    assert_eq!(alone.window, vec![entry(4, "d", 30.0)]);
+    assert_eq!(strip(alone.window), vec![entry(4, "d", 30.0)]);
     let err = h.client.get_rank(req(rank(&h.board, "zed", 2))).await.unwrap_err();
     assert_eq!((err.code(), reason(&err)), (Code::NotFound, "MEMBER_NOT_ON_BOARD".to_string()));
 }
@@ -355,16 +372,16 @@ async fn next(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_starts_with_the_board_then_follows_changes_and_ends_at_shutdown() {
     let mut h = harness(five()).await;
-    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 2 };
+    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 2, ..Default::default() };
     let mut stream = h.client.watch_leaderboard(req(watch)).await.unwrap().into_inner();
     // At once, and the missing board was rebuilt for it.
     let first = next(&mut stream).await.unwrap();
     assert_eq!((first.board.as_str(), first.total_members), (h.board.as_str(), 5));
-    assert_eq!(first.entries, vec![entry(1, "a", 50.0), entry(2, "c", 40.0)]);
+    assert_eq!(strip(first.entries), vec![entry(1, "a", 50.0), entry(2, "c", 40.0)]);
     assert!(first.snapshot_time.is_some());
     h.bus.publish(TOPIC, &[delta(&h.board, "e", 100.0, "ev-e2")]).await.unwrap();
     let second = next(&mut stream).await.unwrap();
-    assert_eq!(second.entries, vec![entry(1, "e", 110.0), entry(2, "a", 50.0)]);
+    assert_eq!(strip(second.entries.clone()), vec![entry(1, "e", 110.0), entry(2, "a", 50.0)]);
     // A change below the top N (and no new member) sends nothing; the next visible one does.
     h.bus
         .publish(
@@ -383,7 +400,7 @@ async fn a_watch_starts_with_the_board_then_follows_changes_and_ends_at_shutdown
 async fn a_watch_that_cannot_be_served_is_refused_before_it_starts() {
     let mut h = harness(five()).await;
     h.shutdown.cancel();
-    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 0 };
+    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 0, ..Default::default() };
     let mut stream = h.client.watch_leaderboard(req(watch)).await.unwrap().into_inner();
     // Shutting down: a finished stream, not an error.
     assert_eq!(next(&mut stream).await, None);
@@ -407,7 +424,7 @@ async fn a_thousand_watchers_of_a_board_share_one_subscription() {
     for i in 0..1000 {
         let mut c = clients[i % 10].clone();
         let watch =
-            pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: (i % 3 + 1) as i32 };
+            pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: (i % 3 + 1) as i32, ..Default::default() };
         // A fan each: one caller may hold only `max_streams_per_caller` streams.
         let fan = bearer(&format!("fan-{i}"), Role::Employee, None);
         streams.push(tokio::spawn(async move {
@@ -426,7 +443,7 @@ async fn a_thousand_watchers_of_a_board_share_one_subscription() {
     // Every one of them sees the next change.
     h.bus.publish(TOPIC, &[delta(&h.board, "e", 100.0, "ev-e2")]).await.unwrap();
     for s in &mut opened {
-        assert_eq!(next(s).await.unwrap().entries[0], entry(1, "e", 110.0));
+        assert_eq!(strip(next(s).await.unwrap().entries)[0], entry(1, "e", 110.0));
     }
     drop(opened);
     // The last watcher gone, the subscription goes too.
@@ -443,8 +460,8 @@ async fn a_slow_watcher_gets_the_latest_snapshot_not_a_backlog() {
     // window's worth first, then the server stops polling and the same rule applies).
     let h = harness(vec![]).await;
     let board = Board::parse(&h.board, "board").unwrap();
-    let mut slow = h.hub.watch(board.clone(), 1).await.unwrap();
-    let mut fast = h.hub.watch(board, 1).await.unwrap();
+    let mut slow = h.hub.watch(board.clone(), 1, false).await.unwrap();
+    let mut fast = h.hub.watch(board, 1, false).await.unwrap();
     assert_eq!(snap(&mut slow).await.total_members, 0);
     assert_eq!(snap(&mut fast).await.total_members, 0);
     // 30 changes, each visible in the top 1; the slow watcher reads none of them meanwhile.

@@ -5,9 +5,9 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{e, make_ready, owned, redis};
+use common::{np, npa, npp, e, make_ready, owned, redis};
 use ewpm_kit::clock::FixedClock;
-use ewpm_leaderboard::scores::{
+use ewpm_leaderboard::scores::{Shape, 
     Applied, Around, CLOCK_SKEW, Dedupe, Delta, MemoryScores, RedisScores, ScoreStore,
 };
 use ewpm_testkit::{key_prefix, servers};
@@ -23,13 +23,16 @@ async fn a_delta_applies_once_per_board(s: Arc<dyn ScoreStore>) {
     assert_eq!(s.apply("b1", "alice", 2.5, "ev-2").await.unwrap(), Applied::Applied);
     // The same fact may count on another board.
     assert_eq!(s.apply("b2", "alice", 1.0, "ev-1").await.unwrap(), Applied::Applied);
-    assert_eq!(s.top("b1", 0, 10).await.unwrap(), vec![e(1, "alice", 7.5)]);
+    assert_eq!(np(s.top("b1", 0, 10).await.unwrap()), vec![e(1, "alice", 7.5)]);
     assert_eq!((s.len("b1").await.unwrap(), s.exists("b1").await.unwrap()), (1, true));
 }
 
 async fn a_batch_reports_each_delta_in_order(s: Arc<dyn ScoreStore>) {
     make_ready(s.as_ref(), "b1").await;
     let d = |board: &str, member: &str, delta: f64, event_id: &str| Delta {
+        subscore: 0.0,
+        version: String::new(),
+        shape: Shape::default(),
         board: board.into(),
         member: member.into(),
         delta,
@@ -48,65 +51,65 @@ async fn a_batch_reports_each_delta_in_order(s: Arc<dyn ScoreStore>) {
         outcomes,
         vec![Applied::Applied, Applied::Missing, Applied::Duplicate, Applied::Applied]
     );
-    assert_eq!(s.top("b1", 0, 10).await.unwrap(), vec![e(1, "bob", 2.0), e(2, "alice", 1.0)]);
+    assert_eq!(np(s.top("b1", 0, 10).await.unwrap()), vec![e(1, "bob", 2.0), e(2, "alice", 1.0)]);
 }
 
 async fn a_delta_for_a_missing_board_is_dropped_as_missing(s: Arc<dyn ScoreStore>) {
     assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Missing);
     assert!(!s.exists("b").await.unwrap());
-    assert_eq!((s.top("b", 0, 10).await.unwrap(), s.len("b").await.unwrap()), (vec![], 0));
+    assert_eq!((np(s.top("b", 0, 10).await.unwrap()), s.len("b").await.unwrap()), (vec![], 0));
     // The rebuild that follows counts the fact once, even if the delta comes again.
-    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t1", LEASE, &[]).await.unwrap());
     assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Applied);
-    assert!(s.load("b", "t1", &[owned("alice", "ev-1", 5.0)], LEASE).await.unwrap());
+    assert!(s.load("b", Shape::default(), "t1", &[owned("alice", "ev-1", 5.0)], LEASE).await.unwrap());
     assert!(s.finish_rebuild("b", "t1").await.unwrap());
-    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 5.0)]);
+    assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 5.0)]);
     assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Duplicate);
 }
 
 async fn a_second_rebuild_cannot_begin_while_one_holds_the_lease(s: Arc<dyn ScoreStore>) {
-    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
-    assert!(!s.begin_rebuild("b", "t2", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t1", LEASE, &[]).await.unwrap());
+    assert!(!s.begin_rebuild("b", "t2", LEASE, &[]).await.unwrap());
     assert!(s.finish_rebuild("b", "t1").await.unwrap());
     // A ready board is not rebuilt over.
-    assert!(!s.begin_rebuild("b", "t3", LEASE).await.unwrap());
+    assert!(!s.begin_rebuild("b", "t3", LEASE, &[]).await.unwrap());
 }
 
 async fn a_stale_token_changes_nothing(s: Arc<dyn ScoreStore>) {
-    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
-    assert!(!s.load("b", "stale", &[owned("mallory", "ev-9", 100.0)], LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t1", LEASE, &[]).await.unwrap());
+    assert!(!s.load("b", Shape::default(), "stale", &[owned("mallory", "ev-9", 100.0)], LEASE).await.unwrap());
     assert!(!s.finish_rebuild("b", "stale").await.unwrap());
     s.abort_rebuild("b", "stale").await.unwrap();
     assert!(!s.exists("b").await.unwrap());
-    assert!(s.load("b", "t1", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
+    assert!(s.load("b", Shape::default(), "t1", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
     assert!(s.finish_rebuild("b", "t1").await.unwrap());
-    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 1.0)]);
+    assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 1.0)]);
     // Finishing again with the used token does nothing either.
     assert!(!s.finish_rebuild("b", "t1").await.unwrap());
 }
 
 async fn an_expired_lease_can_be_taken_over(s: Arc<dyn ScoreStore>) {
-    assert!(s.begin_rebuild("b", "dead", Duration::from_millis(50)).await.unwrap());
+    assert!(s.begin_rebuild("b", "dead", Duration::from_millis(50), &[]).await.unwrap());
     assert!(
-        s.load("b", "dead", &[owned("ghost", "ev-0", 9.0)], Duration::from_millis(50))
+        s.load("b", Shape::default(), "dead", &[owned("ghost", "ev-0", 9.0)], Duration::from_millis(50))
             .await
             .unwrap()
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.apply("b", "alice", 1.0, "ev-1").await.unwrap(), Applied::Missing);
-    assert!(s.begin_rebuild("b", "t2", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t2", LEASE, &[]).await.unwrap());
     assert!(!s.finish_rebuild("b", "dead").await.unwrap());
     // The aside copy starts empty: nothing of the dead rebuild survives.
-    assert!(s.load("b", "t2", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
+    assert!(s.load("b", Shape::default(), "t2", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
     assert!(s.finish_rebuild("b", "t2").await.unwrap());
-    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 1.0)]);
+    assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 1.0)]);
 }
 
 async fn an_aborted_rebuild_frees_the_lease(s: Arc<dyn ScoreStore>) {
-    assert!(s.begin_rebuild("b", "t1", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t1", LEASE, &[]).await.unwrap());
     s.abort_rebuild("b", "t1").await.unwrap();
     assert_eq!(s.apply("b", "alice", 1.0, "ev-1").await.unwrap(), Applied::Missing);
-    assert!(s.begin_rebuild("b", "t2", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t2", LEASE, &[]).await.unwrap());
     assert!(s.finish_rebuild("b", "t2").await.unwrap());
     assert_eq!((s.exists("b").await.unwrap(), s.len("b").await.unwrap()), (true, 0));
 }
@@ -121,7 +124,7 @@ async fn a_rebuild_while_deltas_keep_arriving_ends_exact(s: Arc<dyn ScoreStore>)
     for (m, _, v) in &facts {
         *expected.entry(m.clone()).or_default() += v;
     }
-    assert!(s.begin_rebuild("b", "t", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t", LEASE, &[]).await.unwrap());
     let deliveries: Vec<_> = (0..2)
         .map(|round| {
             let s = s.clone();
@@ -131,6 +134,9 @@ async fn a_rebuild_while_deltas_keep_arriving_ends_exact(s: Arc<dyn ScoreStore>)
                     let deltas: Vec<Delta> = chunk
                         .iter()
                         .map(|(m, id, v)| Delta {
+                            subscore: 0.0,
+                            version: String::new(),
+                            shape: Shape::default(),
                             board: "b".into(),
                             member: m.clone(),
                             delta: *v,
@@ -146,7 +152,7 @@ async fn a_rebuild_while_deltas_keep_arriving_ends_exact(s: Arc<dyn ScoreStore>)
         .collect();
     let snapshot: Vec<_> = facts[..200].iter().map(|(m, id, v)| owned(m, id, *v)).collect();
     for chunk in snapshot.chunks(11) {
-        assert!(s.load("b", "t", chunk, LEASE).await.unwrap());
+        assert!(s.load("b", Shape::default(), "t", chunk, LEASE).await.unwrap());
         tokio::task::yield_now().await;
     }
     assert!(s.finish_rebuild("b", "t").await.unwrap());
@@ -155,7 +161,7 @@ async fn a_rebuild_while_deltas_keep_arriving_ends_exact(s: Arc<dyn ScoreStore>)
     }
     // The chunks the second round skipped (the first 9 facts) are in the snapshot anyway.
     let mut got: BTreeMap<String, f64> = BTreeMap::new();
-    for entry in s.top("b", 0, 100).await.unwrap() {
+    for entry in np(s.top("b", 0, 100).await.unwrap()) {
         got.insert(entry.member, entry.score);
     }
     assert_eq!(got, expected);
@@ -175,7 +181,7 @@ async fn concurrent_retries_of_one_delta_apply_it_once(s: Arc<dyn ScoreStore>) {
         applied += usize::from(h.await.unwrap() == Applied::Applied);
     }
     assert_eq!(applied, 1);
-    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "bob", 3.0)]);
+    assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "bob", 3.0)]);
 }
 
 async fn ties_share_a_rank_and_keep_a_stable_order(s: Arc<dyn ScoreStore>) {
@@ -188,12 +194,12 @@ async fn ties_share_a_rank_and_keep_a_stable_order(s: Arc<dyn ScoreStore>) {
     // Score descending; within a tie, member id descending.
     let all =
         vec![e(1, "e", 20.0), e(1, "c", 20.0), e(1, "b", 20.0), e(4, "a", 10.0), e(5, "d", 5.0)];
-    assert_eq!(s.top("b", 0, 10).await.unwrap(), all);
-    assert_eq!(s.top("b", 1, 2).await.unwrap(), all[1..3].to_vec());
-    assert_eq!(s.top("b", 3, 5).await.unwrap(), all[3..].to_vec());
-    assert_eq!(s.top("b", 5, 5).await.unwrap(), vec![]);
-    assert_eq!(s.top("b", 0, 0).await.unwrap(), vec![]);
-    assert_eq!(s.top("b", u64::MAX, u64::MAX).await.unwrap(), vec![]);
+    assert_eq!(np(s.top("b", 0, 10).await.unwrap()), all);
+    assert_eq!(np(s.top("b", 1, 2).await.unwrap()), all[1..3].to_vec());
+    assert_eq!(np(s.top("b", 3, 5).await.unwrap()), all[3..].to_vec());
+    assert_eq!(np(s.top("b", 5, 5).await.unwrap()), vec![]);
+    assert_eq!(np(s.top("b", 0, 0).await.unwrap()), vec![]);
+    assert_eq!(np(s.top("b", u64::MAX, u64::MAX).await.unwrap()), vec![]);
 }
 
 async fn around_a_member_clips_at_both_ends(s: Arc<dyn ScoreStore>) {
@@ -205,38 +211,38 @@ async fn around_a_member_clips_at_both_ends(s: Arc<dyn ScoreStore>) {
     }
     let all = [e(1, "a", 50.0), e(2, "c", 40.0), e(2, "b", 40.0), e(4, "d", 30.0), e(5, "e", 10.0)];
     assert_eq!(
-        s.around("b", "a", 2).await.unwrap(),
+        npa(s.around("b", Shape::default(), "a", 2).await.unwrap()),
         Some(Around { me: all[0].clone(), window: all[..3].to_vec() })
     );
     assert_eq!(
-        s.around("b", "b", 1).await.unwrap(),
+        npa(s.around("b", Shape::default(), "b", 1).await.unwrap()),
         Some(Around { me: all[2].clone(), window: all[1..4].to_vec() })
     );
     assert_eq!(
-        s.around("b", "e", 2).await.unwrap(),
+        npa(s.around("b", Shape::default(), "e", 2).await.unwrap()),
         Some(Around { me: all[4].clone(), window: all[2..].to_vec() })
     );
     assert_eq!(
-        s.around("b", "c", 0).await.unwrap(),
+        npa(s.around("b", Shape::default(), "c", 0).await.unwrap()),
         Some(Around { me: all[1].clone(), window: all[1..2].to_vec() })
     );
-    assert_eq!(s.around("b", "nobody", 2).await.unwrap(), None);
-    assert_eq!(s.around("no-board", "a", 2).await.unwrap(), None);
+    assert_eq!(npa(s.around("b", Shape::default(), "nobody", 2).await.unwrap()), None);
+    assert_eq!(npa(s.around("no-board", Shape::default(), "a", 2).await.unwrap()), None);
 }
 
 async fn a_page_is_one_read_of_entries_and_count_or_none_when_not_ready(s: Arc<dyn ScoreStore>) {
-    assert_eq!(s.page("b", 0, 10).await.unwrap(), None);
+    assert_eq!(npp(s.page("b", Shape::default(), 0, 10).await.unwrap()), None);
     make_ready(s.as_ref(), "b").await;
-    assert_eq!(s.page("b", 0, 10).await.unwrap(), Some((vec![], 0)));
+    assert_eq!(npp(s.page("b", Shape::default(), 0, 10).await.unwrap()), Some((vec![], 0)));
     for (member, score, id) in
         [("a", 50.0, "1"), ("b", 40.0, "2"), ("c", 40.0, "3"), ("d", 10.0, "4")]
     {
         s.apply("b", member, score, id).await.unwrap();
     }
     // A page starting inside a tie keeps the tie's rank; an empty page still counts.
-    assert_eq!(s.page("b", 2, 2).await.unwrap(), Some((vec![e(2, "b", 40.0), e(4, "d", 10.0)], 4)));
-    assert_eq!(s.page("b", 0, 0).await.unwrap(), Some((vec![], 4)));
-    assert_eq!(s.page("b", 9, 5).await.unwrap(), Some((vec![], 4)));
+    assert_eq!(npp(s.page("b", Shape::default(), 2, 2).await.unwrap()), Some((vec![e(2, "b", 40.0), e(4, "d", 10.0)], 4)));
+    assert_eq!(npp(s.page("b", Shape::default(), 0, 0).await.unwrap()), Some((vec![], 4)));
+    assert_eq!(npp(s.page("b", Shape::default(), 9, 5).await.unwrap()), Some((vec![], 4)));
 }
 
 // ---- The dedupe window: stores made with a 1 h window on a clock the test moves. ----
@@ -293,7 +299,7 @@ async fn ids_outside_the_window_are_forgotten_and_their_deltas_refused(
         ),
         (Applied::Stale, Applied::Duplicate, Applied::Duplicate)
     );
-    assert_eq!(s.top("b", 0, 10).await.unwrap(), vec![e(1, "alice", 6.0), e(2, "bob", 1.0)]);
+    assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 6.0), e(2, "bob", 1.0)]);
 }
 
 async fn remembered_ids_stay_bounded_and_redeliveries_in_the_window_are_skipped(
@@ -305,6 +311,9 @@ async fn remembered_ids_stay_bounded_and_redeliveries_in_the_window_are_skipped(
     // delivered again alongside (a redelivery storm well within the window).
     let at = |i: i64| t0() + chrono::Duration::seconds(30 * i);
     let fact = |i: i64| Delta {
+        subscore: 0.0,
+        version: String::new(),
+        shape: Shape::default(),
         board: "b".into(),
         member: format!("m{}", i % 7),
         delta: (i % 5) as f64 + 1.0,
@@ -326,7 +335,7 @@ async fn remembered_ids_stay_bounded_and_redeliveries_in_the_window_are_skipped(
     let young = (0..600).filter(|i| at(*i) >= horizon).count() as u64;
     assert_eq!((s.remembered("b").await.unwrap(), young), (140, 140));
     let mut got: BTreeMap<String, f64> = BTreeMap::new();
-    for entry in s.top("b", 0, 100).await.unwrap() {
+    for entry in np(s.top("b", 0, 100).await.unwrap()) {
         got.insert(entry.member, entry.score);
     }
     assert_eq!(got, expected);
@@ -338,15 +347,15 @@ async fn a_rebuild_counts_old_facts_once_and_remembers_only_the_window(
 ) {
     let (ancient, recent, fresh) =
         (id_at(t0() - minutes(180), 1), id_at(t0() - minutes(5), 2), id_at(t0(), 3));
-    assert!(s.begin_rebuild("b", "t", LEASE).await.unwrap());
+    assert!(s.begin_rebuild("b", "t", LEASE, &[]).await.unwrap());
     // A delta lands in the aside copy before the owner's entries are loaded.
     assert_eq!(s.apply("b", "alice", 2.0, &recent).await.unwrap(), Applied::Applied);
     let entries =
         [owned("bob", &ancient, 7.0), owned("alice", &recent, 2.0), owned("carol", &fresh, 1.0)];
-    assert!(s.load("b", "t", &entries, LEASE).await.unwrap());
+    assert!(s.load("b", Shape::default(), "t", &entries, LEASE).await.unwrap());
     assert!(s.finish_rebuild("b", "t").await.unwrap());
     assert_eq!(
-        s.top("b", 0, 10).await.unwrap(),
+        np(s.top("b", 0, 10).await.unwrap()),
         vec![e(1, "bob", 7.0), e(2, "alice", 2.0), e(3, "carol", 1.0)]
     );
     // The ancient fact is counted but not remembered: its delta is stale anyway.

@@ -90,8 +90,9 @@ async fn harness(backend: Backend, settings: LeaderboardSettings) -> Harness {
     let shutdown = CancellationToken::new();
     let mut parts = None;
     let token = shutdown.clone();
+    let parts_of = common::parts(scores, bus, notices, owners).await;
     let server = spawn_grpc(|mount, grpc| {
-        let built = app::build(scores, bus, notices, owners, &settings, grpc, token);
+        let built = app::build(parts_of, &settings, grpc, token);
         mount.add(built.service);
         parts = Some((built.access, built.streams));
     })
@@ -139,9 +140,9 @@ fn answer<T>(r: Result<T, Status>) -> Answer {
 async fn doors(h: &Harness, board: &str, authorization: &str) -> [Answer; 3] {
     let mut c = h.client.clone();
     let page =
-        pb::GetLeaderboardRequest { board: board.into(), page_size: 10, page_token: "".into() };
-    let rank = pb::GetRankRequest { board: board.into(), member: "alice".into(), neighbours: 1 };
-    let watch = pb::WatchLeaderboardRequest { board: board.into(), top_n: 10 };
+        pb::GetLeaderboardRequest { board: board.into(), page_size: 10, page_token: "".into(), ..Default::default() };
+    let rank = pb::GetRankRequest { board: board.into(), member: "alice".into(), neighbours: 1, ..Default::default() };
+    let watch = pb::WatchLeaderboardRequest { board: board.into(), top_n: 10, ..Default::default() };
     [
         answer(c.get_leaderboard(request(page, authorization)).await),
         answer(c.get_rank(request(rank, authorization)).await),
@@ -272,7 +273,7 @@ async fn watch_streams_are_capped_per_caller_and_in_all(backend: Backend) {
     let watch = |who: &str| {
         let mut c = h.client.clone();
         let r = request(
-            pb::WatchLeaderboardRequest { board: board.clone(), top_n: 5 },
+            pb::WatchLeaderboardRequest { board: board.clone(), top_n: 5, ..Default::default() },
             &bearer(who, Role::Employee, None),
         );
         async move { c.watch_leaderboard(r).await.map(tonic::Response::into_inner) }

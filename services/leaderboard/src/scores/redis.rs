@@ -80,7 +80,10 @@ local function member_of(key)
   if SUBO == 0 then return key end
   return string.sub(key, 17)
 end
-local function pair_of(z, sub) return enc(ss(sub)) .. fmt(z) end
+local function pair_of(z, sub)
+  if z == 0 then z = 0 end
+  return enc(ss(sub)) .. fmt(z)
+end
 local function rec_get(r, member)
   local v = redis.call('HGET', r, member)
   if not v then return nil end
@@ -492,9 +495,10 @@ fn lease_ms(lease: Duration) -> String {
     lease.as_millis().clamp(1, i64::MAX as u128).to_string()
 }
 
-/// A position as Redis takes it (signed 64-bit).
+/// A position as the scripts take it: Lua numbers are doubles, so positions are capped at
+/// 2^50 (far beyond any board).
 fn index(n: u64) -> String {
-    i64::try_from(n).unwrap_or(i64::MAX).to_string()
+    n.min(1 << 50).to_string()
 }
 
 #[async_trait]

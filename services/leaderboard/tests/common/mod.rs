@@ -12,7 +12,7 @@ use ewpm_leaderboard::{
     access::ChallengeAudience,
     domain::Board,
     rebuild::{BoardOwner, EntryStream, Owners},
-    scores::{Entry, OwnedEntry, ScoreStore},
+    scores::{Around, Entry, OwnedEntry, ScoreStore},
 };
 use ewpm_proto::challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient};
 use ewpm_testkit::{Spawned, TestDb, bearer, keys, request, spawn_grpc};
@@ -22,18 +22,61 @@ use futures::StreamExt;
 /// Generous bound that turns a hang into a failure; never a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// An entry of a plain sum board; compare with [`np`]-normalised reads (position 0).
 pub fn e(rank: u64, member: &str, score: f64) -> Entry {
-    Entry { rank, member: member.to_string(), score }
+    Entry { rank, member: member.to_string(), score, subscore: 0.0, position: 0 }
+}
+
+/// Entries with their positions zeroed (for comparisons with [`e`]).
+pub fn np(entries: Vec<Entry>) -> Vec<Entry> {
+    entries.into_iter().map(|e| Entry { position: 0, ..e }).collect()
+}
+
+/// [`np`] of an around read.
+pub fn npa(a: Option<Around>) -> Option<Around> {
+    a.map(|a| Around { me: Entry { position: 0, ..a.me }, window: np(a.window) })
+}
+
+/// [`np`] of a page read.
+pub fn npp(p: Option<(Vec<Entry>, u64)>) -> Option<(Vec<Entry>, u64)> {
+    p.map(|(entries, n)| (np(entries), n))
 }
 
 pub fn owned(member: &str, event_id: &str, value: f64) -> OwnedEntry {
-    OwnedEntry { member: member.to_string(), event_id: event_id.to_string(), value }
+    OwnedEntry {
+        member: member.to_string(),
+        event_id: event_id.to_string(),
+        value,
+        ..OwnedEntry::default()
+    }
+}
+
+/// The service's parts over `scores`, `bus`, `notices` and `owners`, with its tables in a
+/// fresh SQLite database (kept for the rest of the test process).
+pub async fn parts(
+    scores: Arc<dyn ScoreStore>,
+    bus: Arc<dyn ewpm_kit::bus::Bus>,
+    notices: Arc<dyn ewpm_leaderboard::notices::Notices>,
+    owners: Owners,
+) -> ewpm_leaderboard::app::Parts {
+    let db = TestDb::sqlite(&[&ewpm_leaderboard::MODULE]).await.unwrap();
+    let store = ewpm_leaderboard::store::LeaderboardStore::new(db.db.clone());
+    Box::leak(Box::new(db));
+    ewpm_leaderboard::app::Parts {
+        scores,
+        bus,
+        notices,
+        owners,
+        store,
+        keys: keys(),
+        clock: Arc::new(SystemClock),
+    }
 }
 
 /// Makes `board` ready and empty, as a rebuild from an owner with no facts does.
 pub async fn make_ready(s: &dyn ScoreStore, board: &str) {
     let token = uuid::Uuid::new_v4().to_string();
-    assert!(s.begin_rebuild(board, &token, Duration::from_secs(30)).await.unwrap());
+    assert!(s.begin_rebuild(board, &token, Duration::from_secs(30), &[]).await.unwrap());
     assert!(s.finish_rebuild(board, &token).await.unwrap());
 }
 
@@ -51,7 +94,10 @@ pub async fn redis() -> Client {
 /// Deletes every key of `board` under `prefix`: a cache loss of that one board.
 pub async fn lose_redis_board(prefix: &str, board: &str) {
     let base = format!("{prefix}lb:{{{board}}}");
-    let keys: Vec<String> = ["", ":seen", ":ready", ":building", ":next", ":next:seen"]
+    let keys: Vec<String> = [
+        "", ":seen", ":r", ":d", ":dn", ":void", ":ready", ":building", ":next", ":next:seen",
+        ":next:r", ":next:d", ":next:dn", ":next:void",
+    ]
         .iter()
         .map(|s| format!("{base}{s}"))
         .collect();
@@ -78,7 +124,7 @@ impl FixedOwner {
 
 #[async_trait]
 impl BoardOwner for FixedOwner {
-    async fn entries(&self, _board: &Board) -> anyhow::Result<EntryStream> {
+    async fn entries(&self, _board: &Board, _period: &str) -> anyhow::Result<EntryStream> {
         *self.calls.lock().unwrap() += 1;
         let facts = self.facts.lock().unwrap().clone();
         // Small chunks, so deltas can interleave with the load.
