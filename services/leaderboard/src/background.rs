@@ -68,7 +68,7 @@ impl Background {
     }
 
     /// One round: the facts it looked at.
-    async fn relay_round(&self) -> anyhow::Result<usize> {
+    pub async fn relay_round(&self) -> anyhow::Result<usize> {
         let reader = self.boards.reader();
         let store = reader.definitions().store();
         let facts = store.unapplied(RELAY_BATCH).await?;
