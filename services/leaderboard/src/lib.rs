@@ -31,6 +31,7 @@ pub mod error;
 pub mod grpc;
 pub mod module;
 pub mod notices;
+pub mod period;
 pub mod quiz;
 pub mod rebuild;
 pub mod scores;
