@@ -29,6 +29,7 @@ pub mod applier;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+mod migrations;
 pub mod module;
 pub mod notices;
 pub mod period;
@@ -37,6 +38,7 @@ pub mod rebuild;
 pub mod scores;
 pub mod service;
 pub mod settings;
+pub mod store;
 pub mod watch;
 
 pub use module::MODULE;
