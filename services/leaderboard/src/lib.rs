@@ -31,6 +31,7 @@ pub mod definition;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+mod migrations;
 pub mod module;
 pub mod notices;
 pub mod own;

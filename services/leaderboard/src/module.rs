@@ -3,6 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use ewpm_kit::module::{Context, Mode, Module, async_trait};
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
 
 use crate::{
     access::ChallengeAudience,
@@ -35,6 +37,10 @@ impl Module for LeaderboardModule {
 
     fn section(&self) -> ewpm_kit::settings::Section {
         ewpm_kit::settings::Section::of::<LeaderboardSettings>("leaderboard")
+    }
+
+    async fn migrate(&self, db: &DatabaseConnection) -> anyhow::Result<()> {
+        Ok(crate::migrations::Migrator::up(db, None).await?)
     }
 
     async fn start(&self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
