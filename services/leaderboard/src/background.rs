@@ -134,7 +134,7 @@ impl Background {
             };
             let shape = def.shape;
             let rank = move |facts: Vec<FactRow>| standings(shape, facts);
-            if store.close_period(&board, &id, period.start, period.end, &rank).await? {
+            if store.close_period(&board, &id, period.start, period.end, reader.now(), &rank).await? {
                 closed += 1;
                 metrics::counter!("ewpm_leaderboard_periods_closed_total").increment(1);
                 tracing::info!(%board, period = %id, "period closed and archived");

@@ -37,7 +37,7 @@ const STANDING_COLUMNS: &str = "position, rank, member, score, subscore";
 const NOT_VOIDED: &str = "NOT EXISTS (SELECT 1 FROM lb_voids v \
        WHERE v.board = f.board AND v.target = 'm:' || f.member) \
      AND NOT EXISTS (SELECT 1 FROM lb_voids v \
-       WHERE v.board = f.board AND v.target = 'e:' || f.event_id)";
+       WHERE v.board = f.board AND v.target = 'e:' || f.fact_id)";
 
 /// A board's definition as stored (`lb_boards`). The enums are stored by name: operator
 /// `sum`|`best`|`set`, orders `desc`|`asc`, rank style `competition`|`dense`, reset kind as
@@ -166,7 +166,8 @@ pub struct StandingRow {
 pub enum VoidTarget {
     /// Every fact of this member.
     Member(String),
-    /// The fact with this event id.
+    /// One fact, by the id its board counts it by: the fact id on `board:` boards (see
+    /// [`FactRow::fact_id`]), the progress entry or quiz answer id on theirs.
     Event(String),
 }
 

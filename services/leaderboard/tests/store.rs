@@ -435,7 +435,9 @@ async fn voids_leave_facts_out_of_reads_and_closes(backend: Backend) {
     created(&store, &fact("board:b", 1, "alice", "e1", 1.0)).await;
     let at = t0();
     let alice = VoidTarget::Member("alice".into());
-    let e2 = VoidTarget::Event("e2".into());
+    // A fact is voided by the id the score store counts it by: its fact id.
+    let e2_fact = store.fact_by_event("board:a", "e2").await.unwrap().unwrap().fact_id;
+    let e2 = VoidTarget::Event(e2_fact);
     assert!(store.void("board:a", &alice, "cheated", "admin-1", at).await.unwrap());
     assert!(!store.void("board:a", &alice, "again", "admin-2", at).await.unwrap());
     assert!(
