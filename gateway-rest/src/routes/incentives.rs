@@ -57,13 +57,13 @@ const ACTIONS: &[(&str, ipb::ActionKind)] =
     &[("award", ipb::ActionKind::Award), ("notify", ipb::ActionKind::Notify)];
 
 /// The value named `raw` (ASCII case ignored).
-fn parse_name<E: Copy>(table: &[(&str, E)], raw: &str) -> Option<E> {
+pub(crate) fn parse_name<E: Copy>(table: &[(&str, E)], raw: &str) -> Option<E> {
     table.iter().find(|(name, _)| name.eq_ignore_ascii_case(raw)).map(|(_, value)| *value)
 }
 
 /// The REST name of the proto enum number `raw`; `unspecified` for 0 and numbers this edge
 /// does not know (a newer service).
-fn name_of<E: Copy + PartialEq + TryFrom<i32>>(
+pub(crate) fn name_of<E: Copy + PartialEq + TryFrom<i32>>(
     table: &[(&'static str, E)],
     raw: i32,
 ) -> &'static str {
@@ -74,7 +74,7 @@ fn name_of<E: Copy + PartialEq + TryFrom<i32>>(
 }
 
 /// `a, b or c`, for error descriptions.
-fn one_of<E>(table: &[(&str, E)]) -> String {
+pub(crate) fn one_of<E>(table: &[(&str, E)]) -> String {
     let names: Vec<&str> = table.iter().map(|(name, _)| *name).collect();
     match names.split_last() {
         Some((last, [])) => format!("must be {last}"),
@@ -90,7 +90,7 @@ fn parse_required<E: Copy>(table: &[(&str, E)], raw: Option<&str>, field: &str) 
 }
 
 /// An optional enum field; absent (or `null`) leaves the proto default to the service.
-fn parse_optional<E: Copy>(
+pub(crate) fn parse_optional<E: Copy>(
     table: &[(&str, E)],
     raw: Option<&str>,
     field: &str,
@@ -185,7 +185,7 @@ fn rule_dto(rule: Option<ipb::Rule>) -> Option<RuleDto> {
 }
 
 /// An optional boolean query parameter (`true`/`false`, `1`/`0`); absent is false.
-fn parse_flag(raw: Option<&str>, field: &str) -> ApiResult<bool> {
+pub(crate) fn parse_flag(raw: Option<&str>, field: &str) -> ApiResult<bool> {
     match raw.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
