@@ -205,7 +205,7 @@ pub async fn rank(
     params(("board" = String, Path, description = "Board name, `<kind>:<id>`"), RanksQuery),
     responses(
         (status = 200, description = "The members on the board, best first; members not on it are left out", body = RanksDto),
-        (status = 400, description = "No member, more than 100, or a bad period (`members`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "No member or more than 100 (`members`), or a bad period", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such board visible to the caller", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -57,7 +57,7 @@ const ACTIONS: &[(&str, ipb::ActionKind)] =
     &[("award", ipb::ActionKind::Award), ("notify", ipb::ActionKind::Notify)];
 
 /// The value named `raw` (ASCII case ignored).
-pub(crate) fn parse_name<E: Copy>(table: &[(&str, E)], raw: &str) -> Option<E> {
+fn parse_name<E: Copy>(table: &[(&str, E)], raw: &str) -> Option<E> {
     table.iter().find(|(name, _)| name.eq_ignore_ascii_case(raw)).map(|(_, value)| *value)
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn name_of<E: Copy + PartialEq + TryFrom<i32>>(
 }
 
 /// `a, b or c`, for error descriptions.
-pub(crate) fn one_of<E>(table: &[(&str, E)]) -> String {
+fn one_of<E>(table: &[(&str, E)]) -> String {
     let names: Vec<&str> = table.iter().map(|(name, _)| *name).collect();
     match names.split_last() {
         Some((last, [])) => format!("must be {last}"),

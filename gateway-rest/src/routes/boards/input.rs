@@ -160,8 +160,9 @@ pub struct RankQuery {
 #[derive(Debug, Clone, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RanksQuery {
-    /// A member id; repeat it for more (`member=a&member=b`), 1 to 100 in all.
-    pub member: Vec<String>,
+    /// A member id; repeat it for more (`member=a&member=b`); 1 to 100 members in all with
+    /// `members`.
+    pub member: Option<Vec<String>>,
     /// Member ids, comma-separated (`members=a,b`); adds to `member`.
     pub members: Option<String>,
     /// A period id; omit for the current one.
