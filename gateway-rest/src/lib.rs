@@ -3,8 +3,8 @@
 //! `application/problem+json` with the service's stable reason.
 //!
 //! # Layout
-//! - [`routes`]: one file per resource (challenges, leaderboards, incentives, scans,
-//!   quizzes with their WebSocket room, match engagement).
+//! - [`routes`]: one file per resource (challenges, leaderboards, named boards, incentives,
+//!   scans, quizzes with their WebSocket room, match engagement).
 //! - [`problem`]: gRPC status → problem+json.
 //! - [`upstream`]: channels to the services; token and trace forwarding.
 //! - [`cors`]: the CORS policy for browser pages on other origins (`http.cors_origins`).
@@ -17,7 +17,7 @@ pub mod problem;
 pub mod routes;
 pub mod upstream;
 
-use routes::{challenges, engagement, incentives, leaderboards, quizzes, scans};
+use routes::{boards, challenges, engagement, incentives, leaderboards, quizzes, scans};
 
 use std::{
     collections::BTreeMap,
@@ -221,6 +221,19 @@ pub use ewpm_kit::streams::StreamSlot;
         leaderboards::leaderboard,
         leaderboards::me,
         leaderboards::stream,
+        boards::create,
+        boards::get,
+        boards::periods,
+        boards::submit,
+        boards::entries,
+        boards::rank,
+        boards::ranks,
+        boards::stream,
+        boards::void,
+        boards::privacy,
+        boards::set_privacy,
+        boards::employer_settings,
+        boards::set_employer_settings,
         incentives::log_activity,
         incentives::report_birth,
         incentives::user_awards,
@@ -270,6 +283,7 @@ pub use ewpm_kit::streams::StreamSlot;
     tags(
         (name = "challenges", description = "Wellness challenges"),
         (name = "progress", description = "Challenge progress and live leaderboards"),
+        (name = "boards", description = "Named leaderboards (`board:<id>`, `challenge:<id>`, `quiz:<id>`): definitions, periods, scores, pages both ways with the caller's own place, ranks, live snapshots with rank-change notices, voids, privacy, employer minimums"),
         (name = "incentives", description = "Health activity logging, the incentive catalog, employer incentives and awards"),
         (name = "scans", description = "Parcel scan events and parcel states"),
         (name = "quizzes", description = "Live quizzes: authoring, hosting, joining, answering, the session's events and its WebSocket room"),
@@ -371,6 +385,20 @@ fn api_routes() -> Router<AppState> {
         .route("/api/challenges/{id}/leaderboard", get(leaderboards::leaderboard))
         .route("/api/challenges/{id}/leaderboard/me", get(leaderboards::me))
         .route("/api/challenges/{id}/leaderboard/stream", get(leaderboards::stream))
+        .route("/api/boards", post(boards::create))
+        .route("/api/boards/{board}", get(boards::get))
+        .route("/api/boards/{board}/periods", get(boards::periods))
+        .route("/api/boards/{board}/scores", post(boards::submit))
+        .route("/api/boards/{board}/entries", get(boards::entries))
+        .route("/api/boards/{board}/rank", get(boards::rank))
+        .route("/api/boards/{board}/ranks", get(boards::ranks))
+        .route("/api/boards/{board}/stream", get(boards::stream))
+        .route("/api/boards/{board}/voids", post(boards::void))
+        .route("/api/me/privacy", get(boards::privacy).put(boards::set_privacy))
+        .route(
+            "/api/employers/{employerId}/board-settings",
+            get(boards::employer_settings).put(boards::set_employer_settings),
+        )
         .route("/api/activities", post(incentives::log_activity))
         .route("/api/births", post(incentives::report_birth))
         .route("/api/users/{userId}/awards", get(incentives::user_awards))
@@ -673,6 +701,49 @@ mod tests {
             }
         }
         assert!(operations >= 20, "{operations} operations");
+        assert_eq!(missing, Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_board_route_is_documented_under_boards_with_its_own_statuses() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let routes = [
+            ("post", "/api/boards", &["201", "400", "403", "409"][..]),
+            ("get", "/api/boards/{board}", &["200", "404"]),
+            ("get", "/api/boards/{board}/periods", &["200", "400", "404"]),
+            (
+                "post",
+                "/api/boards/{board}/scores",
+                &["201", "200", "400", "403", "404", "409", "422"],
+            ),
+            ("get", "/api/boards/{board}/entries", &["200", "400", "404"]),
+            ("get", "/api/boards/{board}/rank", &["200", "400", "404"]),
+            ("get", "/api/boards/{board}/ranks", &["200", "400", "404"]),
+            ("get", "/api/boards/{board}/stream", &["200", "400", "404"]),
+            ("post", "/api/boards/{board}/voids", &["201", "200", "400", "403", "404"]),
+            ("get", "/api/me/privacy", &["200"]),
+            ("put", "/api/me/privacy", &["200", "400"]),
+            ("get", "/api/employers/{employerId}/board-settings", &["200", "403"]),
+            ("put", "/api/employers/{employerId}/board-settings", &["200", "400", "403"]),
+        ];
+        let mut missing = Vec::new();
+        for (method, path, codes) in routes {
+            let op = &doc["paths"][path][method];
+            if op["tags"] != serde_json::json!(["boards"]) {
+                missing.push(format!("{method} {path} tag"));
+            }
+            for code in codes.iter().chain(&["401", "403", "429", "503"]) {
+                let response = &op["responses"][*code];
+                let media = if code.starts_with('2') {
+                    if path.ends_with("/stream") { "text/event-stream" } else { "application/json" }
+                } else {
+                    "application/problem+json"
+                };
+                if response["content"][media].is_null() {
+                    missing.push(format!("{method} {path} {code} {media}"));
+                }
+            }
+        }
         assert_eq!(missing, Vec::<String>::new());
     }
 

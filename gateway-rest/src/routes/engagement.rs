@@ -294,7 +294,7 @@ fn bad_upstream(detail: &str) -> ApiError {
 
 /// `raw` as one URL path segment: every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`)
 /// percent-encoded.
-fn segment(raw: &str) -> String {
+pub(crate) fn segment(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for b in raw.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -63,7 +63,7 @@ fn parse_name<E: Copy>(table: &[(&str, E)], raw: &str) -> Option<E> {
 
 /// The REST name of the proto enum number `raw`; `unspecified` for 0 and numbers this edge
 /// does not know (a newer service).
-fn name_of<E: Copy + PartialEq + TryFrom<i32>>(
+pub(crate) fn name_of<E: Copy + PartialEq + TryFrom<i32>>(
     table: &[(&'static str, E)],
     raw: i32,
 ) -> &'static str {
@@ -90,7 +90,7 @@ fn parse_required<E: Copy>(table: &[(&str, E)], raw: Option<&str>, field: &str) 
 }
 
 /// An optional enum field; absent (or `null`) leaves the proto default to the service.
-fn parse_optional<E: Copy>(
+pub(crate) fn parse_optional<E: Copy>(
     table: &[(&str, E)],
     raw: Option<&str>,
     field: &str,
@@ -185,7 +185,7 @@ fn rule_dto(rule: Option<ipb::Rule>) -> Option<RuleDto> {
 }
 
 /// An optional boolean query parameter (`true`/`false`, `1`/`0`); absent is false.
-fn parse_flag(raw: Option<&str>, field: &str) -> ApiResult<bool> {
+pub(crate) fn parse_flag(raw: Option<&str>, field: &str) -> ApiResult<bool> {
     match raw.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),

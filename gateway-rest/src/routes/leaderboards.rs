@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     AppState,
+    boards::parse_whole,
     challenges::{parse_body, parse_time},
     problem::{ApiError, ApiResult, Problem},
     upstream,
@@ -71,15 +72,41 @@ pub async fn submit(
 }
 
 /// One place on a board.
+///
+/// The fields the leaderboard contract gained later (issue #14) appear only when they say
+/// something: a board without a subscore and a member who shows their id answer exactly the
+/// JSON they always did. `GET /api/boards/{board}/entries` has every field, always.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryDto {
     /// Competition rank (ties share a rank: 1, 2, 2, 4).
     pub rank: i64,
-    /// The user.
+    /// The user; a hidden user's stable pseudonym (`anon-…`) to other callers.
     pub user_id: String,
     /// Their total.
     pub score: f64,
+    /// The tie-break subscore; left out when 0 (boards without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub subscore: f64,
+    /// `true` when `userId` is a pseudonym; left out otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pseudonymous: bool,
+}
+
+fn is_zero(n: &f64) -> bool {
+    *n == 0.0
+}
+
+/// The REST shape of an entry on the challenge and quiz routes.
+pub fn entry_dto(e: lpb::LeaderboardEntry) -> EntryDto {
+    let lpb::LeaderboardEntry { rank, member, score, subscore, position: _, pseudonymous } = e;
+    EntryDto { rank, user_id: member, score, subscore, pseudonymous }
+}
+
+/// A period worth naming in the challenge and quiz routes: `None` for `all` (a board that
+/// never resets, which every challenge and quiz board is) and for none.
+pub fn named_period(period: String) -> Option<String> {
+    (!period.is_empty() && period != "all").then_some(period)
 }
 
 /// A page of a challenge's leaderboard.
@@ -95,21 +122,57 @@ pub struct LeaderboardDto {
     /// Pass as `pageToken` for the next page; empty on the last page.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub next_page_token: String,
+    /// Pass as `pageToken` for the page before; left out on the first page.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub prev_page_token: String,
+    /// The period read; left out for `all` (challenge boards never reset).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub period: Option<String>,
+    /// `true` when the board has fewer members than its employer's minimum (no entries are
+    /// shown but to admins); left out otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub withheld: bool,
 }
 
-/// Query of `GET /api/challenges/{id}/leaderboard`.
+/// Query of `GET /api/challenges/{id}/leaderboard` (and the quiz session's).
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct BoardQuery {
     /// Entries: default 10, at most 100.
     pub limit: Option<String>,
-    /// `nextPageToken` of the previous page.
+    /// `nextPageToken` (or `prevPageToken`) of an earlier page.
     pub page_token: Option<String>,
+    /// Start the page at this rank (ignored with a `pageToken`).
+    pub start_rank: Option<String>,
+    /// A period id; omit for the current one.
+    pub period: Option<String>,
+}
+
+/// Query of `GET /api/challenges/{id}/leaderboard/stream`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct StreamLimitQuery {
+    /// Entries in each snapshot: default 10, at most 100.
+    pub limit: Option<String>,
+}
+
+/// The request of a leaderboard page route (`limit`, `pageToken`, `startRank`, `period`),
+/// its board left for the route to name once the caller may see it.
+pub(crate) fn page_request(q: BoardQuery) -> ApiResult<lpb::GetLeaderboardRequest> {
+    let BoardQuery { limit, page_token, start_rank, period } = q;
+    Ok(lpb::GetLeaderboardRequest {
+        board: String::new(),
+        page_size: parse_limit(limit.as_deref(), "limit")?,
+        page_token: page_token.unwrap_or_default(),
+        start_rank: parse_whole(start_rank.as_deref(), "startRank")?,
+        period: period.unwrap_or_default(),
+    })
 }
 
 fn entries(list: Vec<lpb::LeaderboardEntry>) -> Vec<EntryDto> {
-    list.into_iter().map(|e| EntryDto { rank: e.rank, user_id: e.member, score: e.score }).collect()
+    list.into_iter().map(entry_dto).collect()
 }
 
 pub(crate) fn parse_limit(raw: Option<&str>, field: &str) -> ApiResult<i32> {
@@ -146,20 +209,28 @@ pub async fn leaderboard(
     Path(id): Path<String>,
     Query(q): Query<BoardQuery>,
 ) -> ApiResult<Json<LeaderboardDto>> {
-    let page_size = parse_limit(q.limit.as_deref(), "limit")?;
-    let board = board_of(&state, &headers, &id).await?;
-    let request = lpb::GetLeaderboardRequest {
-        board,
-        page_size,
-        page_token: q.page_token.unwrap_or_default(),
-    };
+    let mut request = page_request(q)?;
+    request.board = board_of(&state, &headers, &id).await?;
     let r = state.leaderboard.clone().get_leaderboard(upstream::request(&headers, request)).await?;
-    let r = r.into_inner();
+    // The caller's own place (`me`) is left out: `/leaderboard/me` answers it, and this
+    // route's JSON stays as it was for a caller on the board.
+    let lpb::GetLeaderboardResponse {
+        entries: list,
+        next_page_token,
+        total_members,
+        prev_page_token,
+        me: _,
+        period,
+        withheld,
+    } = r.into_inner();
     Ok(Json(LeaderboardDto {
         challenge_id: id,
-        entries: entries(r.entries),
-        total_members: r.total_members,
-        next_page_token: r.next_page_token,
+        entries: entries(list),
+        total_members,
+        next_page_token,
+        prev_page_token,
+        period: named_period(period),
+        withheld,
     }))
 }
 
@@ -175,6 +246,13 @@ pub struct MeDto {
     pub window: Vec<EntryDto>,
     /// Users on the board.
     pub total_members: i64,
+    /// "Top N %" of the caller, `ceil(100 * rank / totalMembers)`; left out while `me` is
+    /// `null`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub top_percent: Option<i32>,
+    /// The period read; left out for `all` (challenge boards never reset).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub period: Option<String>,
 }
 
 /// Query of `GET /api/challenges/{id}/leaderboard/me`.
@@ -184,6 +262,8 @@ pub struct MeDto {
 pub struct MeQuery {
     /// Entries above and below the caller: default 2, at most 50.
     pub neighbours: Option<String>,
+    /// A period id; omit for the current one.
+    pub period: Option<String>,
 }
 
 /// The `sub` of the bearer token, read (not verified: the service verifies it) to name the
@@ -230,32 +310,50 @@ pub async fn me(
             Problem::bad_request("neighbours", "must be a whole number from 0 to 50")
         })?,
     };
+    let period = q.period.unwrap_or_default();
     let member = subject(&headers)?;
     let board = board_of(&state, &headers, &id).await?;
-    let request = lpb::GetRankRequest { board: board.clone(), member, neighbours };
+    let request = lpb::GetRankRequest {
+        board: board.clone(),
+        member,
+        neighbours,
+        period: period.clone(),
+        page_size: 0,
+    };
     match state.leaderboard.clone().get_rank(upstream::request(&headers, request)).await {
         Ok(r) => {
-            let r = r.into_inner();
+            let lpb::GetRankResponse { entry, window, total_members, top_percent, page: _, period } =
+                r.into_inner();
             Ok(Json(MeDto {
                 challenge_id: id,
-                me: r.entry.map(|e| EntryDto { rank: e.rank, user_id: e.member, score: e.score }),
-                window: entries(r.window),
-                total_members: r.total_members,
+                top_percent: entry.is_some().then_some(top_percent),
+                me: entry.map(entry_dto),
+                window: entries(window),
+                total_members,
+                period: named_period(period),
             }))
         }
         Err(status) if status.code() == tonic::Code::NotFound => {
-            let request =
-                lpb::GetLeaderboardRequest { board, page_size: 1, page_token: String::new() };
+            let request = lpb::GetLeaderboardRequest {
+                board,
+                page_size: 1,
+                page_token: String::new(),
+                start_rank: 0,
+                period,
+            };
             let r = state
                 .leaderboard
                 .clone()
                 .get_leaderboard(upstream::request(&headers, request))
-                .await?;
+                .await?
+                .into_inner();
             Ok(Json(MeDto {
                 challenge_id: id,
                 me: None,
                 window: Vec::new(),
-                total_members: r.into_inner().total_members,
+                total_members: r.total_members,
+                top_percent: None,
+                period: named_period(r.period),
             }))
         }
         Err(status) => Err(status.into()),
@@ -267,7 +365,7 @@ pub async fn me(
 /// second). Comments keep idle connections alive.
 #[utoipa::path(
     get, path = "/api/challenges/{id}/leaderboard/stream", tag = "progress",
-    params(("id" = String, Path, description = "Challenge id"), BoardQuery),
+    params(("id" = String, Path, description = "Challenge id"), StreamLimitQuery),
     responses(
         (status = 200, description = "text/event-stream of `snapshot` events (LeaderboardDto JSON)", content_type = "text/event-stream"),
         (status = 404, description = "No such challenge visible to the caller", body = Problem, content_type = "application/problem+json"),
@@ -279,19 +377,42 @@ pub async fn stream(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<BoardQuery>,
+    Query(q): Query<StreamLimitQuery>,
 ) -> ApiResult {
     let top_n = parse_limit(q.limit.as_deref(), "limit")?;
     let slot = state.streams.acquire(&caller)?;
     let board = board_of(&state, &headers, &id).await?;
-    let request = upstream::stream_request(&headers, lpb::WatchLeaderboardRequest { board, top_n });
+    // The caller's place and notices are `GET /api/boards/challenge:{id}/stream`'s.
+    let request = lpb::WatchLeaderboardRequest {
+        board,
+        top_n,
+        neighbours: 0,
+        with_me: false,
+        notify_passed: false,
+        notify_within: 0.0,
+    };
+    let request = upstream::stream_request(&headers, request);
     let snapshots = state.leaderboard.clone().watch_leaderboard(request).await?.into_inner();
     Ok(upstream::sse(slot, snapshots, "snapshot", move |s: lpb::WatchLeaderboardResponse| {
+        let lpb::WatchLeaderboardResponse {
+            board: _,
+            entries: list,
+            total_members,
+            snapshot_time: _,
+            me: _,
+            window: _,
+            notices: _,
+            period,
+            withheld,
+        } = s;
         Some(LeaderboardDto {
             challenge_id: id.clone(),
-            entries: entries(s.entries),
-            total_members: s.total_members,
+            entries: entries(list),
+            total_members,
             next_page_token: String::new(),
+            prev_page_token: String::new(),
+            period: named_period(period),
+            withheld,
         })
     }))
 }
@@ -321,6 +442,82 @@ mod tests {
                 r#""occurredAt":"2026-01-01T00:00:00Z","acceptTime":"2026-01-01T00:00:01.250Z"}"#
             )
         );
+    }
+
+    #[test]
+    fn a_challenge_board_entry_answers_the_json_it_always_did() {
+        let e = lpb::LeaderboardEntry {
+            rank: 1,
+            member: "bob".into(),
+            score: 55.0,
+            subscore: 0.0,
+            position: 0,
+            pseudonymous: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&entry_dto(e.clone())).unwrap(),
+            r#"{"rank":1,"userId":"bob","score":55.0}"#
+        );
+        let hidden = lpb::LeaderboardEntry {
+            member: "anon-7f3a".into(),
+            subscore: 2.0,
+            pseudonymous: true,
+            ..e
+        };
+        assert_eq!(
+            serde_json::to_string(&entry_dto(hidden)).unwrap(),
+            r#"{"rank":1,"userId":"anon-7f3a","score":55.0,"subscore":2.0,"pseudonymous":true}"#
+        );
+    }
+
+    #[test]
+    fn a_challenge_board_page_leaves_out_what_it_did_not_have_before() {
+        let page = LeaderboardDto {
+            challenge_id: "c-1".into(),
+            entries: Vec::new(),
+            total_members: 0,
+            next_page_token: String::new(),
+            prev_page_token: String::new(),
+            period: named_period("all".into()),
+            withheld: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&page).unwrap(),
+            r#"{"challengeId":"c-1","entries":[],"totalMembers":0}"#
+        );
+        let page = LeaderboardDto {
+            prev_page_token: "p".into(),
+            period: named_period("2026-W49".into()),
+            withheld: true,
+            ..page
+        };
+        assert_eq!(
+            serde_json::to_string(&page).unwrap(),
+            r#"{"challengeId":"c-1","entries":[],"totalMembers":0,"prevPageToken":"p","period":"2026-W49","withheld":true}"#
+        );
+    }
+
+    #[test]
+    fn a_page_query_passes_start_rank_and_period_through() {
+        let q = BoardQuery {
+            limit: Some("5".into()),
+            page_token: None,
+            start_rank: Some("11".into()),
+            period: Some("2026-11".into()),
+        };
+        assert_eq!(
+            page_request(q).unwrap(),
+            lpb::GetLeaderboardRequest {
+                board: String::new(),
+                page_size: 5,
+                page_token: String::new(),
+                start_rank: 11,
+                period: "2026-11".into(),
+            }
+        );
+        let q = BoardQuery { start_rank: Some("first".into()), ..BoardQuery::default() };
+        let ApiError(problem) = page_request(q).unwrap_err();
+        assert_eq!(problem.errors[0].field, "startRank");
     }
 
     #[test]

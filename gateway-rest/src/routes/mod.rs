@@ -3,6 +3,8 @@
 //!
 //! - [`challenges`]: challenge routes and their JSON shapes.
 //! - [`leaderboards`]: progress submission, leaderboard pages, "me", and the SSE stream.
+//! - [`boards`]: named boards (`<kind>:<id>`): definitions, periods, scores, pages, ranks,
+//!   the SSE stream with notices, voids, privacy, employer settings.
 //! - [`incentives`]: activity logging, the incentive catalog, employer incentives, awards
 //!   and their SSE stream.
 //! - [`scans`]: the Scan Event API feed and uploads, parcel states.
@@ -33,9 +35,18 @@
 //! | `CreateChallengeBody` | `CreateChallengeRequest` | hand: same names, but times parse with a 400 naming the field; `Idempotency-Key` header fallback |
 //! | `UpdateChallengeBody`, `GoalPatch` | `UpdateChallengeRequest` | hand: a partial object that becomes `challenge` + `update_mask` |
 //! | `ProgressBody` | `SubmitProgressRequest` | hand: challenge id from the path; time parse 400 names `occurredAt`; header key |
-//! | `EntryDto` | leaderboard `LeaderboardEntry` | hand: `member` is `userId`; `rank` (int64) is a number |
-//! | `LeaderboardDto` (also the `snapshot` SSE data) | `GetLeaderboardResponse`, `WatchLeaderboardResponse` | hand: adds `challengeId`; `totalMembers` a number; `nextPageToken` left out when empty |
-//! | `MeDto` | `GetRankResponse` | hand: `entry` is `me`; adds `challengeId`; numbers; a NOT_FOUND rank is `me: null` |
+//! | `EntryDto` | leaderboard `LeaderboardEntry` | hand: `member` is `userId`; `rank` (int64) is a number; `subscore` and `pseudonymous` only when not 0/false; no `position` |
+//! | `LeaderboardDto` (also the `snapshot` SSE data) | `GetLeaderboardResponse`, `WatchLeaderboardResponse` | hand: adds `challengeId`; `totalMembers` a number; `nextPageToken`/`prevPageToken` left out when empty, `period` when `all`, `withheld` when false; no `me` |
+//! | `MeDto` | `GetRankResponse` | hand: `entry` is `me`; adds `challengeId`; numbers; a NOT_FOUND rank is `me: null`; `topPercent` only with `me`; `period` left out when `all` |
+//! | `BoardDto`, `ResetDto` | `BoardDefinition`, `Reset` | hand: enums as lower-case words (`best`, `asc`, `dense`, `weekly`); no subscore order, empty `employerId`/`cron`/`timeZone` and unset times are `null` |
+//! | `CreateBoardBody`, `ResetBody` | `CreateBoardRequest` | hand: flat (the definition's fields at the top, beside `boardId`); enum names with a 400 naming the field (`reset.kind`); service paths lose `definition.` |
+//! | `PeriodDto`, `PeriodPage` | `Period`, `ListPeriodsResponse` | hand: `members` (int64) a number; unset times `null` |
+//! | `ScoreBody`, `ScoreAnswerDto` | `SubmitScoreRequest`, `SubmitScoreResponse` | hand: board from the path; `score` required; time 400 names `occurredAt`; `Idempotency-Key` header fallback for `eventId`; 201 `created`, 200 a retry |
+//! | `BoardEntryDto`, `MyPlaceDto`, `BoardPageDto`, `RankDto`, `RanksDto` | `LeaderboardEntry`, `MyPlace`, `GetLeaderboardResponse`, `GetRankResponse`, `GetRanksResponse` | hand: int64 ranks, positions, pages and counts are numbers; page tokens always present; `me` `null` off the board |
+//! | `SnapshotDto`, `NoticeDto` (`snapshot` SSE data) | `WatchLeaderboardResponse`, `RankNotice` | hand: `kind` is `passed`/`within_reach`; `snapshotTime` RFC 3339; `me` `null` when not asked for or off the board |
+//! | `VoidBody`, `VoidAnswerDto` | `VoidEntryRequest`, `VoidEntryResponse` | hand: board from the path; 201 `created`, 200 already void |
+//! | `PrivacyBody`, `PrivacyDto` | `SetPrivacyRequest`, `Privacy` | hand: `hideName` required |
+//! | `EmployerSettingsBody`, `EmployerSettingsDto` | `SetEmployerSettingsRequest`, `EmployerSettings` | hand: employer from the path; `minMembers` required |
 //! | `ActivityBody`, `BirthBody` | `LogActivityRequest` | hand: `kind` by lower-case name (`birth` fixed for births); field-named 400s |
 //! | `ActivityDto` | `LogActivityResponse` | hand: `kind` is `mood`, not `ACTIVITY_KIND_MOOD`; no value is `null` |
 //! | `RuleDto` | incentive `Rule` | hand: same JSON when set, but it is also the request parser (400 text names its variants); an empty rule is `null` |
@@ -63,10 +74,12 @@
 //! | `ReplayDto` | `ReplayMatchResponse` | hand: `metrics` is the live snapshot |
 //! | `MatchEventDto`, `MatchEventPage` | `MatchEvent`, `ListMatchEventsResponse` | hand: `metadata` a JSON object; empty optional ids `null` |
 //!
-//! Query strings (`ListQuery`, `ActiveQuery`, `BoardQuery`, `MeQuery`, `PageQuery`,
-//! `IncentiveQuery`, `FeedQuery`, `ParcelQuery`, `QuizListQuery`, `WatchQuery`,
-//! `ExportQuery`, `EventQuery`) are not JSON and have no proto message.
+//! Query strings (`ListQuery`, `ActiveQuery`, `BoardQuery`, `StreamLimitQuery`, `MeQuery`,
+//! `PageQuery`, `IncentiveQuery`, `FeedQuery`, `ParcelQuery`, `QuizListQuery`, `WatchQuery`,
+//! `ExportQuery`, `EventQuery`, `PeriodsQuery`, `EntriesQuery`, `RankQuery`, `RanksQuery`,
+//! `StreamQuery`) are not JSON and have no proto message.
 
+pub mod boards;
 pub mod challenges;
 pub mod engagement;
 pub mod incentives;

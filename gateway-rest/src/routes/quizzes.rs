@@ -38,7 +38,7 @@ use serde_json::Value;
 use crate::{
     AppState,
     challenges::{parse_body, parse_page_size},
-    leaderboards::{BoardQuery, EntryDto, parse_limit},
+    leaderboards::{BoardQuery, entry_dto, named_period, page_request},
     problem::{ApiError, ApiResult, FieldError, Problem},
     upstream,
 };
@@ -516,28 +516,32 @@ pub async fn leaderboard(
     Path(id): Path<String>,
     Query(q): Query<BoardQuery>,
 ) -> ApiResult<Json<QuizLeaderboardDto>> {
-    let BoardQuery { limit, page_token } = q;
-    let page_size = parse_limit(limit.as_deref(), "limit")?;
+    let mut request = page_request(q)?;
     // The session first, with the caller's token: one the caller may not see is a 404 here
     // as on `GET /api/quiz-sessions/{id}`, and an unknown id is not an empty board.
-    let request = qpb::GetSessionRequest { session_id: id.clone() };
-    let r = state.quiz.clone().get_session(upstream::request(&headers, request)).await?;
+    let session = qpb::GetSessionRequest { session_id: id.clone() };
+    let r = state.quiz.clone().get_session(upstream::request(&headers, session)).await?;
     let session_id = r.into_inner().session.map(|s| s.id).unwrap_or(id);
-    let request = lpb::GetLeaderboardRequest {
-        board: qpb::board(&session_id),
-        page_size,
-        page_token: page_token.unwrap_or_default(),
-    };
+    request.board = qpb::board(&session_id);
     let r = state.leaderboard.clone().get_leaderboard(upstream::request(&headers, request)).await?;
-    let lpb::GetLeaderboardResponse { entries, total_members, next_page_token } = r.into_inner();
-    Ok(Json(QuizLeaderboardDto {
-        session_id,
-        entries: entries
-            .into_iter()
-            .map(|e| EntryDto { rank: e.rank, user_id: e.member, score: e.score })
-            .collect(),
+    // As on the challenge's board, the caller's own place (`me`) is left out.
+    let lpb::GetLeaderboardResponse {
+        entries,
         total_members,
         next_page_token,
+        prev_page_token,
+        me: _,
+        period,
+        withheld,
+    } = r.into_inner();
+    Ok(Json(QuizLeaderboardDto {
+        session_id,
+        entries: entries.into_iter().map(entry_dto).collect(),
+        total_members,
+        next_page_token,
+        prev_page_token,
+        period: named_period(period),
+        withheld,
     }))
 }
 

@@ -430,6 +430,15 @@ pub struct QuizLeaderboardDto {
     /// Pass as `pageToken` for the next page; left out on the last page.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub next_page_token: String,
+    /// Pass as `pageToken` for the page before; left out on the first page.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prev_page_token: String,
+    /// The period read; left out for `all` (quiz boards never reset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// `true` when the board is below its employer's minimum members; left out otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
 }
 
 /// One entry of a `leaderboard` event.
