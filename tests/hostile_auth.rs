@@ -361,7 +361,8 @@ async fn a_board_is_hidden_from_everyone_its_challenge_is_hidden_from_on_grpc_an
                 GetLeaderboardRequest {
                     board: board.clone(),
                     page_size: 10,
-                    page_token: String::new(), ..Default::default()
+                    page_token: String::new(),
+                    ..Default::default()
                 },
                 token,
             ))
@@ -369,7 +370,12 @@ async fn a_board_is_hidden_from_everyone_its_challenge_is_hidden_from_on_grpc_an
             .map(|_| ());
         let rank = client
             .get_rank(ewpm_testkit::request(
-                GetRankRequest { board: board.clone(), member: "alice".into(), neighbours: 2, ..Default::default() },
+                GetRankRequest {
+                    board: board.clone(),
+                    member: "alice".into(),
+                    neighbours: 2,
+                    ..Default::default()
+                },
                 token,
             ))
             .await
@@ -418,7 +424,8 @@ async fn a_board_is_hidden_from_everyone_its_challenge_is_hidden_from_on_grpc_an
         let mut r = Request::new(GetLeaderboardRequest {
             board: board.clone(),
             page_size: 10,
-            page_token: String::new(), ..Default::default()
+            page_token: String::new(),
+            ..Default::default()
         });
         r.metadata_mut().insert("authorization", token.parse().unwrap());
         let page = client.get_leaderboard(r).await.unwrap().into_inner();

@@ -69,7 +69,8 @@ async fn board(mesh: &Mesh, session: &str) -> BTreeMap<String, f64> {
                 GetLeaderboardRequest {
                     board: format!("quiz:{session}"),
                     page_size: 100,
-                    page_token: token.clone(), ..Default::default()
+                    page_token: token.clone(),
+                    ..Default::default()
                 },
                 &admin(),
             ))
@@ -319,7 +320,8 @@ async fn answers_taken_while_redis_is_down_reach_the_board_once_it_is_back() {
                 GetLeaderboardRequest {
                     board: format!("quiz:{session}"),
                     page_size: 100,
-                    page_token: String::new(), ..Default::default()
+                    page_token: String::new(),
+                    ..Default::default()
                 },
                 &admin(),
             ))

@@ -381,8 +381,11 @@ async fn probe_visibility(
     // Far ahead of the load, so the probe is always the top entry.
     progress.submit_progress(submit(1e6)).await.context("probe submit")?;
     let mut watcher = LeaderboardServiceClient::new(target.leaderboard[0].clone());
-    let mut request =
-        Request::new(WatchLeaderboardRequest { board: format!("challenge:{challenge}"), top_n: 1, ..Default::default() });
+    let mut request = Request::new(WatchLeaderboardRequest {
+        board: format!("challenge:{challenge}"),
+        top_n: 1,
+        ..Default::default()
+    });
     request.metadata_mut().insert("authorization", token.clone());
     let mut stream = watcher.watch_leaderboard(request).await.context("watch")?.into_inner();
     // Wait for the probe's first points to show.
@@ -474,7 +477,8 @@ async fn read_phase(target: &Target, args: &PipelineArgs, challenges: &[String])
         let mut request = Request::new(GetLeaderboardRequest {
             board: boards[i as usize % boards.len()].clone(),
             page_size: 10,
-            page_token: String::new(), ..Default::default()
+            page_token: String::new(),
+            ..Default::default()
         });
         request.metadata_mut().insert("authorization", token.clone());
         async move { client.get_leaderboard(request).await.is_ok() }
@@ -609,7 +613,11 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
     let mut watchers = Vec::with_capacity(args.watchers);
     for w in 0..args.watchers {
         let mut client = LeaderboardServiceClient::new(watch_channels[w % connections].clone());
-        let mut request = Request::new(WatchLeaderboardRequest { board: board.clone(), top_n: 10, ..Default::default() });
+        let mut request = Request::new(WatchLeaderboardRequest {
+            board: board.clone(),
+            top_n: 10,
+            ..Default::default()
+        });
         request.metadata_mut().insert("authorization", token.clone());
         let (sent, lags, stop, ready) = (sent.clone(), lags.clone(), stop.clone(), ready.clone());
         watchers.push(tokio::spawn(async move {

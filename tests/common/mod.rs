@@ -260,6 +260,7 @@ impl Mesh {
                     board: format!("challenge:{c}"),
                     page_size: 100,
                     page_token: token.clone(),
+                    ..Default::default()
                 });
                 request.metadata_mut().insert("authorization", admin().parse().unwrap());
                 let page = client.get_leaderboard(request).await.unwrap().into_inner();

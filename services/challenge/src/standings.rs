@@ -54,7 +54,8 @@ impl Standings {
         let mut request = token.authorize(Request::new(GetRankRequest {
             board: format!("challenge:{}", challenge.id),
             member: user.to_string(),
-            neighbours: 0, ..Default::default()
+            neighbours: 0,
+            ..Default::default()
         }));
         request.set_timeout(LOOKUP_TIMEOUT);
         match client.clone().get_rank(request).await {

@@ -140,7 +140,11 @@ impl Access {
 
     /// The board's audience when `board` exists and `caller` may read it; NOT_FOUND
     /// otherwise (both alike).
-    pub async fn check(&self, caller: &Caller, board: &Board) -> Result<Audience, LeaderboardError> {
+    pub async fn check(
+        &self,
+        caller: &Caller,
+        board: &Board,
+    ) -> Result<Audience, LeaderboardError> {
         let not_found = || LeaderboardError::BoardNotFound { board: board.to_string() };
         let audience = self.audience(board).await?.ok_or_else(not_found)?;
         if audience.admits(caller) { Ok(audience) } else { Err(not_found()) }

@@ -85,10 +85,8 @@ pub fn build(
     let Parts { scores, bus, notices, owners, store, keys, clock } = parts;
     let definitions = Definitions::new(store.clone());
     let own = Arc::new(OwnBoards::new(definitions.clone()));
-    let owners = owners
-        .with(OWN_KIND, own.clone())
-        .with_audience(OWN_KIND, own.clone())
-        .with_voids(own);
+    let owners =
+        owners.with(OWN_KIND, own.clone()).with_audience(OWN_KIND, own.clone()).with_voids(own);
     let access = Access::new(
         owners.clone(),
         Duration::from_secs(settings.audience_cache_secs),

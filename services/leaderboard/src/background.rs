@@ -101,7 +101,8 @@ impl Background {
                 store.mark_applied(&ids(&archived)).await?;
             }
             if !live.is_empty() {
-                metrics::counter!("ewpm_leaderboard_facts_relayed_total").increment(live.len() as u64);
+                metrics::counter!("ewpm_leaderboard_facts_relayed_total")
+                    .increment(live.len() as u64);
                 apply_facts(&self.boards, &self.notices, &def, &live).await;
             }
         }
@@ -134,7 +135,10 @@ impl Background {
             };
             let shape = def.shape;
             let rank = move |facts: Vec<FactRow>| standings(shape, facts);
-            if store.close_period(&board, &id, period.start, period.end, reader.now(), &rank).await? {
+            if store
+                .close_period(&board, &id, period.start, period.end, reader.now(), &rank)
+                .await?
+            {
                 closed += 1;
                 metrics::counter!("ewpm_leaderboard_periods_closed_total").increment(1);
                 tracing::info!(%board, period = %id, "period closed and archived");

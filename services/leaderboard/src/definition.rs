@@ -227,7 +227,9 @@ pub fn store_key(board: &str, period: &str) -> String {
 /// A board id for CreateBoard: `[a-z0-9_-]{1,64}`.
 pub fn parse_board_id(raw: &str) -> Result<Board, FieldViolation> {
     let ok = (1..=64).contains(&raw.len())
-        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok {
         return Err(FieldViolation::new(
             "board_id",

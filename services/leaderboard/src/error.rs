@@ -156,7 +156,9 @@ impl From<LeaderboardError> for Status {
             LeaderboardError::Withheld { board } => error::status(
                 Code::FailedPrecondition,
                 "BOARD_WITHHELD",
-                format!("board {board} has fewer members than its employer's minimum; it is not shown yet"),
+                format!(
+                    "board {board} has fewer members than its employer's minimum; it is not shown yet"
+                ),
             ),
             LeaderboardError::PermissionDenied { reason, message } => {
                 error::status(Code::PermissionDenied, reason, message)
@@ -172,7 +174,9 @@ impl From<LeaderboardError> for Status {
             LeaderboardError::NotSubmittable { board } => error::status(
                 Code::FailedPrecondition,
                 "BOARD_NOT_SUBMITTABLE",
-                format!("board {board} is fed by its owner (progress, quiz answers); SubmitScore takes board: boards"),
+                format!(
+                    "board {board} is fed by its owner (progress, quiz answers); SubmitScore takes board: boards"
+                ),
             ),
             LeaderboardError::EventNotOnBoard { board, event_id } => error::status(
                 Code::NotFound,

@@ -81,12 +81,18 @@ fn finite(v: f64, field: &str) -> Result<f64, FieldViolation> {
 
 fn period(raw: &str) -> Result<String, FieldViolation> {
     if raw.len() > 32 || !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(FieldViolation::new("period", "must be a period id, e.g. 2026-11-30 or 2026-W49"));
+        return Err(FieldViolation::new(
+            "period",
+            "must be a period id, e.g. 2026-11-30 or 2026-W49",
+        ));
     }
     Ok(raw.to_string())
 }
 
-fn time(ts: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, FieldViolation> {
+fn time(
+    ts: &Option<prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, FieldViolation> {
     match ts {
         None => Ok(None),
         Some(ts) => timestamp::from_proto(ts)
@@ -227,7 +233,8 @@ impl LeaderboardService for LeaderboardGrpc {
     ) -> Result<Response<pb::BoardDefinition>, Status> {
         let caller = Caller::of(&request)?;
         let pb::CreateBoardRequest { board_id, definition: def } = request.into_inner();
-        let def = definition(&board_id, &def.unwrap_or_default()).map_err(LeaderboardError::from)?;
+        let def =
+            definition(&board_id, &def.unwrap_or_default()).map_err(LeaderboardError::from)?;
         let (stored, _) = self.writes.create(&caller, def).await?;
         Ok(Response::new(proto_definition(&stored, self.boards().reader().now())))
     }
@@ -237,7 +244,8 @@ impl LeaderboardService for LeaderboardGrpc {
         request: Request<pb::GetBoardRequest>,
     ) -> Result<Response<pb::BoardDefinition>, Status> {
         let caller = Caller::of(&request)?;
-        let board = Board::parse(&request.into_inner().board, "board").map_err(LeaderboardError::from)?;
+        let board =
+            Board::parse(&request.into_inner().board, "board").map_err(LeaderboardError::from)?;
         let def = self.boards().definition(&caller, &board).await?;
         Ok(Response::new(proto_definition(&def, self.boards().reader().now())))
     }
@@ -294,8 +302,14 @@ impl LeaderboardService for LeaderboardGrpc {
         let event_id = v.check(text(&event_id, "event_id", 1, MAX_EVENT_ID));
         let occurred_at = v.check(time(&occurred_at, "occurred_at"));
         invalid(v)?;
-        let (Some(board), Some(member), Some(score), Some(subscore), Some(event_id), Some(occurred_at)) =
-            (board, member, score, subscore, event_id, occurred_at)
+        let (
+            Some(board),
+            Some(member),
+            Some(score),
+            Some(subscore),
+            Some(event_id),
+            Some(occurred_at),
+        ) = (board, member, score, subscore, event_id, occurred_at)
         else {
             unreachable!("violations were reported above");
         };
@@ -430,11 +444,10 @@ impl LeaderboardService for LeaderboardGrpc {
         let board = v.check(Board::parse(&board, "board"));
         let top_n = v.check(domain::limit(top_n, "top_n"));
         let neighbours = v.check(domain::neighbours(neighbours));
-        let within = v.check(
-            Some(notify_within).filter(|w| w.is_finite() && *w >= 0.0).ok_or_else(|| {
+        let within =
+            v.check(Some(notify_within).filter(|w| w.is_finite() && *w >= 0.0).ok_or_else(|| {
                 FieldViolation::new("notify_within", "must be a finite number, 0 or more")
-            }),
-        );
+            }));
         invalid(v)?;
         let (Some(board), Some(top_n), Some(neighbours), Some(notify_within)) =
             (board, top_n, neighbours, within)
@@ -518,12 +531,10 @@ impl LeaderboardService for LeaderboardGrpc {
     ) -> Result<Response<pb::EmployerSettings>, Status> {
         let caller = Caller::of(&request)?;
         let pb::SetEmployerSettingsRequest { employer_id, min_members } = request.into_inner();
-        let n = u32::try_from(min_members)
-            .ok()
-            .filter(|n| *n <= MAX_MIN_MEMBERS as u32)
-            .ok_or_else(|| {
-                LeaderboardError::from(FieldViolation::new("min_members", "must be 0 to 10000"))
-            })?;
+        let n =
+            u32::try_from(min_members).ok().filter(|n| *n <= MAX_MIN_MEMBERS as u32).ok_or_else(
+                || LeaderboardError::from(FieldViolation::new("min_members", "must be 0 to 10000")),
+            )?;
         let (employer_id, n) = self.writes.set_min_members(&caller, &employer_id, n).await?;
         Ok(Response::new(pb::EmployerSettings {
             employer_id,

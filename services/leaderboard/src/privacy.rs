@@ -131,7 +131,10 @@ impl Privacy {
     /// pseudonyms (admins see ids).
     pub async fn show(&self, caller: &Caller, entries: Vec<Entry>) -> anyhow::Result<Vec<Shown>> {
         if caller.is_admin() || entries.is_empty() {
-            return Ok(entries.into_iter().map(|entry| Shown { entry, pseudonymous: false }).collect());
+            return Ok(entries
+                .into_iter()
+                .map(|entry| Shown { entry, pseudonymous: false })
+                .collect());
         }
         let members: Vec<String> = entries
             .iter()

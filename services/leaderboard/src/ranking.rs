@@ -105,8 +105,9 @@ impl Shape {
             Operator::Best => (self.compare((fact.score, fact.sub), (old.score, old.sub))
                 == Ordering::Less)
                 .then(|| Record { sub: sub(fact.sub), ..fact.clone() }),
-            Operator::Set => (fact.version > old.version)
-                .then(|| Record { sub: sub(fact.sub), ..fact.clone() }),
+            Operator::Set => {
+                (fact.version > old.version).then(|| Record { sub: sub(fact.sub), ..fact.clone() })
+            }
         }
     }
 }
@@ -242,8 +243,10 @@ mod tests {
     #[test]
     fn best_keeps_the_best_fact_in_the_boards_order() {
         let asc = Shape { op: Operator::Best, order: Order::Ascending, ..Shape::default() };
-        let got =
-            ranks(asc, &[("a", fact(30.0, 0.0, "")), ("a", fact(25.0, 0.0, "")), ("a", fact(40.0, 0.0, ""))]);
+        let got = ranks(
+            asc,
+            &[("a", fact(30.0, 0.0, "")), ("a", fact(25.0, 0.0, "")), ("a", fact(40.0, 0.0, ""))],
+        );
         assert_eq!(got, vec![(1, "a".into(), 25.0, 0.0)]);
     }
 

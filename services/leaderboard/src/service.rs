@@ -183,7 +183,13 @@ impl PageCache {
     }
 
     /// The page at (`key`, `offset`, `size`) if one read at most `max_age` before `now`.
-    pub fn get(&self, key: &str, offset: u64, size: u32, now: Instant) -> Option<(Vec<Entry>, u64)> {
+    pub fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        size: u32,
+        now: Instant,
+    ) -> Option<(Vec<Entry>, u64)> {
         let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
         let (at, page) = pages.get(&(key.to_string(), offset, size))?;
         (now.saturating_duration_since(*at) <= self.max_age).then(|| page.clone())
@@ -340,7 +346,8 @@ impl Leaderboards {
         if caller.is_admin() {
             return Ok(false);
         }
-        let min = self.privacy.min_members(employer).await.context("read the employer's minimum")?;
+        let min =
+            self.privacy.min_members(employer).await.context("read the employer's minimum")?;
         Ok(total < u64::from(min))
     }
 
@@ -383,7 +390,8 @@ impl Leaderboards {
             Source::Archive(row) => {
                 let store = self.reader.definitions().store();
                 let board = o.def.board.as_str();
-                let Some(me) = store.standing_of(board, &row.period, member).await.context("read standing")?
+                let Some(me) =
+                    store.standing_of(board, &row.period, member).await.context("read standing")?
                 else {
                     return Ok(None);
                 };
@@ -401,12 +409,8 @@ impl Leaderboards {
                 let Some(around) = self.reader.around(&o.target, member, n).await? else {
                     return Ok(None);
                 };
-                let total = self
-                    .reader
-                    .scores()
-                    .len(&o.target.key())
-                    .await
-                    .context("count members")?;
+                let total =
+                    self.reader.scores().len(&o.target.key()).await.context("count members")?;
                 Ok(Some((around, total)))
             }
         }
@@ -535,8 +539,10 @@ impl Leaderboards {
         board: &Board,
         before: Option<chrono::DateTime<chrono::Utc>>,
         size: u32,
-    ) -> Result<(Vec<(Period, Option<PeriodRow>)>, Option<chrono::DateTime<chrono::Utc>>), LeaderboardError>
-    {
+    ) -> Result<
+        (Vec<(Period, Option<PeriodRow>)>, Option<chrono::DateTime<chrono::Utc>>),
+        LeaderboardError,
+    > {
         let def = self.definition(caller, board).await?;
         let current = def.current(self.reader.now());
         if current.id == ALL || !def.is_own() {
@@ -601,7 +607,10 @@ impl Leaderboards {
                     Ok(Some(view)) => return Some((view, w)),
                     Ok(None) => {}
                     Err(err) => {
-                        tracing::warn!(error = format!("{:#}", anyhow::Error::new(err)), "personal watch view");
+                        tracing::warn!(
+                            error = format!("{:#}", anyhow::Error::new(err)),
+                            "personal watch view"
+                        );
                     }
                 }
             }
@@ -636,7 +645,10 @@ impl Watching {
         let entries = if withheld {
             Vec::new()
         } else {
-            this.privacy.show(&self.caller, snapshot.entries.clone()).await.context("apply privacy")?
+            this.privacy
+                .show(&self.caller, snapshot.entries.clone())
+                .await
+                .context("apply privacy")?
         };
         let mut notices = Vec::new();
         let (mut me, mut window) = (None, Vec::new());
@@ -659,8 +671,11 @@ impl Watching {
                         .filter(|e| e.position < mine.position && e.rank < mine.rank)
                         .max_by_key(|e| e.position)
                         .cloned();
-                    let shown_window =
-                        this.privacy.show(&self.caller, around.window).await.context("apply privacy")?;
+                    let shown_window = this
+                        .privacy
+                        .show(&self.caller, around.window)
+                        .await
+                        .context("apply privacy")?;
                     let name_of = |e: &Entry| {
                         shown_window
                             .iter()
@@ -737,11 +752,22 @@ impl Watching {
 }
 
 fn archived(r: StandingRow) -> Entry {
-    Entry { rank: r.rank, member: r.member, score: r.score, subscore: r.subscore, position: r.position }
+    Entry {
+        rank: r.rank,
+        member: r.member,
+        score: r.score,
+        subscore: r.subscore,
+        position: r.position,
+    }
 }
 
 fn place(entry: Entry, total: u64, size: u32) -> MyPlace {
     let size = u64::from(size.max(1));
     let page = entry.position / size;
-    MyPlace { top_percent: top_percent(entry.rank, total), page: page + 1, page_offset: page * size, entry }
+    MyPlace {
+        top_percent: top_percent(entry.rank, total),
+        page: page + 1,
+        page_offset: page * size,
+        entry,
+    }
 }

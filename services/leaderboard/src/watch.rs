@@ -33,7 +33,9 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{domain::Board, error::LeaderboardError, notices::Notices, reader::Reader, scores::Entry};
+use crate::{
+    domain::Board, error::LeaderboardError, notices::Notices, reader::Reader, scores::Entry,
+};
 
 /// A board's best entries at one moment.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,13 +136,7 @@ impl WatchHub {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                reader,
-                notices,
-                config,
-                shutdown,
-                boards: Mutex::default(),
-            }),
+            inner: Arc::new(Inner { reader, notices, config, shutdown, boards: Mutex::default() }),
         }
     }
 

@@ -105,7 +105,8 @@ impl Writes {
                     _ => {
                         return Err(LeaderboardError::PermissionDenied {
                             reason: "NOT_YOUR_EMPLOYER",
-                            message: "employer admins define boards of their own employer only".into(),
+                            message: "employer admins define boards of their own employer only"
+                                .into(),
                         });
                     }
                 }
@@ -118,8 +119,10 @@ impl Writes {
             }
         }
         let definitions = self.boards.reader().definitions();
-        let (stored, created) =
-            definitions.create(&def, &caller.user_id, self.now()).await.context("store the board")?;
+        let (stored, created) = definitions
+            .create(&def, &caller.user_id, self.now())
+            .await
+            .context("store the board")?;
         if !created && !stored.same_as(&def) {
             return Err(LeaderboardError::Conflict {
                 reason: "BOARD_EXISTS",
@@ -147,14 +150,21 @@ impl Writes {
                 message: if member == caller.user_id {
                     format!("members do not submit their own scores to {}", s.board)
                 } else {
-                    format!("only admins and the board's employer admins submit for others on {}", s.board)
+                    format!(
+                        "only admins and the board's employer admins submit for others on {}",
+                        s.board
+                    )
                 },
             });
         }
         let now = self.now();
         let occurred = s.occurred_at.unwrap_or(now);
         if occurred > now + MAX_AHEAD {
-            return Err(FieldViolation::new("occurred_at", "must not be more than 5 minutes ahead").into());
+            return Err(FieldViolation::new(
+                "occurred_at",
+                "must not be more than 5 minutes ahead",
+            )
+            .into());
         }
         let period = def.schedule.period_at(occurred);
         let grace = self.boards_grace();
@@ -182,7 +192,8 @@ impl Writes {
                 let same = f.member == member
                     && f.score == s.score
                     && f.subscore == s.subscore
-                    && s.occurred_at.is_none_or(|t| t.timestamp_micros() == f.occurred_at.timestamp_micros());
+                    && s.occurred_at
+                        .is_none_or(|t| t.timestamp_micros() == f.occurred_at.timestamp_micros());
                 if !same {
                     return Err(LeaderboardError::Conflict {
                         reason: "EVENT_ID_CONFLICT",
@@ -201,8 +212,7 @@ impl Writes {
                 });
             }
         };
-        let stored_period =
-            def.schedule.period(&stored.period).unwrap_or_else(|| period.clone());
+        let stored_period = def.schedule.period(&stored.period).unwrap_or_else(|| period.clone());
         let target = Target::new(&def, stored_period);
         apply_facts(&self.boards, &self.notices, &def, std::slice::from_ref(&stored)).await;
         let entry = match self.boards.reader().around(&target, &member, 0).await {
@@ -217,7 +227,10 @@ impl Writes {
             }
             Ok(None) => None,
             Err(err) => {
-                tracing::warn!(error = format!("{:#}", anyhow::Error::new(err)), "read the member after a score");
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::new(err)),
+                    "read the member after a score"
+                );
                 None
             }
         };
@@ -268,7 +281,11 @@ impl Writes {
             }
             (None, Some(e)) => (VoidTarget::Event(e), vec![ALL.to_string()]),
             _ => {
-                return Err(FieldViolation::new("member", "give exactly one of member and event_id").into());
+                return Err(FieldViolation::new(
+                    "member",
+                    "give exactly one of member and event_id",
+                )
+                .into());
             }
         };
         let created = store
@@ -343,7 +360,8 @@ impl Writes {
             .into());
         };
         let allowed = caller.is_admin()
-            || (caller.role == Role::EmployerAdmin && caller.employer_id.as_deref() == Some(&employer));
+            || (caller.role == Role::EmployerAdmin
+                && caller.employer_id.as_deref() == Some(&employer));
         if !allowed {
             return Err(LeaderboardError::PermissionDenied {
                 reason: "NOT_YOUR_EMPLOYER",

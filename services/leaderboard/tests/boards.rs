@@ -153,7 +153,10 @@ fn sum_board() -> pb::BoardDefinition {
 impl Harness {
     async fn create(&mut self, id: &str, d: pb::BoardDefinition) -> pb::BoardDefinition {
         self.client
-            .create_board(request(pb::CreateBoardRequest { board_id: id.into(), definition: Some(d) }, &boss()))
+            .create_board(request(
+                pb::CreateBoardRequest { board_id: id.into(), definition: Some(d) },
+                &boss(),
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -177,11 +180,21 @@ impl Harness {
         self.client.submit_score(request(r, token)).await.map(|r| r.into_inner())
     }
 
-    async fn submit(&mut self, board: &str, who: &str, score: f64, event: &str) -> pb::SubmitScoreResponse {
+    async fn submit(
+        &mut self,
+        board: &str,
+        who: &str,
+        score: f64,
+        event: &str,
+    ) -> pb::SubmitScoreResponse {
         self.submit_as(&boss(), board, who, score, event).await.unwrap()
     }
 
-    async fn page(&mut self, token: &str, r: pb::GetLeaderboardRequest) -> pb::GetLeaderboardResponse {
+    async fn page(
+        &mut self,
+        token: &str,
+        r: pb::GetLeaderboardRequest,
+    ) -> pb::GetLeaderboardResponse {
         self.client.get_leaderboard(request(r, token)).await.unwrap().into_inner()
     }
 
@@ -212,11 +225,17 @@ impl Harness {
         let rows = self
             .db
             .db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, [board.into(), period.into()]))
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [board.into(), period.into()],
+            ))
             .await
             .unwrap();
         rows.into_iter()
-            .map(|r| (r.try_get_by_index::<String>(0).unwrap(), r.try_get_by_index::<f64>(1).unwrap()))
+            .map(|r| {
+                (r.try_get_by_index::<String>(0).unwrap(), r.try_get_by_index::<f64>(1).unwrap())
+            })
             .collect()
     }
 }
@@ -232,13 +251,20 @@ async fn definitions_are_checked_owned_and_idempotent(b: Backend) {
         title: "x\u{7}".into(),
         operator: 9,
         order: 7,
-        reset: Some(pb::Reset { kind: pb::ResetKind::Cron as i32, cron: "61 * * * *".into(), time_zone: "Mars/Olympus".into() }),
+        reset: Some(pb::Reset {
+            kind: pb::ResetKind::Cron as i32,
+            cron: "61 * * * *".into(),
+            time_zone: "Mars/Olympus".into(),
+        }),
         employer_id: "no spaces".into(),
         ..Default::default()
     };
     let err = h
         .client
-        .create_board(request(pb::CreateBoardRequest { board_id: "Bad Id".into(), definition: Some(bad) }, &admin()))
+        .create_board(request(
+            pb::CreateBoardRequest { board_id: "Bad Id".into(), definition: Some(bad) },
+            &admin(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -257,7 +283,10 @@ async fn definitions_are_checked_owned_and_idempotent(b: Backend) {
         ]
     );
     // Employees may not define boards; employer admins only their own employer's.
-    let req = |d: pb::BoardDefinition| pb::CreateBoardRequest { board_id: "steps".into(), definition: Some(d) };
+    let req = |d: pb::BoardDefinition| pb::CreateBoardRequest {
+        board_id: "steps".into(),
+        definition: Some(d),
+    };
     let err = h.client.create_board(request(req(sum_board()), &member("ann"))).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let other = pb::BoardDefinition { employer_id: "globex".into(), ..sum_board() };
@@ -265,7 +294,10 @@ async fn definitions_are_checked_owned_and_idempotent(b: Backend) {
     assert_eq!(err.code(), Code::PermissionDenied);
     // An employer admin's board is their employer's; the same request again is the same board.
     let made = h.create("steps", sum_board()).await;
-    assert_eq!((made.board.as_str(), made.employer_id.as_str(), made.owner.as_str()), ("board:steps", "acme", "leaderboard"));
+    assert_eq!(
+        (made.board.as_str(), made.employer_id.as_str(), made.owner.as_str()),
+        ("board:steps", "acme", "leaderboard")
+    );
     assert_eq!((made.current_period.as_str(), made.next_reset_time), ("all", None));
     assert_eq!(h.create("steps", sum_board()).await, made);
     let changed = pb::BoardDefinition { title: "Other".into(), ..sum_board() };
@@ -274,7 +306,10 @@ async fn definitions_are_checked_owned_and_idempotent(b: Backend) {
     // Another employer's people do not see it; built-in owners' boards read as theirs.
     let err = h
         .client
-        .get_board(request(pb::GetBoardRequest { board: "board:steps".into() }, &bearer("x", Role::Employee, Some("globex"))))
+        .get_board(request(
+            pb::GetBoardRequest { board: "board:steps".into() },
+            &bearer("x", Role::Employee, Some("globex")),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -285,10 +320,25 @@ async fn definitions_are_checked_owned_and_idempotent(b: Backend) {
         pb::RankStyle::Dense,
         pb::ResetKind::Weekly,
     );
-    let w = h.create("golf", pb::BoardDefinition { reset: Some(pb::Reset { kind: pb::ResetKind::Weekly as i32, cron: String::new(), time_zone: "Europe/Paris".into() }), ..weekly }).await;
+    let w = h
+        .create(
+            "golf",
+            pb::BoardDefinition {
+                reset: Some(pb::Reset {
+                    kind: pb::ResetKind::Weekly as i32,
+                    cron: String::new(),
+                    time_zone: "Europe/Paris".into(),
+                }),
+                ..weekly
+            },
+        )
+        .await;
     assert_eq!(w.current_period, "2026-W49");
     // Monday 2026-12-07 00:00 in Paris is 2026-12-06 23:00 UTC.
-    assert_eq!(w.next_reset_time, Some(to_proto(Utc.with_ymd_and_hms(2026, 12, 6, 23, 0, 0).unwrap())));
+    assert_eq!(
+        w.next_reset_time,
+        Some(to_proto(Utc.with_ymd_and_hms(2026, 12, 6, 23, 0, 0).unwrap()))
+    );
 }
 
 async fn operators_orders_and_ranks_come_from_the_definition(b: Backend) {
@@ -324,13 +374,25 @@ async fn operators_orders_and_ranks_come_from_the_definition(b: Backend) {
         h.client.submit_score(request(r, &boss())).await.unwrap();
     }
     let page = h
-        .page(&admin(), pb::GetLeaderboardRequest { board: "board:golf".into(), page_size: 10, ..Default::default() })
+        .page(
+            &admin(),
+            pb::GetLeaderboardRequest {
+                board: "board:golf".into(),
+                page_size: 10,
+                ..Default::default()
+            },
+        )
         .await;
     let got: Vec<(i64, &str, f64, f64)> =
         page.entries.iter().map(|e| (e.rank, e.member.as_str(), e.score, e.subscore)).collect();
     assert_eq!(
         got,
-        vec![(1, "dee", 68.0, 0.0), (2, "cy", 70.0, 5.0), (3, "bob", 70.0, 2.0), (3, "ann", 70.0, 2.0)]
+        vec![
+            (1, "dee", 68.0, 0.0),
+            (2, "cy", 70.0, 5.0),
+            (3, "bob", 70.0, 2.0),
+            (3, "ann", 70.0, 2.0)
+        ]
     );
     // Set: the latest by occurred_at, whatever order they arrive in.
     h.create(
@@ -400,7 +462,10 @@ async fn submit_score_is_idempotent_checked_and_permissioned(b: Backend) {
     // Challenge boards take progress, not submitted scores (and unknown ones are not found).
     let err = h.submit_as(&admin(), "board:nope", "ann", 1.0, "x").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(h.all("board:steps", "").await, vec![("ann".into(), 10.0, 1), ("bob".into(), 4.0, 2)]);
+    assert_eq!(
+        h.all("board:steps", "").await,
+        vec![("ann".into(), 10.0, 1), ("bob".into(), 4.0, 2)]
+    );
 }
 
 async fn pages_go_both_ways_and_carry_the_callers_place(b: Backend) {
@@ -454,18 +519,32 @@ async fn pages_go_both_ways_and_carry_the_callers_place(b: Backend) {
     assert_eq!((got, team.total_members), (vec![("m20", 5), ("m03", 22)], 25));
     let err = h
         .client
-        .get_ranks(request(pb::GetRanksRequest { board: "board:steps".into(), ..Default::default() }, &me))
+        .get_ranks(request(
+            pb::GetRanksRequest { board: "board:steps".into(), ..Default::default() },
+            &me,
+        ))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["members"]);
     // GetRank of oneself, with percentile and page.
     let rank = h
         .client
-        .get_rank(request(pb::GetRankRequest { board: "board:steps".into(), neighbours: 1, page_size: 5, ..Default::default() }, &me))
+        .get_rank(request(
+            pb::GetRankRequest {
+                board: "board:steps".into(),
+                neighbours: 1,
+                page_size: 5,
+                ..Default::default()
+            },
+            &me,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((rank.entry.unwrap().rank, rank.top_percent, rank.page, rank.window.len()), (20, 80, 4, 3));
+    assert_eq!(
+        (rank.entry.unwrap().rank, rank.top_percent, rank.page, rank.window.len()),
+        (20, 80, 4, 3)
+    );
 }
 
 async fn a_closed_period_is_archived_equal_to_sql_and_stays_readable(b: Backend) {
@@ -539,19 +618,18 @@ async fn a_closed_period_is_archived_equal_to_sql_and_stays_readable(b: Backend)
     } else {
         "SELECT COUNT(*) FROM lb_facts WHERE board = $1 AND period = $2"
     };
-    let stored = h
-        .db
-        .db
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            count_sql,
-            [board.into(), "2026-11-30".into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<i64>(0)
-        .unwrap();
+    let stored =
+        h.db.db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                count_sql,
+                [board.into(), "2026-11-30".into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<i64>(0)
+            .unwrap();
     assert_eq!(stored as usize, accepted);
     assert!(accepted > 0);
     let err = h.submit_as(&boss(), board, "m1", 1.0, "late").await;
@@ -571,7 +649,10 @@ async fn a_closed_period_is_archived_equal_to_sql_and_stays_readable(b: Backend)
     assert_eq!(h.all(board, "").await, vec![("m1".into(), 1.0, 1)]);
     let periods = h
         .client
-        .list_periods(request(pb::ListPeriodsRequest { board: board.into(), ..Default::default() }, &member("m1")))
+        .list_periods(request(
+            pb::ListPeriodsRequest { board: board.into(), ..Default::default() },
+            &member("m1"),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -582,7 +663,14 @@ async fn a_closed_period_is_archived_equal_to_sql_and_stays_readable(b: Backend)
     // A made-up period id is a field error; a quiet past day reads as empty.
     let err = h
         .client
-        .get_leaderboard(request(pb::GetLeaderboardRequest { board: board.into(), period: "2026-W49".into(), ..Default::default() }, &admin()))
+        .get_leaderboard(request(
+            pb::GetLeaderboardRequest {
+                board: board.into(),
+                period: "2026-W49".into(),
+                ..Default::default()
+            },
+            &admin(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["period"]);
@@ -593,11 +681,15 @@ async fn a_void_recounts_the_board_for_every_watcher_and_stays_equal_to_sql(b: B
     let mut h = harness(b).await;
     h.create("steps", sum_board()).await;
     let board = "board:steps";
-    for (who, score, ev) in [("ann", 10.0, "a1"), ("ann", 5.0, "a2"), ("bob", 12.0, "b1"), ("cy", 3.0, "c1")] {
+    for (who, score, ev) in
+        [("ann", 10.0, "a1"), ("ann", 5.0, "a2"), ("bob", 12.0, "b1"), ("cy", 3.0, "c1")]
+    {
         h.submit(board, who, score, ev).await;
     }
-    let watch = pb::WatchLeaderboardRequest { board: board.into(), top_n: 10, ..Default::default() };
-    let mut stream = h.client.watch_leaderboard(request(watch, &member("cy"))).await.unwrap().into_inner();
+    let watch =
+        pb::WatchLeaderboardRequest { board: board.into(), top_n: 10, ..Default::default() };
+    let mut stream =
+        h.client.watch_leaderboard(request(watch, &member("cy"))).await.unwrap().into_inner();
     let first = next(&mut stream).await;
     assert_eq!(first.entries[0].member, "ann");
     // Only admins void; one fact, then a whole member.
@@ -613,14 +705,17 @@ async fn a_void_recounts_the_board_for_every_watcher_and_stays_equal_to_sql(b: B
     assert_eq!(violations(&err), vec!["member"]);
     let done = h.client.void_entry(request(void("", "a1"), &admin())).await.unwrap().into_inner();
     assert_eq!((done.created, done.periods), (true, vec!["all".to_string()]));
-    assert!(!h.client.void_entry(request(void("", "a1"), &admin())).await.unwrap().into_inner().created);
+    assert!(
+        !h.client.void_entry(request(void("", "a1"), &admin())).await.unwrap().into_inner().created
+    );
     let corrected = loop {
         let s = next(&mut stream).await;
         if s.entries[0].member == "bob" {
             break s;
         }
     };
-    let got: Vec<(&str, f64)> = corrected.entries.iter().map(|e| (e.member.as_str(), e.score)).collect();
+    let got: Vec<(&str, f64)> =
+        corrected.entries.iter().map(|e| (e.member.as_str(), e.score)).collect();
     assert_eq!(got, vec![("bob", 12.0), ("ann", 5.0), ("cy", 3.0)]);
     h.client.void_entry(request(void("bob", ""), &admin())).await.unwrap();
     // bob's later scores stay void too.
@@ -649,19 +744,24 @@ async fn hidden_names_and_the_employer_minimum(b: Backend) {
     assert!(p.hide_name && p.pseudonym.starts_with("anon-"));
     let read = |_: String| pb::GetLeaderboardRequest { board: board.into(), ..Default::default() };
     let others = h.page(&member("bob"), read(member("bob"))).await;
-    assert_eq!((others.entries[0].member.as_str(), others.entries[0].pseudonymous), (p.pseudonym.as_str(), true));
+    assert_eq!(
+        (others.entries[0].member.as_str(), others.entries[0].pseudonymous),
+        (p.pseudonym.as_str(), true)
+    );
     let own = h.page(&member("ann"), read(member("ann"))).await;
     assert_eq!((own.entries[0].member.as_str(), own.entries[0].pseudonymous), ("ann", false));
     let admin_view = h.page(&admin(), read(admin())).await;
     assert_eq!(admin_view.entries[0].member, "ann");
     // Asked about by id, a hidden member is not on the board for others.
-    let by_id = pb::GetRankRequest { board: board.into(), member: "ann".into(), ..Default::default() };
+    let by_id =
+        pb::GetRankRequest { board: board.into(), member: "ann".into(), ..Default::default() };
     let err = h.client.get_rank(request(by_id.clone(), &member("bob"))).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(h.client.get_rank(request(by_id, &member("ann"))).await.is_ok());
     // The employer's minimum: 5 members before anyone but admins sees the board.
     let set = pb::SetEmployerSettingsRequest { employer_id: String::new(), min_members: 5 };
-    let err = h.client.set_employer_settings(request(set.clone(), &member("bob"))).await.unwrap_err();
+    let err =
+        h.client.set_employer_settings(request(set.clone(), &member("bob"))).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let s = h.client.set_employer_settings(request(set, &boss())).await.unwrap().into_inner();
     assert_eq!((s.employer_id.as_str(), s.min_members), ("acme", 5));
@@ -692,7 +792,12 @@ async fn rank_change_notices_reach_exactly_the_members_they_concern(b: Backend) 
     };
     let mut streams = BTreeMap::new();
     for who in ["ann", "bob", "cy"] {
-        let mut s = h.client.watch_leaderboard(request(watch(4.0), &member(who))).await.unwrap().into_inner();
+        let mut s = h
+            .client
+            .watch_leaderboard(request(watch(4.0), &member(who)))
+            .await
+            .unwrap()
+            .into_inner();
         let first = next(&mut s).await;
         assert!(first.notices.is_empty(), "no notice on the first view");
         assert_eq!(first.me.unwrap().member, who);
@@ -758,11 +863,17 @@ async fn facts_whose_apply_failed_are_applied_by_the_relay(b: Backend) {
     assert!(matches!(h.store.insert_fact(&fact).await.unwrap(), Inserted::Created(_)));
     assert_eq!(h.all("board:steps", "").await.len(), 1);
     h.background.relay_round().await.unwrap();
-    assert_eq!(h.all("board:steps", "").await, vec![("bob".into(), 9.0, 1), ("ann".into(), 1.0, 2)]);
+    assert_eq!(
+        h.all("board:steps", "").await,
+        vec![("bob".into(), 9.0, 1), ("ann".into(), 1.0, 2)]
+    );
     assert!(h.store.unapplied(10).await.unwrap().is_empty());
     // Applied twice (a relay racing the inline apply) counts once.
     h.background.relay_round().await.unwrap();
-    assert_eq!(h.all("board:steps", "").await, vec![("bob".into(), 9.0, 1), ("ann".into(), 1.0, 2)]);
+    assert_eq!(
+        h.all("board:steps", "").await,
+        vec![("bob".into(), 9.0, 1), ("ann".into(), 1.0, 2)]
+    );
 }
 
 macro_rules! both {

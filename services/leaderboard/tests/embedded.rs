@@ -6,16 +6,16 @@ mod common;
 use ewpm_leaderboard::settings::LeaderboardSettings;
 use std::{sync::Arc, time::Duration};
 
-use common::{np, FixedOwner, PATIENCE, e, owned};
+use common::{FixedOwner, PATIENCE, e, np, owned};
 use ewpm_kit::{
     CancellationToken,
     bus::{Bus, MemoryBus},
     settings::Settings,
 };
 use ewpm_leaderboard::{
-    definition::Target,
     app,
     applier::{GROUP, TOPIC},
+    definition::Target,
     domain::Board,
     notices::{MemoryNotices, Notices},
     rebuild::Owners,
@@ -58,7 +58,12 @@ async fn deltas_a_dead_applier_left_pending_are_reclaimed_and_watched() {
         ..LeaderboardSettings::default()
     };
     let shutdown = CancellationToken::new();
-    let built = app::build(common::parts(scores.clone(), bus.clone(), notices.clone(), owners).await, &settings, &Settings::default().grpc, shutdown.clone());
+    let built = app::build(
+        common::parts(scores.clone(), bus.clone(), notices.clone(), owners).await,
+        &settings,
+        &Settings::default().grpc,
+        shutdown.clone(),
+    );
 
     // A consumer that takes two deltas and dies without acknowledging them.
     bus.ensure_group(TOPIC, GROUP).await.unwrap();
@@ -103,7 +108,13 @@ async fn deltas_of_a_board_without_an_owner_are_kept_when_it_first_appears() {
     let bus: Arc<dyn Bus> = MemoryBus::new();
     let shutdown = CancellationToken::new();
     let settings = Settings::default();
-    let built = app::build(common::parts(scores.clone(), bus.clone(), Arc::new(MemoryNotices::new()), Owners::new()).await, &LeaderboardSettings::default(), &settings.grpc, shutdown.clone());
+    let built = app::build(
+        common::parts(scores.clone(), bus.clone(), Arc::new(MemoryNotices::new()), Owners::new())
+            .await,
+        &LeaderboardSettings::default(),
+        &settings.grpc,
+        shutdown.clone(),
+    );
     let quiz = |member: &str, event_id: &str| {
         ScoreDelta {
             board: "quiz:s1".into(),
@@ -139,7 +150,18 @@ async fn a_delta_older_than_the_dedupe_window_is_counted_once_through_a_rebuild(
     let owner = FixedOwner::new(vec![]);
     let shutdown = CancellationToken::new();
     let settings = Settings::default();
-    let built = app::build(common::parts(scores.clone(), bus.clone(), Arc::new(MemoryNotices::new()), Owners::new().with("challenge", owner.clone())).await, &LeaderboardSettings::default(), &settings.grpc, shutdown.clone());
+    let built = app::build(
+        common::parts(
+            scores.clone(),
+            bus.clone(),
+            Arc::new(MemoryNotices::new()),
+            Owners::new().with("challenge", owner.clone()),
+        )
+        .await,
+        &LeaderboardSettings::default(),
+        &settings.grpc,
+        shutdown.clone(),
+    );
     let board = Board::parse(BOARD, "board").unwrap();
     built.rebuilder.ensure_ready(&Target::owned(board.clone())).await.unwrap();
     let applier = tokio::spawn(built.applier.run(shutdown.clone()));

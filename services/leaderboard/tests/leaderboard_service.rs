@@ -127,7 +127,12 @@ fn page(board: &str, page_size: i32, page_token: &str) -> pb::GetLeaderboardRequ
 }
 
 fn rank(board: &str, member: &str, neighbours: i32) -> pb::GetRankRequest {
-    pb::GetRankRequest { board: board.into(), member: member.into(), neighbours, ..Default::default() }
+    pb::GetRankRequest {
+        board: board.into(),
+        member: member.into(),
+        neighbours,
+        ..Default::default()
+    }
 }
 
 /// a 50, b 40, c 40, d 30, e 10 — as the owner has them.
@@ -220,7 +225,10 @@ async fn pages_carry_competition_ranks_and_cross_a_tie() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((strip(last.entries), last.next_page_token), (vec![entry(5, "e", 10.0)], String::new()));
+    assert_eq!(
+        (strip(last.entries), last.next_page_token),
+        (vec![entry(5, "e", 10.0)], String::new())
+    );
     // An exact fit has no next page either.
     let all = h.client.get_leaderboard(req(page(&h.board, 5, ""))).await.unwrap().into_inner();
     assert_eq!((all.entries.len(), all.next_page_token), (5, String::new()));
@@ -263,7 +271,11 @@ async fn bad_requests_name_every_bad_field() {
     assert_eq!(violations(&err), vec!["neighbours"]);
     let err = h
         .client
-        .watch_leaderboard(req(pb::WatchLeaderboardRequest { board: "x".into(), top_n: -3, ..Default::default() }))
+        .watch_leaderboard(req(pb::WatchLeaderboardRequest {
+            board: "x".into(),
+            top_n: -3,
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["board", "top_n"]);
@@ -372,7 +384,8 @@ async fn next(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_starts_with_the_board_then_follows_changes_and_ends_at_shutdown() {
     let mut h = harness(five()).await;
-    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 2, ..Default::default() };
+    let watch =
+        pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 2, ..Default::default() };
     let mut stream = h.client.watch_leaderboard(req(watch)).await.unwrap().into_inner();
     // At once, and the missing board was rebuilt for it.
     let first = next(&mut stream).await.unwrap();
@@ -400,7 +413,8 @@ async fn a_watch_starts_with_the_board_then_follows_changes_and_ends_at_shutdown
 async fn a_watch_that_cannot_be_served_is_refused_before_it_starts() {
     let mut h = harness(five()).await;
     h.shutdown.cancel();
-    let watch = pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 0, ..Default::default() };
+    let watch =
+        pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: 0, ..Default::default() };
     let mut stream = h.client.watch_leaderboard(req(watch)).await.unwrap().into_inner();
     // Shutting down: a finished stream, not an error.
     assert_eq!(next(&mut stream).await, None);
@@ -423,8 +437,11 @@ async fn a_thousand_watchers_of_a_board_share_one_subscription() {
     let mut streams = Vec::new();
     for i in 0..1000 {
         let mut c = clients[i % 10].clone();
-        let watch =
-            pb::WatchLeaderboardRequest { board: h.board.clone(), top_n: (i % 3 + 1) as i32, ..Default::default() };
+        let watch = pb::WatchLeaderboardRequest {
+            board: h.board.clone(),
+            top_n: (i % 3 + 1) as i32,
+            ..Default::default()
+        };
         // A fan each: one caller may hold only `max_streams_per_caller` streams.
         let fan = bearer(&format!("fan-{i}"), Role::Employee, None);
         streams.push(tokio::spawn(async move {

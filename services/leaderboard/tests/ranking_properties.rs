@@ -101,7 +101,9 @@ fn owned(f: &Fact) -> OwnedEntry {
 fn expected(shape: Shape, facts: &[Fact]) -> Vec<Entry> {
     let recs: Vec<(String, Record)> = facts
         .iter()
-        .map(|f| (f.member.clone(), Record { score: f.score, sub: f.sub, version: f.version.clone() }))
+        .map(|f| {
+            (f.member.clone(), Record { score: f.score, sub: f.sub, version: f.version.clone() })
+        })
         .collect();
     let by_member = records(shape, recs.iter().map(|(m, r)| (m.as_str(), r)));
     rank_all(shape, &by_member)
@@ -122,7 +124,14 @@ async fn make_ready(s: &dyn ScoreStore, board: &str, voids: &[String]) {
 }
 
 /// Reads `board` every way and compares with `want`.
-async fn check(s: &dyn ScoreStore, board: &str, shape: Shape, want: &[Entry], rng: &mut Rng, case: &str) {
+async fn check(
+    s: &dyn ScoreStore,
+    board: &str,
+    shape: Shape,
+    want: &[Entry],
+    rng: &mut Rng,
+    case: &str,
+) {
     let (all, n) = s.page(board, shape, 0, 1_000).await.unwrap().expect("ready");
     assert_eq!((n, all.as_slice()), (want.len() as u64, want), "whole board, {case}");
     for _ in 0..3 {
@@ -138,12 +147,18 @@ async fn check(s: &dyn ScoreStore, board: &str, shape: Shape, want: &[Entry], rn
         let around = s.around(board, shape, &me.member, k as u64).await.unwrap().expect("on board");
         let p = me.position as usize;
         let window = &want[p.saturating_sub(k)..(p + k + 1).min(want.len())];
-        assert_eq!((&around.me, around.window.as_slice()), (me, window), "around {}, {case}", me.member);
+        assert_eq!(
+            (&around.me, around.window.as_slice()),
+            (me, window),
+            "around {}, {case}",
+            me.member
+        );
     }
     let team: Vec<String> = (0..4).map(|_| format!("m{:02}", rng.below(20))).collect();
     let wanted: HashSet<&String> = team.iter().collect();
     let (ranks, n) = s.ranks(board, shape, &team).await.unwrap().expect("ready");
-    let team_want: Vec<Entry> = want.iter().filter(|e| wanted.contains(&e.member)).cloned().collect();
+    let team_want: Vec<Entry> =
+        want.iter().filter(|e| wanted.contains(&e.member)).cloned().collect();
     assert_eq!((n, ranks), (want.len() as u64, team_want), "team {team:?}, {case}");
     assert!(s.around(board, shape, "nobody", 1).await.unwrap().is_none(), "{case}");
 }
@@ -166,14 +181,22 @@ async fn deliveries_in_any_order_rank_like_the_recomputation(s: Arc<dyn ScoreSto
             let mut sent = 0;
             while sent < order.len() {
                 let take = (1 + rng.below(8) as usize).min(order.len() - sent);
-                let mut batch: Vec<Delta> =
-                    order[sent..sent + take].iter().map(|&k| delta(&board, shape, &facts[k])).collect();
+                let mut batch: Vec<Delta> = order[sent..sent + take]
+                    .iter()
+                    .map(|&k| delta(&board, shape, &facts[k]))
+                    .collect();
                 if rng.below(3) == 0 {
                     // A redelivery of something already sent.
-                    batch.push(delta(&board, shape, &facts[order[rng.below(sent as u64 + 1) as usize]]));
+                    batch.push(delta(
+                        &board,
+                        shape,
+                        &facts[order[rng.below(sent as u64 + 1) as usize]],
+                    ));
                 }
                 let outcomes = s.apply_many(&batch).await.unwrap();
-                assert!(outcomes.iter().all(|o| matches!(o, Applied::Applied | Applied::Duplicate)));
+                assert!(
+                    outcomes.iter().all(|o| matches!(o, Applied::Applied | Applied::Duplicate))
+                );
                 sent += take;
             }
             let case = format!("seed {seed}, {shape:?}");
@@ -194,7 +217,8 @@ async fn a_rebuild_with_voids_racing_live_deltas_ranks_like_the_recomputation(
         let board = format!("{prefix}r{seed}");
         let facts = facts(&mut rng, 10, 50);
         let void_m = format!("m{:02}", rng.below(10));
-        let void_ids: Vec<String> = (0..3).map(|_| facts[rng.below(50) as usize].id.clone()).collect();
+        let void_ids: Vec<String> =
+            (0..3).map(|_| facts[rng.below(50) as usize].id.clone()).collect();
         let mut voids = vec![void_member(&void_m)];
         voids.extend(void_ids.iter().map(|id| void_event(id)));
         assert!(s.begin_rebuild(&board, "t", LEASE, &voids).await.unwrap());

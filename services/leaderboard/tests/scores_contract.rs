@@ -5,10 +5,10 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{np, npa, npp, e, make_ready, owned, redis};
+use common::{e, make_ready, np, npa, npp, owned, redis};
 use ewpm_kit::clock::FixedClock;
-use ewpm_leaderboard::scores::{Shape, 
-    Applied, Around, CLOCK_SKEW, Dedupe, Delta, MemoryScores, RedisScores, ScoreStore,
+use ewpm_leaderboard::scores::{
+    Applied, Around, CLOCK_SKEW, Dedupe, Delta, MemoryScores, RedisScores, ScoreStore, Shape,
 };
 use ewpm_testkit::{key_prefix, servers};
 
@@ -61,7 +61,9 @@ async fn a_delta_for_a_missing_board_is_dropped_as_missing(s: Arc<dyn ScoreStore
     // The rebuild that follows counts the fact once, even if the delta comes again.
     assert!(s.begin_rebuild("b", "t1", LEASE, &[]).await.unwrap());
     assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Applied);
-    assert!(s.load("b", Shape::default(), "t1", &[owned("alice", "ev-1", 5.0)], LEASE).await.unwrap());
+    assert!(
+        s.load("b", Shape::default(), "t1", &[owned("alice", "ev-1", 5.0)], LEASE).await.unwrap()
+    );
     assert!(s.finish_rebuild("b", "t1").await.unwrap());
     assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 5.0)]);
     assert_eq!(s.apply("b", "alice", 5.0, "ev-1").await.unwrap(), Applied::Duplicate);
@@ -77,11 +79,17 @@ async fn a_second_rebuild_cannot_begin_while_one_holds_the_lease(s: Arc<dyn Scor
 
 async fn a_stale_token_changes_nothing(s: Arc<dyn ScoreStore>) {
     assert!(s.begin_rebuild("b", "t1", LEASE, &[]).await.unwrap());
-    assert!(!s.load("b", Shape::default(), "stale", &[owned("mallory", "ev-9", 100.0)], LEASE).await.unwrap());
+    assert!(
+        !s.load("b", Shape::default(), "stale", &[owned("mallory", "ev-9", 100.0)], LEASE)
+            .await
+            .unwrap()
+    );
     assert!(!s.finish_rebuild("b", "stale").await.unwrap());
     s.abort_rebuild("b", "stale").await.unwrap();
     assert!(!s.exists("b").await.unwrap());
-    assert!(s.load("b", Shape::default(), "t1", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
+    assert!(
+        s.load("b", Shape::default(), "t1", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap()
+    );
     assert!(s.finish_rebuild("b", "t1").await.unwrap());
     assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 1.0)]);
     // Finishing again with the used token does nothing either.
@@ -91,16 +99,24 @@ async fn a_stale_token_changes_nothing(s: Arc<dyn ScoreStore>) {
 async fn an_expired_lease_can_be_taken_over(s: Arc<dyn ScoreStore>) {
     assert!(s.begin_rebuild("b", "dead", Duration::from_millis(50), &[]).await.unwrap());
     assert!(
-        s.load("b", Shape::default(), "dead", &[owned("ghost", "ev-0", 9.0)], Duration::from_millis(50))
-            .await
-            .unwrap()
+        s.load(
+            "b",
+            Shape::default(),
+            "dead",
+            &[owned("ghost", "ev-0", 9.0)],
+            Duration::from_millis(50)
+        )
+        .await
+        .unwrap()
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.apply("b", "alice", 1.0, "ev-1").await.unwrap(), Applied::Missing);
     assert!(s.begin_rebuild("b", "t2", LEASE, &[]).await.unwrap());
     assert!(!s.finish_rebuild("b", "dead").await.unwrap());
     // The aside copy starts empty: nothing of the dead rebuild survives.
-    assert!(s.load("b", Shape::default(), "t2", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap());
+    assert!(
+        s.load("b", Shape::default(), "t2", &[owned("alice", "ev-1", 1.0)], LEASE).await.unwrap()
+    );
     assert!(s.finish_rebuild("b", "t2").await.unwrap());
     assert_eq!(np(s.top("b", 0, 10).await.unwrap()), vec![e(1, "alice", 1.0)]);
 }
@@ -240,7 +256,10 @@ async fn a_page_is_one_read_of_entries_and_count_or_none_when_not_ready(s: Arc<d
         s.apply("b", member, score, id).await.unwrap();
     }
     // A page starting inside a tie keeps the tie's rank; an empty page still counts.
-    assert_eq!(npp(s.page("b", Shape::default(), 2, 2).await.unwrap()), Some((vec![e(2, "b", 40.0), e(4, "d", 10.0)], 4)));
+    assert_eq!(
+        npp(s.page("b", Shape::default(), 2, 2).await.unwrap()),
+        Some((vec![e(2, "b", 40.0), e(4, "d", 10.0)], 4))
+    );
     assert_eq!(npp(s.page("b", Shape::default(), 0, 0).await.unwrap()), Some((vec![], 4)));
     assert_eq!(npp(s.page("b", Shape::default(), 9, 5).await.unwrap()), Some((vec![], 4)));
 }

@@ -139,10 +139,20 @@ fn answer<T>(r: Result<T, Status>) -> Answer {
 /// The three read doors, called on `board` with `authorization`.
 async fn doors(h: &Harness, board: &str, authorization: &str) -> [Answer; 3] {
     let mut c = h.client.clone();
-    let page =
-        pb::GetLeaderboardRequest { board: board.into(), page_size: 10, page_token: "".into(), ..Default::default() };
-    let rank = pb::GetRankRequest { board: board.into(), member: "alice".into(), neighbours: 1, ..Default::default() };
-    let watch = pb::WatchLeaderboardRequest { board: board.into(), top_n: 10, ..Default::default() };
+    let page = pb::GetLeaderboardRequest {
+        board: board.into(),
+        page_size: 10,
+        page_token: "".into(),
+        ..Default::default()
+    };
+    let rank = pb::GetRankRequest {
+        board: board.into(),
+        member: "alice".into(),
+        neighbours: 1,
+        ..Default::default()
+    };
+    let watch =
+        pb::WatchLeaderboardRequest { board: board.into(), top_n: 10, ..Default::default() };
     [
         answer(c.get_leaderboard(request(page, authorization)).await),
         answer(c.get_rank(request(rank, authorization)).await),

@@ -553,7 +553,8 @@ async fn watch_board(lb: Leaderboard, room: Arc<Room>) {
     loop {
         let request = lb.token.authorize(tonic::Request::new(WatchLeaderboardRequest {
             board: board.clone(),
-            top_n: ROOM_TOP, ..Default::default()
+            top_n: ROOM_TOP,
+            ..Default::default()
         }));
         let mut client = lb.client.clone();
         let stream = tokio::select! {

@@ -120,7 +120,8 @@ impl MemoryBoard {
 
     fn is_void(&self, member: &str, event_id: &str) -> bool {
         !self.voids.is_empty()
-            && (self.voids.contains(&void_member(member)) || self.voids.contains(&void_event(event_id)))
+            && (self.voids.contains(&void_member(member))
+                || self.voids.contains(&void_event(event_id)))
     }
 
     fn key(shape: Shape, member: &str, r: &Record) -> OrderKey {
@@ -260,7 +261,8 @@ impl ScoreStore for MemoryScores {
                 return false;
             }
             state.building = Some((token.to_string(), Instant::now() + lease));
-            state.next = MemoryBoard { voids: voids.iter().cloned().collect(), ..MemoryBoard::default() };
+            state.next =
+                MemoryBoard { voids: voids.iter().cloned().collect(), ..MemoryBoard::default() };
             true
         }))
     }
@@ -315,9 +317,8 @@ impl ScoreStore for MemoryScores {
         limit: u64,
     ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
         let (offset, limit) = (to_usize(offset), to_usize(limit));
-        Ok(self.with_live(board, |b| {
-            (b.entries_from(shape, offset, limit), b.records.len() as u64)
-        }))
+        Ok(self
+            .with_live(board, |b| (b.entries_from(shape, offset, limit), b.records.len() as u64)))
     }
 
     async fn around(
@@ -332,8 +333,7 @@ impl ScoreStore for MemoryScores {
             .with_live(board, |b| {
                 let position = b.position_of(shape, member)?;
                 let start = position.saturating_sub(n);
-                let window =
-                    b.entries_from(shape, start, (position - start + 1).saturating_add(n));
+                let window = b.entries_from(shape, start, (position - start + 1).saturating_add(n));
                 let me = window.iter().find(|e| e.member == member)?.clone();
                 Some(Around { me, window })
             })
@@ -348,8 +348,7 @@ impl ScoreStore for MemoryScores {
     ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
         let wanted: HashSet<&str> = members.iter().map(String::as_str).collect();
         Ok(self.with_live(board, |b| {
-            let entries =
-                b.ranked(shape).filter(|e| wanted.contains(e.member.as_str())).collect();
+            let entries = b.ranked(shape).filter(|e| wanted.contains(e.member.as_str())).collect();
             (entries, b.records.len() as u64)
         }))
     }

@@ -95,12 +95,24 @@ pub async fn redis() -> Client {
 pub async fn lose_redis_board(prefix: &str, board: &str) {
     let base = format!("{prefix}lb:{{{board}}}");
     let keys: Vec<String> = [
-        "", ":seen", ":r", ":d", ":dn", ":void", ":ready", ":building", ":next", ":next:seen",
-        ":next:r", ":next:d", ":next:dn", ":next:void",
+        "",
+        ":seen",
+        ":r",
+        ":d",
+        ":dn",
+        ":void",
+        ":ready",
+        ":building",
+        ":next",
+        ":next:seen",
+        ":next:r",
+        ":next:d",
+        ":next:dn",
+        ":next:void",
     ]
-        .iter()
-        .map(|s| format!("{base}{s}"))
-        .collect();
+    .iter()
+    .map(|s| format!("{base}{s}"))
+    .collect();
     let client = redis().await;
     let _: u64 = client.del(keys).await.unwrap();
 }
