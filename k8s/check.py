@@ -10,7 +10,7 @@ checks what ties them together:
   unknown ones);
 - every configMapRef / secretKeyRef names the ConfigMap / a key of base/secret.example.yaml;
 - each `ewpm serve <x>` container sets the variables (from the Secret) that command needs,
-  and leaderboard and gateway get no DATABASE_URL; every serve target of the registry (each
+  and the gateway gets no DATABASE_URL; every serve target of the registry (each
   module, each module's parts `<module>-<part>`, gateway) has a NEEDS entry and runs in a
   Deployment, and no Deployment serves anything else;
 - pods set enableServiceLinks: false; probe and prometheus.io/port ports are container ports;
@@ -43,7 +43,7 @@ NEEDS = {
     "scan-projector": {"DATABASE_URL", "EWPM_AUTH__SECRET"},
     "progress": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "progress-writer": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
-    "leaderboard": {"REDIS_URL", "EWPM_AUTH__SECRET"},
+    "leaderboard": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "incentive": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "incentive-processor": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "quiz": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
@@ -52,7 +52,7 @@ NEEDS = {
     "engagement-persister": {"DATABASE_URL", "REDIS_URL", "EWPM_AUTH__SECRET"},
     "gateway": {"EWPM_AUTH__SECRET"},
 }
-FORBIDDEN = {"leaderboard": {"DATABASE_URL"}, "gateway": {"DATABASE_URL"}}
+FORBIDDEN = {"gateway": {"DATABASE_URL"}}
 
 
 def struct_leaves(path, root, prefix):

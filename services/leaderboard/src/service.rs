@@ -445,9 +445,19 @@ impl Leaderboards {
         let end = offset.saturating_add(entries.len() as u64);
         let next_offset = (!entries.is_empty() && end < total_members).then_some(end);
         let prev_offset = (offset > 0).then(|| offset.saturating_sub(u64::from(size)));
-        let me = match entries.iter().find(|e| e.member == caller.user_id) {
-            Some(e) => Some(e.clone()),
-            None => self.around_of(&o, &caller.user_id, 0).await?.map(|(a, _)| a.me),
+        let me = match (entries.iter().find(|e| e.member == caller.user_id), &o.source) {
+            (Some(e), _) => Some(e.clone()),
+            // The page read found the board ready: one read of the caller's place.
+            (None, Source::Live) => self
+                .reader
+                .scores()
+                .around(&o.target.key(), o.target.shape, &caller.user_id, 0)
+                .await
+                .context("read the caller's place")?
+                .map(|a| a.me),
+            (None, Source::Archive(_)) => {
+                self.around_of(&o, &caller.user_id, 0).await?.map(|(a, _)| a.me)
+            }
         };
         let me = me.map(|entry| place(entry, total_members, size));
         let entries = self.privacy.show(caller, entries).await.context("apply privacy")?;
