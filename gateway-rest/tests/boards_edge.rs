@@ -74,7 +74,7 @@ impl LeaderboardService for Scripted {
     async fn create_board(
         &self,
         request: Request<lpb::CreateBoardRequest>,
-    ) -> Result<Response<lpb::BoardDefinition>, Status> {
+    ) -> Result<Response<lpb::CreateBoardResponse>, Status> {
         self.record("CreateBoard", &request);
         let lpb::CreateBoardRequest { board_id, definition } = request.into_inner();
         let definition = definition.unwrap_or_default();
@@ -91,42 +91,45 @@ impl LeaderboardService for Scripted {
                 &[FieldViolation::new("definition.reset.time_zone", "is not an IANA time zone")],
             ));
         }
-        Ok(Response::new(lpb::BoardDefinition {
+        let board = lpb::BoardDefinition {
             board: format!("board:{board_id}"),
             owner: "leaderboard".into(),
             create_time: at(1_796_025_600),
             current_period: "all".into(),
             ..definition
-        }))
+        };
+        Ok(Response::new(lpb::CreateBoardResponse { board: Some(board), created: true }))
     }
 
     async fn get_board(
         &self,
         request: Request<lpb::GetBoardRequest>,
-    ) -> Result<Response<lpb::BoardDefinition>, Status> {
+    ) -> Result<Response<lpb::GetBoardResponse>, Status> {
         self.record("GetBoard", &request);
         let board = request.into_inner().board;
         if board == "board:missing" {
             return Err(status(Code::NotFound, "BOARD_NOT_FOUND", "no such board"));
         }
-        Ok(Response::new(lpb::BoardDefinition {
-            board,
-            title: "Weekly steps".into(),
-            operator: lpb::ScoreOperator::Sum as i32,
-            order: lpb::SortOrder::Descending as i32,
-            subscore_order: 0,
-            rank_style: lpb::RankStyle::Competition as i32,
-            reset: Some(lpb::Reset {
-                kind: lpb::ResetKind::Weekly as i32,
-                cron: String::new(),
-                time_zone: String::new(),
+        Ok(Response::new(lpb::GetBoardResponse {
+            board: Some(lpb::BoardDefinition {
+                board,
+                title: "Weekly steps".into(),
+                operator: lpb::ScoreOperator::Sum as i32,
+                order: lpb::SortOrder::Descending as i32,
+                subscore_order: 0,
+                rank_style: lpb::RankStyle::Competition as i32,
+                reset: Some(lpb::Reset {
+                    kind: lpb::ResetKind::Weekly as i32,
+                    cron: String::new(),
+                    time_zone: String::new(),
+                }),
+                employer_id: String::new(),
+                members_submit: true,
+                owner: "leaderboard".into(),
+                create_time: at(1_796_025_600),
+                current_period: "2026-W49".into(),
+                next_reset_time: at(1_796_601_600),
             }),
-            employer_id: String::new(),
-            members_submit: true,
-            owner: "leaderboard".into(),
-            create_time: at(1_796_025_600),
-            current_period: "2026-W49".into(),
-            next_reset_time: at(1_796_601_600),
         }))
     }
 
@@ -256,40 +259,40 @@ impl LeaderboardService for Scripted {
     async fn get_privacy(
         &self,
         request: Request<lpb::GetPrivacyRequest>,
-    ) -> Result<Response<lpb::Privacy>, Status> {
+    ) -> Result<Response<lpb::GetPrivacyResponse>, Status> {
         self.record("GetPrivacy", &request);
-        Ok(Response::new(lpb::Privacy {
-            member: "ann".into(),
-            hide_name: false,
-            pseudonym: "anon-7f3a".into(),
-        }))
+        let privacy =
+            lpb::Privacy { member: "ann".into(), hide_name: false, pseudonym: "anon-7f3a".into() };
+        Ok(Response::new(lpb::GetPrivacyResponse { privacy: Some(privacy) }))
     }
 
     async fn set_privacy(
         &self,
         request: Request<lpb::SetPrivacyRequest>,
-    ) -> Result<Response<lpb::Privacy>, Status> {
+    ) -> Result<Response<lpb::SetPrivacyResponse>, Status> {
         self.record("SetPrivacy", &request);
-        Ok(Response::new(lpb::Privacy {
+        let privacy = lpb::Privacy {
             member: "ann".into(),
             hide_name: request.get_ref().hide_name,
             pseudonym: "anon-7f3a".into(),
-        }))
+        };
+        Ok(Response::new(lpb::SetPrivacyResponse { privacy: Some(privacy) }))
     }
 
     async fn get_employer_settings(
         &self,
         request: Request<lpb::GetEmployerSettingsRequest>,
-    ) -> Result<Response<lpb::EmployerSettings>, Status> {
+    ) -> Result<Response<lpb::GetEmployerSettingsResponse>, Status> {
         self.record("GetEmployerSettings", &request);
         let employer_id = request.into_inner().employer_id;
-        Ok(Response::new(lpb::EmployerSettings { employer_id, min_members: 0 }))
+        let settings = lpb::EmployerSettings { employer_id, min_members: 0 };
+        Ok(Response::new(lpb::GetEmployerSettingsResponse { settings: Some(settings) }))
     }
 
     async fn set_employer_settings(
         &self,
         request: Request<lpb::SetEmployerSettingsRequest>,
-    ) -> Result<Response<lpb::EmployerSettings>, Status> {
+    ) -> Result<Response<lpb::SetEmployerSettingsResponse>, Status> {
         self.record("SetEmployerSettings", &request);
         let lpb::SetEmployerSettingsRequest { employer_id, min_members } = request.into_inner();
         if min_members > 10_000 {
@@ -298,7 +301,8 @@ impl LeaderboardService for Scripted {
                 &[FieldViolation::new("min_members", "must be from 0 to 10,000")],
             ));
         }
-        Ok(Response::new(lpb::EmployerSettings { employer_id, min_members }))
+        let settings = lpb::EmployerSettings { employer_id, min_members };
+        Ok(Response::new(lpb::SetEmployerSettingsResponse { settings: Some(settings) }))
     }
 }
 

@@ -53,7 +53,9 @@ pub fn board_location(board: &str) -> String {
     post, path = "/api/boards", tag = "boards",
     request_body = CreateBoardBody,
     responses(
-        (status = 201, description = "Defined (also a retry with the same definition, which answers the existing board); `Location` is the board", body = BoardDto,
+        (status = 201, description = "Defined; `Location` is the board", body = BoardDto,
+            headers(("Location" = String, description = "/api/boards/board:{boardId}"))),
+        (status = 200, description = "A retry with the same definition: the existing board", body = BoardDto,
             headers(("Location" = String, description = "/api/boards/board:{boardId}"))),
         (status = 400, description = "A body that is not the shape (`body`), an unknown enum name (`operator`, `order`, `subscoreOrder`, `rankStyle`, `reset.kind`), or a value the service refuses (`boardId`, `reset.cron`, `reset.timeZone`, …), every bad field named", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin, or an employer admin defining a board of another employer", body = Problem, content_type = "application/problem+json"),
@@ -69,9 +71,11 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .create_board(upstream::request(&headers, request))
         .await
         .map_err(|s| ApiError::from_status(&s, "definition."))?;
-    let dto = board_dto(r.into_inner());
+    let r = r.into_inner();
+    let dto = board_dto(r.board.unwrap_or_default());
     let location = board_location(&dto.board);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(dto)).into_response())
+    let status = if r.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, [(header::LOCATION, location)], Json(dto)).into_response())
 }
 
 /// A board's definition, with its current period and next reset time.
@@ -92,7 +96,7 @@ pub async fn get(
 ) -> ApiResult<Json<BoardDto>> {
     let request = lpb::GetBoardRequest { board };
     let r = state.leaderboard.clone().get_board(upstream::request(&headers, request)).await?;
-    Ok(Json(board_dto(r.into_inner())))
+    Ok(Json(board_dto(r.into_inner().board.unwrap_or_default())))
 }
 
 /// The periods of a board, newest first: the open one, then the closed, archived ones.
@@ -290,7 +294,7 @@ pub async fn privacy(
 ) -> ApiResult<Json<PrivacyDto>> {
     let request = lpb::GetPrivacyRequest {};
     let r = state.leaderboard.clone().get_privacy(upstream::request(&headers, request)).await?;
-    Ok(Json(privacy_dto(r.into_inner())))
+    Ok(Json(privacy_dto(r.into_inner().privacy.unwrap_or_default())))
 }
 
 /// Sets the caller's privacy: a hidden name shows as a stable pseudonym to everyone else
@@ -311,7 +315,7 @@ pub async fn set_privacy(
 ) -> ApiResult<Json<PrivacyDto>> {
     let request = privacy_request(parse_body(&body)?)?;
     let r = state.leaderboard.clone().set_privacy(upstream::request(&headers, request)).await?;
-    Ok(Json(privacy_dto(r.into_inner())))
+    Ok(Json(privacy_dto(r.into_inner().privacy.unwrap_or_default())))
 }
 
 /// An employer's board settings (that employer's admins, admins).
@@ -335,7 +339,7 @@ pub async fn employer_settings(
         .clone()
         .get_employer_settings(upstream::request(&headers, request))
         .await?;
-    Ok(Json(employer_settings_dto(r.into_inner())))
+    Ok(Json(employer_settings_dto(r.into_inner().settings.unwrap_or_default())))
 }
 
 /// Sets an employer's board settings: the fewest members a board must have before anyone but
@@ -363,7 +367,7 @@ pub async fn set_employer_settings(
         .clone()
         .set_employer_settings(upstream::request(&headers, request))
         .await?;
-    Ok(Json(employer_settings_dto(r.into_inner())))
+    Ok(Json(employer_settings_dto(r.into_inner().settings.unwrap_or_default())))
 }
 
 #[cfg(test)]

@@ -230,24 +230,26 @@ impl LeaderboardService for LeaderboardGrpc {
     async fn create_board(
         &self,
         request: Request<pb::CreateBoardRequest>,
-    ) -> Result<Response<pb::BoardDefinition>, Status> {
+    ) -> Result<Response<pb::CreateBoardResponse>, Status> {
         let caller = Caller::of(&request)?;
         let pb::CreateBoardRequest { board_id, definition: def } = request.into_inner();
         let def =
             definition(&board_id, &def.unwrap_or_default()).map_err(LeaderboardError::from)?;
-        let (stored, _) = self.writes.create(&caller, def).await?;
-        Ok(Response::new(proto_definition(&stored, self.boards().reader().now())))
+        let (stored, created) = self.writes.create(&caller, def).await?;
+        let board = Some(proto_definition(&stored, self.boards().reader().now()));
+        Ok(Response::new(pb::CreateBoardResponse { board, created }))
     }
 
     async fn get_board(
         &self,
         request: Request<pb::GetBoardRequest>,
-    ) -> Result<Response<pb::BoardDefinition>, Status> {
+    ) -> Result<Response<pb::GetBoardResponse>, Status> {
         let caller = Caller::of(&request)?;
         let board =
             Board::parse(&request.into_inner().board, "board").map_err(LeaderboardError::from)?;
         let def = self.boards().definition(&caller, &board).await?;
-        Ok(Response::new(proto_definition(&def, self.boards().reader().now())))
+        let board = Some(proto_definition(&def, self.boards().reader().now()));
+        Ok(Response::new(pb::GetBoardResponse { board }))
     }
 
     async fn list_periods(
@@ -496,39 +498,39 @@ impl LeaderboardService for LeaderboardGrpc {
     async fn get_privacy(
         &self,
         request: Request<pb::GetPrivacyRequest>,
-    ) -> Result<Response<pb::Privacy>, Status> {
+    ) -> Result<Response<pb::GetPrivacyResponse>, Status> {
         let caller = Caller::of(&request)?;
         let (hide_name, pseudonym) = self.writes.privacy(&caller).await?;
-        Ok(Response::new(pb::Privacy { member: caller.user_id, hide_name, pseudonym }))
+        let privacy = Some(pb::Privacy { member: caller.user_id, hide_name, pseudonym });
+        Ok(Response::new(pb::GetPrivacyResponse { privacy }))
     }
 
     async fn set_privacy(
         &self,
         request: Request<pb::SetPrivacyRequest>,
-    ) -> Result<Response<pb::Privacy>, Status> {
+    ) -> Result<Response<pb::SetPrivacyResponse>, Status> {
         let caller = Caller::of(&request)?;
         let hide = request.into_inner().hide_name;
         let (hide_name, pseudonym) = self.writes.set_privacy(&caller, hide).await?;
-        Ok(Response::new(pb::Privacy { member: caller.user_id, hide_name, pseudonym }))
+        let privacy = Some(pb::Privacy { member: caller.user_id, hide_name, pseudonym });
+        Ok(Response::new(pb::SetPrivacyResponse { privacy }))
     }
 
     async fn get_employer_settings(
         &self,
         request: Request<pb::GetEmployerSettingsRequest>,
-    ) -> Result<Response<pb::EmployerSettings>, Status> {
+    ) -> Result<Response<pb::GetEmployerSettingsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let employer = request.into_inner().employer_id;
         let (employer_id, n) = self.writes.min_members(&caller, &employer).await?;
-        Ok(Response::new(pb::EmployerSettings {
-            employer_id,
-            min_members: i32::try_from(n).unwrap_or(i32::MAX),
-        }))
+        let settings = Some(settings(employer_id, n));
+        Ok(Response::new(pb::GetEmployerSettingsResponse { settings }))
     }
 
     async fn set_employer_settings(
         &self,
         request: Request<pb::SetEmployerSettingsRequest>,
-    ) -> Result<Response<pb::EmployerSettings>, Status> {
+    ) -> Result<Response<pb::SetEmployerSettingsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let pb::SetEmployerSettingsRequest { employer_id, min_members } = request.into_inner();
         let n =
@@ -536,11 +538,13 @@ impl LeaderboardService for LeaderboardGrpc {
                 || LeaderboardError::from(FieldViolation::new("min_members", "must be 0 to 10000")),
             )?;
         let (employer_id, n) = self.writes.set_min_members(&caller, &employer_id, n).await?;
-        Ok(Response::new(pb::EmployerSettings {
-            employer_id,
-            min_members: i32::try_from(n).unwrap_or(i32::MAX),
-        }))
+        let settings = Some(settings(employer_id, n));
+        Ok(Response::new(pb::SetEmployerSettingsResponse { settings }))
     }
+}
+
+fn settings(employer_id: String, n: u32) -> pb::EmployerSettings {
+    pb::EmployerSettings { employer_id, min_members: i32::try_from(n).unwrap_or(i32::MAX) }
 }
 
 fn count(n: u64) -> i64 {

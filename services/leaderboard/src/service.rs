@@ -167,11 +167,14 @@ pub type ViewStream = BoxStream<'static, View>;
 #[derive(Debug)]
 pub struct PageCache {
     max_age: Duration,
-    pages: Mutex<HashMap<PageKey, (Instant, (Vec<Entry>, u64))>>,
+    pages: Mutex<HashMap<PageKey, (Instant, LivePage)>>,
 }
 
 /// (store key, offset, size).
 type PageKey = (String, u64, u32);
+
+/// A live page as the score store read it: entries and members.
+type LivePage = (Vec<Entry>, u64);
 
 /// Cached pages beyond which expired ones are swept.
 const CACHE_SWEEP_ABOVE: usize = 10_000;
@@ -196,7 +199,7 @@ impl PageCache {
     }
 
     /// Remembers `page` as read at `now`.
-    pub fn put(&self, key: &str, offset: u64, size: u32, page: &(Vec<Entry>, u64), now: Instant) {
+    pub fn put(&self, key: &str, offset: u64, size: u32, page: &LivePage, now: Instant) {
         if self.max_age.is_zero() {
             return;
         }

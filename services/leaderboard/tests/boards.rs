@@ -160,6 +160,8 @@ impl Harness {
             .await
             .unwrap()
             .into_inner()
+            .board
+            .unwrap()
     }
 
     async fn submit_as(
@@ -300,6 +302,9 @@ async fn definitions_are_checked_owned_and_idempotent(b: Backend) {
     );
     assert_eq!((made.current_period.as_str(), made.next_reset_time), ("all", None));
     assert_eq!(h.create("steps", sum_board()).await, made);
+    let again = pb::CreateBoardRequest { board_id: "steps".into(), definition: Some(sum_board()) };
+    let again = h.client.create_board(request(again, &boss())).await.unwrap().into_inner();
+    assert!(!again.created);
     let changed = pb::BoardDefinition { title: "Other".into(), ..sum_board() };
     let err = h.client.create_board(request(req(changed), &boss())).await.unwrap_err();
     assert_eq!((err.code(), reason(&err)), (Code::AlreadyExists, "BOARD_EXISTS".into()));
@@ -740,7 +745,9 @@ async fn hidden_names_and_the_employer_minimum(b: Backend) {
         .set_privacy(request(pb::SetPrivacyRequest { hide_name: true }, &member("ann")))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .privacy
+        .unwrap();
     assert!(p.hide_name && p.pseudonym.starts_with("anon-"));
     let read = |_: String| pb::GetLeaderboardRequest { board: board.into(), ..Default::default() };
     let others = h.page(&member("bob"), read(member("bob"))).await;
@@ -763,7 +770,14 @@ async fn hidden_names_and_the_employer_minimum(b: Backend) {
     let err =
         h.client.set_employer_settings(request(set.clone(), &member("bob"))).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let s = h.client.set_employer_settings(request(set, &boss())).await.unwrap().into_inner();
+    let s = h
+        .client
+        .set_employer_settings(request(set, &boss()))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
     assert_eq!((s.employer_id.as_str(), s.min_members), ("acme", 5));
     let withheld = h.page(&member("bob"), read(member("bob"))).await;
     assert!(withheld.withheld && withheld.entries.is_empty() && withheld.me.is_none());
