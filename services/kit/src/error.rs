@@ -78,6 +78,54 @@ pub fn internal(err: &anyhow::Error) -> Status {
     Status::internal("internal error")
 }
 
+/// Whether `err` comes from a store that could not be reached: a connection refused, lost
+/// or shut down, a pool with no connection in time, a command that timed out. That is an
+/// outage, answered UNAVAILABLE (callers retry), not a bug.
+pub fn is_outage(err: &anyhow::Error) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    err.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<fred::error::Error>() {
+            use fred::error::ErrorKind;
+            return matches!(e.kind(), ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled);
+        }
+        if let Some(e) = cause.downcast_ref::<DbErr>() {
+            return match e {
+                DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+                DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => {
+                    match &**s {
+                        sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed => true,
+                        // Class 08: connection exception; 57: operator intervention (shutdown).
+                        sqlx::Error::Database(db) => {
+                            db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57"))
+                        }
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
+        }
+        cause.downcast_ref::<std::io::Error>().is_some()
+    })
+}
+
+/// An unexpected error as a status: UNAVAILABLE with a 1 s `RetryInfo` when a store is out
+/// ([`is_outage`]), a bare Internal otherwise; logged either way.
+pub fn unexpected(err: &anyhow::Error) -> Status {
+    if is_outage(err) {
+        tracing::warn!(error = format!("{err:#}"), "a store is unavailable");
+        return retry_after(
+            Code::Unavailable,
+            "STORE_UNAVAILABLE",
+            "a store is unavailable; retry shortly",
+            std::time::Duration::from_secs(1),
+        );
+    }
+    internal(err)
+}
+
 /// Collects field violations from several parse results and returns them all at once, so a
 /// caller fixes every bad field in one round trip.
 #[derive(Debug, Default)]
@@ -150,6 +198,35 @@ mod tests {
             (Code::Unavailable, "QUEUE_UNAVAILABLE")
         );
         assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn store_outages_are_unavailable_and_bugs_internal() {
+        let refused =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                .context("read page");
+        let timeout = anyhow::Error::new(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            "Request timed out.",
+        ))
+        .context("apply");
+        let acquire = anyhow::Error::new(sea_orm::DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout,
+        ));
+        for outage in [&refused, &timeout, &acquire] {
+            assert!(is_outage(outage), "{outage:#}");
+            assert_eq!(unexpected(outage).code(), Code::Unavailable);
+            assert!(retry_delay(&unexpected(outage)).is_some());
+        }
+        let bug = anyhow::anyhow!("stored operator \"max\"");
+        let script = anyhow::Error::new(fred::error::Error::new(
+            fred::error::ErrorKind::Unknown,
+            "ERR value is not an integer",
+        ));
+        for bug in [&bug, &script] {
+            assert!(!is_outage(bug), "{bug:#}");
+            assert_eq!(unexpected(bug).code(), Code::Internal);
+        }
     }
 
     #[test]

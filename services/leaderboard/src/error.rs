@@ -183,7 +183,7 @@ impl From<LeaderboardError> for Status {
                 "EVENT_NOT_ON_BOARD",
                 format!("no event {event_id} on board {board}"),
             ),
-            LeaderboardError::Unexpected(err) => error::internal(&err),
+            LeaderboardError::Unexpected(err) => error::unexpected(&err),
         }
     }
 }

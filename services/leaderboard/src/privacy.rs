@@ -9,6 +9,9 @@
 //!   one but admins (`withheld`).
 //! - Both are read on every board read, so they are cached for [`CACHE_TTL`] (a change here is
 //!   seen by this process at once, by others within the TTL), bounded in size.
+//! - When the database is out, reads go on with the last known answers; a member never seen
+//!   before shows as a pseudonym and an employer never seen before withholds its boards
+//!   (privacy fails closed; the outage is logged).
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -81,13 +84,24 @@ impl Privacy {
         if !ask.is_empty() {
             ask.sort();
             ask.dedup();
-            let hidden = self.store.hidden_among(&ask).await?;
-            for m in ask {
-                let h = hidden.contains(&m);
-                self.hidden.put(m.clone(), h);
-                if h {
-                    out.insert(m);
+            match self.store.hidden_among(&ask).await {
+                Ok(hidden) => {
+                    for m in ask {
+                        let h = hidden.contains(&m);
+                        self.hidden.put(m.clone(), h);
+                        if h {
+                            out.insert(m);
+                        }
+                    }
                 }
+                Err(err) if ewpm_kit::error::is_outage(&err) => {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "privacy choices unavailable; last known answers, unknown members hidden"
+                    );
+                    out.extend(ask.into_iter().filter(|m| self.hidden.get_stale(m) != Some(false)));
+                }
+                Err(err) => return Err(err),
             }
         }
         Ok(out)
@@ -107,12 +121,24 @@ impl Privacy {
 
     /// The fewest members `employer`'s boards need to be shown (0: always shown).
     pub async fn min_members(&self, employer: &str) -> anyhow::Result<u32> {
-        if let Some(n) = self.minimums.get(&employer.to_string()) {
+        let key = employer.to_string();
+        if let Some(n) = self.minimums.get(&key) {
             return Ok(n);
         }
-        let n = self.store.min_members(employer).await?;
-        self.minimums.put(employer.to_string(), n);
-        Ok(n)
+        match self.store.min_members(employer).await {
+            Ok(n) => {
+                self.minimums.put(key, n);
+                Ok(n)
+            }
+            Err(err) if ewpm_kit::error::is_outage(&err) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "employer minimum unavailable; last known, else withheld"
+                );
+                Ok(self.minimums.get_stale(&key).unwrap_or(u32::MAX))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Records `employer`'s minimum.

@@ -437,8 +437,18 @@ pub async fn apply_facts(
             missing.push(f.period.clone());
         }
     }
+    let grace = chrono::Duration::from_std(boards.grace()).unwrap_or_default();
+    let now = reader.now();
     for id in missing {
         let period = def.schedule.period(&id).unwrap_or(Period { id, start: None, end: None });
+        // A period closed meanwhile is read from its archive: its board is not built again.
+        let settled = period.end.is_some_and(|end| end + grace <= now);
+        if settled
+            && let Ok(Some(_)) =
+                reader.definitions().store().period_row(def.board.as_str(), &period.id).await
+        {
+            continue;
+        }
         let target = Target::new(def, period);
         if let Err(err) = reader.scores().forget(&target.key()).await {
             tracing::warn!(error = format!("{err:#}"), "mark board missing");

@@ -501,3 +501,56 @@ async fn a_slow_watcher_gets_the_latest_snapshot_not_a_backlog() {
 async fn snap(s: &mut ewpm_leaderboard::watch::WatchStream) -> ewpm_leaderboard::watch::Snapshot {
     tokio::time::timeout(PATIENCE, s.next()).await.expect("a snapshot in time").unwrap()
 }
+
+/// A void on a challenge board: the board is recounted from the progress service's facts
+/// without it, a redelivered delta of the void fact stays uncounted, and so does a later
+/// delta of a voided member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_on_a_challenge_board_recounts_it_from_its_owner() {
+    let mut h = harness(five()).await;
+    let before = h.client.get_leaderboard(req(page(&h.board, 10, ""))).await.unwrap().into_inner();
+    assert_eq!(before.entries[0], entry(1, "a", 50.0));
+    let void = |member: &str, event: &str| {
+        request(
+            pb::VoidEntryRequest {
+                board: h.board.clone(),
+                member: member.into(),
+                event_id: event.into(),
+                reason: "revoked device data".into(),
+            },
+            &bearer("root", Role::Admin, None),
+        )
+    };
+    let done = h.client.void_entry(void("", "ev-a1")).await.unwrap().into_inner();
+    assert_eq!((done.created, done.periods), (true, vec!["all".to_string()]));
+    h.client.void_entry(void("d", "")).await.unwrap();
+    let after = h.client.get_leaderboard(req(page(&h.board, 10, ""))).await.unwrap().into_inner();
+    assert_eq!(
+        strip(after.entries),
+        vec![entry(1, "c", 40.0), entry(1, "b", 40.0), entry(3, "a", 20.0), entry(4, "e", 10.0)]
+    );
+    // The void fact delivered again, and a new fact of the voided member: neither counts.
+    h.bus
+        .publish(TOPIC, &[delta(&h.board, "a", 30.0, "ev-a1"), delta(&h.board, "d", 99.0, "ev-d2")])
+        .await
+        .unwrap();
+    h.bus.publish(TOPIC, &[delta(&h.board, "e", 1.0, "ev-e2")]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = h.client.get_leaderboard(req(page(&h.board, 10, ""))).await.unwrap().into_inner();
+        if now.entries.iter().any(|e| e.member == "e" && e.score == 11.0) {
+            assert_eq!(
+                strip(now.entries),
+                vec![
+                    entry(1, "c", 40.0),
+                    entry(1, "b", 40.0),
+                    entry(3, "a", 20.0),
+                    entry(4, "e", 11.0)
+                ]
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the applier did not apply ev-e2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
