@@ -214,8 +214,13 @@ impl Writes {
         };
         let stored_period = def.schedule.period(&stored.period).unwrap_or_else(|| period.clone());
         let target = Target::new(&def, stored_period);
-        apply_facts(&self.boards, &self.notices, &def, std::slice::from_ref(&stored)).await;
-        let entry = match self.boards.reader().around(&target, &member, 0).await {
+        let applied =
+            apply_facts(&self.boards, &self.notices, &def, std::slice::from_ref(&stored)).await;
+        // A store that failed the apply is not asked again: the fact is stored, the relay
+        // applies it, and the caller is answered without waiting on the store twice.
+        let read =
+            if applied { self.boards.reader().around(&target, &member, 0).await } else { Ok(None) };
+        let entry = match read {
             Ok(Some(around)) => {
                 let shown = self
                     .boards
