@@ -75,8 +75,16 @@ fn text(raw: &str, field: &str, min: usize, max: usize) -> Result<String, FieldV
     Ok(raw.to_string())
 }
 
+/// Largest magnitude of a submitted score or subscore: sums of any number of them stay
+/// exact integers up to 2^53 / 10^12 facts and never overflow.
+const MAX_SCORE: f64 = 1e12;
+
 fn finite(v: f64, field: &str) -> Result<f64, FieldViolation> {
-    if v.is_finite() { Ok(v) } else { Err(FieldViolation::new(field, "must be a finite number")) }
+    if v.is_finite() && v.abs() <= MAX_SCORE {
+        Ok(v)
+    } else {
+        Err(FieldViolation::new(field, "must be a number from -1e12 to 1e12"))
+    }
 }
 
 fn period(raw: &str) -> Result<String, FieldViolation> {
