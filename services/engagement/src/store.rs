@@ -74,8 +74,7 @@ impl EventStore {
     }
 
     fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
-        let sql = if self.pg() { sql.to_string() } else { sql.replace('$', "?") };
-        Statement::from_sql_and_values(self.backend, sql, values)
+        ewpm_kit::db::statement(self.backend, sql, values)
     }
 
     /// `event_id` as text in a select list.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, Statement, Value};
 
 /// Opens a connection pool for `url` (`sqlite://path?mode=rwc` or `postgres://…`). For
 /// SQLite the parent directory is created and the file runs in WAL mode.
@@ -36,6 +36,13 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 .busy_timeout(Duration::from_secs(5))
         });
     Database::connect(options).await.with_context(|| format!("connect to database {}", redact(url)))
+}
+
+/// A statement for `backend` from SQL written with PostgreSQL's `$n` parameters (SQLite takes
+/// them as `?n`), so one text serves both databases. The text must hold no other `$`.
+pub fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = if backend == DbBackend::Postgres { sql.to_string() } else { sql.replace('$', "?") };
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

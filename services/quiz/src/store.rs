@@ -1127,8 +1127,7 @@ impl QuizStore {
 
 /// A statement for `backend` from SQL written with `$n` parameters.
 fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = if backend == DbBackend::Postgres { sql.to_string() } else { sql.replace('$', "?") };
-    Statement::from_sql_and_values(backend, sql, values)
+    ewpm_kit::db::statement(backend, sql, values)
 }
 
 const SESSION_COLUMNS: &str = "id, quiz_id, title, employer_id, state, late_join, team_mode, scoring, \
