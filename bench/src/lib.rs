@@ -1,6 +1,7 @@
 //! `ewpm bench`: load generators that report throughput and latency against this machine's
 //! own limits. Figures are printed (or emitted as JSON), never asserted.
 
+mod boards;
 mod engagement;
 mod incentives;
 mod pipeline;
@@ -54,6 +55,11 @@ pub enum Bench {
     /// bare echo, the lag from an event to the WatchMatch push counting it, and single-event
     /// `POST /api/events` through the REST edge against the edge's `/health`.
     Engagement(crate::engagement::EngagementArgs),
+    /// A `board:` board (sum, descending, daily reset) fed by its members: SubmitScore,
+    /// GetLeaderboard pages that also place the caller, and GetRanks of 20, each against the
+    /// bare echo; then the lag of members watching their own place (with neighbours and
+    /// rank notices) from a score that moves them to the view showing it.
+    Boards(crate::boards::BoardsArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -93,6 +99,7 @@ pub async fn run(bench: Bench, modules: &'static [&'static dyn Module]) -> anyho
         Bench::Incentives(args) => crate::incentives::incentives(args, modules).await,
         Bench::Quiz(args) => crate::quiz::quiz(args, modules).await,
         Bench::Engagement(args) => crate::engagement::engagement(args, modules).await,
+        Bench::Boards(args) => crate::boards::boards(args, modules).await,
     }
 }
 

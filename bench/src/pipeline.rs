@@ -47,7 +47,7 @@ pub struct PipelineArgs {
     pub(crate) concurrency: usize,
     /// Distinct users submitting.
     #[arg(long, default_value_t = 10_000)]
-    users: usize,
+    pub(crate) users: usize,
     /// Challenges (boards) the load spreads over.
     #[arg(long, default_value_t = 10)]
     challenges: usize,
@@ -95,8 +95,8 @@ pub struct LeaderboardArgs {
 pub(crate) struct Target {
     challenge: Vec<Channel>,
     pub(crate) progress: Vec<Channel>,
-    leaderboard: Vec<Channel>,
-    leaderboard_uri: String,
+    pub(crate) leaderboard: Vec<Channel>,
+    pub(crate) leaderboard_uri: String,
     /// Where the quiz service is (the target, or the in-process stack).
     pub(crate) quiz_uri: String,
     /// Where the engagement service is (the target, or the in-process stack).
