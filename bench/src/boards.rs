@@ -126,7 +126,9 @@ impl<'a> BenchBoard<'a> {
             ))
             .await
             .context("create the bench board")?
-            .into_inner();
+            .into_inner()
+            .board
+            .context("CreateBoard answered no board")?;
         let tokens =
             (0..members).map(|n| target.bearer(&member(n), Role::Employee)).collect::<Vec<_>>();
         Ok(Self {

@@ -604,7 +604,6 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
     for _ in 0..connections {
         watch_channels.push(Channel::from_shared(uri.clone())?.connect().await?);
     }
-    let token = target.bearer("bench-watcher", Role::Employee);
     // sent[score] = when the probe submission that produced that probe score was sent.
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let lags: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
@@ -618,7 +617,9 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
             top_n: 10,
             ..Default::default()
         });
-        request.metadata_mut().insert("authorization", token.clone());
+        // One caller per watcher: a caller holds at most `max_streams_per_caller` streams.
+        let token = target.bearer(&format!("bench-watcher-{w}"), Role::Employee);
+        request.metadata_mut().insert("authorization", token);
         let (sent, lags, stop, ready) = (sent.clone(), lags.clone(), stop.clone(), ready.clone());
         watchers.push(tokio::spawn(async move {
             let Ok(response) = client.watch_leaderboard(request).await else { return };

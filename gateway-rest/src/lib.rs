@@ -579,7 +579,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     state.closing = shutdown.clone();
     let watcher = tokio::spawn(watch_upstreams(state.clone(), shutdown.clone()));
-    let served = axum::serve(listener, router(state))
+    let served = axum::serve(ewpm_kit::server::nodelay(listener), router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("REST edge failed");

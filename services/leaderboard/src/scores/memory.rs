@@ -5,7 +5,7 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeSet, HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -81,6 +81,16 @@ struct MemoryBoard {
     order: BTreeSet<OrderKey>,
     seen: Seen,
     voids: HashSet<String>,
+    /// The board ranked, kept until the next change: reads between two changes (every
+    /// watcher placing itself after one) share one pass over the board.
+    view: Option<(Shape, Arc<View>)>,
+}
+
+/// A board ranked once: its entries in order, and each member's position.
+#[derive(Debug)]
+struct View {
+    entries: Vec<Entry>,
+    positions: HashMap<String, usize>,
 }
 
 impl MemoryBoard {
@@ -135,6 +145,7 @@ impl MemoryBoard {
     fn update(&mut self, shape: Shape, member: &str, fact: &Record) {
         let old = self.records.get(member);
         let Some(new) = shape.combine(old, fact) else { return };
+        self.view = None;
         if let Some(old) = old {
             self.order.remove(&Self::key(shape, member, old));
         }
@@ -165,13 +176,18 @@ impl MemoryBoard {
         })
     }
 
-    fn entries_from(&self, shape: Shape, offset: usize, limit: usize) -> Vec<Entry> {
-        self.ranked(shape).skip(offset).take(limit).collect()
-    }
-
-    fn position_of(&self, shape: Shape, member: &str) -> Option<usize> {
-        let r = self.records.get(member)?;
-        Some(self.order.range(..Self::key(shape, member, r)).count())
+    /// The board ranked in `shape`, from the last read if nothing changed since.
+    fn view(&mut self, shape: Shape) -> Arc<View> {
+        if let Some((s, view)) = &self.view
+            && *s == shape
+        {
+            return view.clone();
+        }
+        let entries: Vec<Entry> = self.ranked(shape).collect();
+        let positions = entries.iter().enumerate().map(|(i, e)| (e.member.clone(), i)).collect();
+        let view = Arc::new(View { entries, positions });
+        self.view = Some((shape, view.clone()));
+        view
     }
 }
 
@@ -224,6 +240,14 @@ impl MemoryScores {
 
     fn with_live<T>(&self, board: &str, f: impl FnOnce(&MemoryBoard) -> T) -> Option<T> {
         self.with(|boards| boards.get(board).and_then(|s| s.live.as_ref()).map(f))
+    }
+
+    /// `board`'s ranked view in `shape` and its members, when the board is ready.
+    fn view(&self, board: &str, shape: Shape) -> Option<(Arc<View>, u64)> {
+        self.with(|boards| {
+            let live = boards.get_mut(board)?.live.as_mut()?;
+            Some((live.view(shape), live.records.len() as u64))
+        })
     }
 }
 
@@ -318,7 +342,8 @@ impl ScoreStore for MemoryScores {
     ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
         let (offset, limit) = (to_usize(offset), to_usize(limit));
         Ok(self
-            .with_live(board, |b| (b.entries_from(shape, offset, limit), b.records.len() as u64)))
+            .view(board, shape)
+            .map(|(view, n)| (view.entries.iter().skip(offset).take(limit).cloned().collect(), n)))
     }
 
     async fn around(
@@ -329,15 +354,13 @@ impl ScoreStore for MemoryScores {
         n: u64,
     ) -> anyhow::Result<Option<Around>> {
         let n = to_usize(n);
-        Ok(self
-            .with_live(board, |b| {
-                let position = b.position_of(shape, member)?;
-                let start = position.saturating_sub(n);
-                let window = b.entries_from(shape, start, (position - start + 1).saturating_add(n));
-                let me = window.iter().find(|e| e.member == member)?.clone();
-                Some(Around { me, window })
-            })
-            .flatten())
+        Ok(self.view(board, shape).and_then(|(view, _)| {
+            let position = *view.positions.get(member)?;
+            let start = position.saturating_sub(n);
+            let end = position.saturating_add(n).saturating_add(1).min(view.entries.len());
+            let window = view.entries[start..end].to_vec();
+            Some(Around { me: view.entries[position].clone(), window })
+        }))
     }
 
     async fn ranks(
@@ -346,10 +369,12 @@ impl ScoreStore for MemoryScores {
         shape: Shape,
         members: &[String],
     ) -> anyhow::Result<Option<(Vec<Entry>, u64)>> {
-        let wanted: HashSet<&str> = members.iter().map(String::as_str).collect();
-        Ok(self.with_live(board, |b| {
-            let entries = b.ranked(shape).filter(|e| wanted.contains(e.member.as_str())).collect();
-            (entries, b.records.len() as u64)
+        Ok(self.view(board, shape).map(|(view, n)| {
+            let mut at: Vec<usize> =
+                members.iter().filter_map(|m| view.positions.get(m).copied()).collect();
+            at.sort_unstable();
+            at.dedup();
+            (at.into_iter().map(|i| view.entries[i].clone()).collect(), n)
         }))
     }
 
