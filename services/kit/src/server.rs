@@ -483,6 +483,24 @@ fn code_name(code: i32) -> &'static str {
     }
 }
 
+/// A gRPC server's connections from `listener`, each with TCP_NODELAY.
+fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// An HTTP server's connections from `listener`, each with TCP_NODELAY (as gRPC's: a small
+/// response must not wait for the client's delayed ACK).
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "set TCP_NODELAY on an accepted connection");
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,22 +532,4 @@ mod tests {
         );
         assert_eq!(code_name(16), "Unauthenticated");
     }
-}
-
-/// A gRPC server's connections from `listener`, each with TCP_NODELAY.
-fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// An HTTP server's connections from `listener`, each with TCP_NODELAY (as gRPC's: a small
-/// response must not wait for the client's delayed ACK).
-pub fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "set TCP_NODELAY on an accepted connection");
-        }
-    })
 }
