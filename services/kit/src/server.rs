@@ -532,4 +532,22 @@ mod tests {
         );
         assert_eq!(code_name(16), "Unauthenticated");
     }
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        use axum::serve::Listener as _;
+        use futures::StreamExt as _;
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = grpc.local_addr().unwrap();
+        let mut connections = incoming(grpc);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = connections.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = http.local_addr().unwrap();
+        let mut http = nodelay(http);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = http.accept().await;
+        assert!(accepted.nodelay().unwrap());
+    }
 }
