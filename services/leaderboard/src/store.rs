@@ -7,7 +7,7 @@
 //! its Redis board has it ([`LeaderboardStore::unapplied`], [`LeaderboardStore::mark_applied`]).
 //!
 //! A fact and the close of its period never cross: on PostgreSQL [`LeaderboardStore::insert_fact`]
-//! holds the board's row `FOR SHARE` and [`LeaderboardStore::close_period`] `FOR UPDATE`, so a
+//! holds the board's advisory lock shared and [`LeaderboardStore::close_period`] exclusive, so a
 //! close waits for the inserts in flight and the inserts after it find the period closed; on
 //! SQLite both are `BEGIN IMMEDIATE` transactions, which writers take one at a time.
 
@@ -195,13 +195,35 @@ impl VoidTarget {
 pub struct LeaderboardStore {
     db: DatabaseConnection,
     backend: DbBackend,
+    /// SQLite: this process's write transactions, one at a time (see `begin_write`).
+    sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction and, on SQLite, this process's turn to write.
+struct WriteTx {
+    tx: DatabaseTransaction,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sea_orm::DbErr> {
+        self.tx.commit().await
+    }
 }
 
 impl LeaderboardStore {
     /// The tables on `db` (migrated by the module's `migrate`).
     pub fn new(db: DatabaseConnection) -> Self {
         let backend = db.get_database_backend();
-        Self { db, backend }
+        Self { db, backend, sqlite_writer: std::sync::Arc::default() }
     }
 
     fn pg(&self) -> bool {
@@ -241,14 +263,23 @@ impl LeaderboardStore {
 
     /// A transaction that writes: on SQLite it takes the write lock at `BEGIN` (a deferred
     /// transaction that read first could not write after another writer committed).
-    async fn begin_write(&self) -> anyhow::Result<DatabaseTransaction> {
-        self.db
+    /// On SQLite, this process's write transactions also queue on one in-process lock first:
+    /// SQLite's own busy handler waits by sleeping (up to 100 ms a try), which made concurrent
+    /// writers wait far longer than the writes take.
+    async fn begin_write(&self) -> anyhow::Result<WriteTx> {
+        let guard = match self.pg() {
+            true => None,
+            false => Some(self.sqlite_writer.clone().lock_owned().await),
+        };
+        let tx = self
+            .db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
             })
             .await
-            .context("begin a write transaction")
+            .context("begin a write transaction")?;
+        Ok(WriteTx { tx, _guard: guard })
     }
 
     /// Locks the board's row for the rest of `tx` (`FOR SHARE` or `FOR UPDATE`, PostgreSQL
@@ -259,8 +290,15 @@ impl LeaderboardStore {
         board: &str,
         lock: &str,
     ) -> anyhow::Result<()> {
-        let lock = if self.pg() { lock } else { "" };
-        let sql = format!("SELECT board FROM lb_boards WHERE board = $1 {lock}");
+        // A transaction-scoped advisory lock keyed by the board: shared for inserts, exclusive
+        // for a close. (Row locks did the same, but every concurrent `FOR SHARE` of one row
+        // rewrites its header: submitters of one board queued on it.)
+        let lock = match (self.pg(), lock) {
+            (false, _) => "",
+            (true, "FOR SHARE") => ", pg_advisory_xact_lock_shared(hashtextextended(board, 0))",
+            (true, _) => ", pg_advisory_xact_lock(hashtextextended(board, 0))",
+        };
+        let sql = format!("SELECT board{lock} FROM lb_boards WHERE board = $1");
         if self.one(tx, &sql, vec![board.into()]).await.context("lock the board")?.is_none() {
             bail!("no board {board}");
         }
@@ -315,12 +353,12 @@ impl LeaderboardStore {
     /// `lb_open_periods`. Fails for an unknown board.
     pub async fn insert_fact(&self, f: &NewFact) -> anyhow::Result<Inserted> {
         let tx = self.begin_write().await?;
-        self.lock_board(&tx, &f.board, "FOR SHARE").await?;
-        if let Some(existing) = self.fact_by_event_on(&tx, &f.board, &f.event_id).await? {
+        self.lock_board(&*tx, &f.board, "FOR SHARE").await?;
+        if let Some(existing) = self.fact_by_event_on(&*tx, &f.board, &f.event_id).await? {
             tx.commit().await.context("commit the fact lookup")?;
             return Ok(Inserted::Existing(existing));
         }
-        if self.closed_on(&tx, &f.board, &f.period).await? {
+        if self.closed_on(&*tx, &f.board, &f.period).await? {
             return Ok(Inserted::PeriodClosed);
         }
         let id = Uuid::now_v7();
@@ -346,7 +384,7 @@ impl LeaderboardStore {
         };
         let inserted = self
             .one(
-                &tx,
+                &*tx,
                 "INSERT INTO lb_facts (fact_id, board, period, member, event_id, score, \
                    subscore, occurred_us, applied, created_us) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9) \
@@ -368,14 +406,14 @@ impl LeaderboardStore {
         if inserted.is_none() {
             // A concurrent insert of the same event id committed first.
             let existing = self
-                .fact_by_event_on(&tx, &f.board, &f.event_id)
+                .fact_by_event_on(&*tx, &f.board, &f.event_id)
                 .await?
                 .context("a conflicting fact is stored")?;
             tx.commit().await.context("commit the fact lookup")?;
             return Ok(Inserted::Existing(existing));
         }
         self.exec(
-            &tx,
+            &*tx,
             "INSERT INTO lb_open_periods (board, period, start_us, end_us) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (board, period) DO NOTHING",
             vec![
@@ -514,8 +552,8 @@ impl LeaderboardStore {
         rank: &(dyn Fn(Vec<FactRow>) -> Vec<StandingRow> + Send + Sync),
     ) -> anyhow::Result<bool> {
         let tx = self.begin_write().await?;
-        self.lock_board(&tx, board, "FOR UPDATE").await?;
-        if self.closed_on(&tx, board, period).await? {
+        self.lock_board(&*tx, board, "FOR UPDATE").await?;
+        if self.closed_on(&*tx, board, period).await? {
             return Ok(false);
         }
         let sql = format!(
@@ -523,7 +561,7 @@ impl LeaderboardStore {
              AND {NOT_VOIDED} ORDER BY f.fact_id"
         );
         let facts = self
-            .all(&tx, &sql, vec![board.into(), period.into()])
+            .all(&*tx, &sql, vec![board.into(), period.into()])
             .await
             .context("read the period's facts")?
             .iter()
@@ -534,7 +572,7 @@ impl LeaderboardStore {
             bail!("standing {i} of {board} {period} has position {}", s.position);
         }
         self.exec(
-            &tx,
+            &*tx,
             &format!("INSERT INTO lb_periods ({PERIOD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
             vec![
                 board.into(),
@@ -569,10 +607,10 @@ impl LeaderboardStore {
                 "INSERT INTO lb_standings (board, period, {STANDING_COLUMNS}) VALUES {}",
                 rows.join(", ")
             );
-            self.exec(&tx, &sql, values).await.context("archive standings")?;
+            self.exec(&*tx, &sql, values).await.context("archive standings")?;
         }
         self.exec(
-            &tx,
+            &*tx,
             "DELETE FROM lb_open_periods WHERE board = $1 AND period = $2",
             vec![board.into(), period.into()],
         )
