@@ -103,14 +103,15 @@ pub fn build(
         interval: Duration::from_millis(settings.watch_interval_ms.max(1)),
         ..WatchConfig::default()
     };
-    let hub = WatchHub::new(reader.clone(), notices.clone(), watch, shutdown);
+    let privacy = Privacy::new(store, keys);
+    let hub = WatchHub::new(reader.clone(), privacy.clone(), notices.clone(), watch, shutdown);
     let boards = Leaderboards::new(
         reader,
         hub.clone(),
         Duration::from_millis(settings.read_cache_ms),
         access.clone(),
         streams.clone(),
-        Privacy::new(store, keys),
+        privacy,
         Duration::from_secs(settings.close_grace_secs),
     );
     let writes = Writes::new(boards.clone(), notices.clone());

@@ -168,15 +168,28 @@ impl Privacy {
             .map(|e| e.member.clone())
             .collect();
         let hidden = self.hidden_among(&members).await?;
-        Ok(entries
+        Ok(self.show_known(caller, entries, &hidden))
+    }
+
+    /// [`Privacy::show`] with the hidden members already known (a watch snapshot's, looked
+    /// up once for every watcher).
+    pub fn show_known(
+        &self,
+        caller: &Caller,
+        entries: Vec<Entry>,
+        hidden: &HashSet<String>,
+    ) -> Vec<Shown> {
+        let admin = caller.is_admin();
+        entries
             .into_iter()
             .map(|mut entry| {
-                let pseudonymous = entry.member != caller.user_id && hidden.contains(&entry.member);
+                let pseudonymous =
+                    !admin && entry.member != caller.user_id && hidden.contains(&entry.member);
                 if pseudonymous {
                     entry.member = self.pseudonym(&entry.member);
                 }
                 Shown { entry, pseudonymous }
             })
-            .collect())
+            .collect()
     }
 }

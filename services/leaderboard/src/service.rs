@@ -658,10 +658,7 @@ impl Watching {
         let entries = if withheld {
             Vec::new()
         } else {
-            this.privacy
-                .show(&self.caller, snapshot.entries.clone())
-                .await
-                .context("apply privacy")?
+            this.privacy.show_known(&self.caller, snapshot.entries.clone(), &snapshot.hidden)
         };
         let mut notices = Vec::new();
         let (mut me, mut window) = (None, Vec::new());

@@ -17,7 +17,7 @@
 //! shutdown token is cancelled every watch stream ends (cleanly, as a finished stream).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -33,8 +33,11 @@ use tokio::{
     time::Instant,
 };
 
+use anyhow::Context as _;
+
 use crate::{
-    domain::Board, error::LeaderboardError, notices::Notices, reader::Reader, scores::Entry,
+    domain::Board, error::LeaderboardError, notices::Notices, privacy::Privacy, reader::Reader,
+    scores::Entry,
 };
 
 /// A board's best entries at one moment.
@@ -50,6 +53,9 @@ pub struct Snapshot {
     pub total_members: u64,
     /// When it was read.
     pub taken_at: DateTime<Utc>,
+    /// Which of the entries' members hide their name (looked up once per read, for every
+    /// watcher).
+    pub hidden: Arc<HashSet<String>>,
 }
 
 /// A watcher's snapshots: the first at once, then one per change of its top N.
@@ -78,6 +84,7 @@ pub struct WatchHub {
 
 struct Inner {
     reader: Reader,
+    privacy: Privacy,
     notices: Arc<dyn Notices>,
     config: WatchConfig,
     shutdown: CancellationToken,
@@ -131,12 +138,20 @@ impl WatchHub {
     /// stream ends when `shutdown` is cancelled.
     pub fn new(
         reader: Reader,
+        privacy: Privacy,
         notices: Arc<dyn Notices>,
         config: WatchConfig,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner { reader, notices, config, shutdown, boards: Mutex::default() }),
+            inner: Arc::new(Inner {
+                reader,
+                privacy,
+                notices,
+                config,
+                shutdown,
+                boards: Mutex::default(),
+            }),
         }
     }
 
@@ -171,7 +186,7 @@ impl WatchHub {
         // Subscribed before reading: a change after this read is noticed.
         let snapshots = hub.snapshots.subscribe();
         let ticket = hub.reads.fetch_add(1, Ordering::SeqCst) + 1;
-        let first = read(&self.inner.reader, &board, u64::from(top_n)).await?;
+        let first = read(&self.inner.reader, &self.inner.privacy, &board, u64::from(top_n)).await?;
         let watcher = Watcher {
             every,
             last_ticket: ticket,
@@ -252,15 +267,23 @@ impl Drop for Guard {
     }
 }
 
-async fn read(reader: &Reader, board: &Board, limit: u64) -> Result<Snapshot, LeaderboardError> {
+async fn read(
+    reader: &Reader,
+    privacy: &Privacy,
+    board: &Board,
+    limit: u64,
+) -> Result<Snapshot, LeaderboardError> {
     let target = reader.current(board).await?;
     let (entries, total_members) = reader.page(&target, 0, limit).await?;
+    let members: Vec<String> = entries.iter().map(|e| e.member.clone()).collect();
+    let hidden = privacy.hidden_among(&members).await.context("read privacy")?;
     Ok(Snapshot {
         board: board.to_string(),
         period: target.period.id,
         entries,
         total_members,
         taken_at: Utc::now(),
+        hidden: Arc::new(hidden),
     })
 }
 
@@ -310,7 +333,7 @@ async fn run(inner: Arc<Inner>, hub: Arc<BoardHub>) {
                 let ticket = hub.reads.fetch_add(1, Ordering::SeqCst) + 1;
                 // A board lost while watched is rebuilt before it is read again; a board
                 // that resets moves to its new period.
-                let result = read(&inner.reader, board, limit).await.map_err(anyhow::Error::new);
+                let result = read(&inner.reader, &inner.privacy, board, limit).await.map_err(anyhow::Error::new);
                 match result {
                     Ok(snapshot) => {
                         hub.snapshots.send_replace(Some(Tagged {
@@ -375,6 +398,7 @@ impl Watcher {
                 entries: view.0,
                 total_members: view.1,
                 taken_at: tagged.snapshot.taken_at,
+                hidden: tagged.snapshot.hidden.clone(),
             };
             return Some((snapshot, self));
         }
