@@ -120,6 +120,23 @@ pub struct Access {
     owners: Owners,
     known: Arc<TtlCache<String, Audience>>,
     unknown: Arc<TtlCache<String, ()>>,
+    /// The look-up in flight per board (see `audience`).
+    lookup: Arc<Flights>,
+}
+
+/// Forgets a board's look-up when its first caller is done (the answer is cached by then).
+struct Landed<'a> {
+    flights: &'a Flights,
+    key: String,
+}
+
+/// The look-up in flight per board.
+type Flights = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+impl Drop for Landed<'_> {
+    fn drop(&mut self) {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
 }
 
 impl Access {
@@ -130,6 +147,7 @@ impl Access {
             owners,
             known: Arc::new(TtlCache::with_capacity(ttl, capacity)),
             unknown: Arc::new(TtlCache::with_capacity(ttl.min(NEGATIVE_TTL), capacity)),
+            lookup: Arc::default(),
         }
     }
 
@@ -153,6 +171,21 @@ impl Access {
     async fn audience(&self, board: &Board) -> Result<Option<Audience>, LeaderboardError> {
         let Some(source) = self.owners.audience(board.kind()) else { return Ok(None) };
         let key = board.to_string();
+        if let Some(audience) = self.known.get(&key) {
+            return Ok(Some(audience));
+        }
+        if self.unknown.get(&key).is_some() {
+            return Ok(None);
+        }
+        // One look-up per board at a time: when many callers miss at once (ten thousand
+        // watchers opening a board), the first asks the owner and the rest find its answer
+        // cached.
+        let turn = {
+            let mut flights = self.lookup.lock().unwrap_or_else(|p| p.into_inner());
+            flights.entry(key.clone()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
+        let _done = Landed { flights: &self.lookup, key: key.clone() };
         if let Some(audience) = self.known.get(&key) {
             return Ok(Some(audience));
         }

@@ -44,6 +44,8 @@ pub struct Privacy {
     keys: TokenKeys,
     hidden: Arc<TtlCache<String, bool>>,
     minimums: Arc<TtlCache<String, u32>>,
+    /// Cache misses are looked up one batch at a time (see `hidden_among`).
+    lookup: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Privacy {
@@ -54,6 +56,7 @@ impl Privacy {
             keys,
             hidden: Arc::new(TtlCache::with_capacity(CACHE_TTL, CAPACITY)),
             minimums: Arc::new(TtlCache::with_capacity(CACHE_TTL, CAPACITY)),
+            lookup: Arc::default(),
         }
     }
 
@@ -82,8 +85,23 @@ impl Privacy {
             }
         }
         if !ask.is_empty() {
+            // One look-up at a time: when many reads miss at once (a thousand watchers
+            // opening, a cold cache), the first asks and the rest find its answers cached.
+            let _turn = self.lookup.lock().await;
+            ask.retain(|m| match self.hidden.get(m) {
+                Some(h) => {
+                    if h {
+                        out.insert(m.clone());
+                    }
+                    false
+                }
+                None => true,
+            });
             ask.sort();
             ask.dedup();
+            if ask.is_empty() {
+                return Ok(out);
+            }
             match self.store.hidden_among(&ask).await {
                 Ok(hidden) => {
                     for m in ask {
@@ -122,6 +140,10 @@ impl Privacy {
     /// The fewest members `employer`'s boards need to be shown (0: always shown).
     pub async fn min_members(&self, employer: &str) -> anyhow::Result<u32> {
         let key = employer.to_string();
+        if let Some(n) = self.minimums.get(&key) {
+            return Ok(n);
+        }
+        let _turn = self.lookup.lock().await;
         if let Some(n) = self.minimums.get(&key) {
             return Ok(n);
         }

@@ -353,7 +353,7 @@ impl LeaderboardStore {
     /// `lb_open_periods`. Fails for an unknown board.
     pub async fn insert_fact(&self, f: &NewFact) -> anyhow::Result<Inserted> {
         let tx = self.begin_write().await?;
-        self.lock_board(&*tx, &f.board, "FOR SHARE").await?;
+        self.lock_board(&tx, &f.board, "FOR SHARE").await?;
         if let Some(existing) = self.fact_by_event_on(&*tx, &f.board, &f.event_id).await? {
             tx.commit().await.context("commit the fact lookup")?;
             return Ok(Inserted::Existing(existing));
@@ -552,7 +552,7 @@ impl LeaderboardStore {
         rank: &(dyn Fn(Vec<FactRow>) -> Vec<StandingRow> + Send + Sync),
     ) -> anyhow::Result<bool> {
         let tx = self.begin_write().await?;
-        self.lock_board(&*tx, board, "FOR UPDATE").await?;
+        self.lock_board(&tx, board, "FOR UPDATE").await?;
         if self.closed_on(&*tx, board, period).await? {
             return Ok(false);
         }
