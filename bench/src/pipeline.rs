@@ -609,6 +609,8 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
     let lags: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let ready = Arc::new(AtomicU64::new(0));
+    // Why watchers that could not open were refused.
+    let refused: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let mut watchers = Vec::with_capacity(args.watchers);
     for w in 0..args.watchers {
         let mut client = LeaderboardServiceClient::new(watch_channels[w % connections].clone());
@@ -621,8 +623,19 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
         let token = target.bearer(&format!("bench-watcher-{w}"), Role::Employee);
         request.metadata_mut().insert("authorization", token);
         let (sent, lags, stop, ready) = (sent.clone(), lags.clone(), stop.clone(), ready.clone());
+        let refused = refused.clone();
         watchers.push(tokio::spawn(async move {
-            let Ok(response) = client.watch_leaderboard(request).await else { return };
+            let response = match client.watch_leaderboard(request).await {
+                Ok(response) => response,
+                Err(status) => {
+                    refused.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                        "{:?}: {}",
+                        status.code(),
+                        status.message()
+                    ));
+                    return;
+                }
+            };
             let mut stream = response.into_inner();
             ready.fetch_add(1, Ordering::Relaxed);
             let mut last = 0u64;
@@ -691,6 +704,7 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
     }
     let mut lags = std::mem::take(&mut *lags.lock().unwrap_or_else(|p| p.into_inner()));
     lags.sort();
+    let refused = std::mem::take(&mut *refused.lock().unwrap_or_else(|p| p.into_inner()));
     let echo_rate = echo.rate();
     if p.json {
         println!(
@@ -701,7 +715,8 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
                 "concurrency": p.concurrency,
                 "echo": echo.json(echo_rate),
                 "leaderboard_top10_reads": reads.json(echo_rate),
-                "watchers": {"requested": args.watchers, "connected": connected, "lag_samples": lags.len(),
+                "watchers": {"requested": args.watchers, "connected": connected, "refused": refused.len(),
+                    "first_refusal": refused.first(), "lag_samples": lags.len(),
                     "update_lag_ms": {"p50": percentile(&lags, 0.5), "p99": percentile(&lags, 0.99), "max": percentile(&lags, 1.0)},
                     "background_submits_per_sec": background.rate().round()},
             })
@@ -721,6 +736,9 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
             lags.len(),
             background.rate()
         );
+        if let Some(first) = refused.first() {
+            println!("      {} watchers refused; the first: {first}", refused.len());
+        }
     }
     Ok(())
 }
