@@ -143,7 +143,7 @@ pub struct BoardQuery {
     pub limit: Option<String>,
     /// `nextPageToken` (or `prevPageToken`) of an earlier page.
     pub page_token: Option<String>,
-    /// Start the page at this rank (ignored with a `pageToken`).
+    /// Start the page at the N-th entry in board order (ignored with a `pageToken`).
     pub start_rank: Option<String>,
     /// A period id; omit for the current one.
     pub period: Option<String>,

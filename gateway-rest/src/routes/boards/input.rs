@@ -134,7 +134,8 @@ pub struct EntriesQuery {
     pub page_size: Option<String>,
     /// A `nextPageToken` or `prevPageToken` of an earlier page.
     pub page_token: Option<String>,
-    /// Start the page at this rank (ignored with a `pageToken`); 0 or 1 for the top.
+    /// Start the page at the N-th entry in board order (ignored with a `pageToken`); 0 or 1
+    /// for the top.
     pub start_rank: Option<String>,
     /// A period id (see `/periods`); omit for the current one.
     pub period: Option<String>,
