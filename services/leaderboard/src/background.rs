@@ -78,20 +78,28 @@ impl Background {
             by_board.entry(f.board.clone()).or_default().push(f);
         }
         let now = reader.now();
-        let grace = chrono::Duration::from_std(self.boards.grace()).unwrap_or_default();
         for (board, facts) in by_board {
             let Some(def) = definition(&self.boards, &board).await? else {
                 store.mark_applied(&ids(&facts)).await?;
                 continue;
             };
             let (mut live, mut archived) = (Vec::new(), Vec::new());
+            // Whether each period of these facts is closed, asked once per period.
+            let mut closed: BTreeMap<String, bool> = BTreeMap::new();
             for f in facts {
-                let settled = def
-                    .schedule
-                    .period(&f.period)
-                    .and_then(|p| p.end)
-                    .is_some_and(|end| end + grace <= now);
-                if settled && store.period_row(&board, &f.period).await?.is_some() {
+                let is_closed = match closed.get(&f.period) {
+                    Some(c) => *c,
+                    None => {
+                        let settled = def
+                            .schedule
+                            .period(&f.period)
+                            .is_some_and(|p| self.boards.settled(&p, now));
+                        let c = settled && store.period_row(&board, &f.period).await?.is_some();
+                        closed.insert(f.period.clone(), c);
+                        c
+                    }
+                };
+                if is_closed {
                     archived.push(f);
                 } else {
                     live.push(f);
@@ -124,8 +132,7 @@ impl Background {
     pub async fn close_round(&self) -> anyhow::Result<usize> {
         let reader = self.boards.reader();
         let store = reader.definitions().store();
-        let grace = chrono::Duration::from_std(self.boards.grace()).unwrap_or_default();
-        let due = store.due_periods(reader.now() - grace, CLOSE_BATCH).await?;
+        let due = store.due_periods(self.boards.close_cutoff(reader.now()), CLOSE_BATCH).await?;
         let mut closed = 0;
         for (board, id) in due {
             let Some(def) = definition(&self.boards, &board).await? else { continue };

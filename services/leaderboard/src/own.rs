@@ -1,8 +1,6 @@
 //! `board:` boards are their own owner: their facts, audience and voids are this service's
 //! tables (see [`crate::store`]). Voids of every kind of board are kept here too.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -89,6 +87,3 @@ impl VoidSource for OwnBoards {
             .collect())
     }
 }
-
-/// Shared handle.
-pub type Own = Arc<OwnBoards>;

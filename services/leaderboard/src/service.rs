@@ -239,7 +239,7 @@ pub struct Leaderboards {
     streams: Arc<StreamSlots>,
     privacy: Privacy,
     /// How long after its end a period still takes facts (then it is closed).
-    grace: Duration,
+    grace: chrono::Duration,
 }
 
 impl Leaderboards {
@@ -261,7 +261,7 @@ impl Leaderboards {
             access,
             streams,
             privacy,
-            grace,
+            grace: chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(36_500)),
         }
     }
 
@@ -280,9 +280,18 @@ impl Leaderboards {
         &self.privacy
     }
 
-    /// How long after its end a period still takes facts.
-    pub fn grace(&self) -> Duration {
-        self.grace
+    /// Whether `period` takes no more facts at `now` (its end plus the grace time has
+    /// passed): it is closed, or about to be. A period that never ends never settles.
+    pub fn settled(&self, period: &Period, now: chrono::DateTime<chrono::Utc>) -> bool {
+        period.end.and_then(|end| end.checked_add_signed(self.grace)).is_some_and(|t| t <= now)
+    }
+
+    /// Periods that ended before this, at `now`, are due to be closed.
+    pub fn close_cutoff(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        now.checked_sub_signed(self.grace).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
     }
 
     /// `board`'s definition, if the caller may see the board.
@@ -320,10 +329,7 @@ impl Leaderboards {
         };
         let target = Target::new(&def, period);
         // A period can only be closed once its grace time has passed.
-        let settled = target.period.end.is_some_and(|end| {
-            end + chrono::Duration::from_std(self.grace).unwrap_or_default() <= now
-        });
-        let source = if def.is_own() && settled {
+        let source = if def.is_own() && self.settled(&target.period, now) {
             let row = self
                 .reader
                 .definitions()

@@ -167,8 +167,7 @@ impl Writes {
             .into());
         }
         let period = def.schedule.period_at(occurred);
-        let grace = self.boards_grace();
-        if period.end.is_some_and(|end| end + grace <= now) {
+        if self.boards.settled(&period, now) {
             return Err(LeaderboardError::PeriodClosed {
                 board: s.board.to_string(),
                 period: period.id,
@@ -240,10 +239,6 @@ impl Writes {
             }
         };
         Ok(Submitted { period: stored.period, created, entry })
-    }
-
-    fn boards_grace(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.boards.grace()).unwrap_or_default()
     }
 
     /// Voids a member's entry or one fact on `board`; whether this call made the void, and
@@ -442,13 +437,11 @@ pub async fn apply_facts(
             missing.push(f.period.clone());
         }
     }
-    let grace = chrono::Duration::from_std(boards.grace()).unwrap_or_default();
     let now = reader.now();
     for id in missing {
         let period = def.schedule.period(&id).unwrap_or(Period { id, start: None, end: None });
         // A period closed meanwhile is read from its archive: its board is not built again.
-        let settled = period.end.is_some_and(|end| end + grace <= now);
-        if settled
+        if boards.settled(&period, now)
             && let Ok(Some(_)) =
                 reader.definitions().store().period_row(def.board.as_str(), &period.id).await
         {
