@@ -47,7 +47,7 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct EngagementArgs {
     #[command(flatten)]
-    pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
     /// Events per IngestEvents call of the ingest phase.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -483,16 +483,7 @@ async fn rest(
         .build()
         .context("HTTP client")?;
     let health = format!("{base}/health");
-    // The edge answers /health from its last look at the upstreams (once a second).
-    let ready = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = http.get(&health).send().await.is_ok_and(|r| r.status().is_success());
-        if ok {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < ready, "the edge at {base} did not answer /health 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(&http, base).await?;
     let unexpected: Arc<Mutex<Option<String>>> = Arc::default();
     let health_phase = closed_loop(concurrency, duration, {
         let (http, url, unexpected) = (http.clone(), health.clone(), unexpected.clone());
@@ -521,9 +512,24 @@ async fn rest(
     Ok(Rest { base: base.to_string(), health: health_phase, events: events_phase, unexpected })
 }
 
+/// Waits up to 10 s for the edge at `base` to answer `/health` 200 (it answers from its
+/// last look at the upstreams, once a second).
+pub(crate) async fn wait_healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let health = format!("{base}/health");
+    let ready = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = http.get(&health).send().await.is_ok_and(|r| r.status().is_success());
+        if ok {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < ready, "the edge at {base} did not answer /health 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sends `request` and reads the answer; whether it is `want`. A 429 or 503 is waited out
 /// (its Retry-After, at most a second), as a client should.
-async fn answered(
+pub(crate) async fn answered(
     request: reqwest::RequestBuilder,
     want: u16,
     unexpected: &Mutex<Option<String>>,
@@ -561,14 +567,14 @@ async fn answered(
 pub async fn engagement(
     args: EngagementArgs,
     modules: &'static [&'static dyn Module],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     let target = Target::open(&args.pipeline, modules).await?;
     let result = run(&target, &args).await;
     target.close().await;
     result
 }
 
-async fn run(target: &Target, args: &EngagementArgs) -> anyhow::Result<()> {
+async fn run(target: &Target, args: &EngagementArgs) -> anyhow::Result<serde_json::Value> {
     let p = &args.pipeline;
     let concurrency = p.concurrency.max(1);
     let duration = Duration::from_secs(p.duration);
@@ -682,9 +688,7 @@ async fn run(target: &Target, args: &EngagementArgs) -> anyhow::Result<()> {
                 "unexpected_answer": r.unexpected,
             })
         });
-        println!(
-            "{}",
-            json!({
+        return Ok(json!({
                 "bench": "engagement",
                 "backend": target.backend,
                 "concurrency": concurrency,
@@ -720,9 +724,7 @@ async fn run(target: &Target, args: &EngagementArgs) -> anyhow::Result<()> {
                     "background_accepted_events_per_sec": background_rate.round(),
                 },
                 "rest": rest_json,
-            })
-        );
-        return Ok(());
+        }));
     }
 
     println!(
@@ -840,7 +842,7 @@ async fn run(target: &Target, args: &EngagementArgs) -> anyhow::Result<()> {
             "  REST: skipped (a running target's edge is given with --edge http://HOST:PORT)"
         ),
     }
-    Ok(())
+    Ok(serde_json::Value::Null)
 }
 
 fn refused(phase: &Phase) -> String {

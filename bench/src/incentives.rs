@@ -78,14 +78,14 @@ pub struct IncentiveArgs {
     concurrency: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs the bench.
 pub async fn incentives(
     args: IncentiveArgs,
     modules: &'static [&'static dyn Module],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     // Embedded, the processors run in this process; with Redis, in processes of their own.
     let in_process = args.redis.is_none();
     let mut overrides = vec![
@@ -232,10 +232,8 @@ pub async fn incentives(
     let exact = awards.len() == expected && keys_seen.len() == expected;
     let rate = total as f64 / processed.as_secs_f64();
     let publish_rate = total as f64 / published.as_secs_f64();
-    if args.json {
-        println!(
-            "{}",
-            json!({
+    let report = json!({
+                "bench": "incentives",
                 "backend": backend,
                 "events": total,
                 "path": if args.log_activity { "LogActivity" } else { "activity topic" },
@@ -246,9 +244,8 @@ pub async fn incentives(
                 "awards": awards.len(),
                 "expected_awards": expected,
                 "exactly_once": exact,
-            })
-        );
-    } else {
+    });
+    if !args.json {
         println!("ewpm bench incentives: {backend}");
         println!(
             "  {total} activity events ({} users × {} mood days + a birth)",
@@ -280,7 +277,7 @@ pub async fn incentives(
         "awards were not exactly once: {} for {expected} expected",
         awards.len()
     );
-    Ok(())
+    Ok(report)
 }
 
 /// Sends every activity with LogActivity as its user, from `concurrency` clients; fails on

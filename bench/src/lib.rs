@@ -1,7 +1,9 @@
 //! `ewpm bench`: load generators that report throughput and latency against this machine's
 //! own limits. Figures are printed (or emitted as JSON), never asserted.
 
+mod all;
 mod boards;
+mod edge;
 mod engagement;
 mod incentives;
 mod pipeline;
@@ -60,6 +62,15 @@ pub enum Bench {
     /// bare echo; then the lag of members watching their own place (with neighbours and
     /// rank notices) from a score that moves them to the view showing it.
     Boards(crate::boards::BoardsArgs),
+    /// The REST edge in front of the in-process stack: `POST …/progress`, `GET …/leaderboard`
+    /// and `GET …/challenges/active` against the edge's own no-upstream route (`/livez`), and
+    /// `/health`.
+    Edge(crate::edge::EdgeArgs),
+    /// Every figure of the performance table in one run: progress (embedded, then PostgreSQL
+    /// + Redis), 10,000 watchers, the REST edge, scan, engagement ingest and the incentive
+    /// processors on PostgreSQL, each with the bare echo / no-upstream baseline of its own
+    /// phase; then one summary of every row against its goal.
+    All(crate::all::AllArgs),
 }
 
 /// `ewpm bench scan` options.
@@ -86,21 +97,32 @@ pub struct ScanArgs {
     postgres: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs a bench; in-process stacks run `modules` (the binary's registry) as `ewpm dev` or a
 /// mesh would.
 pub async fn run(bench: Bench, modules: &'static [&'static dyn Module]) -> anyhow::Result<()> {
-    match bench {
-        Bench::Scan(args) => scan(args, modules).await,
-        Bench::Progress(args) => crate::pipeline::progress(args, modules).await,
-        Bench::Leaderboard(args) => crate::pipeline::leaderboard(args, modules).await,
-        Bench::Incentives(args) => crate::incentives::incentives(args, modules).await,
-        Bench::Quiz(args) => crate::quiz::quiz(args, modules).await,
-        Bench::Engagement(args) => crate::engagement::engagement(args, modules).await,
-        Bench::Boards(args) => crate::boards::boards(args, modules).await,
+    // Each bench prints its text as it goes; with --json it returns one report to print.
+    let (json, report) = match bench {
+        Bench::Scan(args) => (args.json, scan(args, modules).await?),
+        Bench::Progress(args) => (args.json, crate::pipeline::progress(args, modules).await?),
+        Bench::Leaderboard(args) => {
+            (args.pipeline.json, crate::pipeline::leaderboard(args, modules).await?)
+        }
+        Bench::Incentives(args) => (args.json, crate::incentives::incentives(args, modules).await?),
+        Bench::Engagement(args) => {
+            (args.pipeline.json, crate::engagement::engagement(args, modules).await?)
+        }
+        Bench::Edge(args) => (args.pipeline.json, crate::edge::edge(args, modules).await?),
+        Bench::All(args) => (args.json, crate::all::all(args, modules).await?),
+        Bench::Quiz(args) => return crate::quiz::quiz(args, modules).await,
+        Bench::Boards(args) => return crate::boards::boards(args, modules).await,
+    };
+    if json {
+        println!("{report}");
     }
+    Ok(())
 }
 
 /// The settings of an in-process stack: the process environment (`EWPM_*` tunes it, e.g.
@@ -315,7 +337,10 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-async fn scan(args: ScanArgs, modules: &'static [&'static dyn Module]) -> anyhow::Result<()> {
+pub(crate) async fn scan(
+    args: ScanArgs,
+    modules: &'static [&'static dyn Module],
+) -> anyhow::Result<serde_json::Value> {
     let bench_db = BenchDb::create(args.postgres.as_deref()).await?;
     let result = scan_on(&args, &bench_db, modules).await;
     bench_db.drop_database().await;
@@ -326,7 +351,7 @@ async fn scan_on(
     args: &ScanArgs,
     bench_db: &BenchDb,
     modules: &'static [&'static dyn Module],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     let conn = db::connect(&bench_db.url).await?;
     ewpm_kit::host::migrate(&conn, modules).await?;
     let clock: SharedClock = Arc::new(SystemClock);
@@ -446,9 +471,7 @@ async fn scan_on(
         },
         "projection": {"events_per_sec": project_rate.round(), "seconds": project_secs, "pages": pages, "page_size": args.page_size, "checkpoint": projected},
     });
-    if args.json {
-        println!("{report}");
-    } else {
+    if !args.json {
         println!(
             "scan bench on {} — {} events, batches of {}, {} clients\n  ingest:     {:>9.0} events/s  (batch latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)\n  projection: {:>9.0} events/s  ({} pages of up to {})",
             bench_db.backend,
@@ -464,5 +487,5 @@ async fn scan_on(
             args.page_size,
         );
     }
-    Ok(())
+    Ok(report)
 }

@@ -50,7 +50,7 @@ pub struct PipelineArgs {
     pub(crate) users: usize,
     /// Challenges (boards) the load spreads over.
     #[arg(long, default_value_t = 10)]
-    challenges: usize,
+    pub(crate) challenges: usize,
     /// Seconds of each measured phase.
     #[arg(long, default_value_t = 10)]
     pub(crate) duration: u64,
@@ -85,7 +85,7 @@ pub struct PipelineArgs {
 #[derive(Debug, Args)]
 pub struct LeaderboardArgs {
     #[command(flatten)]
-    pipeline: PipelineArgs,
+    pub(crate) pipeline: PipelineArgs,
     /// Watchers of one board for the fan-out phase.
     #[arg(long, default_value_t = 10_000)]
     watchers: usize,
@@ -101,7 +101,7 @@ pub(crate) struct Target {
     pub(crate) quiz_uri: String,
     /// Where the engagement service is (the target, or the in-process stack).
     pub(crate) engagement_uri: String,
-    keys: TokenKeys,
+    pub(crate) keys: TokenKeys,
     /// The limits an in-process REST edge holds callers to (the stack's settings).
     limits: LimitSettings,
     pub(crate) backend: String,
@@ -231,7 +231,7 @@ impl Target {
     }
 
     /// Creates `n` open challenges running from yesterday for a year.
-    async fn challenges(&self, n: usize) -> anyhow::Result<Vec<String>> {
+    pub(crate) async fn challenges(&self, n: usize) -> anyhow::Result<Vec<String>> {
         let mut client = ChallengeServiceClient::new(self.challenge[0].clone());
         let now = chrono::Utc::now();
         let mut ids = Vec::with_capacity(n);
@@ -490,14 +490,14 @@ async fn read_phase(target: &Target, args: &PipelineArgs, challenges: &[String])
 pub async fn progress(
     args: PipelineArgs,
     modules: &'static [&'static dyn Module],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     let target = Target::open(&args, modules).await?;
     let result = progress_on(&target, &args).await;
     target.close().await;
     result
 }
 
-async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<()> {
+async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<serde_json::Value> {
     let challenges = target.challenges(args.challenges.max(1)).await?;
     let idle_rss = rss_mib();
     let duration = Duration::from_secs(args.duration);
@@ -548,7 +548,7 @@ async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<()>
         if local {
             report["rss_mib"] = json!({"idle": idle_rss.round(), "peak_under_load": peak.round()});
         }
-        println!("{report}");
+        return Ok(report);
     } else {
         println!(
             "progress bench on {} — {} clients, {} users, {} challenges, {} s phases",
@@ -570,7 +570,7 @@ async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<()>
             );
         }
     }
-    Ok(())
+    Ok(serde_json::Value::Null)
 }
 
 /// `ewpm bench leaderboard`: reads, then `watchers` streams of one board while submissions
@@ -578,14 +578,17 @@ async fn progress_on(target: &Target, args: &PipelineArgs) -> anyhow::Result<()>
 pub async fn leaderboard(
     args: LeaderboardArgs,
     modules: &'static [&'static dyn Module],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     let target = Target::open(&args.pipeline, modules).await?;
     let result = leaderboard_on(&target, &args).await;
     target.close().await;
     result
 }
 
-async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Result<()> {
+async fn leaderboard_on(
+    target: &Target,
+    args: &LeaderboardArgs,
+) -> anyhow::Result<serde_json::Value> {
     let p = &args.pipeline;
     let challenges = target.challenges(p.challenges.max(1)).await?;
     let duration = Duration::from_secs(p.duration);
@@ -707,9 +710,7 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
     let refused = std::mem::take(&mut *refused.lock().unwrap_or_else(|p| p.into_inner()));
     let echo_rate = echo.rate();
     if p.json {
-        println!(
-            "{}",
-            json!({
+        return Ok(json!({
                 "bench": "leaderboard",
                 "backend": target.backend,
                 "concurrency": p.concurrency,
@@ -719,8 +720,7 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
                     "first_refusal": refused.first(), "lag_samples": lags.len(),
                     "update_lag_ms": {"p50": percentile(&lags, 0.5), "p99": percentile(&lags, 0.99), "max": percentile(&lags, 1.0)},
                     "background_submits_per_sec": background.rate().round()},
-            })
-        );
+        }));
     } else {
         println!(
             "leaderboard bench on {} — {} clients, {} s phases",
@@ -740,7 +740,7 @@ async fn leaderboard_on(target: &Target, args: &LeaderboardArgs) -> anyhow::Resu
             println!("      {} watchers refused; the first: {first}", refused.len());
         }
     }
-    Ok(())
+    Ok(serde_json::Value::Null)
 }
 
 fn target_uri(target: &Target) -> String {

@@ -360,6 +360,7 @@ pub fn router(state: AppState) -> Router {
     let policy = state.cors.clone();
     let api = api_routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/livez", get(livez))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -591,6 +592,12 @@ pub async fn serve(
 /// or `degraded` when some upstream is down, so one service's outage does not take the whole
 /// edge out of rotation), 503 when no upstream serves. Answered from memory: `/health` costs
 /// the upstreams nothing however often it is called.
+/// Liveness: the edge's process answers; asks nothing of anyone (a liveness probe that
+/// depended on the upstreams would restart a healthy edge when they are down).
+async fn livez() -> &'static str {
+    "ok"
+}
+
 async fn health(State(state): State<AppState>) -> Response {
     let services = state.upstream_health.read().unwrap_or_else(|p| p.into_inner()).clone();
     let serving = services.iter().filter(|(_, s)| s == "serving").count();
