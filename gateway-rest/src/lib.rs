@@ -92,6 +92,43 @@ pub struct AppState {
     upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
     /// The CORS policy (none unless [`AppState::with_cors`] set one).
     cors: cors::Cors,
+    /// Challenge boards a caller's audience may read, as the challenge service last said
+    /// (see [`VISIBLE_FOR`]).
+    pub(crate) visible: Arc<ewpm_kit::cache::TtlCache<Audience, String>>,
+}
+
+/// HTTP/2 connections per upstream service: one connection's frames go through one task,
+/// which the edge's request rate saturates first.
+const UPSTREAM_CONNECTIONS: usize = 4;
+
+/// How long the edge remembers that an audience may read a challenge's board, so board reads
+/// need not ask the challenge service each time. A challenge moved to another employer is
+/// still readable by its former audience through this edge for at most this long (the
+/// leaderboard service's own audience cache is the same kind of bound).
+pub const VISIBLE_FOR: Duration = Duration::from_secs(5);
+
+/// At most this many remembered answers (callers choose the ids).
+const VISIBLE_CAPACITY: usize = 10_000;
+
+/// Who may read a challenge, as far as its visibility goes: admins, or one employer's people
+/// (`None`: no employer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Audience {
+    challenge: String,
+    admin: bool,
+    employer: Option<String>,
+}
+
+impl Audience {
+    /// `caller`'s audience for `challenge`.
+    pub(crate) fn of(caller: &Caller, challenge: &str) -> Self {
+        let admin = caller.is_admin();
+        Self {
+            challenge: challenge.to_string(),
+            admin,
+            employer: if admin { None } else { caller.employer_id.clone() },
+        }
+    }
 }
 
 impl AppState {
@@ -111,8 +148,9 @@ impl AppState {
                     name.to_ascii_uppercase()
                 )
             })?;
-            channels
-                .insert(name, upstream::channel(uri).with_context(|| format!("{name} service"))?);
+            let channel = ewpm_kit::client::pooled(uri, UPSTREAM_CONNECTIONS)
+                .with_context(|| format!("{name} service"))?;
+            channels.insert(name, channel);
         }
         let channel = |name: &str| channels[name].clone();
         Ok(Self {
@@ -132,6 +170,10 @@ impl AppState {
                 UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
             )),
             cors: cors::Cors::default(),
+            visible: Arc::new(ewpm_kit::cache::TtlCache::with_capacity(
+                VISIBLE_FOR,
+                VISIBLE_CAPACITY,
+            )),
         })
     }
 

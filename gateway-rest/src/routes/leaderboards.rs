@@ -3,7 +3,9 @@
 //!
 //! Board reads first ask the challenge service for the challenge with the caller's token, so
 //! a challenge the caller may not see answers 404 here exactly as `GET /api/challenges/{id}`
-//! does, and an unknown id is a 404 rather than an empty board.
+//! does, and an unknown id is a 404 rather than an empty board. A yes is remembered for
+//! [`crate::VISIBLE_FOR`] per challenge and audience (admin, or the caller's employer), which
+//! is all a challenge's visibility depends on; a no is never remembered.
 
 use axum::{
     Extension, Json,
@@ -186,11 +188,22 @@ pub(crate) fn parse_limit(raw: Option<&str>, field: &str) -> ApiResult<i32> {
 }
 
 /// Checks that the caller may see challenge `id`; answers its board name.
-async fn board_of(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<String> {
+async fn board_of(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: &str,
+) -> ApiResult<String> {
+    let key = crate::Audience::of(caller, id);
+    if let Some(board) = state.visible.get(&key) {
+        return Ok(board);
+    }
     let request = cpb::GetChallengeRequest { id: id.to_string() };
     let c = state.challenge.clone().get_challenge(upstream::request(headers, request)).await?;
     let id = c.into_inner().challenge.map(|c| c.id).unwrap_or_default();
-    Ok(format!("challenge:{id}"))
+    let board = format!("challenge:{id}");
+    state.visible.put(key, board.clone());
+    Ok(board)
 }
 
 /// The top of a challenge's leaderboard.
@@ -205,12 +218,13 @@ async fn board_of(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<
 )]
 pub async fn leaderboard(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<BoardQuery>,
 ) -> ApiResult<Json<LeaderboardDto>> {
     let mut request = page_request(q)?;
-    request.board = board_of(&state, &headers, &id).await?;
+    request.board = board_of(&state, &caller, &headers, &id).await?;
     let r = state.leaderboard.clone().get_leaderboard(upstream::request(&headers, request)).await?;
     // The caller's own place (`me`) is left out: `/leaderboard/me` answers it, and this
     // route's JSON stays as it was for a caller on the board.
@@ -300,6 +314,7 @@ fn subject(headers: &HeaderMap) -> ApiResult<String> {
 )]
 pub async fn me(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<MeQuery>,
@@ -312,7 +327,7 @@ pub async fn me(
     };
     let period = q.period.unwrap_or_default();
     let member = subject(&headers)?;
-    let board = board_of(&state, &headers, &id).await?;
+    let board = board_of(&state, &caller, &headers, &id).await?;
     let request = lpb::GetRankRequest {
         board: board.clone(),
         member,
@@ -381,7 +396,7 @@ pub async fn stream(
 ) -> ApiResult {
     let top_n = parse_limit(q.limit.as_deref(), "limit")?;
     let slot = state.streams.acquire(&caller)?;
-    let board = board_of(&state, &headers, &id).await?;
+    let board = board_of(&state, &caller, &headers, &id).await?;
     // The caller's place and notices are `GET /api/boards/challenge:{id}/stream`'s.
     let request = lpb::WatchLeaderboardRequest {
         board,

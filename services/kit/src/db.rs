@@ -35,6 +35,16 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
         });
+    if let Some(port) = postgres_tcp_port(url) {
+        options.map_sqlx_postgres_pool_opts(move |pool| {
+            pool.after_connect(move |_conn, _meta| {
+                Box::pin(async move {
+                    nodelay::set_on_sockets_to(port);
+                    Ok(())
+                })
+            })
+        });
+    }
     Database::connect(options).await.with_context(|| format!("connect to database {}", redact(url)))
 }
 
@@ -43,6 +53,72 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 pub fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = if backend == DbBackend::Postgres { sql.to_string() } else { sql.replace('$', "?") };
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The server port of a PostgreSQL URL reached over TCP (`None` for a Unix socket, which has
+/// no Nagle's algorithm to turn off, and for SQLite).
+fn postgres_tcp_port(url: &str) -> Option<u16> {
+    use std::str::FromStr;
+    if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        return None;
+    }
+    let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url).ok()?;
+    let host = options.get_host();
+    (options.get_socket().is_none() && !host.starts_with('/')).then(|| options.get_port())
+}
+
+/// TCP_NODELAY on this process's PostgreSQL sockets.
+///
+/// sqlx 0.9.0 no longer sets TCP_NODELAY on the sockets it opens (it did before; fixed in its
+/// repository, not yet released) and has no hook to reach a connection's socket. With Nagle's
+/// algorithm on, a statement larger than one segment (a batch insert) leaves its tail segment
+/// waiting for the server's delayed ACK, up to 40 ms, on every such round trip. So after each
+/// new pool connection (the socket exists by then) this walks the process's open sockets and
+/// sets TCP_NODELAY on every TCP socket whose peer port is the database's and that lacks it.
+/// Drop this when sqlx sets it again.
+mod nodelay {
+    /// Sets TCP_NODELAY on every TCP socket of this process connected to `port`; how many
+    /// needed it.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_on_sockets_to(port: u16) -> usize {
+        use std::os::fd::FromRawFd;
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return 0 };
+        let mut set = 0;
+        for entry in dir.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            // Only sockets (their link reads `socket:[inode]`).
+            if !std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            {
+                continue;
+            }
+            // SAFETY: the fd is only borrowed for a getpeername/getsockopt/setsockopt and never
+            // closed (ManuallyDrop). Were it closed and reused by another thread meanwhile, the
+            // worst outcome is TCP_NODELAY on another TCP socket of this process, which every
+            // other socket here (gRPC, HTTP, Redis) already has.
+            let socket = std::mem::ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(fd) });
+            let to_database = socket
+                .peer_addr()
+                .ok()
+                .and_then(|addr| addr.as_socket())
+                .is_some_and(|addr| addr.port() == port);
+            if to_database
+                && socket.tcp_nodelay().is_ok_and(|on| !on)
+                && socket.set_tcp_nodelay(true).is_ok()
+            {
+                set += 1;
+            }
+        }
+        set
+    }
+
+    /// Elsewhere sqlx's sockets keep Nagle's algorithm.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn set_on_sockets_to(_port: u16) -> usize {
+        0
+    }
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

@@ -53,6 +53,9 @@ pub fn builder(url: &str) -> anyhow::Result<Builder> {
             c.max_command_attempts = MAX_COMMAND_ATTEMPTS;
             c.unresponsive.max_timeout = Some(UNRESPONSIVE_AFTER);
             c.unresponsive.interval = Duration::from_secs(1);
+            // fred leaves Nagle's algorithm on: a command written while an earlier one is
+            // still unacknowledged would wait for that ACK.
+            c.tcp.nodelay = Some(true);
         });
     Ok(builder)
 }
