@@ -134,6 +134,7 @@ impl Module for EngagementModule {
                             max_wait: Duration::from_millis(settings.persister_max_wait_ms),
                         },
                         reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms.max(100)),
+                        take: 0,
                     },
                 );
                 let tasks = ctx.tasks();

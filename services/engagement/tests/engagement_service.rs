@@ -127,6 +127,7 @@ async fn start(backend: Backend, tweak: impl FnOnce(&mut EngagementSettings)) ->
                 consumer: "p0".into(),
                 rule: BatchRule { size: 16, max_wait: Duration::from_millis(5) },
                 reclaim_idle: Duration::from_secs(30),
+                take: 0,
             },
         );
         tokio::spawn(consumer.run(stop.clone()));

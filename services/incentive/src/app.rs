@@ -75,6 +75,7 @@ pub fn processors(
                         max_wait: Duration::from_millis(settings.flush_interval_ms),
                     },
                     reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+                    take: 0,
                 },
             )
         })

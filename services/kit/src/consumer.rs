@@ -63,8 +63,14 @@ pub struct ConsumerConfig {
     pub group: &'static str,
     /// This consumer's name (unique per task and process).
     pub consumer: String,
-    /// The flush rule.
+    /// The flush rule: a batch is due at `rule.size` messages or when its oldest has waited
+    /// `rule.max_wait`.
     pub rule: BatchRule,
+    /// Messages one flush takes at most: when more than `rule.size` are already waiting (a
+    /// backlog), a flush takes them all up to this, so a busy queue is written in fewer,
+    /// larger transactions; the batch still becomes due at `rule.size`. Below `rule.size`
+    /// counts as `rule.size`.
+    pub take: usize,
     /// Idle time after which another consumer's unacknowledged messages are taken over.
     pub reclaim_idle: Duration,
 }
@@ -99,7 +105,10 @@ impl<H: Handler> Consumer<H> {
             }
         }
         tracing::info!(topic, group, consumer = %self.config.consumer, "consumer started");
-        let mut batch = Batch::new(self.config.rule);
+        let rule = self.config.rule;
+        let take = self.config.take.max(rule.size).max(1);
+        // Split only at `take`; due by size at `rule.size`, checked after each read.
+        let mut batch = Batch::new(BatchRule { size: take, ..rule });
         let mut next_reclaim = Instant::now();
         loop {
             if shutdown.is_cancelled() {
@@ -142,7 +151,7 @@ impl<H: Handler> Consumer<H> {
             // Wait for messages no longer than the batch's deadline (or the next reclaim).
             let until = batch.deadline().unwrap_or(next_reclaim).min(next_reclaim);
             let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
-            let room = self.config.rule.size.saturating_sub(batch.len()).max(1);
+            let room = take.saturating_sub(batch.len()).max(1);
             let received = tokio::select! {
                 r = self.bus.receive(topic, group, &self.config.consumer, room, wait) => r,
                 () = shutdown.cancelled() => Ok(Vec::new()),
@@ -160,7 +169,7 @@ impl<H: Handler> Consumer<H> {
                     sleep_or_shutdown(Duration::from_millis(500), &shutdown).await;
                 }
             }
-            if batch.deadline().is_some_and(|d| d <= Instant::now()) {
+            if batch.len() >= rule.size || batch.deadline().is_some_and(|d| d <= Instant::now()) {
                 let due = batch.take();
                 self.flush_until_done(due, &shutdown).await;
             }
@@ -178,7 +187,7 @@ impl<H: Handler> Consumer<H> {
                         topic,
                         group,
                         &self.config.consumer,
-                        self.config.rule.size,
+                        take,
                         Duration::ZERO,
                     )
                     .await

@@ -92,6 +92,7 @@ impl Applier {
             // Whatever one receive brought is applied at once: a delta waits for no other.
             rule: BatchRule { size: BATCH, max_wait: Duration::ZERO },
             reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+            take: 0,
         };
         Self { bus, apply: Apply { scores, notices, rebuilder }, config }
     }

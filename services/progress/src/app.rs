@@ -64,6 +64,7 @@ pub fn writers(
                         max_wait: Duration::from_millis(settings.flush_interval_ms),
                     },
                     reclaim_idle: Duration::from_millis(settings.reclaim_idle_ms),
+                    take: settings.batch_max,
                 },
             )
         })

@@ -13,6 +13,9 @@ pub struct ProgressSettings {
     pub writers: usize,
     /// Entries that make a batch due at once.
     pub batch_size: usize,
+    /// Entries one batch takes at most when more than `batch_size` are already queued (a
+    /// backlog is written in fewer, larger transactions).
+    pub batch_max: usize,
     /// Longest the oldest queued entry waits for its batch, in milliseconds.
     pub flush_interval_ms: u64,
     /// Entries a writer received but has not acknowledged for this long are taken over by
@@ -37,6 +40,7 @@ impl Default for ProgressSettings {
             writer_enabled: true,
             writers: 2,
             batch_size: 50,
+            batch_max: 500,
             flush_interval_ms: 2000,
             reclaim_idle_ms: 30_000,
             challenge_cache_secs: 30,

@@ -129,6 +129,7 @@ async fn harness_with(
             consumer: "test-writer".into(),
             rule: BatchRule { size: 50, max_wait: Duration::from_millis(100) },
             reclaim_idle: Duration::from_secs(30),
+            take: 0,
         },
     );
     bus.ensure_group(SCORE_DELTAS_TOPIC, "test-deltas").await.unwrap();
@@ -252,6 +253,7 @@ impl Harness {
                 // A read of the stopped writer still blocked in Redis may have taken an entry:
                 // take it over soon.
                 reclaim_idle: Duration::from_millis(300),
+                take: 0,
             },
         );
         self.writer_stop = CancellationToken::new();
