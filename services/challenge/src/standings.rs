@@ -4,20 +4,25 @@
 //! The leaderboard is the one place totals and ranks live together; a listing does not fail
 //! when it is unreachable: the standings then say `available = false`.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use ewpm_kit::auth::ServiceToken;
 use ewpm_proto::{
     challenge::v1 as pb,
-    leaderboard::v1::{GetRankRequest, leaderboard_service_client::LeaderboardServiceClient},
+    leaderboard::v1::{
+        GetPlacesRequest, Place, PlaceStatus, leaderboard_service_client::LeaderboardServiceClient,
+    },
 };
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Request, transport::Channel};
 
 use crate::domain::Challenge;
 
 /// How long one rank look-up may take before the standing is reported unavailable.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Boards one GetPlaces call takes at most.
+const MAX_BOARDS: usize = 100;
 
 /// Where standings come from.
 #[derive(Clone, Default)]
@@ -37,47 +42,70 @@ impl Standings {
         Ok(Self { source: Some((LeaderboardServiceClient::new(channel), token)) })
     }
 
-    /// `user`'s standing in each of `challenges`, in order (looked up concurrently).
+    /// `user`'s standing in each of `challenges`, in order: one GetPlaces call per hundred
+    /// challenges.
     pub async fn of(&self, user: &str, challenges: &[Challenge]) -> Vec<pb::Standing> {
-        futures::future::join_all(challenges.iter().map(|c| self.one(user, c))).await
-    }
-
-    async fn one(&self, user: &str, challenge: &Challenge) -> pb::Standing {
-        let mut standing = pb::Standing {
-            challenge_id: challenge.id.to_string(),
+        let blank = |c: &Challenge| pb::Standing {
+            challenge_id: c.id.to_string(),
             total: 0.0,
             percent_of_goal: 0.0,
             rank: 0,
             available: false,
         };
-        let Some((client, token)) = &self.source else { return standing };
-        let mut request = token.authorize(Request::new(GetRankRequest {
-            board: format!("challenge:{}", challenge.id),
-            member: user.to_string(),
-            neighbours: 0,
-            ..Default::default()
-        }));
-        request.set_timeout(LOOKUP_TIMEOUT);
-        match client.clone().get_rank(request).await {
-            Ok(r) => {
-                let entry = r.into_inner().entry.unwrap_or_default();
-                standing.total = entry.score;
-                standing.rank = entry.rank;
-                standing.available = true;
-            }
-            // Not on the board yet: no progress so far.
-            Err(status) if status.code() == Code::NotFound => standing.available = true,
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "leaderboard look-up failed");
-            }
+        let Some((client, token)) = &self.source else {
+            return challenges.iter().map(blank).collect();
+        };
+        if challenges.is_empty() {
+            return Vec::new();
         }
-        let target = challenge.goal.target();
-        // Finite always (JSON has no infinity): a goal stored before the minimum target
-        // existed could still divide by almost nothing.
-        let percent = standing.total / target * 100.0;
-        if standing.available && target > 0.0 && percent.is_finite() {
-            standing.percent_of_goal = percent;
-        }
-        standing
+        let calls = challenges.chunks(MAX_BOARDS).map(|chunk| {
+            let mut request = token.authorize(Request::new(GetPlacesRequest {
+                member: user.to_string(),
+                boards: chunk.iter().map(|c| format!("challenge:{}", c.id)).collect(),
+            }));
+            request.set_timeout(LOOKUP_TIMEOUT);
+            let mut client = client.clone();
+            async move {
+                match client.get_places(request).await {
+                    Ok(r) => r.into_inner().places,
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "leaderboard look-up failed");
+                        Vec::new()
+                    }
+                }
+            }
+        });
+        let places = futures::future::join_all(calls).await.into_iter().flatten();
+        let places: HashMap<String, Place> = places.map(|p| (p.board.clone(), p)).collect();
+        challenges
+            .iter()
+            .map(|c| {
+                let mut standing = blank(c);
+                let Some(place) = places.get(&format!("challenge:{}", c.id)) else {
+                    return standing;
+                };
+                match place.status() {
+                    PlaceStatus::Ranked => {
+                        let entry = place.entry.clone().unwrap_or_default();
+                        standing.total = entry.score;
+                        standing.rank = entry.rank;
+                        standing.available = true;
+                    }
+                    // No points yet (or no board yet): a standing of zero.
+                    PlaceStatus::NotOnBoard | PlaceStatus::BoardNotFound => {
+                        standing.available = true;
+                    }
+                    PlaceStatus::Withheld
+                    | PlaceStatus::Unavailable
+                    | PlaceStatus::Unspecified => {}
+                }
+                let target = c.goal.target();
+                let percent = standing.total / target * 100.0;
+                if standing.available && target > 0.0 && percent.is_finite() {
+                    standing.percent_of_goal = percent;
+                }
+                standing
+            })
+            .collect()
     }
 }

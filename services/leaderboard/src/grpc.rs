@@ -435,6 +435,43 @@ impl LeaderboardService for LeaderboardGrpc {
         }))
     }
 
+    async fn get_places(
+        &self,
+        request: Request<pb::GetPlacesRequest>,
+    ) -> Result<Response<pb::GetPlacesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let pb::GetPlacesRequest { member, boards } = request.into_inner();
+        let mut v = Violations::new();
+        let member = if member.is_empty() {
+            Some(caller.user_id.clone())
+        } else {
+            v.check(domain::parse_member(&member, "member"))
+        };
+        if boards.is_empty() || boards.len() > MAX_MEMBERS {
+            v.push(FieldViolation::new("boards", "must list 1 to 100 boards"));
+        }
+        let mut wanted: Vec<Board> = Vec::with_capacity(boards.len().min(MAX_MEMBERS));
+        for (i, b) in boards.iter().take(MAX_MEMBERS).enumerate() {
+            if let Some(b) = v.check(Board::parse(b, &format!("boards[{i}]")))
+                && !wanted.contains(&b)
+            {
+                wanted.push(b);
+            }
+        }
+        invalid(v)?;
+        let Some(member) = member else { unreachable!("violations were reported above") };
+        let leaderboards = self.boards();
+        let places = futures::future::join_all(wanted.iter().map(|board| {
+            let (caller, member) = (&caller, &member);
+            async move {
+                let result = leaderboards.rank(caller, board, "", member, 0, 1).await;
+                place(board, result)
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::GetPlacesResponse { places }))
+    }
+
     type WatchLeaderboardStream = WatchStream;
 
     async fn watch_leaderboard(
@@ -609,5 +646,30 @@ fn view(s: View) -> pb::WatchLeaderboardResponse {
             .collect(),
         period: s.period,
         withheld: s.withheld,
+    }
+}
+
+/// One board's answer to GetPlaces.
+fn place(board: &Board, result: Result<crate::service::Rank, LeaderboardError>) -> pb::Place {
+    let status = |status: pb::PlaceStatus| pb::Place {
+        board: board.to_string(),
+        status: status as i32,
+        ..Default::default()
+    };
+    match result {
+        Ok(rank) => pb::Place {
+            board: board.to_string(),
+            status: pb::PlaceStatus::Ranked as i32,
+            entry: Some(entry(&rank.me)),
+            total_members: count(rank.total_members),
+            period: rank.period,
+        },
+        Err(LeaderboardError::MemberNotOnBoard { .. }) => status(pb::PlaceStatus::NotOnBoard),
+        Err(LeaderboardError::BoardNotFound { .. }) => status(pb::PlaceStatus::BoardNotFound),
+        Err(LeaderboardError::Withheld { .. }) => status(pb::PlaceStatus::Withheld),
+        Err(err) => {
+            tracing::warn!(%board, error = format!("{:#}", anyhow::Error::new(err)), "a place could not be read");
+            status(pb::PlaceStatus::Unavailable)
+        }
     }
 }

@@ -531,6 +531,47 @@ async fn pages_go_both_ways_and_carry_the_callers_place(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["members"]);
+    // One member's places on several boards at once, each board answering on its own.
+    let places = |member: &str, boards: &[&str]| pb::GetPlacesRequest {
+        member: member.into(),
+        boards: boards.iter().map(|b| b.to_string()).collect(),
+    };
+    let got = h
+        .client
+        .get_places(request(places("", &["board:steps", "board:nope", "board:steps"]), &me))
+        .await
+        .unwrap()
+        .into_inner()
+        .places;
+    let got: Vec<(&str, pb::PlaceStatus, i64, i64)> = got
+        .iter()
+        .map(|p| {
+            (p.board.as_str(), p.status(), p.entry.as_ref().map_or(0, |e| e.rank), p.total_members)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("board:steps", pb::PlaceStatus::Ranked, 20, 25),
+            ("board:nope", pb::PlaceStatus::BoardNotFound, 0, 0),
+        ]
+    );
+    let ghost = h
+        .client
+        .get_places(request(places("ghost", &["board:steps"]), &me))
+        .await
+        .unwrap()
+        .into_inner()
+        .places;
+    assert_eq!(ghost[0].status(), pb::PlaceStatus::NotOnBoard);
+    let err = h.client.get_places(request(places("", &[]), &me)).await.unwrap_err();
+    assert_eq!(violations(&err), vec!["boards"]);
+    let err = h
+        .client
+        .get_places(request(places("", &["board:steps", "not a board"]), &me))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["boards[1]"]);
     // GetRank of oneself, with percentile and page.
     let rank = h
         .client
