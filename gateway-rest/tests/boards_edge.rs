@@ -206,6 +206,14 @@ impl LeaderboardService for Scripted {
         }))
     }
 
+    async fn get_places(
+        &self,
+        request: Request<lpb::GetPlacesRequest>,
+    ) -> Result<Response<lpb::GetPlacesResponse>, Status> {
+        self.record("GetPlaces", &request);
+        Err(Status::unimplemented("no edge route calls GetPlaces"))
+    }
+
     async fn get_ranks(
         &self,
         request: Request<lpb::GetRanksRequest>,

@@ -607,6 +607,18 @@ fn entry(s: &Shown) -> pb::LeaderboardEntry {
     }
 }
 
+/// As [`entry`], taking the member id along instead of copying it.
+fn owned_entry(s: Shown) -> pb::LeaderboardEntry {
+    pb::LeaderboardEntry {
+        rank: count(s.entry.rank),
+        member: s.entry.member,
+        score: s.entry.score,
+        subscore: s.entry.subscore,
+        position: count(s.entry.position),
+        pseudonymous: s.pseudonymous,
+    }
+}
+
 fn my_place(m: &MyPlace) -> pb::MyPlace {
     pb::MyPlace {
         entry: Some(entry(&Shown { entry: m.entry.clone(), pseudonymous: false })),
@@ -619,11 +631,11 @@ fn my_place(m: &MyPlace) -> pb::MyPlace {
 fn view(s: View) -> pb::WatchLeaderboardResponse {
     pb::WatchLeaderboardResponse {
         board: s.board,
-        entries: s.entries.iter().map(entry).collect(),
+        entries: s.entries.into_iter().map(owned_entry).collect(),
         total_members: count(s.total_members),
         snapshot_time: Some(timestamp::to_proto(s.taken_at)),
-        me: s.me.as_ref().map(entry),
-        window: s.window.iter().map(entry).collect(),
+        me: s.me.map(owned_entry),
+        window: s.window.into_iter().map(owned_entry).collect(),
         notices: s
             .notices
             .into_iter()

@@ -664,7 +664,7 @@ impl Watching {
         let entries = if withheld {
             Vec::new()
         } else {
-            this.privacy.show_known(&self.caller, snapshot.entries.clone(), &snapshot.hidden)
+            this.privacy.show_known(&self.caller, snapshot.entries, &snapshot.hidden)
         };
         let mut notices = Vec::new();
         let (mut me, mut window) = (None, Vec::new());
@@ -748,11 +748,15 @@ impl Watching {
                 None => self.last_me = None,
             }
         }
-        let seen: Seen = (entries.clone(), total, withheld, me.clone(), window.clone());
-        if notices.is_empty() && self.last.as_ref() == Some(&seen) {
-            return Ok(None);
+        // A plain watcher's snapshots differ in their top N (the hub sends no other), and so
+        // do their views: only a personal view can repeat itself.
+        if self.personal.wanted() {
+            let seen: Seen = (entries.clone(), total, withheld, me.clone(), window.clone());
+            if notices.is_empty() && self.last.as_ref() == Some(&seen) {
+                return Ok(None);
+            }
+            self.last = Some(seen);
         }
-        self.last = Some(seen);
         Ok(Some(View {
             board: snapshot.board,
             entries,

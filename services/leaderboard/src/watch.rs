@@ -386,17 +386,19 @@ impl Watcher {
             }
             self.last_ticket = tagged.ticket;
             let take = usize::try_from(self.top_n).unwrap_or(usize::MAX);
-            let entries: Vec<Entry> = tagged.snapshot.entries.iter().take(take).cloned().collect();
-            let view = (entries, tagged.snapshot.total_members);
-            if view == self.last_sent && !self.every {
+            let top = &tagged.snapshot.entries[..take.min(tagged.snapshot.entries.len())];
+            let total = tagged.snapshot.total_members;
+            // Compared in place: with thousands of watchers of a board, a copy per watcher
+            // per snapshot that is then thrown away is most of a snapshot's cost.
+            if !self.every && self.last_sent.1 == total && self.last_sent.0.as_slice() == top {
                 continue;
             }
-            self.last_sent = view.clone();
+            self.last_sent = (top.to_vec(), total);
             let snapshot = Snapshot {
                 board: tagged.snapshot.board.clone(),
                 period: tagged.snapshot.period.clone(),
-                entries: view.0,
-                total_members: view.1,
+                entries: top.to_vec(),
+                total_members: total,
                 taken_at: tagged.snapshot.taken_at,
                 hidden: tagged.snapshot.hidden.clone(),
             };
