@@ -63,4 +63,4 @@ pub fn install_tls_provider() {
     drop(rustls::crypto::ring::default_provider().install_default());
 }
 
-pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};

@@ -194,7 +194,7 @@ impl WatchHub {
             first: Some(first),
             top_n: u64::from(top_n),
             snapshots,
-            shutdown: self.inner.shutdown.clone(),
+            shutdown: Box::pin(self.inner.shutdown.clone().cancelled_owned()),
             _guard: guard,
         };
         Ok(futures::stream::unfold(watcher, Watcher::next).boxed())
@@ -362,7 +362,9 @@ struct Watcher {
     last_ticket: u64,
     last_sent: (Vec<Entry>, u64),
     snapshots: watch::Receiver<Option<Tagged>>,
-    shutdown: CancellationToken,
+    /// Shutdown, made once: a wait made afresh for every snapshot costs every watcher a
+    /// registration and a deregistration each time.
+    shutdown: std::pin::Pin<Box<ewpm_kit::WaitForCancellationFutureOwned>>,
     _guard: Guard,
 }
 
@@ -374,7 +376,7 @@ impl Watcher {
         loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return None,
+                () = &mut self.shutdown => return None,
                 changed = self.snapshots.changed() => changed.ok()?,
             }
             let Some(tagged) = self.snapshots.borrow_and_update().clone() else { continue };
