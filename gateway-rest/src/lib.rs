@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::Context;
 use axum::{
-    Json, Router,
+    Router,
     extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
@@ -88,8 +88,9 @@ pub struct AppState {
     /// HTTP server's graceful shutdown (an upgraded connection is no longer its), so the rooms
     /// watch this to close with 1001 themselves.
     pub(crate) closing: CancellationToken,
-    /// The upstreams' health as last checked (see [`watch_upstreams`]).
-    upstream_health: Arc<RwLock<Vec<(&'static str, String)>>>,
+    /// `/health`'s answer from the upstreams' health as last checked (see
+    /// [`watch_upstreams`]), serialized once per check rather than once per request.
+    upstream_health: Arc<RwLock<Arc<HealthAnswer>>>,
     /// The CORS policy (none unless [`AppState::with_cors`] set one).
     cors: cors::Cors,
     /// Challenge boards a caller's audience may read, as the challenge service last said
@@ -166,9 +167,9 @@ impl AppState {
             streams: StreamSlots::new(limits),
             score_updates: quizzes::ScoreHub::default(),
             closing: CancellationToken::new(),
-            upstream_health: Arc::new(RwLock::new(
-                UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect(),
-            )),
+            upstream_health: Arc::new(RwLock::new(Arc::new(HealthAnswer::of(
+                &UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect::<Vec<_>>(),
+            )))),
             cors: cors::Cors::default(),
             visible: Arc::new(ewpm_kit::cache::TtlCache::with_capacity(
                 VISIBLE_FOR,
@@ -214,7 +215,8 @@ pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
         let results = futures::future::join_all(checks).await;
         let snapshot: Vec<(&'static str, String)> =
             UPSTREAMS.iter().map(|(name, _)| *name).zip(results).collect();
-        *state.upstream_health.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        let answer = Arc::new(HealthAnswer::of(&snapshot));
+        *state.upstream_health.write().unwrap_or_else(|p| p.into_inner()) = answer;
         if ewpm_kit::retry::sleep_or_shutdown(HEALTH_EVERY, &shutdown).await {
             return;
         }
@@ -641,21 +643,57 @@ async fn livez() -> &'static str {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let services = state.upstream_health.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let serving = services.iter().filter(|(_, s)| s == "serving").count();
-    let map: serde_json::Map<String, serde_json::Value> = services
-        .iter()
-        .map(|(n, s)| (n.to_string(), serde_json::Value::from(s.as_str())))
-        .collect();
-    if serving == 0 {
-        let detail =
-            services.iter().map(|(n, s)| format!("{n}: {s}")).collect::<Vec<_>>().join("; ");
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_NOT_SERVING", detail)
-            .retry_after(Duration::from_secs(1))
-            .into_response();
+    let answer = state.upstream_health.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut response = Response::new(axum::body::Body::from(answer.body.clone()));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers.clone();
+    response
+}
+
+/// `/health`'s answer, made once per look at the upstreams.
+struct HealthAnswer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+}
+
+impl HealthAnswer {
+    /// The answer for `services` (name, state): 200 `ok` when every upstream serves,
+    /// `degraded` when some do, 503 problem+json when none does.
+    fn of(services: &[(&'static str, String)]) -> Self {
+        let serving = services.iter().filter(|(_, s)| s == "serving").count();
+        if serving == 0 {
+            let detail =
+                services.iter().map(|(n, s)| format!("{n}: {s}")).collect::<Vec<_>>().join("; ");
+            let problem =
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_NOT_SERVING", detail);
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/problem+json"),
+            );
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                headers,
+                body: serde_json::to_vec(&problem).unwrap_or_default().into(),
+            };
+        }
+        let map: serde_json::Map<String, serde_json::Value> = services
+            .iter()
+            .map(|(n, s)| (n.to_string(), serde_json::Value::from(s.as_str())))
+            .collect();
+        let status = if serving == services.len() { "ok" } else { "degraded" };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        Self {
+            status: StatusCode::OK,
+            headers,
+            body: serde_json::to_vec(&serde_json::json!({"status": status, "services": map}))
+                .unwrap_or_default()
+                .into(),
+        }
     }
-    let status = if serving == services.len() { "ok" } else { "degraded" };
-    Json(serde_json::json!({"status": status, "services": map})).into_response()
 }
 
 /// `serving`, `not serving`, or why the check failed.
