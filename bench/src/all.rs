@@ -77,7 +77,12 @@ pub async fn all(args: AllArgs, modules: &'static [&'static dyn Module]) -> anyh
         }};
     }
     run!("progress_embedded", "progress, embedded", crate::pipeline::progress, &common(&[]));
-    run!("progress_mesh", "progress, PostgreSQL + Redis", crate::pipeline::progress, &common(&mesh));
+    run!(
+        "progress_mesh",
+        "progress, PostgreSQL + Redis",
+        crate::pipeline::progress,
+        &common(&mesh)
+    );
     run!(
         "leaderboard_embedded",
         "leaderboard watchers, embedded",
@@ -94,9 +99,20 @@ pub async fn all(args: AllArgs, modules: &'static [&'static dyn Module]) -> anyh
         crate::engagement::engagement,
         &common(&mesh)
     );
-    run!("incentives_mesh", "incentive processors, PostgreSQL + Redis", crate::incentives::incentives, &{
-        vec!["--json".to_string(), "--postgres".into(), pg.clone(), "--redis".into(), redis.clone()]
-    });
+    run!(
+        "incentives_mesh",
+        "incentive processors, PostgreSQL + Redis",
+        crate::incentives::incentives,
+        &{
+            vec![
+                "--json".to_string(),
+                "--postgres".into(),
+                pg.clone(),
+                "--redis".into(),
+                redis.clone(),
+            ]
+        }
+    );
     let runs = Value::Object(runs);
     let summary = summary(&runs);
     let report = json!({
@@ -244,7 +260,8 @@ fn summary(runs: &Value) -> Value {
     Value::Array(
         rows.into_iter()
             .map(|row| {
-                let met = row.figure.map(|f| if row.at_least { f >= row.goal } else { f <= row.goal });
+                let met =
+                    row.figure.map(|f| if row.at_least { f >= row.goal } else { f <= row.goal });
                 json!({
                     "path": row.path,
                     "figure": row.figure,

@@ -2,7 +2,7 @@
 //! `--target` and `--edge`). Phases of `--duration` seconds at `--concurrency`: the edge's
 //! own no-upstream route `/livez` (the edge's limit on this machine), `/health` (answered
 //! from the edge's last look at its upstreams), `POST /api/challenges/{id}/progress` (many
-//! users), `GET /api/challenges/{id}/leaderboard` (top 10), and
+//! users), `GET /api/challenges/{id}/leaderboard?limit=10`, and
 //! `GET /api/users/{userId}/challenges/active`. Every rate comes with its ratio to `/livez`
 //! of the same run. Figures are printed (or returned as JSON), never asserted.
 
@@ -70,7 +70,9 @@ async fn run(target: &Target, args: &EdgeArgs, base: &str) -> anyhow::Result<ser
     crate::engagement::wait_healthy(&http, base).await?;
     let users: Arc<Vec<String>> = Arc::new(
         (0..p.users.max(1))
-            .map(|u| format!("Bearer {}", target.keys.mint(&format!("user-{u}"), Role::Employee, None)))
+            .map(|u| {
+                format!("Bearer {}", target.keys.mint(&format!("user-{u}"), Role::Employee, None))
+            })
             .collect(),
     );
     let unexpected: Arc<Mutex<Option<String>>> = Arc::default();
@@ -109,13 +111,12 @@ async fn run(target: &Target, args: &EdgeArgs, base: &str) -> anyhow::Result<ser
         let urls: Arc<Vec<String>> = Arc::new(
             challenges
                 .iter()
-                .map(|c| format!("{base}/api/challenges/{c}/leaderboard?pageSize=10"))
+                .map(|c| format!("{base}/api/challenges/{c}/leaderboard?limit=10"))
                 .collect(),
         );
         let reader = users[0].clone();
         move |_, i| {
-            let request =
-                http.get(&urls[i as usize % urls.len()]).header("authorization", &reader);
+            let request = http.get(&urls[i as usize % urls.len()]).header("authorization", &reader);
             let unexpected = unexpected.clone();
             async move { crate::engagement::answered(request, 200, &unexpected).await }
         }

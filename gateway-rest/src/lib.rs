@@ -168,7 +168,10 @@ impl AppState {
             score_updates: quizzes::ScoreHub::default(),
             closing: CancellationToken::new(),
             upstream_health: Arc::new(RwLock::new(Arc::new(HealthAnswer::of(
-                &UPSTREAMS.iter().map(|(name, _)| (*name, "unknown".to_string())).collect::<Vec<_>>(),
+                &UPSTREAMS
+                    .iter()
+                    .map(|(name, _)| (*name, "unknown".to_string()))
+                    .collect::<Vec<_>>(),
             )))),
             cors: cors::Cors::default(),
             visible: Arc::new(ewpm_kit::cache::TtlCache::with_capacity(
@@ -685,7 +688,8 @@ impl HealthAnswer {
             .collect();
         let status = if serving == services.len() { "ok" } else { "degraded" };
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        headers
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         Self {
             status: StatusCode::OK,
             headers,

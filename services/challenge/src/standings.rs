@@ -95,9 +95,8 @@ impl Standings {
                     PlaceStatus::NotOnBoard | PlaceStatus::BoardNotFound => {
                         standing.available = true;
                     }
-                    PlaceStatus::Withheld
-                    | PlaceStatus::Unavailable
-                    | PlaceStatus::Unspecified => {}
+                    PlaceStatus::Withheld | PlaceStatus::Unavailable | PlaceStatus::Unspecified => {
+                    }
                 }
                 let target = c.goal.target();
                 let percent = standing.total / target * 100.0;

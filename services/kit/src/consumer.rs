@@ -183,13 +183,7 @@ impl<H: Handler> Consumer<H> {
             let more = if drain_queue {
                 match self
                     .bus
-                    .receive(
-                        topic,
-                        group,
-                        &self.config.consumer,
-                        take,
-                        Duration::ZERO,
-                    )
+                    .receive(topic, group, &self.config.consumer, take, Duration::ZERO)
                     .await
                 {
                     Ok(messages) => self.decode(messages).await,

@@ -13,7 +13,8 @@ fn sockets_to(port: u16) -> Vec<bool> {
         let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if !std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        if !std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
         {
             continue;
         }
