@@ -126,9 +126,10 @@ async fn dev(mut settings: Settings) -> anyhow::Result<()> {
     for module in MODULES {
         host.start(*module, None).await?;
     }
-    let state =
-        ewpm_gateway::AppState::connect(&settings.services, keys.clone(), &settings.limits)?
-            .with_cors(&settings.http.cors_origins);
+    // The edge calls the services in this process: the same layers and token checks as over
+    // the network, without an HTTP/2 hop of its own.
+    let state = ewpm_gateway::AppState::in_process(host.local(), keys.clone(), &settings.limits)
+        .with_cors(&settings.http.cors_origins);
     print_banner(&keys, loopback(grpc_addr), loopback(http_addr), &database);
     let grace = Duration::from_secs(settings.grpc.shutdown_grace_secs);
     let edge =

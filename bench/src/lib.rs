@@ -157,6 +157,8 @@ pub(crate) struct Stack {
     pub(crate) db: sea_orm::DatabaseConnection,
     /// The stack's bus (the one its modules publish on and consume).
     pub(crate) bus: Arc<dyn ewpm_kit::bus::Bus>,
+    /// The stack's services callable in this process (what `ewpm dev`'s REST edge calls).
+    pub(crate) local: ewpm_kit::client::Upstream,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     /// Redis and the stack's throwaway key prefix, emptied at the end.
@@ -202,13 +204,14 @@ impl Stack {
             host.start(*module, None).await?;
         }
         let db = host.database().context("the stack's database")?.clone();
+        let local = host.local();
         let bus = host.bus().await?;
         let server = tokio::spawn(async move {
             if let Err(err) = host.serve(listener, async { Ok(()) }).await {
                 eprintln!("bench server failed: {err:#}");
             }
         });
-        Ok(Self { uri, db, bus, stop, server, redis })
+        Ok(Self { uri, db, bus, local, stop, server, redis })
     }
 
     /// Stops the servers, then the background tasks (up to the grace period); then deletes
@@ -247,15 +250,14 @@ pub(crate) struct Edge {
 }
 
 impl Edge {
-    /// The edge with every upstream at `uri`, verifying tokens with `keys`.
+    /// The edge calling `local`'s services in this process, as `ewpm dev`'s edge does,
+    /// verifying tokens with `keys`.
     pub(crate) async fn start(
-        uri: &str,
+        local: ewpm_kit::client::Upstream,
         keys: TokenKeys,
         limits: &ewpm_kit::settings::LimitSettings,
     ) -> anyhow::Result<Self> {
-        let addrs =
-            ewpm_gateway::upstream_names().map(|n| (n.to_string(), uri.to_string())).collect();
-        let state = ewpm_gateway::AppState::connect(&addrs, keys, limits)?;
+        let state = ewpm_gateway::AppState::in_process(local, keys, limits);
         let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let base = format!("http://{}", listener.local_addr()?);
         let stop = CancellationToken::new();

@@ -216,7 +216,7 @@ impl Target {
     pub(crate) async fn local_edge(&self) -> anyhow::Result<Option<Edge>> {
         match &self.local {
             Some((stack, _)) => {
-                Ok(Some(Edge::start(&stack.uri, self.keys.clone(), &self.limits).await?))
+                Ok(Some(Edge::start(stack.local.clone(), self.keys.clone(), &self.limits).await?))
             }
             None => Ok(None),
         }

@@ -34,6 +34,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, patch, post},
 };
+use ewpm_kit::client::Upstream;
 use ewpm_kit::{
     CancellationToken,
     auth::{Caller, TokenKeys},
@@ -49,7 +50,6 @@ use ewpm_proto::{
     scan::v1::scan_service_client::ScanServiceClient,
 };
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tracing::Instrument;
 use utoipa::{
     Modify, OpenApi,
@@ -63,21 +63,21 @@ use crate::problem::Problem;
 #[derive(Clone)]
 pub struct AppState {
     /// The challenge service.
-    pub challenge: ChallengeServiceClient<Channel>,
+    pub challenge: ChallengeServiceClient<Upstream>,
     /// The scan service.
-    pub scan: ScanServiceClient<Channel>,
+    pub scan: ScanServiceClient<Upstream>,
     /// The progress service.
-    pub progress: ProgressServiceClient<Channel>,
+    pub progress: ProgressServiceClient<Upstream>,
     /// The leaderboard service.
-    pub leaderboard: LeaderboardServiceClient<Channel>,
+    pub leaderboard: LeaderboardServiceClient<Upstream>,
     /// The incentive service.
-    pub incentive: IncentiveServiceClient<Channel>,
+    pub incentive: IncentiveServiceClient<Upstream>,
     /// The quiz service.
-    pub quiz: QuizServiceClient<Channel>,
+    pub quiz: QuizServiceClient<Upstream>,
     /// The engagement service.
-    pub engagement: EngagementServiceClient<Channel>,
-    /// Every upstream's channel, by service name (the `EWPM_SERVICES__<NAME>` keys).
-    channels: Arc<BTreeMap<&'static str, Channel>>,
+    pub engagement: EngagementServiceClient<Upstream>,
+    /// Every upstream, by service name (the `EWPM_SERVICES__<NAME>` keys).
+    upstreams: Arc<BTreeMap<&'static str, Upstream>>,
     /// Verifies tokens before anything else reads the request.
     keys: Arc<TokenKeys>,
     /// Live streams (SSE and WebSockets), per caller and in all.
@@ -141,7 +141,7 @@ impl AppState {
         keys: TokenKeys,
         limits: &LimitSettings,
     ) -> anyhow::Result<Self> {
-        let mut channels = BTreeMap::new();
+        let mut upstreams = BTreeMap::new();
         for (name, _) in UPSTREAMS {
             let uri = addrs.get(name).with_context(|| {
                 format!(
@@ -151,18 +151,34 @@ impl AppState {
             })?;
             let channel = ewpm_kit::client::pooled(uri, UPSTREAM_CONNECTIONS)
                 .with_context(|| format!("{name} service"))?;
-            channels.insert(name, channel);
+            upstreams.insert(name, ewpm_kit::client::upstream(channel));
         }
-        let channel = |name: &str| channels[name].clone();
-        Ok(Self {
-            challenge: ChallengeServiceClient::new(channel("challenge")),
-            scan: ScanServiceClient::new(channel("scan")),
-            progress: ProgressServiceClient::new(channel("progress")),
-            leaderboard: LeaderboardServiceClient::new(channel("leaderboard")),
-            incentive: IncentiveServiceClient::new(channel("incentive")),
-            quiz: QuizServiceClient::new(channel("quiz")),
-            engagement: EngagementServiceClient::new(channel("engagement")),
-            channels: Arc::new(channels),
+        Ok(Self::with_upstreams(upstreams, keys, limits))
+    }
+
+    /// Clients for services served by this process (`ewpm dev`): each call goes through
+    /// `local` (see `ewpm_kit::server::Mount::local`) with the same layers and token check
+    /// as over the network, without HTTP/2 between the edge and the services.
+    pub fn in_process(local: Upstream, keys: TokenKeys, limits: &LimitSettings) -> Self {
+        let upstreams = UPSTREAMS.iter().map(|(name, _)| (*name, local.clone())).collect();
+        Self::with_upstreams(upstreams, keys, limits)
+    }
+
+    fn with_upstreams(
+        upstreams: BTreeMap<&'static str, Upstream>,
+        keys: TokenKeys,
+        limits: &LimitSettings,
+    ) -> Self {
+        let upstream = |name: &str| upstreams[name].clone();
+        Self {
+            challenge: ChallengeServiceClient::new(upstream("challenge")),
+            scan: ScanServiceClient::new(upstream("scan")),
+            progress: ProgressServiceClient::new(upstream("progress")),
+            leaderboard: LeaderboardServiceClient::new(upstream("leaderboard")),
+            incentive: IncentiveServiceClient::new(upstream("incentive")),
+            quiz: QuizServiceClient::new(upstream("quiz")),
+            engagement: EngagementServiceClient::new(upstream("engagement")),
+            upstreams: Arc::new(upstreams),
             keys: Arc::new(keys),
             streams: StreamSlots::new(limits),
             score_updates: quizzes::ScoreHub::default(),
@@ -178,7 +194,7 @@ impl AppState {
                 VISIBLE_FOR,
                 VISIBLE_CAPACITY,
             )),
-        })
+        }
     }
 
     /// The same, answering CORS for browser pages on `origins` (`http.cors_origins`:
@@ -213,8 +229,9 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// answer from (a probe or a flood of `/health` calls costs the upstreams nothing).
 pub async fn watch_upstreams(state: AppState, shutdown: CancellationToken) {
     loop {
-        let checks =
-            UPSTREAMS.iter().map(|(name, service)| upstream_health(&state.channels[name], service));
+        let checks = UPSTREAMS
+            .iter()
+            .map(|(name, service)| upstream_health(&state.upstreams[name], service));
         let results = futures::future::join_all(checks).await;
         let snapshot: Vec<(&'static str, String)> =
             UPSTREAMS.iter().map(|(name, _)| *name).zip(results).collect();
@@ -701,13 +718,13 @@ impl HealthAnswer {
 }
 
 /// `serving`, `not serving`, or why the check failed.
-async fn upstream_health(channel: &Channel, service: &str) -> String {
+async fn upstream_health(upstream: &Upstream, service: &str) -> String {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
     let mut request = tonic::Request::new(HealthCheckRequest { service: service.to_string() });
     request.set_timeout(std::time::Duration::from_secs(2));
-    match HealthClient::new(channel.clone()).check(request).await {
+    match HealthClient::new(upstream.clone()).check(request).await {
         Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => "serving".to_string(),
         Ok(_) => "not serving".to_string(),
         Err(status) => format!("unavailable ({})", status.message()),

@@ -2,7 +2,24 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    body::Body,
+    transport::{Channel, Endpoint},
+};
+
+/// A gRPC service stack as a tower service: a [`Channel`] to a server (see [`upstream`]), or
+/// the services of this process ([`crate::server::Mount::local`]). Clients of either are
+/// `XServiceClient<Upstream>`.
+pub type Upstream = tower::util::BoxCloneSyncService<
+    http::Request<Body>,
+    http::Response<Body>,
+    tonic::transport::Error,
+>;
+
+/// A channel as an [`Upstream`].
+pub fn upstream(channel: Channel) -> Upstream {
+    Upstream::new(channel)
+}
 
 /// A lazily connecting channel to the service at `uri` (`http://host:port`): a process starts
 /// even when the service is not up yet, and its calls answer Unavailable until it is. Calls

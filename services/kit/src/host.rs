@@ -126,6 +126,11 @@ impl Host {
         })
     }
 
+    /// The gRPC services mounted so far, callable in this process (see [`Mount::local`]).
+    pub fn local(&self) -> crate::client::Upstream {
+        self.mount.local()
+    }
+
     /// The gRPC services mounted so far.
     pub fn mount(&mut self) -> &mut Mount {
         &mut self.mount
