@@ -147,6 +147,11 @@ impl<H: Handler> Consumer<H> {
                     }
                     Err(err) => tracing::warn!(topic, error = format!("{err:#}"), "reclaim failed"),
                 }
+                // Due by size now: not after another wait for messages.
+                if batch.len() >= rule.size {
+                    let due = batch.take();
+                    self.flush_until_done(due, &shutdown).await;
+                }
             }
             // Wait for messages no longer than the batch's deadline (or the next reclaim).
             let until = batch.deadline().unwrap_or(next_reclaim).min(next_reclaim);
