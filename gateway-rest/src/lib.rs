@@ -6,7 +6,9 @@
 //! - [`routes`]: one file per resource (challenges, leaderboards, named boards, incentives,
 //!   scans, quizzes with their WebSocket room, match engagement).
 //! - [`problem`]: gRPC status → problem+json.
-//! - [`upstream`]: channels to the services; token and trace forwarding.
+//! - [`upstream`]: token and trace forwarding to the services, Server-Sent Events from their
+//!   streams (the clients are over `ewpm_kit::client::Upstream`: HTTP/2 channels in the mesh,
+//!   the services in this process under `ewpm dev`).
 //! - [`cors`]: the CORS policy for browser pages on other origins (`http.cors_origins`).
 //! - this file: the router, authentication before anything reads a request, `/health`
 //!   (from upstream states checked every second), `/metrics`, `/openapi.json`, `/docs`,
@@ -34,10 +36,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, patch, post},
 };
-use ewpm_kit::client::Upstream;
 use ewpm_kit::{
     CancellationToken,
     auth::{Caller, TokenKeys},
+    client::Upstream,
     settings::LimitSettings,
 };
 use ewpm_proto::{

@@ -80,7 +80,3 @@ where
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
-
-/// A lazily connecting channel to `uri`: the edge starts even when a service is not up yet,
-/// and answers 503 for it until it is.
-pub use ewpm_kit::client::channel;
