@@ -66,10 +66,10 @@ pub enum Bench {
     /// and `GET …/challenges/active` against the edge's own no-upstream route (`/livez`), and
     /// `/health`.
     Edge(crate::edge::EdgeArgs),
-    /// Every figure of the performance table in one run: progress (embedded, then PostgreSQL
-    /// + Redis), 10,000 watchers, the REST edge, scan, engagement ingest and the incentive
-    /// processors on PostgreSQL, each with the bare echo / no-upstream baseline of its own
-    /// phase; then one summary of every row against its goal.
+    /// Every figure of the performance table in one run: progress (embedded, then on
+    /// PostgreSQL and Redis), 10,000 watchers, the REST edge, scan, engagement ingest and the
+    /// incentive processors on PostgreSQL, each with the bare echo / no-upstream baseline of
+    /// its own phase; then one summary of every row against its goal.
     All(crate::all::AllArgs),
 }
 
