@@ -119,18 +119,19 @@ impl<H: Handler> Consumer<H> {
                 let every = (self.config.reclaim_idle / 2)
                     .clamp(Duration::from_millis(50), Duration::from_secs(30));
                 next_reclaim = Instant::now() + every;
+                // As many as one flush takes (a dead consumer held up to that many).
+                let room = take.saturating_sub(batch.len()).max(1);
                 match self
                     .bus
-                    .reclaim(
-                        topic,
-                        group,
-                        &self.config.consumer,
-                        self.config.reclaim_idle,
-                        self.config.rule.size,
-                    )
+                    .reclaim(topic, group, &self.config.consumer, self.config.reclaim_idle, room)
                     .await
                 {
                     Ok(messages) => {
+                        // As many as it could take: more may be waiting (a dead consumer's
+                        // whole batch); look again at once rather than after `every`.
+                        if messages.len() >= room {
+                            next_reclaim = Instant::now();
+                        }
                         if !messages.is_empty() {
                             tracing::info!(
                                 topic,
