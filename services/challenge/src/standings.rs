@@ -95,10 +95,13 @@ impl Standings {
                     PlaceStatus::NotOnBoard | PlaceStatus::BoardNotFound => {
                         standing.available = true;
                     }
+                    // Not to be shown, or not readable now: unavailable.
                     PlaceStatus::Withheld | PlaceStatus::Unavailable | PlaceStatus::Unspecified => {
                     }
                 }
                 let target = c.goal.target();
+                // Finite always (JSON has no infinity): a goal stored before the minimum
+                // target existed could still divide by almost nothing.
                 let percent = standing.total / target * 100.0;
                 if standing.available && target > 0.0 && percent.is_finite() {
                     standing.percent_of_goal = percent;
