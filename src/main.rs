@@ -218,6 +218,10 @@ EWPM dev is running (embedded mode: {database})
   gRPC      {grpc}   ({services}, health, reflection)
   REST      http://{http}   (docs: http://{http}/docs)
 
+Web app (the link signs you in; the token stays in the URL fragment, which browsers never send):
+  employee  http://{http}/#token={employee}
+  admin     http://{http}/#token={admin}
+
 Development tokens (valid 24 h; `ewpm token --help` mints more):
   ADMIN={admin}
   EMPLOYEE={employee}

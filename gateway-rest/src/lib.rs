@@ -18,6 +18,7 @@ pub mod cors;
 pub mod problem;
 pub mod routes;
 pub mod upstream;
+pub mod web;
 
 use routes::{boards, challenges, engagement, incentives, leaderboards, quizzes, scans};
 
@@ -436,6 +437,7 @@ pub fn router(state: AppState) -> Router {
     // their route template.
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(web::routes())
         .merge(api)
         .layer(middleware::from_fn(problem_errors))
         .layer(middleware::from_fn_with_state(policy, cors::handle))
@@ -516,9 +518,17 @@ fn api_routes() -> Router<AppState> {
         .route("/api/matches/{matchId}/replay", post(engagement::replay))
 }
 
-/// The one route that also takes its token as the `access_token` query parameter: browsers
-/// cannot set headers on a WebSocket.
+/// The one route that also takes its token outside the `Authorization` header: browsers
+/// cannot set headers on a WebSocket. It comes in the subprotocol list as
+/// `ewpm.bearer.<token>` beside [`ROOM_PROTOCOL`] (what the web app sends: no URL carries
+/// it), or as the `access_token` query parameter.
 const QUIZ_ROOM: &str = "/api/quiz-sessions/{id}/ws";
+
+/// The subprotocol the quiz room answers with when a client offers it.
+pub const ROOM_PROTOCOL: &str = "ewpm.room.v1";
+
+/// The prefix of the subprotocol entry that carries a bearer token.
+const BEARER_PROTOCOL: &str = "ewpm.bearer.";
 
 /// Verifies the bearer token before anything reads the request (a bad body from a caller
 /// without a valid token is 401, not 400), and hands the [`Caller`] to the handler. The
@@ -533,7 +543,8 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let is_room =
         request.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == QUIZ_ROOM);
     let query_token = if is_room { take_query_token(&mut request) } else { None };
-    if let Some(token) = query_token
+    let protocol_token = if is_room { take_protocol_token(&mut request) } else { None };
+    if let Some(token) = protocol_token.or(query_token)
         && !request.headers().contains_key(http::header::AUTHORIZATION)
         && let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}"))
     {
@@ -547,6 +558,31 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Err(status) => Problem::from_status(&status, "").into_response(),
     }
+}
+
+/// Removes every `ewpm.bearer.<token>` entry from the request's `Sec-WebSocket-Protocol`
+/// list (so nothing after this sees the token there); answers the first one's token.
+fn take_protocol_token(request: &mut Request) -> Option<String> {
+    let name = http::header::SEC_WEBSOCKET_PROTOCOL;
+    let offered: Vec<String> = request
+        .headers()
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let token = offered.iter().find_map(|p| p.strip_prefix(BEARER_PROTOCOL)).map(str::to_string)?;
+    let kept: Vec<&str> =
+        offered.iter().filter(|p| !p.starts_with(BEARER_PROTOCOL)).map(String::as_str).collect();
+    request.headers_mut().remove(&name);
+    if !kept.is_empty()
+        && let Ok(value) = http::HeaderValue::from_str(&kept.join(", "))
+    {
+        request.headers_mut().insert(name, value);
+    }
+    Some(token)
 }
 
 /// Removes every `access_token` parameter from the request's query; answers the first one's

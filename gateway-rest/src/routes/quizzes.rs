@@ -664,7 +664,7 @@ pub async fn export(
     params(
         ("id" = String, Path, description = "Quiz session id"),
         WatchQuery,
-        ("access_token" = Option<String>, Query, description = "The bearer token, for browsers (which cannot set headers on a WebSocket); `Authorization: Bearer` works too"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers on a WebSocket. Browsers had better offer it as the subprotocol `ewpm.bearer.<token>` beside `ewpm.room.v1` (answered with `ewpm.room.v1`), which keeps it out of URLs; `Authorization: Bearer` works too"),
     ),
     responses(
         (status = 101, description = "Switched to the WebSocket room: server messages are QuizEvent JSON (`session`, `question_revealed`, `question_closed`, `participant_count`, `leaderboard`, `finished`, `score_update`, `answer_receipt`, `error`); the client sends `{\"type\":\"answer\",\"questionId\":\"...\",\"answer\":...}`", body = QuizEvent),
@@ -686,6 +686,7 @@ pub async fn ws(
     let events = watch(&state, &headers, &caller, id.clone(), top).await?;
     let room = room::Room::new(state, &headers, caller, id);
     Ok(upgrade
+        .protocols([crate::ROOM_PROTOCOL])
         .max_message_size(room::MAX_FRAME_BYTES)
         .max_frame_size(room::MAX_FRAME_BYTES)
         .on_upgrade(move |socket| room.run(socket, events, slot)))

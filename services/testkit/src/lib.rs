@@ -13,7 +13,9 @@
 //! - [`TestDb`]: a fresh database per test (PostgreSQL or SQLite), migrated with the real
 //!   migrations.
 //! - [`spawn_grpc`]: mount services on a port-0 gRPC server, with test tokens.
+//! - [`browser`]: a headless Chromium driven over the DevTools Protocol, for UI tests.
 
+pub mod browser;
 mod servers;
 
 use std::{net::SocketAddr, sync::Arc};

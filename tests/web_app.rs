@@ -1,0 +1,495 @@
+//! The web app the edge serves at `/`, in a real headless Chromium (Debian's `chromium`,
+//! which `scripts/test` installs where missing) driven over the DevTools protocol, against
+//! `ewpm dev` as a user runs it: the sign-in link `ewpm dev` prints, every page loading with
+//! no console error, a progress submission reaching an open leaderboard page, a quiz played
+//! by a host and a participant in two browser contexts, a match dashboard and awards updating
+//! live, and a phone-sized screen. Screenshots of each page are kept under
+//! `target/tmp/screenshots/`.
+//!
+//! Beside it, the edge's side of the app over plain HTTP: compression, caching, the page's
+//! security headers, and the quiz room's token carried as a WebSocket subprotocol.
+
+mod common;
+
+use std::{
+    io::Read,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use common::start_dev;
+use ewpm_kit::auth::Role;
+use ewpm_testkit::{TEST_SECRET, bearer, browser::Browser, browser::Page};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+}
+
+struct Rest {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    async fn send(&self, method: &str, path: &str, auth: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        }
+        .header("authorization", auth);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn post(&self, path: &str, auth: &str, body: Value) -> Value {
+        self.send("POST", path, auth, Some(body)).await
+    }
+
+    async fn get(&self, path: &str, auth: &str) -> Value {
+        self.send("GET", path, auth, None).await
+    }
+}
+
+/// The link `ewpm dev` printed for `who` (`employee` or `admin`).
+fn printed_link(dir: &std::path::Path, who: &str) -> String {
+    let banner = std::fs::read_to_string(dir.join("stdout")).unwrap();
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(who).map(|rest| rest.trim().to_string()))
+        .filter(|link| link.contains("/#token="))
+        .unwrap_or_else(|| panic!("no {who} link in the banner:\n{banner}"))
+}
+
+/// Fails with the page's console errors, if it logged any.
+fn no_console_errors(page: &Page, name: &str) {
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "{name}: console errors: {errors:#?}");
+}
+
+async fn shot(page: &Page, name: &str) {
+    page.screenshot(&screenshots().join(format!("{name}.png"))).await.unwrap();
+}
+
+/// Labels, names and overflow a keyboard or screen-reader user and a phone depend on.
+async fn accessible(page: &Page, name: &str) {
+    let problems = page
+        .eval(
+            r#"(() => {
+              const out = [];
+              for (const el of document.querySelectorAll('input, textarea, select')) {
+                if (!(el.labels && el.labels.length) && !el.getAttribute('aria-label')) out.push('unlabelled ' + (el.id || el.outerHTML));
+              }
+              for (const el of document.querySelectorAll('button, a[href]')) {
+                if (!el.textContent.trim() && !el.getAttribute('aria-label')) out.push('nameless ' + el.outerHTML);
+              }
+              if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
+              if (!document.documentElement.lang) out.push('no lang');
+              if (!document.title) out.push('no title');
+              return out;
+            })()"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(problems, json!([]), "{name}: accessibility");
+}
+
+#[tokio::test]
+async fn the_edge_serves_the_app_compressed_revalidated_and_locked_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, base, _) = start_dev(dir.path(), &[("EWPM_AUTH__SECRET", TEST_SECRET)]).await;
+    let http = ewpm_testkit::http_client();
+
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/app/app.js">"#), "{html}");
+
+    for path in ["/app/app.js", "/app/app.css"] {
+        let plain = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(plain.status(), 200, "{path}");
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        let etag = plain.headers()["etag"].clone();
+        assert_eq!(plain.headers()["cache-control"], "no-cache");
+        let plain = plain.bytes().await.unwrap();
+        let zipped = http
+            .get(format!("{base}{path}"))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(zipped.headers()["content-encoding"], "gzip", "{path}");
+        let zipped = zipped.bytes().await.unwrap();
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut unzipped).unwrap();
+        assert_eq!(unzipped, plain, "{path}: gzip is the same file");
+        assert!(zipped.len() * 2 < plain.len(), "{path}: {} → {}", plain.len(), zipped.len());
+        let again =
+            http.get(format!("{base}{path}")).header("if-none-match", etag).send().await.unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+    }
+    let missing = http.get(format!("{base}/app/nothing.js")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+
+    // The quiz room takes its token as a subprotocol (what the app sends), answers with the
+    // room's protocol, and refuses a forged one before the upgrade.
+    let rest = Rest { base: base.clone(), http: http.clone() };
+    let admin = bearer("admin-1", Role::Admin, None);
+    let quiz = rest
+        .post(
+            "/api/quizzes",
+            &admin,
+            json!({"title": "Q", "questions": [{"text": "?", "kind": "poll", "choices": ["a", "b"]}]}),
+        )
+        .await;
+    let session = rest.post("/api/quiz-sessions", &admin, json!({"quizId": quiz["id"]})).await;
+    let ws = |token: String| {
+        let url = format!(
+            "{}/api/quiz-sessions/{}/ws",
+            base.replace("http", "ws"),
+            session["id"].as_str().unwrap()
+        );
+        let mut request = url.into_client_request().unwrap();
+        let offered = format!("ewpm.room.v1, ewpm.bearer.{token}");
+        request.headers_mut().insert("sec-websocket-protocol", offered.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let token = admin.trim_start_matches("Bearer ").to_string();
+    let (mut socket, response) = ws(token.clone()).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "ewpm.room.v1");
+    let first = tokio::time::timeout(WAIT, socket.next()).await.unwrap().unwrap().unwrap();
+    let first: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(first["type"], "session", "{first}");
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    match ws(forged).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a forged token was not refused: {:?}", other.map(|(_, r)| r.status())),
+    }
+}
+
+#[tokio::test]
+async fn people_use_every_page_in_chromium_and_see_it_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, base, _) = start_dev(
+        dir.path(),
+        &[("EWPM_AUTH__SECRET", TEST_SECRET), ("EWPM_PROGRESS__FLUSH_INTERVAL_MS", "200")],
+    )
+    .await;
+    let rest = Rest { base: base.clone(), http: ewpm_testkit::http_client() };
+    let admin = bearer("admin-1", Role::Admin, None);
+    let hr = bearer("hr-acme", Role::EmployerAdmin, Some("acme"));
+    let feed = bearer("feed-1", Role::Ingest, None);
+    let me = bearer("dev-employee", Role::Employee, Some("acme"));
+
+    // What there is to see: a challenge with three colleagues on its board, a match with
+    // events, an incentive that a reported birth earns.
+    let challenge = rest
+        .post(
+            "/api/challenges",
+            &admin,
+            json!({"name": "Walk to work", "description": "Every kilometre on foot counts",
+                   "startTime": "2026-01-01T00:00:00Z", "endTime": "2099-12-31T00:00:00Z",
+                   "goal": {"target": 120, "unit": "km"}}),
+        )
+        .await;
+    let challenge = challenge["id"].as_str().unwrap().to_string();
+    for (user, km) in [("alice", 36), ("bob", 35), ("carol", 31)] {
+        let token = bearer(user, Role::Employee, Some("acme"));
+        rest.post(&format!("/api/challenges/{challenge}/progress"), &token, json!({"value": km}))
+            .await;
+    }
+    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 17})).await;
+    let types = ["goal", "shot", "corner", "yellow_card", "substitution", "chant"];
+    let events: Vec<Value> = (0..120)
+        .map(|i| {
+            json!({"matchId": "match_001", "eventType": types[i % types.len()],
+                         "metadata": {"minute": i % 90}})
+        })
+        .collect();
+    rest.post("/api/events/batch", &feed, json!({"events": events})).await;
+    rest.post(
+        "/api/incentives",
+        &admin,
+        json!({"slug": "birth-reported", "description": "A reported birth",
+               "rule": {"eachOccurrence": {}}, "triggerKinds": ["birth"]}),
+    )
+    .await;
+    rest.post(
+        "/api/employers/acme/incentives",
+        &hr,
+        json!({"programId": "maternity", "incentiveSlug": "birth-reported",
+               "reward": "pregnancy pillow", "timeZone": "Europe/Berlin"}),
+    )
+    .await;
+    // The board has all four before the page opens.
+    let deadline = Instant::now() + WAIT;
+    while rest.get(&format!("/api/challenges/{challenge}/leaderboard"), &me).await["totalMembers"]
+        != 4
+    {
+        assert!(Instant::now() < deadline, "the board never had four members");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let browser = Browser::launch().await.unwrap();
+
+    // A visitor without a token sees the sign-in form.
+    let guest = browser.new_context().await.unwrap().new_page().await.unwrap();
+    guest.set_viewport(1100, 800, false).await.unwrap();
+    guest.goto(&format!("{base}/")).await.unwrap();
+    guest.wait_for("document.querySelector('#sign-in textarea')", WAIT).await.unwrap();
+    accessible(&guest, "sign-in").await;
+    shot(&guest, "sign-in").await;
+    no_console_errors(&guest, "sign-in");
+
+    // The employee opens the link `ewpm dev` printed: signed in, and the token is gone from
+    // the address bar.
+    let employee = browser.new_context().await.unwrap();
+    let page = employee.new_page().await.unwrap();
+    page.set_viewport(1100, 800, false).await.unwrap();
+    page.goto(&printed_link(dir.path(), "employee")).await.unwrap();
+    page.wait_for(&format!("document.querySelector('[data-challenge-id=\"{challenge}\"] .rank')?.textContent === 'rank #4'"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(page.eval("location.hash").await.unwrap(), "#/challenges");
+    assert!(page.text("#signed-in-as").await.unwrap().starts_with("dev-employee"));
+    let card = page.text(&format!("[data-challenge-id=\"{challenge}\"]")).await.unwrap();
+    assert!(card.contains("17 / 120 km") && card.contains("14.2%"), "{card}");
+    accessible(&page, "challenges").await;
+    shot(&page, "challenges").await;
+    no_console_errors(&page, "challenges");
+
+    // The challenge page: the live board highlights the caller; a submission made through the
+    // API reaches the open page.
+    page.goto(&format!("{base}/#/challenges/{challenge}")).await.unwrap();
+    page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.rank === '4'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for("document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 40})).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let board = rest.get(&format!("/api/challenges/{challenge}/leaderboard"), &me).await;
+        if board["entries"][0]["userId"] == "dev-employee" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the submission never reached the board: {board}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_board = Instant::now();
+    page.wait_for(
+        "(() => { const li = document.querySelector('#leaderboard li.me'); return li && li.dataset.rank === '1' && li.dataset.score === '57' && li.getAttribute('aria-current') === 'true'; })()",
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("the open page shows what the board has within 1 s");
+    eprintln!(
+        "progress: POST → board {} ms, board → page {} ms",
+        on_board.duration_since(sent).as_millis(),
+        on_board.elapsed().as_millis()
+    );
+    // The form on the page submits too.
+    page.fill("#progress-value", "3").await.unwrap();
+    page.click("#progress-form button[type=submit]").await.unwrap();
+    page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.score === '60'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for("document.getElementById('my-place').dataset.total === '60'", WAIT)
+        .await
+        .unwrap();
+    accessible(&page, "challenge").await;
+    shot(&page, "challenge").await;
+
+    // The same page on a phone.
+    page.set_viewport(390, 844, true).await.unwrap();
+    page.wait_for("document.querySelector('#leaderboard li.me')", WAIT).await.unwrap();
+    accessible(&page, "challenge on a phone").await;
+    shot(&page, "challenge-phone").await;
+    page.set_viewport(1100, 800, false).await.unwrap();
+    no_console_errors(&page, "challenge");
+
+    // Awards: empty, then the reported birth's award arrives without a reload.
+    page.goto(&format!("{base}/#/awards")).await.unwrap();
+    page.wait_for("document.querySelector('#awards .empty') && document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
+        .await
+        .unwrap();
+    rest.post("/api/births", &me, json!({})).await;
+    page.wait_for(
+        "document.querySelector('#awards [data-award-id] h2')?.textContent === 'pregnancy pillow'",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    accessible(&page, "awards").await;
+    shot(&page, "awards").await;
+    no_console_errors(&page, "awards");
+
+    // The match dashboard: totals, types and minutes, then a live update.
+    page.goto(&format!("{base}/#/matches/match_001")).await.unwrap();
+    page.wait_for("document.getElementById('total-events')?.dataset.total === '120'", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.eval("document.querySelectorAll('#by-type li[data-key]').length").await.unwrap(),
+        6
+    );
+    page.wait_for("document.querySelectorAll('#per-minute rect').length >= 1", WAIT).await.unwrap();
+    rest.post(
+        "/api/events/batch",
+        &feed,
+        json!({"events": [{"matchId": "match_001", "eventType": "goal"}, {"matchId": "match_001", "eventType": "var_review"}]}),
+    )
+    .await;
+    page.wait_for("document.getElementById('total-events')?.dataset.total === '122'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelector('#by-type li[data-key=\"var_review\"] .num')?.textContent === '1'",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    accessible(&page, "match").await;
+    shot(&page, "match").await;
+    no_console_errors(&page, "match");
+
+    // A quiz, host and participant in two browser contexts. The admin creates the sample quiz
+    // and hosts a session from the app.
+    let host_context = browser.new_context().await.unwrap();
+    let host = host_context.new_page().await.unwrap();
+    host.set_viewport(1100, 900, false).await.unwrap();
+    host.goto(&format!("{}&to=/quiz", printed_link(dir.path(), "admin"))).await.unwrap();
+    host.wait_for("document.getElementById('sample-quiz')", WAIT).await.unwrap();
+    host.click("#sample-quiz").await.unwrap();
+    host.wait_for("document.querySelector('[data-quiz-id] button')", WAIT).await.unwrap();
+    host.click("[data-quiz-id] button").await.unwrap();
+    let session = host
+        .wait_for("(location.hash.match(/^#\\/quiz\\/([^/]+)\\/host$/) || [])[1]", WAIT)
+        .await
+        .unwrap();
+    let session = session.as_str().unwrap().to_string();
+    host.wait_for("!document.getElementById('open')?.disabled", WAIT).await.unwrap();
+    host.click("#open").await.unwrap();
+    host.wait_for("document.getElementById('quiz-state')?.dataset.state === 'open'", WAIT)
+        .await
+        .unwrap();
+
+    page.goto(&format!("{base}/#/quiz")).await.unwrap();
+    page.wait_for("document.getElementById('session-id')", WAIT).await.unwrap();
+    accessible(&page, "quiz home").await;
+    page.fill("#session-id", &session).await.unwrap();
+    page.click("#join-form button").await.unwrap();
+    page.wait_for(
+        "document.getElementById('join') && !document.getElementById('join').disabled",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    page.click("#join").await.unwrap();
+    page.wait_for("document.getElementById('waiting') && document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
+        .await
+        .unwrap();
+    host.wait_for(
+        "/ 1 participants$/.test(document.getElementById('quiz-state').textContent)",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    host.click("#start").await.unwrap();
+    host.wait_for("!document.getElementById('reveal').disabled", WAIT).await.unwrap();
+
+    // Question 1: the participant sees it with a countdown and no answer, answers right; the
+    // only connected participant answered, so it closes and both see the distribution.
+    host.click("#reveal").await.unwrap();
+    page.wait_for("document.querySelectorAll('#stage [data-choice]').length === 3", WAIT)
+        .await
+        .unwrap();
+    page.wait_for("/^\\d+s$/.test(document.getElementById('countdown').textContent)", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(page.eval("document.querySelectorAll('#stage .correct').length").await.unwrap(), 0);
+    host.wait_for(
+        "document.querySelector('#host-question')?.textContent.includes('(correct)')",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    accessible(&page, "quiz question").await;
+    shot(&page, "quiz-question").await;
+    page.click("#stage [data-choice=\"1\"]").await.unwrap();
+    page.wait_for("document.getElementById('answer-result')?.dataset.correct === 'true'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.querySelector('#stage [data-choice=\"1\"]').classList.contains('correct')",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    host.wait_for(
+        "document.querySelector('#distribution li[data-key=\"1\"] .num')?.textContent === '1'",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    page.wait_for("document.querySelector('#quiz-board li.me')?.dataset.rank === '1'", WAIT)
+        .await
+        .unwrap();
+    assert!(page.text("#my-score").await.unwrap().starts_with("Your score:"));
+    shot(&page, "quiz-answered").await;
+    accessible(&host, "quiz host").await;
+    shot(&host, "quiz-host").await;
+
+    // Question 2 answered wrong; question 3 is a poll.
+    host.click("#reveal").await.unwrap();
+    page.wait_for("document.querySelector('#question')?.textContent.startsWith('Fruit')", WAIT)
+        .await
+        .unwrap();
+    page.click("#stage [data-choice=\"0\"]").await.unwrap();
+    page.wait_for("document.getElementById('answer-result')?.dataset.correct === 'false'", WAIT)
+        .await
+        .unwrap();
+    host.wait_for(
+        "document.querySelector('#distribution li[data-key=\"0\"] .num')?.textContent === '1'",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    host.click("#reveal").await.unwrap();
+    page.wait_for("document.querySelector('#question')?.textContent.startsWith('Which')", WAIT)
+        .await
+        .unwrap();
+    page.click("#stage [data-choice=\"2\"]").await.unwrap();
+    page.wait_for("document.getElementById('answer-result')?.dataset.correct === 'poll'", WAIT)
+        .await
+        .unwrap();
+    host.wait_for("document.getElementById('reveal').disabled", WAIT).await.unwrap();
+    host.click("#finish").await.unwrap();
+    page.wait_for("document.getElementById('finished')", WAIT).await.unwrap();
+    host.wait_for("document.getElementById('quiz-state')?.dataset.state === 'finished'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for("document.querySelector('#quiz-board li.me')?.dataset.rank === '1'", WAIT)
+        .await
+        .unwrap();
+    shot(&page, "quiz-finished").await;
+    no_console_errors(&page, "quiz (participant)");
+    no_console_errors(&host, "quiz (host)");
+}
