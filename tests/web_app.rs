@@ -350,7 +350,9 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
         page.eval("document.querySelectorAll('#by-type li[data-key]').length").await.unwrap(),
         6
     );
-    page.wait_for("document.querySelectorAll('#per-minute rect').length >= 1", WAIT).await.unwrap();
+    // The chart's 30 minutes hold every event (all of them arrived in the last minutes).
+    let minutes_total = "[...document.querySelectorAll('#per-minute rect')].reduce((n, r) => n + Number(r.dataset.count), 0)";
+    page.wait_for(&format!("{minutes_total} === 120"), WAIT).await.unwrap();
     rest.post(
         "/api/events/batch",
         &feed,
@@ -360,6 +362,11 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     page.wait_for("document.getElementById('total-events')?.dataset.total === '122'", WAIT)
         .await
         .unwrap();
+    page.wait_for(&format!("{minutes_total} === 122"), WAIT).await.unwrap();
+    assert_eq!(
+        page.eval("document.querySelectorAll('#per-minute rect').length").await.unwrap(),
+        30
+    );
     page.wait_for(
         "document.querySelector('#by-type li[data-key=\"var_review\"] .num')?.textContent === '1'",
         WAIT,
@@ -385,7 +392,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
         .await
         .unwrap();
     let session = session.as_str().unwrap().to_string();
-    host.wait_for("!document.getElementById('open')?.disabled", WAIT).await.unwrap();
+    host.wait_for("document.getElementById('open')?.disabled === false", WAIT).await.unwrap();
     host.click("#open").await.unwrap();
     host.wait_for("document.getElementById('quiz-state')?.dataset.state === 'open'", WAIT)
         .await
@@ -413,7 +420,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     .await
     .unwrap();
     host.click("#start").await.unwrap();
-    host.wait_for("!document.getElementById('reveal').disabled", WAIT).await.unwrap();
+    host.wait_for("document.getElementById('reveal')?.disabled === false", WAIT).await.unwrap();
 
     // Question 1: the participant sees it with a countdown and no answer, answers right; the
     // only connected participant answered, so it closes and both see the distribution.

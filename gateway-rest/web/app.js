@@ -483,7 +483,11 @@ async function quizPlay(signal, sessionId) {
       clock.dataset.left = 0;
       stage.querySelectorAll('.choices button').forEach((b) => { b.disabled = true; });
       if (!result) return;
-      for (const i of result.correctChoices || []) stage.querySelector(`.choices button[data-choice="${i}"]`)?.classList.add('correct');
+      for (const i of result.correctChoices || []) {
+        const b = stage.querySelector(`.choices button[data-choice="${i}"]`);
+        if (b) { b.classList.add('correct'); b.append(h('span', { class: 'tag' }, ' ✓ correct')); }
+      }
+      stage.querySelectorAll('.choices button[aria-pressed="true"]').forEach((b) => b.append(h('span', { class: 'tag' }, ' · your answer')));
       bars(document.getElementById('distribution'), q.choices.map((choice, i) => ({
         key: i, label: choice, value: (result.choiceCounts || [])[i] || 0, class: (result.correctChoices || []).includes(i) ? 'correct' : null,
       })));
@@ -552,7 +556,7 @@ async function quizHost(signal, sessionId) {
     const clock = h('p', { class: 'countdown', id: 'countdown' });
     stage.replaceChildren(h('p', { class: 'muted' }, `Question ${q.index + 1} of ${session.questionCount}`),
       h('h2', { id: 'question', 'data-question-id': q.id }, q.text),
-      h('ol', { start: 0, class: 'muted' }, q.choices.map((c, i) => h('li', {}, c, full?.correctChoices?.includes(i) ? ' ✓ (correct)' : ''))),
+      h('ol', { class: 'muted' }, q.choices.map((c, i) => h('li', {}, c, full?.correctChoices?.includes(i) ? ' ✓ (correct)' : ''))),
       clock);
     if (q.closed) clock.textContent = 'closed'; else countdown(clock, questionEnd(q, true), signal);
     dist.replaceChildren(h('li', { class: 'muted' }, 'The distribution shows when the question closes.'));
@@ -625,18 +629,29 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 
+/** The last 30 minutes up to the newest bucket, a bar each (minutes without events are 0). */
 function drawMinutes(box, minutes) {
-  const w = 600; const hgt = 160; const max = Math.max(1, ...minutes.map((m) => m.count));
-  const bw = w / Math.max(minutes.length, 1);
-  const chart = svg('svg', { class: 'chart', viewBox: `0 0 ${w} ${hgt + 20}`, role: 'img', 'aria-label': `Events per minute, ${minutes.length} minutes, peak ${max}` },
-    ...minutes.map((m, i) => {
+  const SLOTS = 30;
+  const w = 600; const hgt = 160; const bw = w / SLOTS;
+  const counts = new Map(minutes.map((m) => [Date.parse(m.start), m]));
+  const last = minutes.length ? Math.max(...counts.keys()) : Math.floor(Date.now() / 60000) * 60000;
+  const slots = Array.from({ length: SLOTS }, (_, i) => {
+    const start = last - (SLOTS - 1 - i) * 60000;
+    const m = counts.get(start);
+    return { start, count: m ? m.count : 0, final: m ? m.final : true };
+  });
+  const max = Math.max(1, ...slots.map((m) => m.count));
+  const time = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const chart = svg('svg', { class: 'chart', viewBox: `0 0 ${w} ${hgt + 20}`, role: 'img', 'aria-label': `Events per minute for the last ${SLOTS} minutes; peak ${max}` },
+    ...slots.map((m, i) => {
       const bh = (hgt * m.count) / max;
-      const rect = svg('rect', { x: i * bw + 1, y: hgt - bh, width: Math.max(bw - 2, 1), height: bh, class: m.final ? 'final' : 'open', 'data-count': m.count });
-      rect.append(svg('title', {}, `${new Date(m.start).toLocaleTimeString()}: ${m.count}`));
+      const rect = svg('rect', { x: i * bw + 1, y: hgt - bh, width: bw - 2, height: bh, class: m.final ? 'final' : 'open', 'data-count': m.count });
+      rect.append(svg('title', {}, `${time(m.start)}: ${m.count}${m.final ? '' : ' (still counting)'}`));
       return rect;
     }),
-    svg('text', { x: 0, y: hgt + 14 }, minutes[0] ? new Date(minutes[0].start).toLocaleTimeString() : 'no events yet'),
-    svg('text', { x: w, y: hgt + 14, 'text-anchor': 'end' }, `peak ${max}/min`));
+    svg('line', { x1: 0, x2: w, y1: hgt + 0.5, y2: hgt + 0.5, stroke: '#8a949e' }),
+    svg('text', { x: 0, y: hgt + 14 }, time(slots[0].start)),
+    svg('text', { x: w, y: hgt + 14, 'text-anchor': 'end' }, `${time(last)} · peak ${max}/min`));
   box.replaceChildren(chart);
   box.dataset.minutes = minutes.length;
 }
