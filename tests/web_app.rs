@@ -17,14 +17,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::start_dev;
+use common::{start_dev, start_dev_on};
 use ewpm_kit::auth::Role;
-use ewpm_testkit::{TEST_SECRET, bearer, browser::Browser, browser::Page};
+use ewpm_testkit::{TEST_SECRET, bearer, browser::Browser, browser::Page, free_port};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 const WAIT: Duration = Duration::from_secs(15);
+
+/// A user id that is markup.
+const HOSTILE: &str = r#"<img src=x onerror="window.pwned=1">"#;
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
@@ -96,6 +99,27 @@ async fn accessible(page: &Page, name: &str) {
               }
               if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
               if (!document.documentElement.lang) out.push('no lang');
+              // WCAG AA contrast of every visible text: 4.5:1, or 3:1 for large text.
+              const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+              const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+                .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+              const background = (el) => {
+                for (; el; el = el.parentElement) {
+                  const c = rgb(getComputedStyle(el).backgroundColor);
+                  if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+                }
+                return [255, 255, 255];
+              };
+              for (const el of document.querySelectorAll('body *')) {
+                const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+                if (!own || el.closest('[disabled], [hidden]') || !el.getClientRects().length) continue;
+                const style = getComputedStyle(el);
+                const size = parseFloat(style.fontSize);
+                const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+                const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+                const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+                if (ratio < (large ? 3 : 4.5)) out.push(`contrast ${ratio.toFixed(2)}: ${el.tagName} "${el.textContent.trim().slice(0, 30)}"`);
+              }
               if (!document.title) out.push('no title');
               return out;
             })()"#,
@@ -208,7 +232,8 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
         )
         .await;
     let challenge = challenge["id"].as_str().unwrap().to_string();
-    for (user, km) in [("alice", 36), ("bob", 35), ("carol", 31)] {
+    // A colleague whose user id is markup: the page must show it as text.
+    for (user, km) in [("alice", 36), ("bob", 35), ("carol", 31), (HOSTILE, 20)] {
         let token = bearer(user, Role::Employee, Some("acme"));
         rest.post(&format!("/api/challenges/{challenge}/progress"), &token, json!({"value": km}))
             .await;
@@ -236,12 +261,12 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
                "reward": "pregnancy pillow", "timeZone": "Europe/Berlin"}),
     )
     .await;
-    // The board has all four before the page opens.
+    // The board has all five before the page opens.
     let deadline = Instant::now() + WAIT;
     while rest.get(&format!("/api/challenges/{challenge}/leaderboard"), &me).await["totalMembers"]
-        != 4
+        != 5
     {
-        assert!(Instant::now() < deadline, "the board never had four members");
+        assert!(Instant::now() < deadline, "the board never had five members");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -262,9 +287,16 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     let page = employee.new_page().await.unwrap();
     page.set_viewport(1100, 800, false).await.unwrap();
     page.goto(&printed_link(dir.path(), "employee")).await.unwrap();
-    page.wait_for(&format!("document.querySelector('[data-challenge-id=\"{challenge}\"] .rank')?.textContent === 'rank #4'"), WAIT)
+    page.wait_for(&format!("document.querySelector('[data-challenge-id=\"{challenge}\"] .rank')?.textContent === 'rank #5'"), WAIT)
         .await
         .unwrap();
+    let timing = page
+        .eval("(() => { const n = performance.getEntriesByType('navigation')[0]; return [n.domContentLoadedEventEnd, n.loadEventEnd, performance.now()].map(Math.round); })()")
+        .await
+        .unwrap();
+    eprintln!(
+        "first visit (ms since navigation): DOMContentLoaded, load, challenges shown ≤ {timing}"
+    );
     assert_eq!(page.eval("location.hash").await.unwrap(), "#/challenges");
     assert!(page.text("#signed-in-as").await.unwrap().starts_with("dev-employee"));
     let card = page.text(&format!("[data-challenge-id=\"{challenge}\"]")).await.unwrap();
@@ -276,12 +308,19 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     // The challenge page: the live board highlights the caller; a submission made through the
     // API reaches the open page.
     page.goto(&format!("{base}/#/challenges/{challenge}")).await.unwrap();
-    page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.rank === '4'", WAIT)
+    page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.rank === '5'", WAIT)
         .await
         .unwrap();
     page.wait_for("document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
         .await
         .unwrap();
+    let hostile = page
+        .eval(&format!(
+            "[[...document.querySelectorAll('#leaderboard li')].some(li => li.dataset.userId === {HOSTILE:?} && li.textContent.includes({HOSTILE:?})), document.querySelectorAll('main img').length, window.pwned === undefined]"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(hostile, json!([true, 0, true]), "a user id is text, never markup");
     let sent = Instant::now();
     rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 40})).await;
     let deadline = Instant::now() + WAIT;
@@ -432,6 +471,14 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
         .await
         .unwrap();
     assert_eq!(page.eval("document.querySelectorAll('#stage .correct').length").await.unwrap(), 0);
+    // A reload mid-question picks the open question up again.
+    page.eval("window.beforeReload = true; location.reload()").await.unwrap();
+    page.wait_for("window.beforeReload === undefined && document.querySelectorAll('#stage [data-choice]').length === 3 && document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for("/^\\d+s$/.test(document.getElementById('countdown').textContent)", WAIT)
+        .await
+        .unwrap();
     host.wait_for(
         "document.querySelector('#host-question')?.textContent.includes('(correct)')",
         WAIT,
@@ -499,4 +546,69 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     shot(&page, "quiz-finished").await;
     no_console_errors(&page, "quiz (participant)");
     no_console_errors(&host, "quiz (host)");
+}
+
+#[tokio::test]
+async fn an_open_board_page_reconnects_when_ewpm_dev_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let env = [("EWPM_AUTH__SECRET", TEST_SECRET), ("EWPM_PROGRESS__FLUSH_INTERVAL_MS", "200")];
+    let (dev, base, _) = start_dev_on(dir.path(), ports, &env).await;
+    let rest = Rest { base: base.clone(), http: ewpm_testkit::http_client() };
+    let admin = bearer("admin-1", Role::Admin, None);
+    let me = bearer("dev-employee", Role::Employee, Some("acme"));
+    let challenge = rest
+        .post(
+            "/api/challenges",
+            &admin,
+            json!({"name": "Stairs", "startTime": "2026-01-01T00:00:00Z",
+                   "endTime": "2099-12-31T00:00:00Z", "goal": {"target": 500, "unit": "floors"}}),
+        )
+        .await;
+    let challenge = challenge["id"].as_str().unwrap().to_string();
+    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 5})).await;
+
+    let browser = Browser::launch().await.unwrap();
+    let page = browser.new_context().await.unwrap().new_page().await.unwrap();
+    page.goto(&format!("{}&to=/challenges/{challenge}", printed_link(dir.path(), "employee")))
+        .await
+        .unwrap();
+    page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.score === '5'", WAIT)
+        .await
+        .unwrap();
+
+    // Killed: the page says it is reconnecting (and keeps what it showed).
+    drop(dev);
+    page.wait_for("document.getElementById('stream-state').dataset.state === 'reconnecting'", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.eval("document.querySelector('#leaderboard li.me').dataset.score").await.unwrap(),
+        "5"
+    );
+
+    // Back on the same ports and files: the page is live again by itself, and new progress
+    // reaches it without a reload.
+    let (_dev, _, _) = start_dev_on(dir.path(), ports, &env).await;
+    page.wait_for(
+        "document.getElementById('stream-state').dataset.state === 'live'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 7})).await;
+    page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.score === '12'", WAIT)
+        .await
+        .unwrap();
+    // Only the outage's refused connections reached the console.
+    let errors: Vec<String> = page
+        .console_errors()
+        .into_iter()
+        .filter(|e| {
+            !e.contains("ERR_CONNECTION_REFUSED")
+                && !e.contains("ERR_INCOMPLETE_CHUNKED_ENCODING")
+                && !e.contains("ERR_EMPTY_RESPONSE")
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }

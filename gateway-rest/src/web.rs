@@ -84,12 +84,6 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/app/app.css", get(|h: HeaderMap| async move { STYLE.answer(&h, false) }))
 }
 
-/// The bytes each asset takes on the wire, compressed: (path, raw, gzip).
-pub fn transfer_sizes() -> [(&'static str, usize, usize); 3] {
-    [("/", &*INDEX), ("/app/app.js", &*SCRIPT), ("/app/app.css", &*STYLE)]
-        .map(|(path, a)| (path, a.body.len(), a.gzip.len()))
-}
-
 /// Whether `Accept-Encoding` admits gzip (any q but 0).
 fn accepts_gzip(request: &HeaderMap) -> bool {
     request

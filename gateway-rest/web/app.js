@@ -207,7 +207,8 @@ function signInView() {
   const area = h('textarea', { id: 'token', name: 'token', required: true, autocomplete: 'off', spellcheck: 'false' });
   const form = h('form', { class: 'card', id: 'sign-in' },
     field('Bearer token (JWT)', area),
-    h('p', { class: 'muted' }, '`ewpm dev` prints a link that signs you in, and `ewpm token` mints tokens. The token stays in this tab.'),
+    h('p', { class: 'muted' }, h('code', {}, 'ewpm dev'), ' prints a link that signs you in, and ', h('code', {}, 'ewpm token'),
+      ' mints tokens. The token stays in this tab and is sent only to this server.'),
     h('button', { type: 'submit' }, 'Sign in'));
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();

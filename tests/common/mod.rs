@@ -312,7 +312,15 @@ impl Mesh {
 /// `ewpm dev` in `dir` on fresh ports, with `env`; returns the process, the REST base URL and
 /// the printed admin token.
 pub async fn start_dev(dir: &std::path::Path, env: &[(&str, &str)]) -> (Proc, String, String) {
-    let (grpc_port, http_port) = (free_port(), free_port());
+    start_dev_on(dir, (free_port(), free_port()), env).await
+}
+
+/// [`start_dev`] on the given gRPC and REST ports (a restart in the same place).
+pub async fn start_dev_on(
+    dir: &std::path::Path,
+    (grpc_port, http_port): (u16, u16),
+    env: &[(&str, &str)],
+) -> (Proc, String, String) {
     let stdout = std::fs::File::create(dir.join("stdout")).unwrap();
     let dev = Proc(
         Command::new(env!("CARGO_BIN_EXE_ewpm"))
