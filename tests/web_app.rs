@@ -432,22 +432,21 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
         .unwrap();
     let session = session.as_str().unwrap().to_string();
     host.wait_for("document.getElementById('open')?.disabled === false", WAIT).await.unwrap();
-    host.click("#open").await.unwrap();
-    host.wait_for("document.getElementById('quiz-state')?.dataset.state === 'open'", WAIT)
-        .await
-        .unwrap();
 
+    // The participant arrives before the host opens the session: Join waits, then wakes up.
     page.goto(&format!("{base}/#/quiz")).await.unwrap();
     page.wait_for("document.getElementById('session-id')", WAIT).await.unwrap();
     accessible(&page, "quiz home").await;
     page.fill("#session-id", &session).await.unwrap();
     page.click("#join-form button").await.unwrap();
-    page.wait_for(
-        "document.getElementById('join') && !document.getElementById('join').disabled",
-        WAIT,
-    )
-    .await
-    .unwrap();
+    page.wait_for("document.getElementById('join')?.disabled === true && document.getElementById('join-state').textContent.includes('not opened')", WAIT)
+        .await
+        .unwrap();
+    host.click("#open").await.unwrap();
+    host.wait_for("document.getElementById('quiz-state')?.dataset.state === 'open'", WAIT)
+        .await
+        .unwrap();
+    page.wait_for("document.getElementById('join')?.disabled === false", WAIT).await.unwrap();
     page.click("#join").await.unwrap();
     page.wait_for("document.getElementById('waiting') && document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
         .await

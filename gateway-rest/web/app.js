@@ -503,11 +503,23 @@ async function quizPlay(signal, sessionId) {
   };
 
   if (view.me || view.session.state === 'finished') { connect(); return; }
-  const joinable = view.session.state === 'open' || (view.session.state === 'running' && view.session.lateJoin);
+  const joinable = (s) => s.state === 'open' || (s.state === 'running' && s.lateJoin);
   const team = h('input', { id: 'team', autocomplete: 'off', maxlength: 64 });
-  const button = h('button', { type: 'button', id: 'join', disabled: !joinable }, 'Join the quiz');
-  stage.replaceChildren(view.session.teamMode ? field('Team', team) : '', button,
-    joinable ? '' : h('p', { class: 'muted' }, 'This session is not open for joining yet.'));
+  const button = h('button', { type: 'button', id: 'join', disabled: !joinable(view.session) }, 'Join the quiz');
+  const why = h('p', { class: 'muted', id: 'join-state', role: 'status' });
+  stage.replaceChildren(view.session.teamMode ? field('Team', team) : '', button, why);
+  // Until the host opens the session, look again every 2 s.
+  (async () => {
+    while (!signal.aborted && !joinable(view.session) && view.session.state !== 'finished') {
+      why.textContent = 'The host has not opened this session yet; the button wakes up when they do.';
+      await sleep(2000, signal);
+      if (signal.aborted) return;
+      try { view = await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal); } catch { /* retried */ }
+      sessionLine(line, view.session);
+    }
+    button.disabled = !joinable(view.session);
+    why.textContent = joinable(view.session) ? '' : 'This session is over.';
+  })();
   button.addEventListener('click', async () => {
     try {
       await api('POST', `/api/quiz-sessions/${enc(sessionId)}/join`, view.session.teamMode ? { team: team.value } : {});
