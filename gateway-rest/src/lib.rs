@@ -546,8 +546,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let protocol_token = if is_room { take_protocol_token(&mut request) } else { None };
     if let Some(token) = protocol_token.or(query_token)
         && !request.headers().contains_key(http::header::AUTHORIZATION)
-        && let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}"))
+        && let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {token}"))
     {
+        value.set_sensitive(true);
         request.headers_mut().insert(http::header::AUTHORIZATION, value);
     }
     let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -826,6 +827,47 @@ async fn observe(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn room_request(protocols: &[&str]) -> Request {
+        let mut builder = http::Request::builder().uri("/api/quiz-sessions/x/ws?top=5");
+        for p in protocols {
+            builder = builder.header(http::header::SEC_WEBSOCKET_PROTOCOL, *p);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    fn offered(request: &Request) -> Vec<String> {
+        request
+            .headers()
+            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_bearer_subprotocol_is_taken_out_and_the_rest_kept() {
+        let mut r = room_request(&["ewpm.room.v1, ewpm.bearer.abc.def-ghi_j"]);
+        assert_eq!(take_protocol_token(&mut r).as_deref(), Some("abc.def-ghi_j"));
+        assert_eq!(offered(&r), ["ewpm.room.v1"]);
+
+        // Over several header lines, the first token wins and every bearer entry goes.
+        let mut r = room_request(&["ewpm.bearer.one", "ewpm.room.v1", "ewpm.bearer.two"]);
+        assert_eq!(take_protocol_token(&mut r).as_deref(), Some("one"));
+        assert_eq!(offered(&r), ["ewpm.room.v1"]);
+
+        // Only a bearer entry: the header goes entirely.
+        let mut r = room_request(&["ewpm.bearer.t"]);
+        assert_eq!(take_protocol_token(&mut r).as_deref(), Some("t"));
+        assert!(offered(&r).is_empty());
+
+        // No bearer entry: nothing changes.
+        let mut r = room_request(&["ewpm.room.v1, chat"]);
+        assert_eq!(take_protocol_token(&mut r), None);
+        assert_eq!(offered(&r), ["ewpm.room.v1, chat"]);
+        let mut r = room_request(&[]);
+        assert_eq!(take_protocol_token(&mut r), None);
+    }
 
     #[test]
     fn every_operation_documents_401_403_429_and_503() {

@@ -27,7 +27,9 @@ struct Asset {
     body: &'static [u8],
     gzip: Vec<u8>,
     content_type: &'static str,
+    /// The identity body's tag; the gzip body's is this with `-gz` (tags differ per coding).
     etag: HeaderValue,
+    etag_gzip: HeaderValue,
 }
 
 impl Asset {
@@ -35,14 +37,19 @@ impl Asset {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing into a Vec cannot fail.
         let gzip = encoder.write_all(body).and_then(|()| encoder.finish()).unwrap_or_default();
-        let etag = HeaderValue::from_str(&format!("\"{:016x}\"", fnv1a(body)))
-            .unwrap_or(HeaderValue::from_static("\"0\""));
-        Self { body, gzip, content_type, etag }
+        let hash = fnv1a(body);
+        let tag = |suffix: &str| {
+            HeaderValue::from_str(&format!("\"{hash:016x}{suffix}\""))
+                .unwrap_or(HeaderValue::from_static("\"0\""))
+        };
+        Self { body, gzip, content_type, etag: tag(""), etag_gzip: tag("-gz") }
     }
 
     fn answer(&self, request: &HeaderMap, page: bool) -> Response {
+        let gzip = accepts_gzip(request) && !self.gzip.is_empty();
+        let etag = if gzip { &self.etag_gzip } else { &self.etag };
         let mut headers = HeaderMap::new();
-        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::ETAG, etag.clone());
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -51,17 +58,19 @@ impl Asset {
             headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
             headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         }
+        // Weak comparison (RFC 9110 13.1.2): a proxy may have weakened the tag.
         if request
             .get_all(header::IF_NONE_MATCH)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|tag| tag.trim() == self.etag || tag.trim() == "*")
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == "*" || tag == self.etag || tag == self.etag_gzip)
         {
             return (StatusCode::NOT_MODIFIED, headers).into_response();
         }
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if accepts_gzip(request) && !self.gzip.is_empty() {
+        if gzip {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             return (headers, self.gzip.clone()).into_response();
         }
@@ -84,21 +93,29 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/app/app.css", get(|h: HeaderMap| async move { STYLE.answer(&h, false) }))
 }
 
-/// Whether `Accept-Encoding` admits gzip (any q but 0).
+/// Whether `Accept-Encoding` admits gzip: a `gzip` entry decides (any q but 0); without one,
+/// a `*` entry does.
 fn accepts_gzip(request: &HeaderMap) -> bool {
-    request
+    let mut wildcard = false;
+    for coding in request
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let zero = parts.any(|p| {
-                p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q == 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !zero
-        })
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q == 0.0)
+        });
+        if name.eq_ignore_ascii_case("gzip") {
+            return !refused;
+        }
+        if name == "*" {
+            wildcard = !refused;
+        }
+    }
+    wildcard
 }
 
 /// 64-bit FNV-1a: a content tag, not a security boundary.
@@ -122,8 +139,30 @@ mod tests {
         assert!(accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "br;q=1, GZIP;q=0.5")])));
         assert!(accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "*")])));
         assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "gzip;q=0")])));
+        assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "gzip;q=0, *")])));
+        assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "*;q=0")])));
         assert!(!accepts_gzip(&headers(&[(header::ACCEPT_ENCODING, "br")])));
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn each_coding_has_its_own_tag_and_a_weakened_tag_still_revalidates() {
+        let asset = &*SCRIPT;
+        let gzip = headers(&[(header::ACCEPT_ENCODING, "gzip")]);
+        let zipped = asset.answer(&gzip, false);
+        let plain = asset.answer(&HeaderMap::new(), false);
+        assert_ne!(zipped.headers()[header::ETAG], plain.headers()[header::ETAG]);
+        for tag in [&asset.etag, &asset.etag_gzip] {
+            let weak = format!("W/{}", tag.to_str().unwrap());
+            for value in [tag.to_str().unwrap(), weak.as_str(), "\"other\", *"] {
+                let mut request = gzip.clone();
+                request.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+                assert_eq!(asset.answer(&request, false).status(), StatusCode::NOT_MODIFIED);
+            }
+        }
+        let mut other = gzip.clone();
+        other.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        assert_eq!(asset.answer(&other, false).status(), StatusCode::OK);
     }
 
     #[test]

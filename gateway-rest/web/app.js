@@ -34,9 +34,13 @@ const enc = encodeURIComponent;
 const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 const num = (n) => fmt.format(Number(n) || 0);
 const sleep = (ms, signal) => new Promise((resolve) => {
-  const t = setTimeout(resolve, ms);
-  signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  const done = () => { clearTimeout(t); signal?.removeEventListener('abort', done); resolve(); };
+  const t = setTimeout(done, ms);
+  signal?.addEventListener('abort', done, { once: true });
 });
+const aborted = (e) => e?.name === 'AbortError';
+/** Decodes a URI component, or answers null when it is malformed. */
+const decode = (s) => { try { return decodeURIComponent(s); } catch { return null; } };
 
 /** A random id for idempotency keys; works on plain http origins too. */
 function randomId() {
@@ -125,7 +129,6 @@ async function sse(path, onEvent, signal, onState) {
         throw new ApiError(r.status, p);
       }
       onState?.('live');
-      delay = 500;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       for (;;) {
@@ -143,6 +146,7 @@ async function sse(path, onEvent, signal, onState) {
             else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
           }
           // A page bug must show (on the console), not pass for a dropped stream.
+          delay = 500; // reset only once the stream delivered something
           if (data.length) {
             try { onEvent(name, JSON.parse(data.join('\n'))); } catch (e) { console.error(e); }
           }
@@ -255,10 +259,13 @@ function createChallengeForm() {
     const end = new Date(start.getTime() + Number(days.value) * 86400000);
     const body = { name: name.value, startTime: start.toISOString(), endTime: end.toISOString(), goal: { target: Number(target.value), unit: unit.value } };
     if (me.role === 'employer_admin') body.employerId = me.employerId;
+    const button = form.querySelector('button');
+    button.disabled = true;
     try {
       const c = await api('POST', '/api/challenges', body);
       location.hash = `#/challenges/${enc(c.id)}`;
     } catch (e) { status.textContent = e.message; }
+    button.disabled = false;
   });
   return form;
 }
@@ -279,9 +286,13 @@ async function challengeView(signal, id) {
     h('div', { class: 'card' }, h('h2', {}, 'You'), bar, place), form,
     h('div', { class: 'card' }, h('h2', {}, 'Leaderboard ', badge), list));
 
+  // The "You" card follows the board: at most one read in flight and one a second; a snapshot
+  // that arrives meanwhile is read once more after it.
   let refreshing = null;
+  let again = false;
   const refreshMe = () => {
-    refreshing ??= api('GET', `/api/challenges/${enc(id)}/leaderboard/me`, undefined, signal).then((r) => {
+    if (refreshing) { again = true; return; }
+    refreshing = api('GET', `/api/challenges/${enc(id)}/leaderboard/me`, undefined, signal).then((r) => {
       const total = r.me ? r.me.score : 0;
       const pct = c.goal.target > 0 ? (100 * total) / c.goal.target : 0;
       bar.value = Math.min(100, pct);
@@ -290,17 +301,29 @@ async function challengeView(signal, id) {
         : `No progress yet · goal ${num(c.goal.target)} ${unit}`;
       place.dataset.total = total;
     }).catch((e) => { if (!signal.aborted) place.textContent = e.message; })
-      .finally(() => { refreshing = null; });
+      .then(() => sleep(1000, signal))
+      .finally(() => {
+        refreshing = null;
+        if (again && !signal.aborted) { again = false; refreshMe(); }
+      });
   };
   refreshMe();
+  // One key per entry: a retry of a failed send (same value) cannot count twice.
+  let entry = null;
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    const amount = Number(value.value);
+    if (entry?.value !== amount) entry = { value: amount, key: randomId() };
+    const button = form.querySelector('button');
+    button.disabled = true;
     status.textContent = 'Sending…';
     try {
-      await api('POST', `/api/challenges/${enc(id)}/progress`, { value: Number(value.value), idempotencyKey: randomId() });
-      status.textContent = `Queued ${num(value.value)} ${unit}: the board shows it within seconds.`;
+      await api('POST', `/api/challenges/${enc(id)}/progress`, { value: amount, idempotencyKey: entry.key });
+      status.textContent = `Queued ${num(amount)} ${unit}: the board shows it within seconds.`;
       value.value = '';
+      entry = null;
     } catch (e) { status.textContent = e.message; }
+    button.disabled = false;
   });
   sse(`/api/challenges/${enc(id)}/leaderboard/stream?limit=20`, (name, data) => {
     if (name === 'snapshot') { renderBoard(list, data.entries || [], unit); list.dataset.members = data.totalMembers; refreshMe(); }
@@ -326,8 +349,11 @@ async function quizHome(signal) {
   const load = async () => {
     const page = await api('GET', '/api/quizzes?pageSize=50', undefined, signal);
     list.replaceChildren(...(page.quizzes || []).map((q) => h('li', { class: 'card', 'data-quiz-id': q.id },
-      h('h3', {}, q.title), h('p', { class: 'muted' }, `${q.questions.length} questions`),
-      h('button', { type: 'button', onclick: () => host(q.id).catch((e) => say(e.message)) }, 'Host a session'))));
+      h('h3', {}, q.title), h('p', { class: 'muted' }, q.employerId ? `for ${q.employerId}` : 'for everyone'),
+      h('button', { type: 'button', onclick: (ev) => {
+        ev.currentTarget.disabled = true;
+        host(q.id).catch((e) => { if (!aborted(e)) say(e.message); });
+      } }, 'Host a session'))));
     if (!list.children.length) list.append(h('li', { class: 'muted' }, 'No quizzes yet.'));
   };
   sample.addEventListener('click', async () => {
@@ -339,7 +365,9 @@ async function quizHome(signal) {
         { text: 'Which helps sleep most?', kind: 'poll', choices: ['No screens', 'Reading', 'A walk'], timeLimitSecs: 20 },
       ],
     };
-    try { await api('POST', '/api/quizzes', body); await load(); } catch (e) { say(e.message); }
+    sample.disabled = true;
+    try { await api('POST', '/api/quizzes', body, signal); await load(); } catch (e) { if (!aborted(e)) say(e.message); }
+    sample.disabled = false;
   });
   await load();
 }
@@ -352,48 +380,72 @@ function room(sessionId, onMessage, signal, onState) {
   let socket = null;
   let delay = 500;
   let finished = false;
+  let failures = 0;
   const open = () => {
     if (signal.aborted || finished) return;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    let heard = false;
     // The token rides in the subprotocol list, never in the URL.
     socket = new WebSocket(`${scheme}//${location.host}/api/quiz-sessions/${enc(sessionId)}/ws?top=10`,
       ['ewpm.room.v1', `ewpm.bearer.${token}`]);
-    socket.onopen = () => { delay = 500; onState('live'); };
+    socket.onopen = () => onState('live');
     socket.onmessage = (ev) => {
-      const m = JSON.parse(ev.data);
+      if (!heard) { heard = true; delay = 500; failures = 0; }
+      let m;
+      try { m = JSON.parse(ev.data); } catch (e) { console.error(e); return; }
       if (m.type === 'finished') finished = true;
-      onMessage(m);
+      try { onMessage(m); } catch (e) { console.error(e); }
     };
-    socket.onclose = () => {
+    socket.onclose = async () => {
       if (signal.aborted || finished) { onState(finished ? 'finished' : 'closed'); return; }
       onState('reconnecting');
-      sleep(delay, signal).then(open);
+      if (!heard && ++failures >= 2) {
+        // Refused before a word twice: ask over HTTP why (a 401 signs the tab out; any other
+        // refusal ends the room with its message).
+        try {
+          await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal);
+        } catch (e) {
+          if (signal.aborted || aborted(e)) return;
+          if (e instanceof ApiError && e.status < 500 && e.status !== 429) { onState('failed'); say(e.message); return; }
+        }
+      }
+      await sleep(delay, signal);
       delay = Math.min(delay * 2, 10000);
+      open();
     };
   };
   signal.addEventListener('abort', () => socket?.close(1000), { once: true });
   open();
-  return { send: (obj) => socket && socket.readyState === WebSocket.OPEN && socket.send(JSON.stringify(obj)) };
+  /** Sends `obj`; false when the room is not connected right now. */
+  return { send: (obj) => Boolean(socket && socket.readyState === WebSocket.OPEN && (socket.send(JSON.stringify(obj)), true)) };
 }
 
 /** Seconds left until `end` (ms), shown in `el` and ticking until 0 or `signal`. */
+let clockTimer = null;
 function countdown(el, end, signal) {
-  clearInterval(el.timer);
+  clearInterval(clockTimer);
   const tick = () => {
     const left = Math.max(0, Math.ceil((end - Date.now()) / 1000));
     el.textContent = `${left}s`;
     el.dataset.left = left;
-    if (left === 0 || signal.aborted) clearInterval(el.timer);
+    if (left === 0 || signal.aborted || !el.isConnected) clearInterval(timer);
   };
   tick();
-  el.timer = setInterval(tick, 250);
-  signal.addEventListener('abort', () => clearInterval(el.timer), { once: true });
+  const timer = setInterval(tick, 250);
+  clockTimer = timer;
+  el.stop = () => clearInterval(timer);
+  signal.addEventListener('abort', () => clearInterval(timer), { once: true });
 }
 
-/** The end of a question, by the local clock: its deadline, within its time limit from now. */
-function questionEnd(q, live) {
+/**
+ * The end of a question by this browser's clock. Just revealed (by the server's clock): the
+ * whole limit from now, which no clock skew can bend; revealed earlier (a reload, a late
+ * join, a reconnect): its deadline, kept within [now, now + limit].
+ */
+function questionEnd(q) {
   const limit = q.timeLimitSecs * 1000;
-  if (live) return Date.now() + limit;
+  const sinceReveal = Date.now() - Date.parse(q.revealTime);
+  if (!(sinceReveal > 2000)) return Date.now() + limit;
   const deadline = Date.parse(q.deadline);
   return Math.min(Date.now() + limit, Math.max(Date.now(), deadline || 0));
 }
@@ -406,13 +458,17 @@ function sessionLine(el, s, count) {
 async function quizPlay(signal, sessionId) {
   let view = await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal);
   document.title = `${view.session.title} · Quiz · EWPM`;
-  const line = h('p', { id: 'quiz-state', 'aria-live': 'polite' });
+  const line = h('p', { id: 'quiz-state' });
   const badge = streamBadge();
-  const stage = h('section', { class: 'card', id: 'stage', 'aria-live': 'polite' });
+  // Announcements (a new question, the verdict) go through `status`; the stage itself is not
+  // a live region, so the ticking countdown is not read out every second.
+  const status = h('p', { class: 'visually-hidden', role: 'status', id: 'quiz-announce' });
+  const stage = h('section', { class: 'card', id: 'stage' });
   const score = h('p', { id: 'my-score' }, view.me ? `Your score: ${num(view.me.score)}` : '');
   const board = h('ol', { class: 'board', id: 'quiz-board', 'aria-label': 'Quiz leaderboard' });
-  main.append(h('h1', {}, view.session.title), line, stage, score,
+  main.append(h('h1', {}, view.session.title), line, status, stage, score,
     h('div', { class: 'card' }, h('h2', {}, 'Leaderboard ', badge), board));
+  let count = view.session.participantCount;
   sessionLine(line, view.session);
   renderBoard(board, view.standings || []);
 
@@ -420,53 +476,67 @@ async function quizPlay(signal, sessionId) {
     let question = null;
     const r = room(sessionId, (m) => {
       switch (m.type) {
-        case 'session': sessionLine(line, m.session); if (m.session.state !== 'running' && !question) waiting(m.session); break;
-        case 'participant_count': line.dataset.count = m.count; break;
-        case 'question_revealed': question = m.question; ask(m.question, true); break;
+        case 'session': view.session = m.session; sessionLine(line, m.session, count); if (m.session.state !== 'running' && !question) waiting(m.session); break;
+        case 'participant_count': count = m.count; sessionLine(line, view.session, count); break;
+        // A reconnect replays the open question first: one already on screen stays as it is.
+        case 'question_revealed': if (question?.id !== m.question.id) { question = m.question; ask(m.question); } break;
         case 'question_closed': closed(m.question, m.result); break;
         case 'answer_receipt': receipt(m.receipt); break;
         case 'score_update': score.textContent = `Your score: ${num(m.update.score)}`; break;
         case 'leaderboard': renderBoard(board, m.entries); break;
-        case 'finished': sessionLine(line, m.session); renderBoard(board, m.standings); stage.replaceChildren(h('h2', { id: 'finished' }, 'The quiz is over'), h('p', {}, 'Final standings below.')); break;
-        case 'error': say(new ApiError(m.problem.status, m.problem).message); break;
+        case 'finished':
+          sessionLine(line, m.session, count); renderBoard(board, m.standings);
+          stage.replaceChildren(h('h2', { id: 'finished' }, 'The quiz is over'), h('p', {}, 'Final standings below.'));
+          status.textContent = 'The quiz is over.';
+          break;
+        case 'error': refused(m); break;
         default: break;
       }
     }, signal, badge.set);
-    const ask = (q, live) => {
-      const result = h('p', { id: 'answer-result', role: 'status' });
-      const clock = h('p', { class: 'countdown', id: 'countdown', 'aria-label': 'Time left' });
+    /** Sends an answer; when the room is not connected, gives the controls back. */
+    const send = (q, answer, controls) => {
+      controls.forEach((c) => { c.disabled = true; });
+      if (r.send({ type: 'answer', questionId: q.id, answer })) return;
+      controls.forEach((c) => { c.disabled = false; });
+      say('Not connected to the room right now; answer again in a moment.');
+    };
+    const ask = (q) => {
+      const result = h('p', { id: 'answer-result' });
+      const clock = h('p', { class: 'countdown', id: 'countdown', role: 'timer', 'aria-live': 'off' });
       let input;
       if (q.kind === 'short_text') {
         const text = h('input', { id: 'answer-text', autocomplete: 'off', maxlength: 200 });
-        input = h('form', { class: 'row', id: 'answer-form' }, field('Your answer', text), h('button', { type: 'submit' }, 'Answer'));
-        input.addEventListener('submit', (ev) => { ev.preventDefault(); r.send({ type: 'answer', questionId: q.id, answer: text.value }); text.disabled = true; });
+        const submit = h('button', { type: 'submit' }, 'Answer');
+        input = h('form', { class: 'row', id: 'answer-form' }, field('Your answer', text), submit);
+        input.addEventListener('submit', (ev) => { ev.preventDefault(); send(q, text.value, [text, submit]); });
       } else {
         const picked = new Set();
         input = h('div', { class: 'choices', role: 'group', 'aria-label': 'Choices' },
           q.choices.map((choice, i) => h('button', {
             type: 'button', 'data-choice': i, 'aria-pressed': 'false',
             onclick: (ev) => {
+              const button = ev.currentTarget;
               if (q.kind === 'multiple_choice') {
-                picked.has(i) ? picked.delete(i) : picked.add(i);
-                ev.currentTarget.setAttribute('aria-pressed', String(picked.has(i)));
+                if (picked.has(i)) picked.delete(i); else picked.add(i);
+                button.setAttribute('aria-pressed', String(picked.has(i)));
                 return;
               }
-              ev.currentTarget.setAttribute('aria-pressed', 'true');
-              input.querySelectorAll('button').forEach((b) => { b.disabled = true; });
-              r.send({ type: 'answer', questionId: q.id, answer: i });
+              input.querySelectorAll('button').forEach((b) => b.setAttribute('aria-pressed', String(b === button)));
+              send(q, i, [...input.querySelectorAll('button')]);
             },
           }, choice)));
         if (q.kind === 'multiple_choice') {
           input.append(h('button', { type: 'button', id: 'submit-choices', onclick: () => {
-            input.querySelectorAll('button').forEach((b) => { b.disabled = true; });
-            r.send({ type: 'answer', questionId: q.id, answer: [...picked].sort() });
+            send(q, [...picked].sort((a, b) => a - b), [...input.querySelectorAll('button')]);
           } }, 'Answer'));
         }
       }
+      const heading = h('h2', { id: 'question', 'data-question-id': q.id, tabindex: '-1' }, q.text);
       stage.replaceChildren(h('p', { class: 'muted' }, `Question ${q.index + 1} · ${q.points} points`),
-        h('h2', { id: 'question', 'data-question-id': q.id }, q.text), clock, input, result,
-        h('ul', { class: 'bars', id: 'distribution', 'aria-label': 'Answers' }));
-      countdown(clock, questionEnd(q, live), signal);
+        heading, clock, input, result, h('ul', { class: 'bars', id: 'distribution', 'aria-label': 'Answers' }));
+      countdown(clock, questionEnd(q), signal);
+      status.textContent = `Question ${q.index + 1}: ${q.text}`;
+      heading.focus({ preventScroll: true });
     };
     const receipt = (rc) => {
       const el = document.getElementById('answer-result');
@@ -474,15 +544,31 @@ async function quizPlay(signal, sessionId) {
       el.className = rc.correct === true ? 'good' : rc.correct === false ? 'bad' : '';
       el.dataset.correct = rc.correct === null || rc.correct === undefined ? 'poll' : String(rc.correct);
       el.textContent = rc.correct === true ? `Correct! +${num(rc.points)} points` : rc.correct === false ? 'Not this time.' : 'Thanks, your vote counts.';
+      status.textContent = el.textContent;
       score.textContent = `Your score: ${num(rc.score)}`;
     };
+    const refused = (m) => {
+      const el = document.getElementById('answer-result');
+      if (m.problem?.reason === 'ALREADY_ANSWERED' && el) {
+        el.dataset.correct = 'answered';
+        el.textContent = 'You have answered this question already.';
+        stage.querySelectorAll('#stage button, #stage input').forEach((c) => { c.disabled = true; });
+        return;
+      }
+      // The answer did not count: the controls come back (while the question is open).
+      if (m.questionId && m.questionId === question?.id && !question.closed) {
+        stage.querySelectorAll('#stage button, #stage input').forEach((c) => { c.disabled = false; });
+      }
+      say(new ApiError(m.problem?.status || 400, m.problem).message);
+    };
     const closed = (q, result) => {
-      if (!document.getElementById('question') || document.getElementById('question').dataset.questionId !== q.id) ask(q, false);
+      if (document.getElementById('question')?.dataset.questionId !== q.id) ask(q);
+      question = { ...q, closed: true };
       const clock = document.getElementById('countdown');
-      clearInterval(clock.timer);
+      clock.stop?.();
       clock.textContent = 'closed';
       clock.dataset.left = 0;
-      stage.querySelectorAll('.choices button').forEach((b) => { b.disabled = true; });
+      stage.querySelectorAll('#stage button, #stage input').forEach((c) => { c.disabled = true; });
       if (!result) return;
       for (const i of result.correctChoices || []) {
         const b = stage.querySelector(`.choices button[data-choice="${i}"]`);
@@ -499,7 +585,7 @@ async function quizPlay(signal, sessionId) {
         h('p', { class: 'muted' }, 'Questions appear here as the host reveals them.'));
     };
     const open = (view.questions || []).find((x) => !x.question.closed);
-    if (open) { question = open.question; ask(open.question, false); } else waiting(view.session);
+    if (open) { question = open.question; ask(open.question); } else waiting(view.session);
   };
 
   if (view.me || view.session.state === 'finished') { connect(); return; }
@@ -510,39 +596,56 @@ async function quizPlay(signal, sessionId) {
   stage.replaceChildren(view.session.teamMode ? field('Team', team) : '', button, why);
   // Until the host opens the session, look again every 2 s.
   (async () => {
-    while (!signal.aborted && !joinable(view.session) && view.session.state !== 'finished') {
+    while (!signal.aborted && view.session.state === 'scheduled') {
       why.textContent = 'The host has not opened this session yet; the button wakes up when they do.';
       await sleep(2000, signal);
       if (signal.aborted) return;
-      try { view = await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal); } catch { /* retried */ }
+      try { view = await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal); } catch { /* looked at again */ }
       sessionLine(line, view.session);
     }
     button.disabled = !joinable(view.session);
-    why.textContent = joinable(view.session) ? '' : 'This session is over.';
+    why.textContent = joinable(view.session) ? ''
+      : view.session.state === 'finished' ? 'This session is over.' : 'This session has started and takes no late joiners.';
   })();
   button.addEventListener('click', async () => {
+    button.disabled = true;
     try {
       await api('POST', `/api/quiz-sessions/${enc(sessionId)}/join`, view.session.teamMode ? { team: team.value } : {});
       view = await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal);
       score.textContent = 'Your score: 0';
       connect();
-    } catch (e) { say(e.message); }
+    } catch (e) {
+      if (aborted(e) || signal.aborted) return;
+      button.disabled = false;
+      say(e.message);
+    }
   });
 }
 
 async function quizHost(signal, sessionId) {
   const view = await api('GET', `/api/quiz-sessions/${enc(sessionId)}`, undefined, signal);
   document.title = `Host: ${view.session.title} · EWPM`;
-  const line = h('p', { id: 'quiz-state', 'aria-live': 'polite' });
+  const line = h('p', { id: 'quiz-state' });
   const badge = streamBadge();
   const link = `${location.origin}/#/quiz/${enc(sessionId)}`;
-  const stage = h('section', { class: 'card', id: 'host-question', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'No question revealed yet.'));
+  const stage = h('section', { class: 'card', id: 'host-question' }, h('p', { class: 'muted' }, 'No question revealed yet.'));
   const dist = h('ul', { class: 'bars', id: 'distribution', 'aria-label': 'Answer distribution' });
   const board = h('ol', { class: 'board', id: 'quiz-board', 'aria-label': 'Quiz leaderboard' });
   const buttons = {};
   const act = (id, label, path) => {
     buttons[id] = h('button', { type: 'button', id, onclick: async () => {
-      try { const r = await api('POST', `/api/quiz-sessions/${enc(sessionId)}/${path}`); if (r?.session) update(r.session); } catch (e) { say(e.message); }
+      // One click, one request: every control waits for the answer (a double click on
+      // Reveal would reveal two questions).
+      Object.values(buttons).forEach((b) => { b.disabled = true; });
+      try {
+        const r = await api('POST', `/api/quiz-sessions/${enc(sessionId)}/${path}`, undefined, signal);
+        update(r?.session ?? r);
+        if (r?.question) show(r.question.question ?? r.question);
+      } catch (e) {
+        if (aborted(e) || signal.aborted) return;
+        update(session);
+        say(e.message);
+      }
     } }, label);
     return buttons[id];
   };
@@ -556,6 +659,7 @@ async function quizHost(signal, sessionId) {
   let session = view.session;
   let count = session.participantCount;
   const update = (s) => {
+    if (!s?.state) return;
     session = s;
     sessionLine(line, s, count);
     buttons.open.disabled = s.state !== 'scheduled';
@@ -565,13 +669,14 @@ async function quizHost(signal, sessionId) {
     buttons.finish.disabled = s.state === 'finished' || s.state === 'scheduled';
   };
   const show = (q) => {
+    if (document.getElementById('question')?.dataset.questionId === q.id) return;
     const full = (view.hostQuestions || []).find((x) => x.id === q.id);
     const clock = h('p', { class: 'countdown', id: 'countdown' });
     stage.replaceChildren(h('p', { class: 'muted' }, `Question ${q.index + 1} of ${session.questionCount}`),
       h('h2', { id: 'question', 'data-question-id': q.id }, q.text),
       h('ol', { class: 'muted' }, q.choices.map((c, i) => h('li', {}, c, full?.correctChoices?.includes(i) ? ' ✓ (correct)' : ''))),
       clock);
-    if (q.closed) clock.textContent = 'closed'; else countdown(clock, questionEnd(q, true), signal);
+    if (q.closed) clock.textContent = 'closed'; else countdown(clock, questionEnd(q), signal);
     dist.replaceChildren(h('li', { class: 'muted' }, 'The distribution shows when the question closes.'));
   };
   update(session);
@@ -580,7 +685,7 @@ async function quizHost(signal, sessionId) {
   if (last) { show(last.question); if (last.result) closedResult(last.question, last.result); }
   function closedResult(q, result) {
     const clock = document.getElementById('countdown');
-    if (clock) { clearInterval(clock.timer); clock.textContent = 'closed'; }
+    if (clock) { clock.stop?.(); clock.textContent = 'closed'; }
     bars(dist, q.choices.map((choice, i) => ({ key: i, label: choice, value: (result.choiceCounts || [])[i] || 0 })));
     dist.dataset.answered = result.answered;
     stage.querySelector('.summary')?.remove();
@@ -591,7 +696,7 @@ async function quizHost(signal, sessionId) {
       case 'session': update(m.session); break;
       case 'participant_count': count = m.count; sessionLine(line, session, count); break;
       case 'question_revealed': show(m.question); break;
-      case 'question_closed': if (document.getElementById('question')?.dataset.questionId !== m.question.id) show(m.question); if (m.result) closedResult(m.question, m.result); break;
+      case 'question_closed': show(m.question); if (m.result) closedResult(m.question, m.result); break;
       case 'leaderboard': renderBoard(board, m.entries); break;
       case 'finished': update(m.session); renderBoard(board, m.standings); break;
       case 'error': say(new ApiError(m.problem.status, m.problem).message); break;
@@ -611,7 +716,7 @@ function matchesHome() {
 
 function matchView(signal, matchId) {
   document.title = `${matchId} · Match · EWPM`;
-  const total = h('p', { class: 'stat', id: 'total-events', 'aria-live': 'polite' }, '–');
+  const total = h('p', { class: 'stat', id: 'total-events' }, '–');
   const lag = h('p', { class: 'muted', id: 'watermark' });
   const byType = h('ul', { class: 'bars', id: 'by-type', 'aria-label': 'Events by type' });
   const chart = h('div', { id: 'per-minute' });
@@ -720,8 +825,10 @@ function render() {
     document.querySelectorAll('[data-nav]').forEach((a) => {
       if (a.dataset.nav === nav) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
     });
-    Promise.resolve(view(signal, ...m.slice(1).map(decodeURIComponent))).catch((e) => {
-      if (signal.aborted) return;
+    const params = m.slice(1).map(decode);
+    if (params.includes(null)) break;
+    Promise.resolve(view(signal, ...params)).catch((e) => {
+      if (signal.aborted || aborted(e)) return;
       main.append(h('p', { class: 'bad', id: 'view-error' }, e.message));
     });
     return;
@@ -733,14 +840,21 @@ function render() {
 function takeTokenFromFragment() {
   const m = location.hash.match(/^#token=([^&]*)(?:&to=(.*))?$/);
   if (!m) return;
-  const to = m[2] ? decodeURIComponent(m[2]) : '/challenges';
+  const to = (m[2] && decode(m[2])) || '/challenges';
   history.replaceState(null, '', `${location.pathname}${location.search}#${to.startsWith('/') ? to : '/challenges'}`);
-  try { signIn(decodeURIComponent(m[1])); } catch (e) { say(`The link's token cannot be used: ${e.message}.`); }
+  try { signIn(decode(m[1]) || ''); } catch (e) { say(`The link's token cannot be used: ${e.message}.`); }
 }
 
 takeTokenFromFragment();
 if (token && !me) {
   try { me = claimsOf(token); } catch { signOut(); }
 }
-window.addEventListener('hashchange', () => { say(''); render(); main.focus({ preventScroll: true }); });
+window.addEventListener('hashchange', () => {
+  say('');
+  takeTokenFromFragment(); // a sign-in link pasted into an open tab
+  render();
+  main.focus({ preventScroll: true });
+});
+// The skip link moves focus; it must not change the route.
+document.querySelector('.skip').addEventListener('click', (ev) => { ev.preventDefault(); main.focus(); });
 render();

@@ -1,5 +1,6 @@
 //! One contract for both counter stores and both admission stores: the in-process ones of the
-//! embedded mode and the Redis ones of the mesh (against the test run's real Redis).
+//! embedded mode and the Redis ones of the mesh (against the test run's real Redis, and its
+//! Redis Cluster: every script's keys share one hash slot).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -8,17 +9,22 @@ use ewpm_engagement::{
     counters::{Applied, Counters, MemoryCounters, RedisCounters},
     domain::Counts,
 };
-use ewpm_testkit::{key_prefix, servers};
+use ewpm_testkit::{key_prefix, redis_cluster_url, servers};
 use uuid::Uuid;
 
 async fn redis() -> fred::prelude::Client {
     ewpm_kit::redis::connect(&servers().redis_url).await.unwrap()
 }
 
+async fn cluster() -> fred::prelude::Client {
+    ewpm_kit::redis::connect(redis_cluster_url()).await.unwrap()
+}
+
 async fn counter_stores() -> Vec<(&'static str, Arc<dyn Counters>)> {
     vec![
         ("memory", Arc::new(MemoryCounters::new())),
         ("redis", Arc::new(RedisCounters::new(redis().await, &key_prefix()))),
+        ("redis cluster", Arc::new(RedisCounters::new(cluster().await, &key_prefix()))),
     ]
 }
 
@@ -26,6 +32,7 @@ async fn admission_stores() -> Vec<(&'static str, Arc<dyn Admission>)> {
     vec![
         ("memory", Arc::new(MemoryAdmission::new())),
         ("redis", Arc::new(RedisAdmission::new(redis().await, &key_prefix()))),
+        ("redis cluster", Arc::new(RedisAdmission::new(cluster().await, &key_prefix()))),
     ]
 }
 

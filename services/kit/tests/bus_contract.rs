@@ -271,6 +271,10 @@ contract!(sqlite, async {
 contract!(redis, async {
     Arc::new(RedisBus::connect(&servers().redis_url, "").await.unwrap()) as Arc<dyn Bus>
 });
+contract!(redis_cluster, async {
+    Arc::new(RedisBus::connect(ewpm_testkit::redis_cluster_url(), "").await.unwrap())
+        as Arc<dyn Bus>
+});
 
 #[tokio::test]
 async fn the_sqlite_bus_keeps_queued_and_pending_messages_across_a_restart() {

@@ -432,6 +432,11 @@ window_contract!(redis_window, |d| async move {
     let store = RedisScores::connect(&servers().redis_url, &key_prefix()).await.unwrap();
     Arc::new(store.with_dedupe(d)) as Arc<dyn ScoreStore>
 });
+window_contract!(redis_cluster_window, |d| async move {
+    let store =
+        RedisScores::connect(ewpm_testkit::redis_cluster_url(), &key_prefix()).await.unwrap();
+    Arc::new(store.with_dedupe(d)) as Arc<dyn ScoreStore>
+});
 
 /// A board written before the window existed kept its ids in a plain set: the first delta
 /// converts it, and every id in it still counts as seen.
@@ -508,5 +513,9 @@ macro_rules! contract {
 contract!(memory, async { Arc::new(MemoryScores::new()) as Arc<dyn ScoreStore> });
 contract!(redis, async {
     Arc::new(RedisScores::connect(&servers().redis_url, &key_prefix()).await.unwrap())
+        as Arc<dyn ScoreStore>
+});
+contract!(redis_cluster, async {
+    Arc::new(RedisScores::connect(ewpm_testkit::redis_cluster_url(), &key_prefix()).await.unwrap())
         as Arc<dyn ScoreStore>
 });

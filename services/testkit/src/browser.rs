@@ -54,6 +54,8 @@ const FLAGS: &[&str] = &[
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--remote-debugging-port=0",
+    // Pages format numbers and dates the same on every machine.
+    "--lang=en-US",
 ];
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -305,6 +307,11 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr_writer)
+            .env("LANG", "en_US.UTF-8")
+            .env("LANGUAGE", "en_US")
+            // Its own process group: `Drop` kills every Chromium process at once, helpers
+            // included, not only the one it started.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = command.spawn().with_context(|| format!("starting {}", exe.display()))?;
         drop(command); // closes our copy of the pipe's write end
@@ -382,7 +389,20 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        {
+            // Pages that outlive the browser fail at once instead of waiting for a reply.
+            let mut shared = lock(&self.cdp.shared);
+            shared.closed.get_or_insert_with(|| "the browser was dropped".into());
+            shared.pending.clear();
+        }
         self.io.abort();
+        if let Some(pid) = self.child.id() {
+            // The whole process group (see `launch`). No `libc` here: `kill` does it.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
         // Kill Chromium and wait (a few seconds at most) until all its processes are gone, so
         // that none still writes into the profile directory while it is being removed.
         let _ = self.child.start_kill();
@@ -562,9 +582,20 @@ impl Page {
         Ok(result["value"].clone())
     }
 
-    /// Scrolls the first element matching `selector` into view and clicks it.
+    /// Scrolls the first element matching `selector` into view and clicks it. Fails when it
+    /// is disabled or hidden (a person could not click it either).
     pub async fn click(&self, selector: &str) -> anyhow::Result<()> {
-        self.with_element(selector, "el.scrollIntoView({ block: 'center' }); el.click();").await?;
+        let refused = self
+            .with_element(
+                selector,
+                "if (el.disabled) return 'disabled'; \
+                 if (!el.getClientRects().length) return 'hidden'; \
+                 el.scrollIntoView({ block: 'center' }); el.click(); return null;",
+            )
+            .await?;
+        if let Some(why) = refused.as_str() {
+            bail!("`{selector}` cannot be clicked: it is {why}");
+        }
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use ewpm_kit::{
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-pub use servers::{OwnPostgres, OwnRedis, Servers, servers};
+pub use servers::{OwnPostgres, OwnRedis, OwnRedisCluster, Servers, redis_cluster_url, servers};
 
 /// The HS256 secret of test tokens.
 pub const TEST_SECRET: &str = "ewpm-test-secret";

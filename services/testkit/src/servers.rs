@@ -286,6 +286,230 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// The URL of the run's shared Redis Cluster (three masters, no replicas), started on first
+/// use like [`servers`] (`EWPM_TEST_REDIS_CLUSTER_URL` names an existing one instead):
+/// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=127.0.0.1:<p3>`. Panics with the
+/// install command when `redis-server` or `redis-cli` is missing.
+pub fn redis_cluster_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Some(url) = env("EWPM_TEST_REDIS_CLUSTER_URL") {
+            return url;
+        }
+        let start = || -> anyhow::Result<String> {
+            let state = state_dir();
+            std::fs::create_dir_all(&state)?;
+            let lock = File::create(state.join("cluster.lock")).context("create lock file")?;
+            lock.lock().context("lock the testkit state")?;
+            ensure_redis_cluster(&state)
+        };
+        start().unwrap_or_else(|err| panic!("cannot provide the test Redis Cluster: {err:#}"))
+    })
+}
+
+/// Arguments of one cluster node on `port` keeping its files in `dir`.
+fn cluster_node_args(port: u16, dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().to_string();
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "5000",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir,
+        "--logfile",
+        "redis.log",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Three ports whose cluster bus ports (+10,000) are free too.
+fn cluster_ports() -> anyhow::Result<[u16; 3]> {
+    let mut ports = Vec::new();
+    while ports.len() < 3 {
+        let port = crate::free_port();
+        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            ports.push(port);
+        }
+    }
+    Ok([ports[0], ports[1], ports[2]])
+}
+
+/// Joins the nodes on `ports` into one cluster (slots split evenly) and waits until it
+/// serves.
+fn create_cluster(ports: &[u16; 3]) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ports.iter().all(|p| redis_ping(*p)) {
+        if Instant::now() > deadline {
+            bail!("the cluster nodes on {ports:?} did not answer PING within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "redis-cli not runnable ({e}); install it with `apt-get install -y redis-tools`"
+            )
+        })?;
+    if !out.status.success() {
+        bail!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ports.iter().all(|p| cluster_ok(*p)) {
+        if Instant::now() > deadline {
+            bail!("the cluster on {ports:?} did not reach cluster_state:ok within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(format!("redis-cluster://{}?node={}&node={}", nodes[0], nodes[1], nodes[2]))
+}
+
+/// Whether the node on `port` says the cluster serves every slot.
+fn cluster_ok(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+}
+
+fn ensure_redis_cluster(state: &Path) -> anyhow::Result<String> {
+    let record_path = state.join("redis-cluster.env");
+    if let Some(url) = recorded(&record_path, "REDIS_CLUSTER_URL", "REDIS_CLUSTER_PORT", cluster_ok)
+    {
+        return Ok(url);
+    }
+    let ports = cluster_ports()?;
+    let dir = std::env::temp_dir()
+        .join(format!("ewpm-testkit-redis-cluster-{}", uuid::Uuid::new_v4().simple()));
+    let mut pid_files = Vec::new();
+    for port in ports {
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir)?;
+        let pid_file = node_dir.join("redis.pid").to_string_lossy().to_string();
+        let out = Command::new("redis-server")
+            .args(cluster_node_args(port, &node_dir))
+            .args(["--daemonize", "yes", "--pidfile", &pid_file])
+            .output()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "redis-server not runnable ({e}); install it with `apt-get install -y redis-server`"
+                )
+            })?;
+        if !out.status.success() {
+            bail!("redis-server failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        pid_files.push(pid_file);
+    }
+    let url = create_cluster(&ports)?;
+    write_record(
+        &record_path,
+        &[
+            ("REDIS_CLUSTER_URL", url.clone()),
+            ("REDIS_CLUSTER_PORT", ports[0].to_string()),
+            ("REDIS_CLUSTER_DIR", dir.to_string_lossy().to_string()),
+            ("REDIS_CLUSTER_PID_FILES", pid_files.join(" ")),
+        ],
+    )?;
+    Ok(url)
+}
+
+/// A Redis Cluster of one test's own (three masters, no replicas), whose nodes the test may
+/// stop and start again on the same ports: for fault tests. Append-only with `appendfsync
+/// always`, so what a node acknowledged survives its restart. Stopped when dropped.
+pub struct OwnRedisCluster {
+    /// `redis-cluster://…` naming every node.
+    pub url: String,
+    /// The nodes' ports.
+    pub ports: [u16; 3],
+    dir: tempfile::TempDir,
+    children: [Option<std::process::Child>; 3],
+}
+
+impl OwnRedisCluster {
+    /// Starts three nodes on free ports and joins them.
+    pub fn start() -> anyhow::Result<Self> {
+        let ports = cluster_ports()?;
+        let dir = tempfile::tempdir().context("Redis Cluster directory")?;
+        let mut cluster = Self { url: String::new(), ports, dir, children: [None, None, None] };
+        for node in 0..3 {
+            cluster.up(node)?;
+        }
+        cluster.url = create_cluster(&ports)?;
+        Ok(cluster)
+    }
+
+    /// Starts node `node` (0–2) again, with its data and its place in the cluster, and waits
+    /// until the cluster serves every slot again.
+    pub fn up(&mut self, node: usize) -> anyhow::Result<()> {
+        let port = self.ports[node];
+        let node_dir = self.dir.path().join(port.to_string());
+        std::fs::create_dir_all(&node_dir)?;
+        let child =
+            Command::new("redis-server").args(cluster_node_args(port, &node_dir)).spawn().context(
+                "redis-server not runnable; install it with `apt-get install -y redis-server`",
+            )?;
+        self.children[node] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_ping(port) {
+            if Instant::now() > deadline {
+                bail!("cluster node on port {port} did not answer PING within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !self.url.is_empty() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !self.ports.iter().all(|p| cluster_ok(*p)) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "the cluster did not serve every slot within 30 s of node {node} returning"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// A graceful `SHUTDOWN` of node `node` (it flushes its append-only file and exits); its
+    /// slots are unserved until [`OwnRedisCluster::up`].
+    pub fn shutdown(&mut self, node: usize) {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.ports[node])) {
+            stream.write_all(b"SHUTDOWN\r\n").ok();
+        }
+        if let Some(mut child) = self.children[node].take() {
+            child.wait().ok();
+        }
+    }
+}
+
+impl Drop for OwnRedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
 /// A Redis of one test's own (not the shared one), which the test may stop, kill and start
 /// again on the same port: for fault tests. Append-only with `appendfsync always`, so what
 /// Redis acknowledged survives even a SIGKILL. Stopped when dropped.
