@@ -224,14 +224,19 @@ async fn a_redis_restart_and_a_redis_sigkill_need_no_process_restart() {
     mesh.drained(&[challenge], acked, sum as f64).await;
 }
 
-/// The mesh on a three-master Redis Cluster (the bus's streams, the boards and their scripts,
-/// pub/sub), each master restarted in turn under steady load: intake resumes by itself after
-/// each, and every acknowledged entry is in SQL once and on the board.
+/// The mesh on a three-master Redis Cluster with four partitions per topic (the bus's streams,
+/// the boards and their scripts, pub/sub), each master restarted in turn under steady load:
+/// intake resumes by itself after each, and every acknowledged entry is in SQL once and on
+/// the board.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_redis_cluster_each_master_restarts_under_load_and_nothing_acknowledged_is_lost() {
     let mut cluster = OwnRedisCluster::start().unwrap();
     let db = TestDb::postgres_unmigrated().await.unwrap();
-    let mesh = Mesh::start_on(db, cluster.url.clone(), fast_health(), true, false).await;
+    // Four partitions per topic: the progress queue and the score deltas spread over the
+    // three masters, so each restart hits some partitions of each.
+    let mut env = fast_health();
+    env.push(("EWPM_BUS_PARTITIONS".into(), "4".into()));
+    let mesh = Mesh::start_on(db, cluster.url.clone(), env, true, false).await;
     let (challenge, stop, tally, submitters) = steady_load(&mesh, Duration::from_millis(20)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut recoveries = Vec::new();

@@ -279,12 +279,26 @@ impl Mesh {
     /// Waits until SQL holds `accepted` entries, both queues have nothing pending, and every
     /// board equals the SQL totals; fails with the last difference after two minutes.
     pub async fn drained(&self, challenges: &[String], accepted: u64, accepted_sum: f64) {
-        let bus = RedisBus::connect(&self.redis_url, &self.prefix).await.unwrap();
+        let partitions = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "EWPM_BUS_PARTITIONS")
+            .map_or(1, |(_, v)| v.parse().unwrap());
+        let redis = RedisBus::connect(&self.redis_url, &self.prefix).await.unwrap();
+        let bus = ewpm_kit::bus::Partitioned::new(std::sync::Arc::new(redis), partitions);
+        // Pending over every partition of a topic.
+        let pending = async |topic: &str, group: &str| {
+            let mut n = 0;
+            for t in ewpm_kit::bus::partition_topics(&bus, topic) {
+                n += bus.pending(&t, group).await.unwrap();
+            }
+            n
+        };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (sql, count, sum) = self.sql_totals().await;
-            let pending_writes = bus.pending("progress", "progress-writer").await.unwrap();
-            let pending_deltas = bus.pending("score-deltas", "leaderboard-applier").await.unwrap();
+            let pending_writes = pending("progress", "progress-writer").await;
+            let pending_deltas = pending("score-deltas", "leaderboard-applier").await;
             let boards = self.board_totals(challenges).await;
             let done = count as u64 == accepted
                 && pending_writes == 0

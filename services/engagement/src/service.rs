@@ -253,10 +253,20 @@ impl Engagement {
             .map(|&i| (events[i].event_id, events[i].fingerprint.clone()))
             .collect();
         if !accepted.is_empty() {
-            let payload = persister::payload(accepted.iter().map(|&i| &events[i]));
-            if let Err(err) = s.bus.publish(MATCH_EVENTS_TOPIC, &[payload]).await {
-                drop(s.admission.release(source, &keyed_accepted).await);
-                return Err(EngagementError::Unavailable(err.context("queue the events")));
+            // One message per partition the matches fall in, keyed by match: a match's events
+            // keep their order. If one publish fails after another succeeded, the whole call
+            // fails and may be sent again: the persister stores an event id once.
+            let groups = ewpm_kit::bus::group_by_partition(
+                s.bus.as_ref(),
+                MATCH_EVENTS_TOPIC,
+                accepted.iter().map(|&i| (events[i].match_id.clone(), i)),
+            );
+            for (key, members) in groups {
+                let payload = persister::payload(members.iter().map(|&i| &events[i]));
+                if let Err(err) = s.bus.publish_keyed(MATCH_EVENTS_TOPIC, &key, &[payload]).await {
+                    drop(s.admission.release(source, &keyed_accepted).await);
+                    return Err(EngagementError::Unavailable(err.context("queue the events")));
+                }
             }
         }
         settle.extend(keyed_accepted);
@@ -315,7 +325,7 @@ impl Engagement {
             stale
         };
         if stale {
-            match s.bus.backlog(MATCH_EVENTS_TOPIC, GROUP).await {
+            match ewpm_kit::bus::total_backlog(s.bus.as_ref(), MATCH_EVENTS_TOPIC, GROUP).await {
                 Ok(n) => {
                     s.backlog.store(n, Ordering::Relaxed);
                     metrics::gauge!("ewpm_engagement_backlog").set(n as f64);

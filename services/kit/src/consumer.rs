@@ -96,15 +96,33 @@ impl<H: Handler> Consumer<H> {
 
     /// Runs until `shutdown`; what was received by then is handled before it returns (and on
     /// a non-durable bus, what is still queued too: nothing would handle it otherwise).
+    ///
+    /// A partitioned topic (see [`crate::bus`]) is read by one loop per partition, each a
+    /// consumer named `<consumer>.p<i>` with a batch of its own.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (topic, group) = (self.config.topic, self.config.group);
+        let topics = crate::bus::partition_topics(self.bus.as_ref(), self.config.topic);
+        if let [topic] = topics.as_slice() {
+            return self.run_on(topic, &self.config.consumer, shutdown).await;
+        }
+        let this = &self;
+        futures::future::join_all(topics.iter().enumerate().map(|(i, topic)| {
+            let consumer = format!("{}.p{i}", this.config.consumer);
+            let shutdown = shutdown.clone();
+            async move { this.run_on(topic, &consumer, shutdown).await }
+        }))
+        .await;
+    }
+
+    /// The loop of one partition topic.
+    async fn run_on(&self, topic: &str, consumer: &str, shutdown: CancellationToken) {
+        let group = self.config.group;
         while let Err(err) = self.bus.ensure_group(topic, group).await {
             tracing::warn!(topic, group, error = format!("{err:#}"), "queue not ready; retrying");
             if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
                 return;
             }
         }
-        tracing::info!(topic, group, consumer = %self.config.consumer, "consumer started");
+        tracing::info!(topic, group, consumer, "consumer started");
         let rule = self.config.rule;
         let take = self.config.take.max(rule.size).max(1);
         // Split only at `take`; due by size at `rule.size`, checked after each read.
@@ -121,10 +139,7 @@ impl<H: Handler> Consumer<H> {
                 next_reclaim = Instant::now() + every;
                 // As many as one flush takes (a dead consumer held up to that many).
                 let room = take.saturating_sub(batch.len()).max(1);
-                match self
-                    .bus
-                    .reclaim(topic, group, &self.config.consumer, self.config.reclaim_idle, room)
-                    .await
+                match self.bus.reclaim(topic, group, consumer, self.config.reclaim_idle, room).await
                 {
                     Ok(messages) => {
                         // As many as it could take: more may be waiting (a dead consumer's
@@ -140,9 +155,9 @@ impl<H: Handler> Consumer<H> {
                                 "took over unacknowledged messages"
                             );
                         }
-                        for r in self.decode(messages).await {
+                        for r in self.decode(topic, messages).await {
                             if let Some(full) = batch.push(r, Instant::now()) {
-                                self.flush_until_done(full, &shutdown).await;
+                                self.flush_until_done(topic, full, &shutdown).await;
                             }
                         }
                     }
@@ -151,7 +166,7 @@ impl<H: Handler> Consumer<H> {
                 // Due by size now: not after another wait for messages.
                 if batch.len() >= rule.size {
                     let due = batch.take();
-                    self.flush_until_done(due, &shutdown).await;
+                    self.flush_until_done(topic, due, &shutdown).await;
                 }
             }
             // Wait for messages no longer than the batch's deadline (or the next reclaim).
@@ -159,14 +174,14 @@ impl<H: Handler> Consumer<H> {
             let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
             let room = take.saturating_sub(batch.len()).max(1);
             let received = tokio::select! {
-                r = self.bus.receive(topic, group, &self.config.consumer, room, wait) => r,
+                r = self.bus.receive(topic, group, consumer, room, wait) => r,
                 () = shutdown.cancelled() => Ok(Vec::new()),
             };
             match received {
                 Ok(messages) => {
-                    for r in self.decode(messages).await {
+                    for r in self.decode(topic, messages).await {
                         if let Some(full) = batch.push(r, Instant::now()) {
-                            self.flush_until_done(full, &shutdown).await;
+                            self.flush_until_done(topic, full, &shutdown).await;
                         }
                     }
                 }
@@ -177,7 +192,7 @@ impl<H: Handler> Consumer<H> {
             }
             if batch.len() >= rule.size || batch.deadline().is_some_and(|d| d <= Instant::now()) {
                 let due = batch.take();
-                self.flush_until_done(due, &shutdown).await;
+                self.flush_until_done(topic, due, &shutdown).await;
             }
         }
         // Drain: what was received is handled now rather than left for a reclaim. On a
@@ -187,12 +202,8 @@ impl<H: Handler> Consumer<H> {
         let drain_queue = !self.bus.durable(topic);
         loop {
             let more = if drain_queue {
-                match self
-                    .bus
-                    .receive(topic, group, &self.config.consumer, take, Duration::ZERO)
-                    .await
-                {
-                    Ok(messages) => self.decode(messages).await,
+                match self.bus.receive(topic, group, consumer, take, Duration::ZERO).await {
+                    Ok(messages) => self.decode(topic, messages).await,
                     Err(_) => Vec::new(),
                 }
             } else {
@@ -202,7 +213,7 @@ impl<H: Handler> Consumer<H> {
             rest.extend(more);
             if !rest.is_empty() {
                 let (ids, items) = split(std::mem::take(&mut rest));
-                if let Err(err) = self.flush(&ids, &items).await {
+                if let Err(err) = self.flush(topic, &ids, &items).await {
                     tracing::warn!(
                         topic,
                         error = format!("{err:#}"),
@@ -216,18 +227,18 @@ impl<H: Handler> Consumer<H> {
                 break;
             }
         }
-        tracing::info!(topic, group, consumer = %self.config.consumer, "consumer stopped");
+        tracing::info!(topic, group, consumer, "consumer stopped");
     }
 
     /// Decodes messages; a poison message is logged and acknowledged.
-    async fn decode(&self, messages: Vec<Message>) -> Vec<Received<H::Item>> {
+    async fn decode(&self, topic: &str, messages: Vec<Message>) -> Vec<Received<H::Item>> {
         let mut out = Vec::with_capacity(messages.len());
         let mut poison = Vec::new();
         for m in messages {
             match self.handler.decode(&m.payload) {
                 Ok(item) => out.push(Received { message_id: m.id, item }),
                 Err(err) => {
-                    tracing::error!(topic = self.config.topic, message = %m.id, error = format!("{err:#}"), "dropping an undecodable message");
+                    tracing::error!(topic, message = %m.id, error = format!("{err:#}"), "dropping an undecodable message");
                     match self.handler.reject(&m.id, &m.payload, &err).await {
                         Ok(()) => poison.push(m.id),
                         Err(e) => {
@@ -238,7 +249,7 @@ impl<H: Handler> Consumer<H> {
             }
         }
         if !poison.is_empty()
-            && let Err(err) = self.bus.ack(self.config.topic, self.config.group, &poison).await
+            && let Err(err) = self.bus.ack(topic, self.config.group, &poison).await
         {
             tracing::warn!(error = format!("{err:#}"), "ack of poison messages failed");
         }
@@ -247,16 +258,21 @@ impl<H: Handler> Consumer<H> {
 
     /// Flushes `batch`, retrying with backoff until it succeeds or shutdown (then its
     /// messages stay pending for another consumer).
-    async fn flush_until_done(&self, batch: Vec<Received<H::Item>>, shutdown: &CancellationToken) {
+    async fn flush_until_done(
+        &self,
+        topic: &str,
+        batch: Vec<Received<H::Item>>,
+        shutdown: &CancellationToken,
+    ) {
         let (ids, items) = split(batch);
         let mut failures = 0u32;
         loop {
-            match self.flush(&ids, &items).await {
+            match self.flush(topic, &ids, &items).await {
                 Ok(()) => return,
                 Err(err) => {
                     failures += 1;
                     tracing::warn!(
-                        topic = self.config.topic,
+                        topic,
                         error = format!("{err:#}"),
                         messages = ids.len(),
                         failures,
@@ -271,12 +287,12 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Handles, then acknowledges.
-    async fn flush(&self, ids: &[String], items: &[H::Item]) -> anyhow::Result<()> {
+    async fn flush(&self, topic: &str, ids: &[String], items: &[H::Item]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         self.handler.handle(items).await?;
-        self.bus.ack(self.config.topic, self.config.group, ids).await
+        self.bus.ack(topic, self.config.group, ids).await
     }
 }
 

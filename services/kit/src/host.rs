@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::{
     CancellationToken,
     auth::{Authenticator, TokenKeys},
-    bus::{Bus, MemoryBus, RedisBus, Routed, SqliteBus},
+    bus::{Bus, MemoryBus, Partitioned, RedisBus, Routed, SqliteBus},
     clock::{SharedClock, SystemClock},
     db,
     health::Dependency,
@@ -179,9 +179,12 @@ impl Host {
             return Ok(bus.clone());
         }
         let (url, prefix) = self.redis().await?;
-        let bus: Arc<dyn Bus> = Arc::new(
+        let mut bus: Arc<dyn Bus> = Arc::new(
             RedisBus::connect(&url, &prefix).await?.with_max_len(self.settings.bus_max_len),
         );
+        if self.settings.bus_partitions > 1 {
+            bus = Arc::new(Partitioned::new(bus, usize::from(self.settings.bus_partitions)));
+        }
         self.bus = Some(bus.clone());
         Ok(bus)
     }

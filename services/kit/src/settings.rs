@@ -15,6 +15,9 @@ use figment::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+/// Most partitions a bus topic may have (each costs every consumer a read loop).
+pub const MAX_BUS_PARTITIONS: u16 = 64;
+
 /// The kit's own top-level keys (every field of [`Settings`] but `sections`).
 const KIT_KEYS: &[&str] = &[
     "data_dir",
@@ -22,6 +25,7 @@ const KIT_KEYS: &[&str] = &[
     "redis_url",
     "redis_prefix",
     "bus_max_len",
+    "bus_partitions",
     "log",
     "auth",
     "grpc",
@@ -106,6 +110,10 @@ pub struct Settings {
     /// Entries a bus topic's Redis stream keeps at most (approximately), even when a consumer
     /// group lags behind: its oldest entries go first.
     pub bus_max_len: u64,
+    /// Partitions of every bus topic in the mesh (each a stream of its own; on a Redis
+    /// Cluster they spread over the nodes). 1 (the default) keeps one stream per topic; the
+    /// embedded mode always has one. Every process of a mesh must use the same value.
+    pub bus_partitions: u16,
     /// Logging.
     pub log: LogSettings,
     /// Token verification and minting.
@@ -283,6 +291,7 @@ impl Default for Settings {
             redis_url: None,
             redis_prefix: String::new(),
             bus_max_len: 1_000_000,
+            bus_partitions: 1,
             log: LogSettings { format: LogFormat::Pretty, level: "info".into() },
             auth: AuthSettings {
                 secret: None,
@@ -386,6 +395,12 @@ impl Settings {
             }
         };
         if let Some(s) = &settings {
+            if !(1..=MAX_BUS_PARTITIONS).contains(&s.bus_partitions) {
+                errors.push(format!(
+                    "bus_partitions (EWPM_BUS_PARTITIONS): {} is not between 1 and {MAX_BUS_PARTITIONS}",
+                    s.bus_partitions
+                ));
+            }
             for name in s.services.keys() {
                 if !known(name) {
                     let env = format!("EWPM_SERVICES__{}", name.to_ascii_uppercase());

@@ -96,7 +96,8 @@ impl Backlog {
             loop {
                 tick.tick().await;
                 let Some(backlog) = weak.upgrade() else { return };
-                match bus.backlog(PROGRESS_TOPIC, WRITER_GROUP).await {
+                match ewpm_kit::bus::total_backlog(bus.as_ref(), PROGRESS_TOPIC, WRITER_GROUP).await
+                {
                     Ok(n) => {
                         backlog.0.store(n, std::sync::atomic::Ordering::Relaxed);
                         metrics::gauge!("ewpm_progress_queue_backlog").set(n as f64);
@@ -237,8 +238,9 @@ impl Progress {
         };
         let queued = match key {
             None => {
+                // Keyed by user: one user's entries keep their order on a partitioned topic.
                 self.bus
-                    .publish(PROGRESS_TOPIC, &[payload])
+                    .publish_keyed(PROGRESS_TOPIC, &caller.user_id, &[payload])
                     .await
                     .map_err(ProgressError::QueueUnavailable)?;
                 queued
@@ -250,7 +252,14 @@ impl Progress {
                 let scoped = format!("{}\u{1f}{}", caller.user_id, key.as_str());
                 let once = self
                     .bus
-                    .publish_once(PROGRESS_TOPIC, &scoped, &record, &payload, IDEMPOTENCY_TTL)
+                    .publish_once_keyed(
+                        PROGRESS_TOPIC,
+                        &caller.user_id,
+                        &scoped,
+                        &record,
+                        &payload,
+                        IDEMPOTENCY_TTL,
+                    )
                     .await
                     .map_err(ProgressError::QueueUnavailable)?;
                 if let Once::Existing(first) = once {

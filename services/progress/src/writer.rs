@@ -27,7 +27,10 @@ use std::{
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
-use ewpm_kit::{bus::Bus, consumer::Handler};
+use ewpm_kit::{
+    bus::{self, Bus},
+    consumer::Handler,
+};
 use ewpm_proto::{
     leaderboard::v1::ScoreDelta,
     progress::v1::{ACTIVITY_TOPIC, ActivityBatch},
@@ -194,32 +197,41 @@ impl Handler for Writer {
         let committed = chrono::Utc::now().timestamp_millis();
         // Every entry of the batch gets its delta, new or not: a writer that died between
         // commit and publish left deltas unsent, and the leaderboard drops repeats.
-        let deltas: Vec<Vec<u8>> = entries
+        // Keyed by board: a board's deltas keep their order on a partitioned topic.
+        let deltas: Vec<(String, Vec<u8>)> = entries
             .iter()
             .map(|e| {
-                ScoreDelta {
-                    board: e.board(),
+                let board = e.board();
+                let delta = ScoreDelta {
+                    board: board.clone(),
                     member: e.user_id.clone(),
                     delta: e.value,
                     event_id: e.id.to_string(),
                     committed_unix_ms: committed,
-                }
-                .encode_to_vec()
+                };
+                (board, delta.encode_to_vec())
             })
             .collect();
         if !deltas.is_empty() {
-            self.bus.publish(SCORE_DELTAS_TOPIC, &deltas).await?;
+            bus::publish_by_key(self.bus.as_ref(), SCORE_DELTAS_TOPIC, deltas).await?;
         }
         // Every written activity is published, new or not, for the same reason as deltas;
         // the incentive processors count an (activity, link) pair once. One bus message for
         // the whole batch: the topic's cost (a row to insert, deliver and acknowledge on the
         // embedded bus, a stream entry on Redis) is paid per batch, not per activity.
+        // On a partitioned topic, one message per partition the users fall in (keyed by user:
+        // one user's activity keeps its order).
         if !written.is_empty() {
-            let batch = ActivityBatch {
-                activities: written.iter().map(|q| q.activity().to_event()).collect(),
-            };
-            self.bus
-                .publish(ACTIVITY_TOPIC, &[batch.encode_to_vec()])
+            let events = written.iter().map(|q| {
+                let event = q.activity().to_event();
+                (event.user_id.clone(), event)
+            });
+            let batches: Vec<(String, Vec<u8>)> =
+                bus::group_by_partition(self.bus.as_ref(), ACTIVITY_TOPIC, events)
+                    .into_iter()
+                    .map(|(key, activities)| (key, ActivityBatch { activities }.encode_to_vec()))
+                    .collect();
+            bus::publish_by_key(self.bus.as_ref(), ACTIVITY_TOPIC, batches)
                 .await
                 .context("publish activity")?;
         }

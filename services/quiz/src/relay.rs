@@ -98,20 +98,21 @@ impl Relay {
             let sent = self
                 .store
                 .relay(&session, self.batch, self.clock.now(), |rows| async move {
-                    let payloads: Vec<Vec<u8>> = rows
+                    // Keyed by board: a board's deltas keep their order.
+                    let payloads: Vec<(String, Vec<u8>)> = rows
                         .into_iter()
                         .map(|r| {
-                            ScoreDelta {
-                                board: r.change.board,
+                            let delta = ScoreDelta {
+                                board: r.change.board.clone(),
                                 member: r.change.member,
                                 delta: r.change.delta,
                                 event_id: r.event_id,
                                 committed_unix_ms: r.change.committed_unix_ms,
-                            }
-                            .encode_to_vec()
+                            };
+                            (r.change.board, delta.encode_to_vec())
                         })
                         .collect();
-                    bus.publish(SCORE_DELTAS_TOPIC, &payloads).await.map(|_| ())
+                    ewpm_kit::bus::publish_by_key(bus.as_ref(), SCORE_DELTAS_TOPIC, payloads).await
                 })
                 .await?;
             if let Some(n) = sent {

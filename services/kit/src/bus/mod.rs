@@ -18,9 +18,21 @@
 //!   backends share;
 //! - [`memory`]: [`MemoryBus`], the embedded mode's bus;
 //! - [`sqlite`]: [`SqliteBus`], the embedded mode's durable bus;
-//! - [`redis`]: [`RedisBus`], the mesh bus on Redis Streams.
+//! - [`redis`]: [`RedisBus`], the mesh bus on Redis Streams;
+//! - [`partitioned`]: [`Partitioned`], a topic spread over several partitions (streams).
+//!
+//! # Partitions
+//! A topic may have several partitions, each a topic of its own on the bus underneath
+//! ([`partition_topic`]: partition 0 is the topic itself, the others `<topic>.p<i>`): on a
+//! Redis Cluster each is a stream in its own hash slot, so one topic's traffic spreads over
+//! the nodes. Producers publish with a key ([`Bus::publish_keyed`], [`publish_by_key`]): one
+//! key always goes to one partition ([`partition_of`]), so per-key order holds. A
+//! [`crate::consumer::Consumer`] reads every partition of its topic (one loop each), and each
+//! partition is a consumer group of its own. Counts of pending and backlog are per partition
+//! topic; [`total_backlog`] sums them.
 
 mod memory;
+mod partitioned;
 mod redis;
 pub mod sqlite;
 
@@ -31,8 +43,80 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 pub use memory::MemoryBus;
+pub use partitioned::Partitioned;
 pub use redis::{DEFAULT_MAX_LEN, RedisBus};
 pub use sqlite::SqliteBus;
+
+/// The topic of partition `index` of `topic`: the topic itself for partition 0 (so a topic
+/// that grows partitions keeps reading its stream), `<topic>.p<index>` for the others.
+pub fn partition_topic(topic: &str, index: usize) -> String {
+    if index == 0 { topic.to_string() } else { format!("{topic}.p{index}") }
+}
+
+/// The topic a partition topic belongs to (`progress.p3` → `progress`; a topic → itself).
+pub fn base_topic(topic: &str) -> &str {
+    match topic.rsplit_once(".p") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => topic,
+    }
+}
+
+/// The partition of `key` among `partitions`: a stable hash (64-bit FNV-1a), the same in
+/// every process and every version, so producers everywhere agree.
+pub fn partition_of(key: &str, partitions: usize) -> usize {
+    if partitions <= 1 {
+        return 0;
+    }
+    let hash = key
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % partitions as u64) as usize
+}
+
+/// Every partition topic of `topic` on `bus`.
+pub fn partition_topics(bus: &dyn Bus, topic: &str) -> Vec<String> {
+    (0..bus.partitions(topic).max(1)).map(|i| partition_topic(topic, i)).collect()
+}
+
+/// The backlog of `group` over every partition of `topic`.
+pub async fn total_backlog(bus: &dyn Bus, topic: &str, group: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for t in partition_topics(bus, topic) {
+        total += bus.backlog(&t, group).await?;
+    }
+    Ok(total)
+}
+
+/// `items` (key, value) grouped by the partition of their key on `topic`, in order within
+/// each group: (a key of the group, its values). One group when the topic has one partition.
+pub fn group_by_partition<T>(
+    bus: &dyn Bus,
+    topic: &str,
+    items: impl IntoIterator<Item = (String, T)>,
+) -> Vec<(String, Vec<T>)> {
+    let n = bus.partitions(topic).max(1);
+    let mut groups: Vec<Option<(String, Vec<T>)>> = (0..n).map(|_| None).collect();
+    for (key, value) in items {
+        let slot = &mut groups[partition_of(&key, n)];
+        slot.get_or_insert_with(|| (key, Vec::new())).1.push(value);
+    }
+    groups.into_iter().flatten().collect()
+}
+
+/// Publishes (key, payload) pairs on `topic`: one publish per partition their keys fall in,
+/// each in order (the partitions concurrently).
+pub async fn publish_by_key(
+    bus: &dyn Bus,
+    topic: &str,
+    items: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    let groups = group_by_partition(bus, topic, items);
+    futures::future::try_join_all(
+        groups.iter().map(|(key, payloads)| bus.publish_keyed(topic, key, payloads)),
+    )
+    .await?;
+    Ok(())
+}
 
 /// A message as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +222,38 @@ pub trait Bus: Send + Sync + 'static {
         let _ = topic;
         true
     }
+
+    /// How many partitions `topic` has (see the module doc); 1 unless partitioned.
+    fn partitions(&self, topic: &str) -> usize {
+        let _ = topic;
+        1
+    }
+
+    /// Appends `payloads` to the partition of `key` on `topic`, in order: messages with one
+    /// key keep their order. Without partitions, [`Bus::publish`].
+    async fn publish_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        payloads: &[Vec<u8>],
+    ) -> anyhow::Result<Vec<String>> {
+        let _ = key;
+        self.publish(topic, payloads).await
+    }
+
+    /// [`Bus::publish_once`] on the partition of `partition_key`.
+    async fn publish_once_keyed(
+        &self,
+        topic: &str,
+        partition_key: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        let _ = partition_key;
+        self.publish_once(topic, key, record, payload, ttl).await
+    }
 }
 
 /// The sequence number of a message id of the memory and SQLite buses.
@@ -165,8 +281,9 @@ impl Routed {
         self
     }
 
+    /// The bus of `topic` (a partition goes where its topic goes).
     fn bus(&self, topic: &str) -> &dyn Bus {
-        self.routes.get(topic).unwrap_or(&self.default).as_ref()
+        self.routes.get(base_topic(topic)).unwrap_or(&self.default).as_ref()
     }
 }
 
@@ -227,5 +344,51 @@ impl Bus for Routed {
 
     fn durable(&self, topic: &str) -> bool {
         self.bus(topic).durable(topic)
+    }
+
+    fn partitions(&self, topic: &str) -> usize {
+        self.bus(topic).partitions(topic)
+    }
+
+    async fn publish_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        payloads: &[Vec<u8>],
+    ) -> anyhow::Result<Vec<String>> {
+        self.bus(topic).publish_keyed(topic, key, payloads).await
+    }
+
+    async fn publish_once_keyed(
+        &self,
+        topic: &str,
+        partition_key: &str,
+        key: &str,
+        record: &[u8],
+        payload: &[u8],
+        ttl: Duration,
+    ) -> anyhow::Result<Once> {
+        self.bus(topic).publish_once_keyed(topic, partition_key, key, record, payload, ttl).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_topics_and_keys_are_stable() {
+        assert_eq!(partition_topic("progress", 0), "progress");
+        assert_eq!(partition_topic("progress", 3), "progress.p3");
+        assert_eq!(base_topic("progress.p3"), "progress");
+        assert_eq!(base_topic("progress"), "progress");
+        assert_eq!(base_topic("a.pb"), "a.pb");
+        assert_eq!(base_topic("a.p"), "a.p");
+        // FNV-1a, fixed: producers of every version agree on a key's partition.
+        assert_eq!(partition_of("alice", 1), 0);
+        assert_eq!(["alice", "bob", "carol", "dave"].map(|k| partition_of(k, 8)), [7, 4, 2, 7]);
+        let spread: std::collections::BTreeSet<usize> =
+            (0..1000).map(|i| partition_of(&format!("user-{i}"), 8)).collect();
+        assert_eq!(spread.len(), 8, "1,000 keys reach every one of 8 partitions");
     }
 }
