@@ -58,7 +58,7 @@ SETTINGS_RS = ROOT / "services/kit/src/settings.rs"
 REGISTRY_RS = ROOT / "src/lib.rs"
 
 # Kubernetes versions every resource must validate against (strict).
-VERSIONS = ("1.30.0", "1.32.0", "1.34.0")
+VERSIONS = ("1.27.0", "1.31.0", "1.34.0")
 OVERLAYS = ("dev", "prod", "local")
 
 # Secret keys each `ewpm serve <command>` must get, and those it must not.

@@ -3,6 +3,7 @@
 
 mod all;
 mod boards;
+mod bus;
 mod edge;
 mod engagement;
 mod incentives;
@@ -66,6 +67,9 @@ pub enum Bench {
     /// and `GET …/challenges/active` against the edge's own no-upstream route (`/livez`), and
     /// `/health`.
     Edge(crate::edge::EdgeArgs),
+    /// The bus alone on a Redis or a Redis Cluster: keyed producers and consumers for each
+    /// partition count (`--partitions 1,2,4,8`), messages consumed per second.
+    Bus(crate::bus::BusArgs),
     /// Every figure of the performance table in one run: progress (embedded, then on
     /// PostgreSQL and Redis), 10,000 watchers, the REST edge, scan, engagement ingest and the
     /// incentive processors on PostgreSQL, each with the bare echo / no-upstream baseline of
@@ -116,6 +120,7 @@ pub async fn run(bench: Bench, modules: &'static [&'static dyn Module]) -> anyho
         }
         Bench::Edge(args) => (args.pipeline.json, crate::edge::edge(args, modules).await?),
         Bench::All(args) => (args.json, crate::all::all(args, modules).await?),
+        Bench::Bus(args) => (args.json, crate::bus::bus(args).await?),
         Bench::Quiz(args) => return crate::quiz::quiz(args, modules).await,
         Bench::Boards(args) => return crate::boards::boards(args, modules).await,
     };

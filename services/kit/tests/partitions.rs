@@ -135,7 +135,7 @@ async fn publish_once_is_remembered_on_its_partition(bus: Arc<dyn Bus>, topic: S
     assert!(matches!(first, Once::Published(_)));
     let again = bus.publish_once_keyed(&topic, "ann", "k1", b"r2", b"p2", ttl).await.unwrap();
     assert_eq!(again, Once::Existing(b"r1".to_vec()));
-    let t = bus::partition_topic(&topic, bus::partition_of("ann", PARTITIONS));
+    let t = bus::partition_topic(&topic, bus::partition_of("ann", PARTITIONS), PARTITIONS);
     bus.ensure_group(&t, "g").await.unwrap();
     let got = bus.receive(&t, "g", "c", 10, Duration::ZERO).await.unwrap();
     assert_eq!(got.len(), 1);

@@ -23,7 +23,8 @@
 //!
 //! # Partitions
 //! A topic may have several partitions, each a topic of its own on the bus underneath
-//! ([`partition_topic`]: partition 0 is the topic itself, the others `<topic>.p<i>`): on a
+//! ([`partition_topic`]: partition 0 is the topic itself, the others `<topic>.p<i>.<k>`, named
+//! so that they spread evenly over a cluster's hash slots): on a
 //! Redis Cluster each is a stream in its own hash slot, so one topic's traffic spreads over
 //! the nodes. Producers publish with a key ([`Bus::publish_keyed`], [`publish_by_key`]): one
 //! key always goes to one partition ([`partition_of`]), so per-key order holds. A
@@ -47,16 +48,52 @@ pub use partitioned::Partitioned;
 pub use redis::{DEFAULT_MAX_LEN, RedisBus};
 pub use sqlite::SqliteBus;
 
-/// The topic of partition `index` of `topic`: the topic itself for partition 0 (so a topic
-/// that grows partitions keeps reading its stream), `<topic>.p<index>` for the others.
-pub fn partition_topic(topic: &str, index: usize) -> String {
-    if index == 0 { topic.to_string() } else { format!("{topic}.p{index}") }
+/// Hash slots of a Redis Cluster.
+const SLOTS: u32 = 16_384;
+
+/// The Redis Cluster hash slot of `tag` (CRC16/XMODEM modulo 16,384, as Redis computes it
+/// for a key whose hash tag is `tag`).
+pub fn cluster_slot(tag: &str) -> u32 {
+    let crc = tag.bytes().fold(0u16, |mut crc, byte| {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+        crc
+    });
+    u32::from(crc) % SLOTS
 }
 
-/// The topic a partition topic belongs to (`progress.p3` → `progress`; a topic → itself).
+/// The topic of partition `index` of `topic` with `partitions` partitions.
+///
+/// Partition 0 is the topic itself, so a topic that grows partitions keeps reading its
+/// stream. Partition `i` is `<topic>.p<i>.<k>`, with the smallest `k` that puts its hash slot
+/// (its stream is tagged by this name) in the first half of the `i`-th of `partitions` equal
+/// arcs of the slot ring, counted from partition 0's slot. The partitions are so spread
+/// evenly over the slot space, and a cluster whose masters hold equal slot ranges (what
+/// `redis-cli --cluster create` makes) gets an even share of them on every master, instead of
+/// what a plain hash of a few names would give. Changing `partitions` renames partitions
+/// 1 and up: drain the topics first (see the README's "Running at scale").
+pub fn partition_topic(topic: &str, index: usize, partitions: usize) -> String {
+    if index == 0 || partitions <= 1 {
+        return topic.to_string();
+    }
+    let n = partitions as u32;
+    let arc = SLOTS / n;
+    let start = (cluster_slot(topic) + index as u32 * arc) % SLOTS;
+    let width = (arc / 2).max(1);
+    (0u32..)
+        .map(|k| format!("{topic}.p{index}.{k}"))
+        .find(|name| (cluster_slot(name) + SLOTS - start) % SLOTS < width)
+        .unwrap_or_else(|| format!("{topic}.p{index}"))
+}
+
+/// The topic a partition topic belongs to (`progress.p3.17` → `progress`; a topic → itself).
 pub fn base_topic(topic: &str) -> &str {
-    match topic.rsplit_once(".p") {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((rest, k)) = topic.rsplit_once('.') else { return topic };
+    match rest.rsplit_once(".p") {
+        Some((base, i)) if digits(i) && digits(k) => base,
         _ => topic,
     }
 }
@@ -75,7 +112,8 @@ pub fn partition_of(key: &str, partitions: usize) -> usize {
 
 /// Every partition topic of `topic` on `bus`.
 pub fn partition_topics(bus: &dyn Bus, topic: &str) -> Vec<String> {
-    (0..bus.partitions(topic).max(1)).map(|i| partition_topic(topic, i)).collect()
+    let n = bus.partitions(topic).max(1);
+    (0..n).map(|i| partition_topic(topic, i, n)).collect()
 }
 
 /// The backlog of `group` over every partition of `topic`.
@@ -378,12 +416,28 @@ mod tests {
 
     #[test]
     fn partition_topics_and_keys_are_stable() {
-        assert_eq!(partition_topic("progress", 0), "progress");
-        assert_eq!(partition_topic("progress", 3), "progress.p3");
-        assert_eq!(base_topic("progress.p3"), "progress");
+        // Redis's own answers (`CLUSTER KEYSLOT`).
+        assert_eq!(cluster_slot("bench"), 2933);
+        assert_eq!(cluster_slot("bench.p5"), 3951);
+        assert_eq!(cluster_slot("123456789"), 12_739); // CRC16/XMODEM check value 0x31c3
+        assert_eq!(partition_topic("progress", 0, 8), "progress");
+        assert_eq!(partition_topic("progress", 3, 1), "progress");
+        for n in [2, 3, 4, 8, 64] {
+            let base = cluster_slot("progress");
+            for i in 1..n {
+                let name = partition_topic("progress", i, n);
+                assert!(name.starts_with(&format!("progress.p{i}.")), "{name}");
+                assert_eq!(base_topic(&name), "progress");
+                // In the first half of its own arc of the ring: apart from every other.
+                let arc = 16_384 / n as u32;
+                let offset = (cluster_slot(&name) + 16_384 - base) % 16_384;
+                assert!(offset >= i as u32 * arc && offset < i as u32 * arc + arc / 2, "{name}");
+            }
+        }
         assert_eq!(base_topic("progress"), "progress");
-        assert_eq!(base_topic("a.pb"), "a.pb");
-        assert_eq!(base_topic("a.p"), "a.p");
+        assert_eq!(base_topic("a.pb.1"), "a.pb.1");
+        assert_eq!(base_topic("a.p1"), "a.p1");
+        assert_eq!(base_topic("a.p.1"), "a.p.1");
         // FNV-1a, fixed: producers of every version agree on a key's partition.
         assert_eq!(partition_of("alice", 1), 0);
         assert_eq!(["alice", "bob", "carol", "dave"].map(|k| partition_of(k, 8)), [7, 4, 2, 7]);

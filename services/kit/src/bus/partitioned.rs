@@ -32,7 +32,7 @@ impl Partitioned {
     }
 
     fn topic_of(&self, topic: &str, key: &str) -> String {
-        partition_topic(topic, partition_of(key, self.partitions))
+        partition_topic(topic, partition_of(key, self.partitions), self.partitions)
     }
 }
 
@@ -40,7 +40,7 @@ impl Partitioned {
 impl Bus for Partitioned {
     async fn publish(&self, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.partitions;
-        self.inner.publish(&partition_topic(topic, index), payloads).await
+        self.inner.publish(&partition_topic(topic, index, self.partitions), payloads).await
     }
 
     async fn publish_once(
