@@ -18,7 +18,8 @@ checks what ties them together:
 - every EWPM_SERVICES__* setting is set in the ConfigMap and points at a Service port;
   every HPA and PDB targets a Deployment; a Deployment with an HPA leaves `replicas` to it
   (outside dev and local);
-- every EWPM pod runs as its own ServiceAccount, which exists and mounts no API token;
+- every EWPM pod runs as its own ServiceAccount, which exists and mounts no API token, and
+  every EWPM Deployment spreads its pods (topologySpreadConstraints selecting them);
 - NetworkPolicies: a default deny covers the namespace; every EWPM workload has a policy of
   its own; every pod selector of a policy selects some pod, and every port it names is a
   container port of the pods it applies to; every egress to a pod on a port is admitted by
@@ -358,6 +359,12 @@ def check(overlay, docs, allowed, secret_keys, serve_names, problems):
             bad(f"Deployment {name}: no PodDisruptionBudget")
         if name not in hpas and name != "scan-projector":
             bad(f"Deployment {name}: no HorizontalPodAutoscaler")
+
+    for name, d in deployments.items():
+        spreads = d["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        if not any(selects(c.get("labelSelector"), labels) for c in spreads):
+            bad(f"Deployment {name}: no topologySpreadConstraints selecting its own pods")
 
     accounts = by_kind.get("ServiceAccount", {})
     for wname, w in workloads.items():

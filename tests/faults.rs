@@ -161,6 +161,20 @@ async fn steady_load(
     (challenge, stop, tally, submitters)
 }
 
+/// How long after now intake acknowledged again (at most 30 s, else the test fails):
+/// `what` just came back.
+async fn resumed(tally: &Tally, what: &str) -> Duration {
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(30);
+    loop {
+        if let Some(at) = tally.first_ack_after(back) {
+            return at.duration_since(back);
+        }
+        assert!(Instant::now() < deadline, "intake did not resume within 30 s of {what} returning");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn fast_health() -> Vec<(String, String)> {
     vec![
         ("EWPM_HEALTH__CHECK_INTERVAL_MS".into(), "250".into()),
@@ -189,19 +203,7 @@ async fn a_redis_restart_and_a_redis_sigkill_need_no_process_restart() {
         }
         tokio::time::sleep(Duration::from_secs(4)).await;
         redis.up().unwrap();
-        let back = Instant::now();
-        let deadline = back + Duration::from_secs(30);
-        let resumed = loop {
-            if let Some(at) = tally.first_ack_after(back) {
-                break at;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "intake did not resume within 30 s of Redis returning"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        recoveries.push(resumed.duration_since(back));
+        recoveries.push(resumed(&tally, "Redis").await);
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let (offered, acked, sum) = tally.stop(&stop, submitters).await;
@@ -246,19 +248,7 @@ async fn on_a_redis_cluster_each_master_restarts_under_load_and_nothing_acknowle
         cluster.shutdown(node);
         tokio::time::sleep(Duration::from_secs(2)).await;
         cluster.up(node).unwrap();
-        let back = Instant::now();
-        let deadline = back + Duration::from_secs(30);
-        let resumed = loop {
-            if let Some(at) = tally.first_ack_after(back) {
-                break at;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "intake did not resume within 30 s of node {node} returning"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        recoveries.push(resumed.duration_since(back));
+        recoveries.push(resumed(&tally, &format!("master {node}")).await);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let (offered, acked, sum) = tally.stop(&stop, submitters).await;
