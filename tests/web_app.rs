@@ -630,3 +630,62 @@ async fn an_open_board_page_reconnects_when_ewpm_dev_restarts() {
         page.console_errors().into_iter().filter(|e| !e.contains("net::ERR_")).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+/// Serves `html` to every request on a port of its own: a page of another origin.
+async fn serve_page(html: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    html.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(html.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A page on another origin calls the API from a real browser: allowed when its origin is in
+/// `EWPM_HTTP__CORS_ORIGINS` (the preflight for the Authorization header passes, the answer is
+/// readable), blocked by the browser when it is not.
+#[tokio::test]
+async fn a_page_of_an_allowed_origin_calls_the_api_and_another_is_blocked() {
+    const PAGE: &str =
+        "<!doctype html><html lang=en><title>elsewhere</title><p>another origin</p></html>";
+    let allowed = serve_page(PAGE).await;
+    let other = serve_page(PAGE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = format!("http://127.0.0.1:{allowed}");
+    let (_dev, base, _) = start_dev(
+        dir.path(),
+        &[("EWPM_AUTH__SECRET", TEST_SECRET), ("EWPM_HTTP__CORS_ORIGINS", origin.as_str())],
+    )
+    .await;
+    let token = bearer("dev-employee", Role::Employee, Some("acme"));
+    let call = format!(
+        "fetch({:?}, {{ headers: {{ authorization: {:?} }} }}).then(async (r) => [r.status, Array.isArray((await r.json()).challenges)], (e) => ['blocked', e.name])",
+        format!("{base}/api/challenges"),
+        token
+    );
+    let browser = Browser::launch().await.unwrap();
+    let page = browser.new_context().await.unwrap().new_page().await.unwrap();
+    page.goto(&format!("{origin}/")).await.unwrap();
+    assert_eq!(page.eval(&call).await.unwrap(), json!([200, true]));
+    no_console_errors(&page, "allowed origin");
+
+    page.goto(&format!("http://127.0.0.1:{other}/")).await.unwrap();
+    assert_eq!(page.eval(&call).await.unwrap(), json!(["blocked", "TypeError"]));
+    let errors = page.console_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("CORS") || e.contains("Access-Control-Allow-Origin")),
+        "the browser says why: {errors:#?}"
+    );
+}
