@@ -37,9 +37,9 @@ impl Asset {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing into a Vec cannot fail.
         let gzip = encoder.write_all(body).and_then(|()| encoder.finish()).unwrap_or_default();
-        let hash = fnv1a(body);
+        let hash = ewpm_kit::idempotency::fingerprint(body);
         let tag = |suffix: &str| {
-            HeaderValue::from_str(&format!("\"{hash:016x}{suffix}\""))
+            HeaderValue::from_str(&format!("\"{hash}{suffix}\""))
                 .unwrap_or(HeaderValue::from_static("\"0\""))
         };
         Self { body, gzip, content_type, etag: tag(""), etag_gzip: tag("-gz") }
@@ -116,13 +116,6 @@ fn accepts_gzip(request: &HeaderMap) -> bool {
         }
     }
     wildcard
-}
-
-/// 64-bit FNV-1a: a content tag, not a security boundary.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

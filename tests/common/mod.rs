@@ -8,10 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ewpm_kit::{
-    auth::Role,
-    bus::{Bus, RedisBus},
-};
+use ewpm_kit::{auth::Role, bus::RedisBus};
 use ewpm_proto::{
     challenge::v1::{self as cpb, challenge_service_client::ChallengeServiceClient},
     leaderboard::v1::{
@@ -286,13 +283,8 @@ impl Mesh {
             .map_or(1, |(_, v)| v.parse().unwrap());
         let redis = RedisBus::connect(&self.redis_url, &self.prefix).await.unwrap();
         let bus = ewpm_kit::bus::Partitioned::new(std::sync::Arc::new(redis), partitions);
-        // Pending over every partition of a topic.
         let pending = async |topic: &str, group: &str| {
-            let mut n = 0;
-            for t in ewpm_kit::bus::partition_topics(&bus, topic) {
-                n += bus.pending(&t, group).await.unwrap();
-            }
-            n
+            ewpm_kit::bus::total_pending(&bus, topic, group).await.unwrap()
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

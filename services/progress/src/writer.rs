@@ -226,12 +226,14 @@ impl Handler for Writer {
                 let event = q.activity().to_event();
                 (event.user_id.clone(), event)
             });
-            let batches: Vec<(String, Vec<u8>)> =
+            let batches: Vec<(String, Vec<Vec<u8>>)> =
                 bus::group_by_partition(self.bus.as_ref(), ACTIVITY_TOPIC, events)
                     .into_iter()
-                    .map(|(key, activities)| (key, ActivityBatch { activities }.encode_to_vec()))
+                    .map(|(key, activities)| {
+                        (key, vec![ActivityBatch { activities }.encode_to_vec()])
+                    })
                     .collect();
-            bus::publish_by_key(self.bus.as_ref(), ACTIVITY_TOPIC, batches)
+            bus::publish_groups(self.bus.as_ref(), ACTIVITY_TOPIC, &batches)
                 .await
                 .context("publish activity")?;
         }

@@ -222,6 +222,22 @@ fn ensure_postgres(state: &Path) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// Polls `ready` every 20 ms until it holds; after `within`, fails with `failed()`.
+fn wait_until(
+    within: Duration,
+    ready: impl Fn() -> bool,
+    failed: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!(failed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn redis_ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -266,13 +282,11 @@ fn ensure_redis(state: &Path) -> anyhow::Result<String> {
     if !out.status.success() {
         bail!("redis-server failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !redis_ping(port) {
-        if Instant::now() > deadline {
-            bail!("redis-server on port {port} did not answer PING within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || redis_ping(port),
+        || format!("redis-server on port {port} did not answer PING within 10 s"),
+    )?;
     let url = format!("redis://127.0.0.1:{port}");
     write_record(
         &record_path,
@@ -351,13 +365,11 @@ fn cluster_ports() -> anyhow::Result<[u16; 3]> {
 /// Joins the nodes on `ports` into one cluster (slots split evenly) and waits until it
 /// serves.
 fn create_cluster(ports: &[u16; 3]) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ports.iter().all(|p| redis_ping(*p)) {
-        if Instant::now() > deadline {
-            bail!("the cluster nodes on {ports:?} did not answer PING within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || ports.iter().all(|p| redis_ping(*p)),
+        || format!("the cluster nodes on {ports:?} did not answer PING within 10 s"),
+    )?;
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("redis-cli")
         .arg("--cluster")
@@ -373,13 +385,11 @@ fn create_cluster(ports: &[u16; 3]) -> anyhow::Result<String> {
     if !out.status.success() {
         bail!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ports.iter().all(|p| cluster_ok(*p)) {
-        if Instant::now() > deadline {
-            bail!("the cluster on {ports:?} did not reach cluster_state:ok within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || ports.iter().all(|p| cluster_ok(*p)),
+        || format!("the cluster on {ports:?} did not reach cluster_state:ok within 30 s"),
+    )?;
     Ok(format!("redis-cluster://{}?node={}&node={}", nodes[0], nodes[1], nodes[2]))
 }
 
@@ -468,23 +478,21 @@ impl OwnRedisCluster {
                 "redis-server not runnable; install it with `apt-get install -y redis-server`",
             )?;
         self.children[node] = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis_ping(port) {
-            if Instant::now() > deadline {
-                bail!("cluster node on port {port} did not answer PING within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || redis_ping(port),
+            || format!("cluster node on port {port} did not answer PING within 10 s"),
+        )?;
         if !self.url.is_empty() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !self.ports.iter().all(|p| cluster_ok(*p)) {
-                if Instant::now() > deadline {
-                    bail!(
+            wait_until(
+                Duration::from_secs(30),
+                || self.ports.iter().all(|p| cluster_ok(*p)),
+                || {
+                    format!(
                         "the cluster did not serve every slot within 30 s of node {node} returning"
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                    )
+                },
+            )?;
         }
         Ok(())
     }
@@ -546,13 +554,11 @@ impl OwnRedis {
                 "redis-server not runnable; install it with `apt-get install -y redis-server`",
             )?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis_ping(self.port) {
-            if Instant::now() > deadline {
-                bail!("redis-server on port {} did not answer PING within 10 s", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            || redis_ping(self.port),
+            || format!("redis-server on port {} did not answer PING within 10 s", self.port),
+        )?;
         Ok(())
     }
 

@@ -104,10 +104,7 @@ pub fn partition_of(key: &str, partitions: usize) -> usize {
     if partitions <= 1 {
         return 0;
     }
-    let hash = key
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (hash % partitions as u64) as usize
+    (crate::idempotency::fnv1a(key.as_bytes()) % partitions as u64) as usize
 }
 
 /// Every partition topic of `topic` on `bus`.
@@ -121,6 +118,16 @@ pub async fn total_backlog(bus: &dyn Bus, topic: &str, group: &str) -> anyhow::R
     let mut total = 0;
     for t in partition_topics(bus, topic) {
         total += bus.backlog(&t, group).await?;
+    }
+    Ok(total)
+}
+
+/// The messages of `group` pending (received, unacknowledged) over every partition of
+/// `topic`.
+pub async fn total_pending(bus: &dyn Bus, topic: &str, group: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for t in partition_topics(bus, topic) {
+        total += bus.pending(&t, group).await?;
     }
     Ok(total)
 }
@@ -148,7 +155,16 @@ pub async fn publish_by_key(
     topic: &str,
     items: impl IntoIterator<Item = (String, Vec<u8>)>,
 ) -> anyhow::Result<()> {
-    let groups = group_by_partition(bus, topic, items);
+    publish_groups(bus, topic, &group_by_partition(bus, topic, items)).await
+}
+
+/// Publishes groups of [`group_by_partition`] (a key of the group, its payloads), each in
+/// order, the groups concurrently.
+pub async fn publish_groups(
+    bus: &dyn Bus,
+    topic: &str,
+    groups: &[(String, Vec<Vec<u8>>)],
+) -> anyhow::Result<()> {
     futures::future::try_join_all(
         groups.iter().map(|(key, payloads)| bus.publish_keyed(topic, key, payloads)),
     )
