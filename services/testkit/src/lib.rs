@@ -18,7 +18,7 @@
 pub mod browser;
 mod servers;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use ewpm_kit::{
@@ -118,12 +118,19 @@ impl Drop for Proc {
 /// that is free now can be taken as the source port of any outgoing connection (a database
 /// pool opening, a Redis client) before the process it was meant for binds it, which failed
 /// whole meshes with "address already in use".
+///
+/// A port is handed out once per test process: a port free now stays free until its process
+/// binds it, and two tests running at once drew the same one (one mesh's incentive service
+/// then found its port taken, and the other mesh's service answered in its place).
 pub fn free_port() -> u16 {
     const LOW: u128 = 20_000;
     const SPAN: u128 = 12_000;
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..1000 {
         let port = (LOW + uuid::Uuid::new_v4().as_u128() % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
