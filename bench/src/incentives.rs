@@ -21,6 +21,7 @@ use clap::Args;
 use ewpm_incentive::{PROCESSOR_GROUP, settings::IncentiveSettings, store::IncentiveStore};
 use ewpm_kit::{
     auth::{Role, TokenKeys},
+    bus,
     module::Module,
     timestamp,
 };
@@ -205,11 +206,17 @@ pub async fn incentives(
     let mut peak_backlog = 0;
     loop {
         let writes = if args.log_activity {
-            bus.backlog(ewpm_progress::PROGRESS_TOPIC, ewpm_progress::WRITER_GROUP).await?
+            bus::total_backlog(
+                bus.as_ref(),
+                ewpm_progress::PROGRESS_TOPIC,
+                ewpm_progress::WRITER_GROUP,
+            )
+            .await?
         } else {
             0
         };
-        let backlog = bus.backlog(ACTIVITY_TOPIC, PROCESSOR_GROUP).await? + writes;
+        let backlog =
+            bus::total_backlog(bus.as_ref(), ACTIVITY_TOPIC, PROCESSOR_GROUP).await? + writes;
         peak_backlog = peak_backlog.max(backlog);
         if backlog == 0 {
             break;

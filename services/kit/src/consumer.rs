@@ -27,6 +27,8 @@ use crate::{
 const RETRY_BASE: Duration = Duration::from_millis(200);
 /// The longest wait between retries of a failed batch.
 const RETRY_CAP: Duration = Duration::from_millis(6400);
+/// How often a consumer samples its topic's backlog into `ewpm_bus_group_backlog`.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What a consumer does with its messages.
 #[async_trait]
@@ -99,18 +101,59 @@ impl<H: Handler> Consumer<H> {
     ///
     /// A partitioned topic (see [`crate::bus`]) is read by one loop per partition, each a
     /// consumer named `<consumer>.p<i>` with a batch of its own.
+    ///
+    /// Meanwhile it samples each partition's backlog for its group every few seconds into the
+    /// gauge `ewpm_bus_group_backlog{topic, partition, group}` (received but unacknowledged,
+    /// plus not yet received), whether or not its loops make progress.
     pub async fn run(self, shutdown: CancellationToken) {
         let topics = crate::bus::partition_topics(self.bus.as_ref(), self.config.topic);
+        let sampling = self.sample_backlog(&topics, &shutdown);
         if let [topic] = topics.as_slice() {
-            return self.run_on(topic, &self.config.consumer, shutdown).await;
+            let reading = self.run_on(topic, &self.config.consumer, shutdown.clone());
+            futures::future::join(reading, sampling).await;
+            return;
         }
         let this = &self;
-        futures::future::join_all(topics.iter().enumerate().map(|(i, topic)| {
+        let reading = futures::future::join_all(topics.iter().enumerate().map(|(i, topic)| {
             let consumer = format!("{}.p{i}", this.config.consumer);
             let shutdown = shutdown.clone();
             async move { this.run_on(topic, &consumer, shutdown).await }
-        }))
-        .await;
+        }));
+        futures::future::join(reading, sampling).await;
+    }
+
+    /// Sets the backlog gauge of every partition of the topic, every [`BACKLOG_EVERY`], until
+    /// shutdown.
+    async fn sample_backlog(&self, topics: &[String], shutdown: &CancellationToken) {
+        let (topic, group) = (self.config.topic, self.config.group);
+        loop {
+            for (i, partition) in topics.iter().enumerate() {
+                let backlog = tokio::select! {
+                    r = self.bus.backlog(partition, group) => r,
+                    () = shutdown.cancelled() => return,
+                };
+                match backlog {
+                    // Names from code (topic and group constants), never from callers.
+                    Ok(n) => metrics::gauge!(
+                        "ewpm_bus_group_backlog",
+                        "topic" => topic,
+                        "partition" => i.to_string(),
+                        "group" => group
+                    )
+                    .set(n as f64),
+                    Err(err) => {
+                        tracing::debug!(
+                            topic = partition,
+                            error = format!("{err:#}"),
+                            "backlog sample failed"
+                        )
+                    }
+                }
+            }
+            if sleep_or_shutdown(BACKLOG_EVERY, shutdown).await {
+                return;
+            }
+        }
     }
 
     /// The loop of one partition topic.

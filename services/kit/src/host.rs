@@ -179,9 +179,9 @@ impl Host {
             return Ok(bus.clone());
         }
         let (url, prefix) = self.redis().await?;
-        let mut bus: Arc<dyn Bus> = Arc::new(
-            RedisBus::connect(&url, &prefix).await?.with_max_len(self.settings.bus_max_len),
-        );
+        let redis = RedisBus::connect(&url, &prefix).await?.with_max_len(self.settings.bus_max_len);
+        redis.claim_partitions(self.settings.bus_partitions).await?;
+        let mut bus: Arc<dyn Bus> = Arc::new(redis);
         if self.settings.bus_partitions > 1 {
             bus = Arc::new(Partitioned::new(bus, usize::from(self.settings.bus_partitions)));
         }

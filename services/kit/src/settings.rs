@@ -105,7 +105,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Redis URL for the mesh mode's bus and score store.
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key this process uses (to share one Redis between deployments).
+    /// Prefix of every Redis key this process uses (to share one Redis between deployments);
+    /// no `{` or `}` (hash tags are EWPM's own).
     pub redis_prefix: String,
     /// Entries a bus topic's Redis stream keeps at most (approximately), even when a consumer
     /// group lags behind: its oldest entries go first.
@@ -401,6 +402,15 @@ impl Settings {
                     s.bus_partitions
                 ));
             }
+            if s.redis_prefix.contains(['{', '}']) {
+                // A hash tag in the prefix would put every key in one cluster slot, or (`{}`)
+                // split a board's or a topic's keys over several.
+                errors.push(format!(
+                    "redis_prefix (EWPM_REDIS_PREFIX): {:?} may not contain '{{' or '}}' (Redis \
+                     Cluster hash tags are EWPM's own)",
+                    s.redis_prefix
+                ));
+            }
             for name in s.services.keys() {
                 if !known(name) {
                     let env = format!("EWPM_SERVICES__{}", name.to_ascii_uppercase());
@@ -580,6 +590,14 @@ mod tests {
             // A module without settings has no section to set.
             ("EWPM_PLAIN__X", "1", "plain (EWPM_PLAIN)"),
             ("EWPM_SERVICES__NOPE", "http://x:1", "services.nope (EWPM_SERVICES__NOPE)"),
+            ("EWPM_BUS_PARTITIONS", "0", "bus_partitions (EWPM_BUS_PARTITIONS): 0 is not between"),
+            ("EWPM_BUS_PARTITIONS", "65", "bus_partitions (EWPM_BUS_PARTITIONS): 65 is not"),
+            (
+                "EWPM_REDIS_PREFIX",
+                "{acme}:",
+                "redis_prefix (EWPM_REDIS_PREFIX): \"{acme}:\" may not",
+            ),
+            ("EWPM_REDIS_PREFIX", "a}", "redis_prefix (EWPM_REDIS_PREFIX): \"a}\" may not"),
         ];
         for (key, value, named) in cases {
             let err = Settings::load_from(&vars(&[(key, value)]), &sections()).unwrap_err();

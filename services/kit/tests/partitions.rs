@@ -172,3 +172,112 @@ backends!(
     redis => async { Arc::new(RedisBus::connect(&servers().redis_url, "").await.unwrap()) as Arc<dyn Bus> },
     redis_cluster => async { Arc::new(RedisBus::connect(redis_cluster_url(), "").await.unwrap()) as Arc<dyn Bus> },
 );
+
+/// Fails every batch: what it receives stays pending.
+struct Refuse;
+
+#[async_trait]
+impl Handler for Refuse {
+    type Item = ();
+
+    fn decode(&self, _: &[u8]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn handle(&self, _: &[()]) -> anyhow::Result<()> {
+        anyhow::bail!("not now")
+    }
+}
+
+/// The backlog gauge has a series per partition, set by the consumer whether or not its
+/// batches succeed (here none does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_samples_each_partitions_backlog_into_the_gauge() {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of this test binary");
+    let bus: Arc<dyn Bus> = Arc::new(Partitioned::new(MemoryBus::new(), PARTITIONS));
+    const TOPIC: &str = "gauged";
+    for p in 0..PARTITIONS {
+        bus.ensure_group(&bus::partition_topic(TOPIC, p, PARTITIONS), "stuck").await.unwrap();
+    }
+    let items = (0..40).map(|i| (format!("k{i}"), b"x".to_vec()));
+    bus::publish_by_key(bus.as_ref(), TOPIC, items).await.unwrap();
+    let mut expected = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let n = bus.backlog(&bus::partition_topic(TOPIC, p, PARTITIONS), "stuck").await.unwrap();
+        expected.insert(p.to_string(), n);
+    }
+    assert_eq!(expected.values().sum::<u64>(), 40);
+    assert!(expected.values().filter(|n| **n > 0).count() > 1, "keys spread: {expected:?}");
+    let consumer = Consumer::new(
+        bus.clone(),
+        Refuse,
+        ConsumerConfig {
+            topic: TOPIC,
+            group: "stuck",
+            consumer: "c1".into(),
+            rule: BatchRule { size: 100, max_wait: Duration::from_millis(10) },
+            take: 0,
+            reclaim_idle: Duration::from_secs(30),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    let series = |text: &str| -> BTreeMap<String, u64> {
+        text.lines()
+            .filter(|l| l.starts_with("ewpm_bus_group_backlog{") && l.contains("topic=\"gauged\""))
+            .filter(|l| l.contains("group=\"stuck\""))
+            .map(|l| {
+                let partition = l.split("partition=\"").nth(1).unwrap().split('"').next().unwrap();
+                let value = l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+                (partition.to_string(), value as u64)
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = series(&metrics.render());
+        if seen == expected {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gauge {seen:?}, backlog {expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+/// Processes that count partitions differently would strand messages: the first count a
+/// Redis bus runs with is recorded, and another is refused until an operator removes it.
+async fn a_redis_bus_refuses_another_partition_count(url: &str) {
+    let prefix = key_prefix();
+    let first = RedisBus::connect(url, &prefix).await.unwrap();
+    first.claim_partitions(4).await.unwrap();
+    first.claim_partitions(4).await.unwrap();
+    let other = RedisBus::connect(url, &prefix).await.unwrap();
+    for n in [1, 2, 8] {
+        let err = format!("{:#}", other.claim_partitions(n).await.unwrap_err());
+        assert!(err.contains(&format!("is {n}, but this Redis's bus runs with 4")), "{err}");
+        assert!(err.contains(&format!("redis-cli DEL {prefix}bus:partitions")), "{err}");
+    }
+    // Another deployment (prefix) keeps its own count.
+    RedisBus::connect(url, &key_prefix()).await.unwrap().claim_partitions(2).await.unwrap();
+    let client = ewpm_kit::redis::connect(url).await.unwrap();
+    let _: i64 = fred::prelude::KeysInterface::del(&client, format!("{prefix}bus:partitions"))
+        .await
+        .unwrap();
+    other.claim_partitions(2).await.unwrap();
+    let err = format!("{:#}", first.claim_partitions(4).await.unwrap_err());
+    assert!(err.contains("runs with 2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_redis_bus_refuses_another_partition_count_than_it_runs_with() {
+    a_redis_bus_refuses_another_partition_count(&servers().redis_url).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_bus_refuses_another_partition_count_than_it_runs_with() {
+    a_redis_bus_refuses_another_partition_count(redis_cluster_url()).await;
+}

@@ -20,6 +20,7 @@
 //! bus: they are retried, never set aside.
 
 use std::{
+    collections::HashMap,
     hash::{Hash, Hasher},
     sync::{Arc, Mutex},
 };
@@ -48,20 +49,31 @@ use crate::{
 /// Failed attempts of a batch before it is split, unless set otherwise.
 pub const DEFAULT_SPLIT_AFTER_FAILURES: u32 = 3;
 
+/// Failing batches remembered at once (far more than read loops: bus partitions are 64 at
+/// most, writers a handful).
+const MAX_FAILING_BATCHES: usize = 1024;
+
 /// What a batch writer does with a due batch.
 pub struct Writer {
     bus: Arc<dyn Bus>,
     store: ProgressStore,
     split_after: u32,
-    /// The failing batch (a hash of its item ids) and its failed attempts so far; the
-    /// consumer retries one batch until it succeeds, so one slot is enough.
-    failing: Mutex<(u64, u32)>,
+    /// Failing batches (a hash of their item ids) and their failed attempts so far. One per
+    /// read loop at most: a consumer retries its batch until it succeeds, but the loops of
+    /// a partitioned topic share this writer, and another partition's success must not reset
+    /// this one's count (its poison would then never be split off).
+    failing: Mutex<HashMap<u64, u32>>,
 }
 
 impl Writer {
     /// Writes into `store`, publishes deltas and recorded activity on `bus`.
     pub fn new(bus: Arc<dyn Bus>, store: ProgressStore) -> Self {
-        Self { bus, store, split_after: DEFAULT_SPLIT_AFTER_FAILURES, failing: Mutex::new((0, 0)) }
+        Self {
+            bus,
+            store,
+            split_after: DEFAULT_SPLIT_AFTER_FAILURES,
+            failing: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Splits a batch to isolate its poison after `failures` failed attempts (at least 1).
@@ -70,12 +82,20 @@ impl Writer {
         self
     }
 
+    /// Drops `batch`'s failure count, if it has one.
+    fn forget(&self, batch: &[Queued]) {
+        let mut failing = lock(&self.failing);
+        if !failing.is_empty() {
+            failing.remove(&fingerprint(batch));
+        }
+    }
+
     /// Writes `batch` to SQL; after repeated permanent failures, isolates and sets aside what
     /// cannot be written. Returns what was written and how many rows were new.
     async fn write<'a>(&self, batch: &'a [Queued]) -> anyhow::Result<(Vec<&'a Queued>, u64)> {
         let err = match write_items(&self.store, batch).await {
             Ok(inserted) => {
-                *lock(&self.failing) = (0, 0);
+                self.forget(batch);
                 return Ok((batch.iter().collect(), inserted));
             }
             Err(err) => err,
@@ -84,14 +104,15 @@ impl Writer {
             return Err(err);
         }
         let failures = {
-            let key = fingerprint(batch);
             let mut failing = lock(&self.failing);
-            if failing.0 == key {
-                failing.1 += 1;
-            } else {
-                *failing = (key, 1);
+            // A batch that failed and then changed (reclaimed messages joined it) is never
+            // retried as it was: bound what such leftovers can hold.
+            if failing.len() >= MAX_FAILING_BATCHES {
+                failing.clear();
             }
-            failing.1
+            let count = failing.entry(fingerprint(batch)).or_insert(0);
+            *count += 1;
+            *count
         };
         if failures < self.split_after {
             return Err(err);
@@ -119,7 +140,7 @@ impl Writer {
         }
         self.store.dead_letter(&letters).await?;
         metrics::counter!("ewpm_progress_dead_letters_total").increment(letters.len() as u64);
-        *lock(&self.failing) = (0, 0);
+        self.forget(batch);
         Ok((isolated.written, isolated.inserted))
     }
 }

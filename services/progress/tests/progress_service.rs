@@ -11,7 +11,7 @@ use ewpm_kit::{
     batch::BatchRule,
     bus::{Bus, MemoryBus, Message as BusMessage, Once, RedisBus},
     clock::{FixedClock, SharedClock},
-    consumer::{Consumer, ConsumerConfig},
+    consumer::{Consumer, ConsumerConfig, Handler},
     timestamp::{self, to_proto},
 };
 use ewpm_progress::{
@@ -901,6 +901,43 @@ async fn an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_bat
     assert_eq!((err.code(), reason(&err)), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
 }
 
+/// The read loops of a partitioned topic share one writer: a batch failing on one partition
+/// is split after its own failures, however often other partitions' batches succeed between
+/// its attempts.
+async fn a_failing_batch_is_split_however_often_other_batches_succeed_meanwhile(mut h: Harness) {
+    let challenge: uuid::Uuid = h.challenge("").await.parse().unwrap();
+    refuse_mallory(&h.db).await;
+    let entry = |user: &str, value: f64| {
+        ewpm_progress::domain::Queued::Progress(ewpm_progress::domain::Entry {
+            id: uuid::Uuid::now_v7(),
+            challenge_id: challenge,
+            user_id: user.into(),
+            employer_id: None,
+            value,
+            occurred_at: now(),
+            accepted_at: now(),
+        })
+    };
+    let writer = Writer::new(h.bus.clone(), h.store.clone()).split_after_failures(3);
+    let poisoned = [entry("mallory", 5.0), entry("alice", 1.0)];
+    for attempt in 1..=3 {
+        // Another partition's batch, written between this batch's attempts.
+        writer.handle(&[entry(&format!("user-{attempt}"), 2.0)]).await.unwrap();
+        let result = writer.handle(&poisoned).await;
+        if attempt < 3 {
+            let err = result.unwrap_err();
+            assert!(format!("{err:#}").contains("mallory may not be written"), "{err:#}");
+        } else {
+            result.unwrap();
+        }
+    }
+    let letters = h.dead_letters(10).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].error.contains("mallory may not be written"), "{}", letters[0].error);
+    // Alice's entry and the three others are written; mallory's is set aside.
+    assert_eq!(h.store.summary().await.unwrap(), Summary { entries: 4, total: Some(7.0) });
+}
+
 /// The harness's real bus, with its first publishes on the `activity` topic failing (as a
 /// bus outage after the SQL commit would).
 struct FlakyActivity(Arc<dyn Bus>, std::sync::atomic::AtomicU32);
@@ -1109,6 +1146,7 @@ macro_rules! suite {
                 a_written_batch_is_published_as_one_message_of_its_activities_in_order,
                 bad_activity_logs_get_field_errors_and_retries_get_the_first_answer,
                 an_entry_that_can_never_be_written_is_set_aside_and_the_rest_of_its_batch_is_written,
+                a_failing_batch_is_split_however_often_other_batches_succeed_meanwhile,
                 a_batch_larger_than_one_statement_may_bind_is_written_in_chunks,
                 an_outage_after_the_write_is_retried_and_nothing_is_set_aside,
                 an_ended_challenge_takes_late_entries_only_within_its_grace,

@@ -11,7 +11,8 @@
 //! once a second, after an ack) of what every group has acknowledged, and every publish caps
 //! its stream at about [`RedisBus::with_max_len`] entries (`bus_max_len`, default 1,000,000),
 //! so a group that lags that far (or was abandoned) loses its oldest entries instead of
-//! pinning the stream; each group's backlog is the gauge `ewpm_bus_group_backlog`.
+//! pinning the stream; each group's backlog is the gauge `ewpm_bus_group_backlog` (sampled by
+//! its consumers, see [`crate::consumer::Consumer::run`]).
 //!
 //! # Layout
 //! - this file: the [`Bus`] trait, [`Message`], [`Once`], [`Routed`] and the helpers the

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::Context;
 use async_trait::async_trait;
-use fred::prelude::{Client, ClientLike, StreamsInterface};
-use fred::types::Value;
+use fred::prelude::{Client, ClientLike, KeysInterface, StreamsInterface};
+use fred::types::{SetOptions, Value};
 
 use super::{Bus, Message, Once};
 
@@ -85,14 +85,9 @@ async fn groups_of(client: &Client, key: &str) -> anyhow::Result<Vec<GroupInfo>>
 /// Removes from stream `key` the entries every group has received and acknowledged: those
 /// below each group's oldest pending entry, or below its last delivered entry when nothing
 /// is pending. A stream without groups is left alone.
-async fn trim_acknowledged(client: &Client, key: &str, topic: &str) -> anyhow::Result<()> {
+async fn trim_acknowledged(client: &Client, key: &str) -> anyhow::Result<()> {
     let mut floor: Option<((u64, u64), String)> = None;
     let groups = groups_of(client, key).await?;
-    for group in &groups {
-        // Names from code (topic and group constants), never from callers.
-        metrics::gauge!("ewpm_bus_group_backlog", "topic" => topic.to_string(), "group" => group.name.clone())
-            .set((group.pending + group.lag) as f64);
-    }
     for group in groups {
         let group_floor = if group.pending > 0 {
             // XPENDING summary: [count, smallest id, greatest id, consumers].
@@ -185,6 +180,31 @@ impl RedisBus {
 
     fn key(&self, topic: &str) -> String {
         format!("{}bus:{{{topic}}}", self.prefix)
+    }
+
+    /// Records that this bus runs with `partitions` partitions per topic (the key
+    /// `<prefix>bus:partitions`, written by the first process), or fails when it was recorded
+    /// with another count: processes counting differently would publish to streams the others
+    /// never read, and find no idempotency record where the others left it.
+    pub async fn claim_partitions(&self, partitions: u16) -> anyhow::Result<()> {
+        let key = format!("{}bus:partitions", self.prefix);
+        let _: Value = self
+            .client
+            .set(&key, partitions.to_string(), None, Some(SetOptions::NX), false)
+            .await
+            .context("SET bus:partitions")?;
+        let recorded: Option<String> = self.client.get(&key).await.context("GET bus:partitions")?;
+        match recorded.as_deref().map(str::parse::<u16>) {
+            Some(Ok(n)) if n == partitions => Ok(()),
+            Some(Ok(n)) => anyhow::bail!(
+                "bus_partitions (EWPM_BUS_PARTITIONS) is {partitions}, but this Redis's bus runs \
+                 with {n} (recorded in the key {key}); a process counting otherwise would strand \
+                 messages. To change the count: stop the producers, wait until \
+                 ewpm_bus_group_backlog is 0 for every partition, stop every process, delete the \
+                 key (redis-cli DEL {key}) and start them all with the new count"
+            ),
+            _ => anyhow::bail!("the key {key} holds {recorded:?}, not a partition count"),
+        }
     }
 }
 
@@ -345,9 +365,8 @@ impl Bus for RedisBus {
         if due {
             // Off the ack's path: a slow trim must not hold up a consumer.
             let client = self.client.clone();
-            let topic = topic.to_string();
             tokio::spawn(async move {
-                if let Err(err) = trim_acknowledged(&client, &key, &topic).await {
+                if let Err(err) = trim_acknowledged(&client, &key).await {
                     tracing::warn!(error = format!("{err:#}"), "trim stream {key}");
                 }
             });
