@@ -77,6 +77,30 @@ pub struct ConsumerConfig {
     pub reclaim_idle: Duration,
 }
 
+/// The claim of one consumer to sample a bus's topic and group in this process (released when
+/// dropped).
+struct Sampler(SamplerKey);
+
+/// A bus (by address), topic and group.
+type SamplerKey = (usize, &'static str, &'static str);
+
+static SAMPLERS: std::sync::Mutex<std::collections::BTreeSet<SamplerKey>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+impl Sampler {
+    fn claim(bus: &Arc<dyn Bus>, topic: &'static str, group: &'static str) -> Option<Self> {
+        let key = (Arc::as_ptr(bus).cast::<()>() as usize, topic, group);
+        let mut samplers = SAMPLERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        samplers.insert(key).then_some(Self(key))
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        SAMPLERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+    }
+}
+
 /// One batch consumer.
 pub struct Consumer<H: Handler> {
     bus: Arc<dyn Bus>,
@@ -104,33 +128,39 @@ impl<H: Handler> Consumer<H> {
     ///
     /// Meanwhile it samples each partition's backlog for its group every few seconds into the
     /// gauge `ewpm_bus_group_backlog{topic, partition, group}` (received but unacknowledged,
-    /// plus not yet received), whether or not its loops make progress.
+    /// plus not yet received), whether or not its loops make progress: one consumer per
+    /// process, bus, topic and group does, the others of its group leave it to that one.
     pub async fn run(self, shutdown: CancellationToken) {
         let topics = crate::bus::partition_topics(self.bus.as_ref(), self.config.topic);
-        let sampling = self.sample_backlog(&topics, &shutdown);
-        if let [topic] = topics.as_slice() {
-            let reading = self.run_on(topic, &self.config.consumer, shutdown.clone());
-            futures::future::join(reading, sampling).await;
-            return;
-        }
-        let this = &self;
-        let reading = futures::future::join_all(topics.iter().enumerate().map(|(i, topic)| {
-            let consumer = format!("{}.p{i}", this.config.consumer);
-            let shutdown = shutdown.clone();
-            async move { this.run_on(topic, &consumer, shutdown).await }
-        }));
-        futures::future::join(reading, sampling).await;
+        let sampling = shutdown.child_token();
+        let reading = async {
+            if let [topic] = topics.as_slice() {
+                self.run_on(topic, &self.config.consumer, shutdown.clone()).await;
+            } else {
+                let this = &self;
+                futures::future::join_all(topics.iter().enumerate().map(|(i, topic)| {
+                    let consumer = format!("{}.p{i}", this.config.consumer);
+                    let shutdown = shutdown.clone();
+                    async move { this.run_on(topic, &consumer, shutdown).await }
+                }))
+                .await;
+            }
+            // The loops are done (shutdown): so is the sampling.
+            sampling.cancel();
+        };
+        futures::future::join(reading, self.sample_backlog(&topics, &sampling)).await;
     }
 
     /// Sets the backlog gauge of every partition of the topic, every [`BACKLOG_EVERY`], until
-    /// shutdown.
-    async fn sample_backlog(&self, topics: &[String], shutdown: &CancellationToken) {
+    /// `stop`, unless another consumer of this process samples the same bus, topic and group.
+    async fn sample_backlog(&self, topics: &[String], stop: &CancellationToken) {
         let (topic, group) = (self.config.topic, self.config.group);
+        let Some(_sampler) = Sampler::claim(&self.bus, topic, group) else { return };
         loop {
             for (i, partition) in topics.iter().enumerate() {
                 let backlog = tokio::select! {
                     r = self.bus.backlog(partition, group) => r,
-                    () = shutdown.cancelled() => return,
+                    () = stop.cancelled() => return,
                 };
                 match backlog {
                     // Names from code (topic and group constants), never from callers.
@@ -150,7 +180,7 @@ impl<H: Handler> Consumer<H> {
                     }
                 }
             }
-            if sleep_or_shutdown(BACKLOG_EVERY, shutdown).await {
+            if sleep_or_shutdown(BACKLOG_EVERY, stop).await {
                 return;
             }
         }

@@ -190,9 +190,9 @@ impl Handler for Refuse {
 }
 
 /// The backlog gauge has a series per partition, set by the consumer whether or not its
-/// batches succeed (here none does).
+/// batches succeed (here none does), and on Redis for every group of a trimmed stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_samples_each_partitions_backlog_into_the_gauge() {
+async fn the_backlog_gauge_shows_every_partition_and_every_group() {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("the only recorder of this test binary");
@@ -246,6 +246,39 @@ async fn a_consumer_samples_each_partitions_backlog_into_the_gauge() {
     }
     shutdown.cancel();
     running.await.unwrap();
+
+    // On Redis, a trim after an ack reports every group of the stream: also one nobody
+    // consumes any more.
+    let redis = RedisBus::connect(&servers().redis_url, &key_prefix()).await.unwrap();
+    const ABANDONED: &str = "gauged-redis";
+    redis.ensure_group(ABANDONED, "live").await.unwrap();
+    redis.ensure_group(ABANDONED, "abandoned").await.unwrap();
+    redis.publish(ABANDONED, &[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]).await.unwrap();
+    let got = redis.receive(ABANDONED, "live", "c1", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let ids: Vec<String> = got.into_iter().map(|m| m.id).collect();
+    redis.ack(ABANDONED, "live", &ids).await.unwrap();
+    let groups = |text: &str| -> BTreeMap<String, u64> {
+        text.lines()
+            .filter(|l| l.starts_with("ewpm_bus_group_backlog{"))
+            .filter(|l| l.contains("topic=\"gauged-redis\"") && l.contains("partition=\"0\""))
+            .map(|l| {
+                let group = l.split("group=\"").nth(1).unwrap().split('"').next().unwrap();
+                let value = l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+                (group.to_string(), value as u64)
+            })
+            .collect()
+    };
+    let expected = BTreeMap::from([("abandoned".to_string(), 3), ("live".to_string(), 0)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = groups(&metrics.render());
+        if seen == expected {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gauge {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Processes that count partitions differently would strand messages: the first count a
@@ -258,8 +291,9 @@ async fn a_redis_bus_refuses_another_partition_count(url: &str) {
     let other = RedisBus::connect(url, &prefix).await.unwrap();
     for n in [1, 2, 8] {
         let err = format!("{:#}", other.claim_partitions(n).await.unwrap_err());
-        assert!(err.contains(&format!("is {n}, but this Redis's bus runs with 4")), "{err}");
-        assert!(err.contains(&format!("redis-cli DEL {prefix}bus:partitions")), "{err}");
+        assert!(err.contains(&format!("is {n}, but the bus under the prefix {prefix:?}")), "{err}");
+        assert!(err.contains("on this Redis runs with 4"), "{err}");
+        assert!(err.contains(&format!("redis-cli -c DEL {prefix}bus:partitions")), "{err}");
     }
     // Another deployment (prefix) keeps its own count.
     RedisBus::connect(url, &key_prefix()).await.unwrap().claim_partitions(2).await.unwrap();

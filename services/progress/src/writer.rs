@@ -49,8 +49,8 @@ use crate::{
 /// Failed attempts of a batch before it is split, unless set otherwise.
 pub const DEFAULT_SPLIT_AFTER_FAILURES: u32 = 3;
 
-/// Failing batches remembered at once (far more than read loops: bus partitions are 64 at
-/// most, writers a handful).
+/// Failing batches remembered at once (far more than one writer's read loops: one per bus
+/// partition, 64 at most).
 const MAX_FAILING_BATCHES: usize = 1024;
 
 /// What a batch writer does with a due batch.

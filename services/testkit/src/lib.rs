@@ -119,9 +119,10 @@ impl Drop for Proc {
 /// pool opening, a Redis client) before the process it was meant for binds it, which failed
 /// whole meshes with "address already in use".
 ///
-/// A port is handed out once per test process: a port free now stays free until its process
-/// binds it, and two tests running at once drew the same one (one mesh's incentive service
-/// then found its port taken, and the other mesh's service answered in its place).
+/// A port is handed out once per test process: a port handed out stays unbound until its
+/// process starts, so another draw could return it, and two tests running at once did (one
+/// mesh's incentive service then found its port taken, and the other mesh's service answered
+/// in its place).
 pub fn free_port() -> u16 {
     const LOW: u128 = 20_000;
     const SPAN: u128 = 12_000;

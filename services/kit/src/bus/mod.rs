@@ -11,8 +11,10 @@
 //! once a second, after an ack) of what every group has acknowledged, and every publish caps
 //! its stream at about [`RedisBus::with_max_len`] entries (`bus_max_len`, default 1,000,000),
 //! so a group that lags that far (or was abandoned) loses its oldest entries instead of
-//! pinning the stream; each group's backlog is the gauge `ewpm_bus_group_backlog` (sampled by
-//! its consumers, see [`crate::consumer::Consumer::run`]).
+//! pinning the stream; each group's backlog on each partition is the gauge
+//! `ewpm_bus_group_backlog{topic, partition, group}`, sampled by the group's consumers (see
+//! [`crate::consumer::Consumer::run`]) and, on Redis, for every group of a stream whenever it is
+//! trimmed (so a group nobody consumes any more still shows its backlog growing).
 //!
 //! # Layout
 //! - this file: the [`Bus`] trait, [`Message`], [`Once`], [`Routed`] and the helpers the
@@ -91,11 +93,20 @@ pub fn partition_topic(topic: &str, index: usize, partitions: usize) -> String {
 
 /// The topic a partition topic belongs to (`progress.p3.17` → `progress`; a topic → itself).
 pub fn base_topic(topic: &str) -> &str {
+    split_partition(topic).0
+}
+
+/// A partition topic's topic and index (`progress.p3.17` → `("progress", 3)`; a topic →
+/// itself and 0).
+pub fn split_partition(topic: &str) -> (&str, usize) {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let Some((rest, k)) = topic.rsplit_once('.') else { return topic };
+    let Some((rest, k)) = topic.rsplit_once('.') else { return (topic, 0) };
     match rest.rsplit_once(".p") {
-        Some((base, i)) if digits(i) && digits(k) => base,
-        _ => topic,
+        Some((base, i)) if digits(i) && digits(k) => match i.parse() {
+            Ok(index) => (base, index),
+            Err(_) => (topic, 0),
+        },
+        _ => (topic, 0),
     }
 }
 
@@ -445,6 +456,7 @@ mod tests {
                 let name = partition_topic("progress", i, n);
                 assert!(name.starts_with(&format!("progress.p{i}.")), "{name}");
                 assert_eq!(base_topic(&name), "progress");
+                assert_eq!(split_partition(&name), ("progress", i));
                 // In the first half of its own arc of the ring: apart from every other.
                 let arc = 16_384 / n as u32;
                 let offset = (cluster_slot(&name) + 16_384 - base) % 16_384;
@@ -455,6 +467,11 @@ mod tests {
         assert_eq!(base_topic("a.pb.1"), "a.pb.1");
         assert_eq!(base_topic("a.p1"), "a.p1");
         assert_eq!(base_topic("a.p.1"), "a.p.1");
+        assert_eq!(split_partition("progress"), ("progress", 0));
+        assert_eq!(
+            split_partition("a.p99999999999999999999999.1"),
+            ("a.p99999999999999999999999.1", 0)
+        );
         // FNV-1a, fixed: producers of every version agree on a key's partition.
         assert_eq!(partition_of("alice", 1), 0);
         assert_eq!(["alice", "bob", "carol", "dave"].map(|k| partition_of(k, 8)), [7, 4, 2, 7]);

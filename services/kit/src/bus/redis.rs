@@ -85,9 +85,20 @@ async fn groups_of(client: &Client, key: &str) -> anyhow::Result<Vec<GroupInfo>>
 /// Removes from stream `key` the entries every group has received and acknowledged: those
 /// below each group's oldest pending entry, or below its last delivered entry when nothing
 /// is pending. A stream without groups is left alone.
-async fn trim_acknowledged(client: &Client, key: &str) -> anyhow::Result<()> {
+async fn trim_acknowledged(client: &Client, key: &str, topic: &str) -> anyhow::Result<()> {
     let mut floor: Option<((u64, u64), String)> = None;
     let groups = groups_of(client, key).await?;
+    let (base, partition) = super::split_partition(topic);
+    for group in &groups {
+        // Names from code (topic and group constants), never from callers.
+        metrics::gauge!(
+            "ewpm_bus_group_backlog",
+            "topic" => base.to_string(),
+            "partition" => partition.to_string(),
+            "group" => group.name.clone()
+        )
+        .set((group.pending + group.lag) as f64);
+    }
     for group in groups {
         let group_floor = if group.pending > 0 {
             // XPENDING summary: [count, smallest id, greatest id, consumers].
@@ -197,11 +208,13 @@ impl RedisBus {
         match recorded.as_deref().map(str::parse::<u16>) {
             Some(Ok(n)) if n == partitions => Ok(()),
             Some(Ok(n)) => anyhow::bail!(
-                "bus_partitions (EWPM_BUS_PARTITIONS) is {partitions}, but this Redis's bus runs \
-                 with {n} (recorded in the key {key}); a process counting otherwise would strand \
-                 messages. To change the count: stop the producers, wait until \
-                 ewpm_bus_group_backlog is 0 for every partition, stop every process, delete the \
-                 key (redis-cli DEL {key}) and start them all with the new count"
+                "bus_partitions (EWPM_BUS_PARTITIONS) is {partitions}, but the bus under the \
+                 prefix {:?} on this Redis runs with {n} (recorded in the key {key}); a process \
+                 counting otherwise would strand messages. To change the count: stop the \
+                 producers, wait until ewpm_bus_group_backlog is 0 for every partition, stop \
+                 every process, delete the key (redis-cli -c DEL {key}) and start them all with \
+                 the new count",
+                self.prefix
             ),
             _ => anyhow::bail!("the key {key} holds {recorded:?}, not a partition count"),
         }
@@ -365,8 +378,9 @@ impl Bus for RedisBus {
         if due {
             // Off the ack's path: a slow trim must not hold up a consumer.
             let client = self.client.clone();
+            let topic = topic.to_string();
             tokio::spawn(async move {
-                if let Err(err) = trim_acknowledged(&client, &key).await {
+                if let Err(err) = trim_acknowledged(&client, &key, &topic).await {
                     tracing::warn!(error = format!("{err:#}"), "trim stream {key}");
                 }
             });
