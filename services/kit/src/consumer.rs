@@ -91,7 +91,9 @@ impl Sampler {
     fn claim(bus: &Arc<dyn Bus>, topic: &'static str, group: &'static str) -> Option<Self> {
         let key = (Arc::as_ptr(bus).cast::<()>() as usize, topic, group);
         let mut samplers = SAMPLERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        samplers.insert(key).then_some(Self(key))
+        // No claim is made unless won: one dropped here would lock again (a deadlock) and
+        // release the key of the consumer that holds it.
+        if samplers.insert(key) { Some(Self(key)) } else { None }
     }
 }
 
@@ -372,4 +374,35 @@ impl<H: Handler> Consumer<H> {
 /// Message ids and items, in order.
 fn split<T>(batch: Vec<Received<T>>) -> (Vec<String>, Vec<T>) {
     batch.into_iter().map(|r| (r.message_id, r.item)).unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One sampler per bus, topic and group: a second claim is refused and leaves the first
+    /// in place (returning, not deadlocking on the registry's lock), and a dropped claim frees
+    /// its key.
+    #[test]
+    fn one_sampler_per_bus_topic_and_group() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let bus: Arc<dyn Bus> = crate::bus::MemoryBus::new();
+            let other: Arc<dyn Bus> = crate::bus::MemoryBus::new();
+            let first = Sampler::claim(&bus, "sampled", "g");
+            let second = Sampler::claim(&bus, "sampled", "g");
+            let third = Sampler::claim(&bus, "sampled", "g");
+            let elsewhere = [
+                Sampler::claim(&other, "sampled", "g"),
+                Sampler::claim(&bus, "sampled", "h"),
+                Sampler::claim(&bus, "unsampled", "g"),
+            ];
+            let results = (first.is_some(), second.is_none(), third.is_none());
+            drop(first);
+            let again = Sampler::claim(&bus, "sampled", "g").is_some();
+            done.send((results, elsewhere.iter().all(Option::is_some), again)).unwrap();
+        });
+        let outcome = finished.recv_timeout(Duration::from_secs(10)).expect("claims return");
+        assert_eq!(outcome, ((true, true, true), true, true));
+    }
 }
