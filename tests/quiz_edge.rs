@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::start_dev;
+use common::{Rest, start_dev};
 use ewpm_kit::auth::Role;
 use ewpm_testkit::{TEST_SECRET, bearer};
 use futures::{SinkExt, StreamExt};
@@ -16,44 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The REST edge at `base`, called with full `Bearer …` values.
-struct Rest {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Rest {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        auth: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let mut request = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url),
-        }
-        .header("authorization", auth);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn post(&self, path: &str, auth: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, auth, Some(body)).await
-    }
-
-    async fn get(&self, path: &str, auth: &str) -> (u16, Value) {
-        self.call("GET", path, auth, None).await
-    }
-}
 
 /// Whether `value` holds a key named like an answer anywhere.
 fn holds_an_answer(value: &Value) -> bool {

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{start_dev, start_dev_on};
+use common::{Rest, start_dev, start_dev_on};
 use ewpm_kit::auth::Role;
 use ewpm_testkit::{TEST_SECRET, bearer, browser::Browser, browser::Page, free_port};
 use futures::StreamExt;
@@ -31,38 +31,6 @@ const HOSTILE: &str = r#"<img src=x onerror="window.pwned=1">"#;
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
-}
-
-struct Rest {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Rest {
-    async fn send(&self, method: &str, path: &str, auth: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.base);
-        let mut request = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url),
-        }
-        .header("authorization", auth);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn post(&self, path: &str, auth: &str, body: Value) -> Value {
-        self.send("POST", path, auth, Some(body)).await
-    }
-
-    async fn get(&self, path: &str, auth: &str) -> Value {
-        self.send("GET", path, auth, None).await
-    }
 }
 
 /// The link `ewpm dev` printed for `who` (`employee` or `admin`).
@@ -175,13 +143,13 @@ async fn the_edge_serves_the_app_compressed_revalidated_and_locked_down() {
     let rest = Rest { base: base.clone(), http: http.clone() };
     let admin = bearer("admin-1", Role::Admin, None);
     let quiz = rest
-        .post(
+        .post_ok(
             "/api/quizzes",
             &admin,
             json!({"title": "Q", "questions": [{"text": "?", "kind": "poll", "choices": ["a", "b"]}]}),
         )
         .await;
-    let session = rest.post("/api/quiz-sessions", &admin, json!({"quizId": quiz["id"]})).await;
+    let session = rest.post_ok("/api/quiz-sessions", &admin, json!({"quizId": quiz["id"]})).await;
     let ws = |token: String| {
         let url = format!(
             "{}/api/quiz-sessions/{}/ws",
@@ -223,7 +191,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     // What there is to see: a challenge with three colleagues on its board, a match with
     // events, an incentive that a reported birth earns.
     let challenge = rest
-        .post(
+        .post_ok(
             "/api/challenges",
             &admin,
             json!({"name": "Walk to work", "description": "Every kilometre on foot counts",
@@ -235,10 +203,14 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     // A colleague whose user id is markup: the page must show it as text.
     for (user, km) in [("alice", 36), ("bob", 35), ("carol", 31), (HOSTILE, 20)] {
         let token = bearer(user, Role::Employee, Some("acme"));
-        rest.post(&format!("/api/challenges/{challenge}/progress"), &token, json!({"value": km}))
-            .await;
+        rest.post_ok(
+            &format!("/api/challenges/{challenge}/progress"),
+            &token,
+            json!({"value": km}),
+        )
+        .await;
     }
-    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 17})).await;
+    rest.post_ok(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 17})).await;
     let types = ["goal", "shot", "corner", "yellow_card", "substitution", "chant"];
     let events: Vec<Value> = (0..120)
         .map(|i| {
@@ -246,15 +218,15 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
                          "metadata": {"minute": i % 90}})
         })
         .collect();
-    rest.post("/api/events/batch", &feed, json!({"events": events})).await;
-    rest.post(
+    rest.post_ok("/api/events/batch", &feed, json!({"events": events})).await;
+    rest.post_ok(
         "/api/incentives",
         &admin,
         json!({"slug": "birth-reported", "description": "A reported birth",
                "rule": {"eachOccurrence": {}}, "triggerKinds": ["birth"]}),
     )
     .await;
-    rest.post(
+    rest.post_ok(
         "/api/employers/acme/incentives",
         &hr,
         json!({"programId": "maternity", "incentiveSlug": "birth-reported",
@@ -263,7 +235,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     .await;
     // The board has all five before the page opens.
     let deadline = Instant::now() + WAIT;
-    while rest.get(&format!("/api/challenges/{challenge}/leaderboard"), &me).await["totalMembers"]
+    while rest.get_ok(&format!("/api/challenges/{challenge}/leaderboard"), &me).await["totalMembers"]
         != 5
     {
         assert!(Instant::now() < deadline, "the board never had five members");
@@ -322,10 +294,10 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
         .unwrap();
     assert_eq!(hostile, json!([true, 0]), "a user id is text, never markup");
     let sent = Instant::now();
-    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 40})).await;
+    rest.post_ok(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 40})).await;
     let deadline = Instant::now() + WAIT;
     loop {
-        let board = rest.get(&format!("/api/challenges/{challenge}/leaderboard"), &me).await;
+        let board = rest.get_ok(&format!("/api/challenges/{challenge}/leaderboard"), &me).await;
         if board["entries"][0]["userId"] == "dev-employee" {
             break;
         }
@@ -369,7 +341,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     page.wait_for("document.querySelector('#awards .empty') && document.getElementById('stream-state')?.dataset.state === 'live'", WAIT)
         .await
         .unwrap();
-    rest.post("/api/births", &me, json!({})).await;
+    rest.post_ok("/api/births", &me, json!({})).await;
     page.wait_for(
         "document.querySelector('#awards [data-award-id] h2')?.textContent === 'pregnancy pillow'",
         WAIT,
@@ -392,7 +364,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     // The chart's 30 minutes hold every event (all of them arrived in the last minutes).
     let minutes_total = "[...document.querySelectorAll('#per-minute rect')].reduce((n, r) => n + Number(r.dataset.count), 0)";
     page.wait_for(&format!("{minutes_total} === 120"), WAIT).await.unwrap();
-    rest.post(
+    rest.post_ok(
         "/api/events/batch",
         &feed,
         json!({"events": [{"matchId": "match_001", "eventType": "goal"}, {"matchId": "match_001", "eventType": "var_review"}]}),
@@ -420,7 +392,7 @@ async fn people_use_every_page_in_chromium_and_see_it_live() {
     // with long time limits (a slow machine must not close a question under the test); the
     // app's sample quiz is created too, from the page.
     let quiz = rest
-        .post(
+        .post_ok(
             "/api/quizzes",
             &admin,
             json!({"title": "Browser quiz", "questions": [
@@ -583,7 +555,7 @@ async fn an_open_board_page_reconnects_when_ewpm_dev_restarts() {
     let admin = bearer("admin-1", Role::Admin, None);
     let me = bearer("dev-employee", Role::Employee, Some("acme"));
     let challenge = rest
-        .post(
+        .post_ok(
             "/api/challenges",
             &admin,
             json!({"name": "Stairs", "startTime": "2026-01-01T00:00:00Z",
@@ -591,7 +563,7 @@ async fn an_open_board_page_reconnects_when_ewpm_dev_restarts() {
         )
         .await;
     let challenge = challenge["id"].as_str().unwrap().to_string();
-    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 5})).await;
+    rest.post_ok(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 5})).await;
 
     let browser = Browser::launch().await.unwrap();
     let page = browser.new_context().await.unwrap().new_page().await.unwrap();
@@ -621,7 +593,7 @@ async fn an_open_board_page_reconnects_when_ewpm_dev_restarts() {
     )
     .await
     .unwrap();
-    rest.post(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 7})).await;
+    rest.post_ok(&format!("/api/challenges/{challenge}/progress"), &me, json!({"value": 7})).await;
     page.wait_for("document.querySelector('#leaderboard li.me')?.dataset.score === '12'", WAIT)
         .await
         .unwrap();

@@ -20,6 +20,62 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 use tonic::{Request, transport::Channel};
 
+/// The REST edge at `base`, called with full `Bearer …` values.
+pub struct Rest {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Rest {
+    /// One call with an optional JSON body: the status and the body (JSON, else its text).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        }
+        .header("authorization", auth);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post(&self, path: &str, auth: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, auth, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, auth: &str) -> (u16, Value) {
+        self.call("GET", path, auth, None).await
+    }
+
+    /// A call that must succeed (2xx): its body (`null` when empty).
+    pub async fn ok(&self, method: &str, path: &str, auth: &str, body: Option<Value>) -> Value {
+        match self.call(method, path, auth, body).await {
+            (200..=299, Value::String(text)) if text.is_empty() => Value::Null,
+            (200..=299, body) => body,
+            (status, body) => panic!("{method} {path}: {status} {body}"),
+        }
+    }
+
+    pub async fn post_ok(&self, path: &str, auth: &str, body: Value) -> Value {
+        self.ok("POST", path, auth, Some(body)).await
+    }
+
+    pub async fn get_ok(&self, path: &str, auth: &str) -> Value {
+        self.ok("GET", path, auth, None).await
+    }
+}
+
 /// The mesh under test: one process per service, sharing a database and a Redis prefix.
 pub struct Mesh {
     pub dir: tempfile::TempDir,
