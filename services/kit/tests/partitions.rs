@@ -224,26 +224,8 @@ async fn the_backlog_gauge_shows_every_partition_and_every_group() {
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(consumer.run(shutdown.clone()));
-    let series = |text: &str| -> BTreeMap<String, u64> {
-        text.lines()
-            .filter(|l| l.starts_with("ewpm_bus_group_backlog{") && l.contains("topic=\"gauged\""))
-            .filter(|l| l.contains("group=\"stuck\""))
-            .map(|l| {
-                let partition = l.split("partition=\"").nth(1).unwrap().split('"').next().unwrap();
-                let value = l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
-                (partition.to_string(), value as u64)
-            })
-            .collect()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = series(&metrics.render());
-        if seen == expected {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gauge {seen:?}, backlog {expected:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let expected = expected.into_iter().map(|(p, n)| ((p, "stuck".to_string()), n)).collect();
+    wait_for_backlog_gauge(&metrics, TOPIC, &expected).await;
     shutdown.cancel();
     running.await.unwrap();
 
@@ -258,25 +240,40 @@ async fn the_backlog_gauge_shows_every_partition_and_every_group() {
     assert_eq!(got.len(), 3);
     let ids: Vec<String> = got.into_iter().map(|m| m.id).collect();
     redis.ack(ABANDONED, "live", &ids).await.unwrap();
-    let groups = |text: &str| -> BTreeMap<String, u64> {
-        text.lines()
-            .filter(|l| l.starts_with("ewpm_bus_group_backlog{"))
-            .filter(|l| l.contains("topic=\"gauged-redis\"") && l.contains("partition=\"0\""))
-            .map(|l| {
-                let group = l.split("group=\"").nth(1).unwrap().split('"').next().unwrap();
-                let value = l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
-                (group.to_string(), value as u64)
-            })
-            .collect()
+    let expected = BTreeMap::from([
+        (("0".to_string(), "abandoned".to_string()), 3),
+        (("0".to_string(), "live".to_string()), 0),
+    ]);
+    wait_for_backlog_gauge(&metrics, ABANDONED, &expected).await;
+}
+
+/// Waits up to 10 s until the `ewpm_bus_group_backlog` series of `topic`, by partition and
+/// group, are `expected`.
+async fn wait_for_backlog_gauge(
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+    topic: &str,
+    expected: &BTreeMap<(String, String), u64>,
+) {
+    let label = |line: &str, name: &str| -> String {
+        let value = line.split(&format!("{name}=\"")).nth(1).unwrap();
+        value.split('"').next().unwrap().to_string()
     };
-    let expected = BTreeMap::from([("abandoned".to_string(), 3), ("live".to_string(), 0)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let seen = groups(&metrics.render());
-        if seen == expected {
-            break;
+        let seen: BTreeMap<(String, String), u64> = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("ewpm_bus_group_backlog{"))
+            .filter(|l| label(l, "topic") == topic)
+            .map(|l| {
+                let value = l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+                ((label(l, "partition"), label(l, "group")), value as u64)
+            })
+            .collect();
+        if &seen == expected {
+            return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "gauge {seen:?}");
+        assert!(tokio::time::Instant::now() < deadline, "gauge {seen:?}, expected {expected:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
